@@ -1,0 +1,20 @@
+import { PlatformError } from "@iommu-sim/core";
+import { UsageError } from "../args.js";
+import { type CliIo, EXIT } from "../io.js";
+
+/** Run a command body, turning usage and platform errors into exit code 2 with a readable message. */
+export async function runGuarded(io: CliIo, body: () => Promise<number>): Promise<number> {
+  try {
+    return await body();
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`iommu-sim: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    if (e instanceof PlatformError) {
+      io.err(`iommu-sim: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    throw e;
+  }
+}

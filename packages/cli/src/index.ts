@@ -1,0 +1,3 @@
+export type { CliIo } from "./io.js";
+export { EXIT } from "./io.js";
+export { type Command, helpText, main } from "./main.js";

@@ -1,0 +1,597 @@
+/**
+ * Simulated physical memory: sparse, frame-granular, little-endian.
+ *
+ * Frames (4 KiB) are created zero-filled on the first write and found by array index from the frame number (no
+ * hashing), so a 2^52-byte memory costs nothing until it is touched:
+ *
+ * - a three-level directory maps a frame number to a *slot*: two small JS arrays, then an `Int32Array` leaf of 8192
+ *   slot numbers (32 MiB of address space per leaf);
+ * - a slot is 4 KiB of a pooled 1 MiB chunk (256 slots per `ArrayBuffer`). Slot 0 is a frame of zeros that is never
+ *   written: every untouched directory entry holds 0, so reads of untouched memory return 0, allocate nothing and
+ *   take no branch.
+ *
+ * Why slots in chunks rather than one `Uint32Array` object per frame: a random read then costs one cache miss on the
+ * data (the leaves are 4 bytes per frame and the chunk objects few, so they stay cached) instead of three dependent
+ * misses (directory entry, typed-array object, its separately allocated backing store). `frame32` still hands out a
+ * `Uint32Array(1024)`: a view of the frame's slot.
+ *
+ * Address split (a physical address is a JS number below 2^53, split as `hi = pa / 2^32`, `lo = pa >>> 0`):
+ *
+ * | bits of pa | 51..38 | 37..25 | 24..12 | 11..0 |
+ * | ---------- | ------ | ------ | ------ | ----- |
+ * | use        | L1     | L2     | leaf   | byte in frame |
+ */
+import type { Diagnostics } from "../kernel/diagnostics.js";
+import type { FaultInjector } from "../kernel/fault-inject.js";
+
+/**
+ * log2 of the page (frame) size.
+ * @linux PAGE_SHIFT
+ */
+export const PAGE_SHIFT = 12;
+/**
+ * Bytes in a page (frame).
+ * @linux PAGE_SIZE
+ */
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/** 32-bit words in a frame. */
+const FRAME_WORDS = PAGE_SIZE >>> 2;
+/**
+ * Largest physical memory we model: 52-bit physical addresses, the widest any IOMMU here supports.
+ * @linux MAX_PHYSMEM_BITS (52 on arm64 with 52-bit PA)
+ */
+export const MAX_PHYS_SIZE = 2 ** 52;
+
+const TWO_32 = 4294967296;
+/** Directory geometry, declared once: L3 indexes pa bits 12..24, L2 bits 25..37, L1 bits 38..51. */
+const L3_BITS = 13;
+const L2_BITS = 13;
+const L3_ENTRIES = 1 << L3_BITS;
+const L2_ENTRIES = 1 << L2_BITS;
+const L3_MASK = L3_ENTRIES - 1;
+/** pa bits 32..37 (the low bits of `hi`) that belong to the L2 index. */
+const L2_HI_BITS = PAGE_SHIFT + L3_BITS + L2_BITS - 32; // 6
+const L2_HI_MASK = (1 << L2_HI_BITS) - 1;
+/** pa bits 25..31 (the top bits of `lo`) that belong to the L2 index. */
+const L2_LO_SHIFT = PAGE_SHIFT + L3_BITS; // 25
+const L2_LO_BITS = 32 - L2_LO_SHIFT; // 7
+
+/** Whether this host stores typed-array words little-endian; bulk byte access relies on it. */
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** Frames per pooled chunk, as log2: 256 frames = 1 MiB per `ArrayBuffer`. */
+const CHUNK_SHIFT = 8;
+const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
+const CHUNK_MASK = CHUNK_FRAMES - 1;
+/** log2 of words per frame. */
+const WORD_SHIFT = PAGE_SHIFT - 2;
+const WORD_MASK = FRAME_WORDS - 1;
+const BYTE_MASK = PAGE_SIZE - 1;
+
+/** A leaf maps 8192 frames to slots (0 = untouched). */
+type Leaf = Int32Array;
+type L2Dir = Leaf[];
+
+/**
+ * Options of {@link PhysicalMemory}.
+ * @linux the memory nodes of the device tree / e820 map that size RAM
+ */
+export interface PhysicalMemoryOptions {
+  /** Bytes of physical address space, a multiple of 4 KiB up to 2^52. Default 4 GiB. */
+  size?: number;
+  /** The machine's fault injector (kept for collaborators such as the page allocator). */
+  faults?: FaultInjector;
+  /** The machine's diagnostics (kept for collaborators such as the page allocator). */
+  diag?: Diagnostics;
+}
+
+function hex(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  return n < 0 ? `-0x${(-n).toString(16)}` : `0x${n.toString(16)}`;
+}
+
+function checkByte(v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xff) throw new RangeError(`fill byte ${v} is not in 0..255`);
+  return v;
+}
+
+/**
+ * The machine's physical memory: DRAM as device models and page-table walkers see it.
+ * All multi-byte accesses are little-endian; 8/16/32-bit reads return unsigned numbers.
+ * @linux the physical memory behind phys_to_virt/memremap, accessed like readl/writel or READ_ONCE on a descriptor
+ */
+export class PhysicalMemory {
+  /** Bytes of physical address space. */
+  readonly size: number;
+  /** The fault injector this memory was created with, for collaborators. */
+  readonly faults: FaultInjector | undefined;
+  /** The diagnostics this memory was created with, for collaborators. */
+  readonly diag: Diagnostics | undefined;
+
+  /** Slots of the frames below 4 GiB (or below `size`), indexed by frame number: one load on the common path. */
+  private readonly low: Int32Array;
+  /** Above 4 GiB: L1 -> L2 -> leaf (Int32Array of slots). Untouched entries share the zero L2 / zero leaf. */
+  private readonly l1: L2Dir[];
+  private readonly zeroLeaf: Leaf;
+  private readonly zeroL2: L2Dir;
+  /** Pooled storage, 256 frames per chunk; slot `s` is words `(s & 255) << 10 ..` of `chunks[s >>> 8]`. */
+  private readonly chunks: Uint32Array[] = [];
+  private readonly chunks8: Uint8Array[] = [];
+  /** `frame32` views, one per slot, created with the chunk. */
+  private readonly views: Uint32Array[] = [];
+  /** Released slots, reused (zeroed) before the pool grows. */
+  private readonly freeSlots: number[] = [];
+  private nextSlot = 0;
+  /** Highest valid address for an access of 1, 2, 4 and 8 bytes. */
+  private readonly last8: number;
+  private readonly last16: number;
+  private readonly last32: number;
+  private readonly last64: number;
+  private touched = 0;
+
+  constructor(opts: PhysicalMemoryOptions = {}) {
+    const size = opts.size ?? 4 * 2 ** 30;
+    if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0 || size > MAX_PHYS_SIZE) {
+      throw new RangeError(`physical memory size ${hex(size)} must be a positive multiple of 4 KiB up to 2^52`);
+    }
+    if (!HOST_LITTLE_ENDIAN) throw new Error("PhysicalMemory needs a little-endian host");
+    this.size = size;
+    this.faults = opts.faults;
+    this.diag = opts.diag;
+    this.last8 = size - 1;
+    this.last16 = size - 2;
+    this.last32 = size - 4;
+    this.last64 = size - 8;
+
+    // Zero-filled and lazily backed by the OS: 4 MiB of address space for 4 GiB of memory, resident as it is used.
+    this.low = new Int32Array(Math.min(size, TWO_32) / PAGE_SIZE);
+    this.zeroLeaf = new Int32Array(L3_ENTRIES);
+    // Filled by push so the arrays stay PACKED_ELEMENTS (holey arrays take a slower load path).
+    const zl2: L2Dir = [];
+    for (let i = 0; i < L2_ENTRIES; i++) zl2.push(this.zeroLeaf);
+    this.zeroL2 = zl2;
+    const l1Entries = Math.ceil(size / 2 ** (PAGE_SHIFT + L3_BITS + L2_BITS));
+    const l1: L2Dir[] = [];
+    for (let i = 0; i < l1Entries; i++) l1.push(zl2);
+    this.l1 = l1;
+    // Slot 0: the zero frame every untouched entry points at.
+    this.growPool();
+    this.nextSlot = 1;
+  }
+
+  /** Number of frames that have storage (written at least once and not released). */
+  get touchedFrames(): number {
+    return this.touched;
+  }
+
+  // --- address checks -------------------------------------------------------------------------------------------
+
+  private rangeError(pa: number, len: number): RangeError {
+    const what = Number.isInteger(pa) ? "" : " (not an integer)";
+    return new RangeError(
+      `physical access of ${len} byte(s) at ${hex(pa)}${what} is outside memory of size ${hex(this.size)}`,
+    );
+  }
+
+  /** Check a bulk range [pa, pa + len); throws the RangeError naming pa and the memory size. */
+  private checkRange(pa: number, len: number): void {
+    if (!Number.isInteger(len) || len < 0) throw new RangeError(`length ${len} is not a non-negative integer`);
+    if (!Number.isInteger(pa) || pa < 0 || pa + len > this.size) throw this.rangeError(pa, len);
+  }
+
+  // --- frame lookup ---------------------------------------------------------------------------------------------
+
+  /** The slot of the frame holding `pa` (0 when untouched). `pa` must be valid. */
+  private slotR(pa: number): number {
+    if (pa < TWO_32) return this.low[pa >>> PAGE_SHIFT]!;
+    const lo = pa >>> 0;
+    const hi = (pa - lo) / TWO_32;
+    return this.l1[hi >>> L2_HI_BITS]![((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT)]![
+      (lo >>> PAGE_SHIFT) & L3_MASK
+    ]!;
+  }
+
+  /** The slot of the frame holding `pa`, created on first touch. `pa` must be valid. */
+  private slotW(pa: number): number {
+    const slot = this.slotR(pa);
+    return slot !== 0 ? slot : this.createFrame(pa);
+  }
+
+  /** The directory leaf holding the slot of `pa` (created when `create`), or undefined; its index is `leafIndex`. */
+  private leafOf(pa: number, create: boolean): Int32Array | undefined {
+    if (pa < TWO_32) return this.low;
+    const lo = pa >>> 0;
+    const hi = (pa - lo) / TWO_32;
+    const i1 = hi >>> L2_HI_BITS;
+    const i2 = ((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT);
+    let l2 = this.l1[i1]!;
+    let leaf = l2[i2]!;
+    if (leaf !== this.zeroLeaf) return leaf;
+    if (!create) return undefined;
+    if (l2 === this.zeroL2) {
+      l2 = this.zeroL2.slice();
+      this.l1[i1] = l2;
+    }
+    leaf = new Int32Array(L3_ENTRIES);
+    l2[i2] = leaf;
+    return leaf;
+  }
+
+  private leafIndex(pa: number): number {
+    return pa < TWO_32 ? pa >>> PAGE_SHIFT : ((pa >>> 0) >>> PAGE_SHIFT) & L3_MASK;
+  }
+
+  /** Give the untouched frame holding `pa` storage (zeroed) and return its slot. */
+  private createFrame(pa: number): number {
+    const leaf = this.leafOf(pa, true)!;
+    let slot = this.freeSlots.pop();
+    if (slot !== undefined) {
+      this.views[slot]!.fill(0);
+    } else {
+      if (this.nextSlot === this.chunks.length << CHUNK_SHIFT) this.growPool();
+      slot = this.nextSlot++;
+    }
+    leaf[this.leafIndex(pa)] = slot;
+    this.touched++;
+    return slot;
+  }
+
+  private growPool(): void {
+    const buf = new ArrayBuffer(CHUNK_FRAMES * PAGE_SIZE);
+    this.chunks.push(new Uint32Array(buf));
+    this.chunks8.push(new Uint8Array(buf));
+    for (let i = 0; i < CHUNK_FRAMES; i++) this.views.push(new Uint32Array(buf, i * PAGE_SIZE, FRAME_WORDS));
+  }
+
+  /**
+   * The 1024-word frame holding `pa`, created (zero-filled) on first touch. Word `i` holds bytes `4i..4i+3` of the
+   * frame, little-endian. For page-table walkers that read many descriptors of one table. The view stays valid while
+   * the frame is not released with {@link releaseFrame}.
+   * @linux page_address(pfn_to_page(pa >> PAGE_SHIFT))
+   */
+  frame32(pa: number): Uint32Array {
+    if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
+    return this.views[this.slotW(pa)]!;
+  }
+
+  /** Whether the frame holding `pa` has storage (reads of other frames return 0 and allocate nothing). */
+  isTouched(pa: number): boolean {
+    if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
+    return this.slotR(pa) !== 0;
+  }
+
+  /**
+   * Drop the storage of frame `pfn`; it reads as zeros afterwards. Its storage is recycled for a later frame, so a
+   * `frame32` view taken earlier must not be used again.
+   * @linux the memory hot-remove / balloon path giving a frame back (no direct counterpart)
+   */
+  releaseFrame(pfn: number): void {
+    const pa = pfn * PAGE_SIZE;
+    if (!Number.isInteger(pfn) || pfn < 0 || pa > this.last8) throw this.rangeError(pa, PAGE_SIZE);
+    const leaf = this.leafOf(pa, false);
+    if (leaf === undefined) return;
+    const i = this.leafIndex(pa);
+    const slot = leaf[i]!;
+    if (slot === 0) return;
+    leaf[i] = 0;
+    this.freeSlots.push(slot);
+    this.touched--;
+  }
+
+  // --- 32-bit (hot path) ----------------------------------------------------------------------------------------
+
+  /**
+   * Read a little-endian 32-bit word (unsigned).
+   * @linux readl / le32_to_cpu(READ_ONCE(*p))
+   */
+  read32(pa: number): number {
+    const lo = pa >>> 0;
+    // Below 4 GiB (pa === lo: an integer in uint32 range) the L1 index is 0 and no division is needed.
+    if (pa === lo && (lo & 3) === 0) {
+      // `low` covers exactly the frames below min(size, 4 GiB): its bounds check is the range check.
+      const slot = this.low[lo >>> PAGE_SHIFT];
+      if (slot !== undefined) {
+        return this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)]!;
+      }
+    }
+    const hi = (pa - lo) / TWO_32;
+    if ((lo & 3) === 0 && pa >= 0 && pa <= this.last32 && (hi | 0) === hi) {
+      const slot =
+        this.l1[hi >>> L2_HI_BITS]![((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT)]![
+          (lo >>> PAGE_SHIFT) & L3_MASK
+        ]!;
+      return this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)]!;
+    }
+    return this.read32Slow(pa);
+  }
+
+  private read32Slow(pa: number): number {
+    if (!(pa >= 0 && pa <= this.last32) || !Number.isInteger(pa)) throw this.rangeError(pa, 4);
+    return (this.read8(pa) | (this.read8(pa + 1) << 8) | (this.read8(pa + 2) << 16) | (this.read8(pa + 3) << 24)) >>> 0;
+  }
+
+  /**
+   * Write a little-endian 32-bit word (`v` is taken modulo 2^32).
+   * @linux writel / WRITE_ONCE(*p, cpu_to_le32(v))
+   */
+  write32(pa: number, v: number): void {
+    const lo = pa >>> 0;
+    if (pa === lo && (lo & 3) === 0 && lo <= this.last32) {
+      let slot = this.low[lo >>> PAGE_SHIFT]!;
+      if (slot === 0) slot = this.createFrame(lo);
+      this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)] = v;
+      return;
+    }
+    const hi = (pa - lo) / TWO_32;
+    if ((lo & 3) === 0 && pa >= 0 && pa <= this.last32 && (hi | 0) === hi) {
+      let slot =
+        this.l1[hi >>> L2_HI_BITS]![((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT)]![
+          (lo >>> PAGE_SHIFT) & L3_MASK
+        ]!;
+      if (slot === 0) slot = this.createFrame(pa);
+      this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)] = v;
+      return;
+    }
+    this.write32Slow(pa, v);
+  }
+
+  private write32Slow(pa: number, v: number): void {
+    if (!(pa >= 0 && pa <= this.last32) || !Number.isInteger(pa)) throw this.rangeError(pa, 4);
+    this.write8(pa, v & 0xff);
+    this.write8(pa + 1, (v >>> 8) & 0xff);
+    this.write8(pa + 2, (v >>> 16) & 0xff);
+    this.write8(pa + 3, (v >>> 24) & 0xff);
+  }
+
+  // --- 8 and 16 bits --------------------------------------------------------------------------------------------
+
+  /** The word of `pa` in the pool: chunk `slot >>> 8`, index returned. */
+  private wordIndex(slot: number, pa: number): number {
+    return ((slot & CHUNK_MASK) << WORD_SHIFT) | (((pa >>> 0) >>> 2) & WORD_MASK);
+  }
+
+  /**
+   * Read a byte.
+   * @linux readb
+   */
+  read8(pa: number): number {
+    if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
+    const slot = this.slotR(pa);
+    return (this.chunks[slot >>> CHUNK_SHIFT]![this.wordIndex(slot, pa)]! >>> ((pa & 3) << 3)) & 0xff;
+  }
+
+  /**
+   * Write a byte (`v` is taken modulo 256).
+   * @linux writeb
+   */
+  write8(pa: number, v: number): void {
+    if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
+    const slot = this.slotW(pa);
+    const c = this.chunks[slot >>> CHUNK_SHIFT]!;
+    const w = this.wordIndex(slot, pa);
+    const sh = (pa & 3) << 3;
+    c[w] = (c[w]! & ~(0xff << sh)) | ((v & 0xff) << sh);
+  }
+
+  /**
+   * Read a little-endian 16-bit value (unsigned); unaligned reads may cross words and frames.
+   * @linux readw
+   */
+  read16(pa: number): number {
+    if (!(pa >= 0 && pa <= this.last16) || !Number.isInteger(pa)) throw this.rangeError(pa, 2);
+    if ((pa & 3) !== 3) {
+      const slot = this.slotR(pa);
+      return (this.chunks[slot >>> CHUNK_SHIFT]![this.wordIndex(slot, pa)]! >>> ((pa & 3) << 3)) & 0xffff;
+    }
+    return this.read8(pa) | (this.read8(pa + 1) << 8);
+  }
+
+  /**
+   * Write a little-endian 16-bit value (`v` is taken modulo 2^16); unaligned writes may cross words and frames.
+   * @linux writew
+   */
+  write16(pa: number, v: number): void {
+    if (!(pa >= 0 && pa <= this.last16) || !Number.isInteger(pa)) throw this.rangeError(pa, 2);
+    if ((pa & 3) !== 3) {
+      const slot = this.slotW(pa);
+      const c = this.chunks[slot >>> CHUNK_SHIFT]!;
+      const w = this.wordIndex(slot, pa);
+      const sh = (pa & 3) << 3;
+      c[w] = (c[w]! & ~(0xffff << sh)) | ((v & 0xffff) << sh);
+      return;
+    }
+    this.write8(pa, v & 0xff);
+    this.write8(pa + 1, (v >>> 8) & 0xff);
+  }
+
+  // --- 64 bits --------------------------------------------------------------------------------------------------
+
+  /**
+   * Read the low 32 bits of the little-endian 64-bit value at `pa`.
+   * @linux lower_32_bits(readq)
+   */
+  read64Lo(pa: number): number {
+    if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
+    return this.read32(pa);
+  }
+
+  /**
+   * Read the high 32 bits of the little-endian 64-bit value at `pa`.
+   * @linux upper_32_bits(readq)
+   */
+  read64Hi(pa: number): number {
+    if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
+    return this.read32(pa + 4);
+  }
+
+  /**
+   * Read a little-endian 64-bit value as two 32-bit halves into `out[0]` (low) and `out[1]` (high); no allocation.
+   * @linux readq / le64_to_cpu(READ_ONCE(*p)) on a descriptor
+   */
+  read64Parts(pa: number, out: Uint32Array): void {
+    if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
+    if ((pa & 7) === 0) {
+      // An aligned quadword never crosses a frame.
+      const slot = this.slotR(pa);
+      const c = this.chunks[slot >>> CHUNK_SHIFT]!;
+      const w = this.wordIndex(slot, pa);
+      out[0] = c[w]!;
+      out[1] = c[w + 1]!;
+      return;
+    }
+    out[0] = this.read32(pa);
+    out[1] = this.read32(pa + 4);
+  }
+
+  /**
+   * Write a little-endian 64-bit value given as two 32-bit halves (each taken modulo 2^32).
+   * @linux writeq / WRITE_ONCE(*p, cpu_to_le64(v)) on a descriptor
+   */
+  write64Parts(pa: number, lo: number, hi: number): void {
+    if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
+    if ((pa & 7) === 0) {
+      const slot = this.slotW(pa);
+      const c = this.chunks[slot >>> CHUNK_SHIFT]!;
+      const w = this.wordIndex(slot, pa);
+      c[w] = lo;
+      c[w + 1] = hi;
+      return;
+    }
+    this.write32(pa, lo);
+    this.write32(pa + 4, hi);
+  }
+
+  /**
+   * Read a little-endian 64-bit value as a bigint (convenience; hot paths use {@link read64Parts}).
+   * @linux readq
+   */
+  read64(pa: number): bigint {
+    if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
+    const lo = this.read32(pa);
+    const hi = this.read32(pa + 4);
+    return (BigInt(hi) << 32n) | BigInt(lo);
+  }
+
+  /**
+   * Write a 64-bit value given as a bigint, taken modulo 2^64 (convenience; hot paths use {@link write64Parts}).
+   * @linux writeq
+   */
+  write64(pa: number, v: bigint): void {
+    if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
+    const u = BigInt.asUintN(64, v);
+    this.write64Parts(pa, Number(u & 0xffffffffn), Number(u >> 32n));
+  }
+
+  // --- bulk -----------------------------------------------------------------------------------------------------
+
+  /** Byte offset of `pa` within the chunk of `slot`. */
+  private byteIndex(slot: number, pa: number): number {
+    return ((slot & CHUNK_MASK) << PAGE_SHIFT) | ((pa >>> 0) & BYTE_MASK);
+  }
+
+  /**
+   * Copy `len` bytes starting at `pa` out of memory.
+   * @linux memcpy_fromio / memcpy from a kernel mapping
+   */
+  readBytes(pa: number, len: number): Uint8Array {
+    this.checkRange(pa, len);
+    const out = new Uint8Array(len);
+    let done = 0;
+    while (done < len) {
+      const a = pa + done;
+      const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
+      const slot = this.slotR(a);
+      if (slot !== 0) {
+        const b = this.byteIndex(slot, a);
+        out.set(this.chunks8[slot >>> CHUNK_SHIFT]!.subarray(b, b + n), done);
+      }
+      done += n;
+    }
+    return out;
+  }
+
+  /**
+   * Copy `bytes` into memory at `pa`.
+   * @linux memcpy_toio / memcpy to a kernel mapping
+   */
+  writeBytes(pa: number, bytes: Uint8Array): void {
+    const len = bytes.length;
+    this.checkRange(pa, len);
+    let done = 0;
+    while (done < len) {
+      const a = pa + done;
+      const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
+      const slot = this.slotW(a);
+      this.chunks8[slot >>> CHUNK_SHIFT]!.set(bytes.subarray(done, done + n), this.byteIndex(slot, a));
+      done += n;
+    }
+  }
+
+  /**
+   * Set `len` bytes at `pa` to `byte`. Zero-filling frames never written allocates nothing.
+   * @linux memset
+   */
+  fill(pa: number, len: number, byte: number): void {
+    this.checkRange(pa, len);
+    checkByte(byte);
+    let done = 0;
+    while (done < len) {
+      const a = pa + done;
+      const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
+      const slot = byte === 0 ? this.slotR(a) : this.slotW(a);
+      if (slot !== 0) {
+        const b = this.byteIndex(slot, a);
+        this.chunks8[slot >>> CHUNK_SHIFT]!.fill(byte, b, b + n);
+      }
+      done += n;
+    }
+  }
+
+  /**
+   * Copy `len` bytes from `src` to `dst`; overlapping ranges are handled like memmove.
+   * @linux memmove
+   */
+  copy(dst: number, src: number, len: number): void {
+    this.checkRange(src, len);
+    this.checkRange(dst, len);
+    if (len === 0 || dst === src) return;
+    // Copy in chunks that stay inside one source and one destination frame. When dst is above an overlapping src,
+    // walk backwards so no source byte is overwritten before it is read.
+    const backwards = dst > src && dst < src + len;
+    let remaining = len;
+    while (remaining > 0) {
+      let n: number;
+      let s: number;
+      let d: number;
+      if (backwards) {
+        const sEnd = src + remaining;
+        const dEnd = dst + remaining;
+        n = Math.min(((sEnd - 1) & BYTE_MASK) + 1, ((dEnd - 1) & BYTE_MASK) + 1, remaining);
+        s = sEnd - n;
+        d = dEnd - n;
+      } else {
+        const doneBytes = len - remaining;
+        s = src + doneBytes;
+        d = dst + doneBytes;
+        n = Math.min(PAGE_SIZE - (s & BYTE_MASK), PAGE_SIZE - (d & BYTE_MASK), remaining);
+      }
+      const ss = this.slotR(s);
+      if (ss === 0) {
+        const ds = this.slotR(d);
+        if (ds !== 0) {
+          const b = this.byteIndex(ds, d);
+          this.chunks8[ds >>> CHUNK_SHIFT]!.fill(0, b, b + n);
+        }
+      } else {
+        const ds = this.slotW(d);
+        const sb = this.byteIndex(ss, s);
+        // TypedArray.set copies correctly when source and target share a buffer.
+        this.chunks8[ds >>> CHUNK_SHIFT]!.set(
+          this.chunks8[ss >>> CHUNK_SHIFT]!.subarray(sb, sb + n),
+          this.byteIndex(ds, d),
+        );
+      }
+      remaining -= n;
+    }
+  }
+}
