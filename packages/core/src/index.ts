@@ -4,6 +4,7 @@
  */
 import "reflect-metadata";
 
+export * from "./iommu/index.js";
 export * from "./kernel/diagnostics.js";
 export * from "./kernel/errno.js";
 export * from "./kernel/fault-inject.js";

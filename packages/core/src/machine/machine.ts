@@ -103,6 +103,7 @@ export class Machine {
   /** Modules in load order, with their per-machine owners. */
   private readonly kernelModules: { km: KernelModule; owner: Module }[];
   private state: "created" | "booting" | "booted" | "torn-down" = "created";
+  private readonly shutdownHooks: (() => Promise<void>)[] = [];
 
   /** Use {@link createMachine}. */
   constructor(opts: MachineOptions = {}) {
@@ -191,6 +192,15 @@ export class Machine {
   }
 
   /**
+   * Run `hook` at teardown before modules are unloaded, last added first (e.g. the iommu core unbinding IOMMU
+   * drivers so their modules are no longer referenced by probed devices).
+   * @linux the reboot notifier chain / device_shutdown ordering
+   */
+  addShutdownHook(hook: () => Promise<void>): void {
+    this.shutdownHooks.push(hook);
+  }
+
+  /**
    * Shut the machine down and check it: unload modules (last first), remove every device, let remaining tasks
    * finish, run pending RCU callbacks, then run every teardown check. Throws {@link TeardownError} with a readable
    * report when anything leaked, warned unexpectedly, or a lock is still held. Calling it twice is an error.
@@ -200,6 +210,7 @@ export class Machine {
     if (this.state === "torn-down") throw kerr("EINVAL", "machine was already torn down");
     this.state = "torn-down";
     await this.scheduler.runUntilIdle();
+    for (const hook of [...this.shutdownHooks].reverse()) await hook();
     const stuck = await this.modules.unloadAll();
     for (const name of stuck) this.diag.report("leak", `module ${name} could not be unloaded`, { culprit: name });
     await this.driverCore.teardown();

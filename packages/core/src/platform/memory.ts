@@ -6,14 +6,22 @@
  *
  * - a three-level directory maps a frame number to a *slot*: two small JS arrays, then an `Int32Array` leaf of 8192
  *   slot numbers (32 MiB of address space per leaf);
- * - a slot is 4 KiB of a pooled 1 MiB chunk (256 slots per `ArrayBuffer`). Slot 0 is a frame of zeros that is never
- *   written: every untouched directory entry holds 0, so reads of untouched memory return 0, allocate nothing and
- *   take no branch.
+ * - a slot is 4 KiB of frame storage. Slot 0 is a frame of zeros that is never written: every untouched directory
+ *   entry holds 0, so reads of untouched memory return 0, allocate nothing and take no branch.
  *
- * Why slots in chunks rather than one `Uint32Array` object per frame: a random read then costs one cache miss on the
- * data (the leaves are 4 bytes per frame and the chunk objects few, so they stay cached) instead of three dependent
- * misses (directory entry, typed-array object, its separately allocated backing store). `frame32` still hands out a
- * `Uint32Array(1024)`: a view of the frame's slot.
+ * Storage has two tiers, told apart by the sign of the slot:
+ *
+ * - tier 1 (slot >= 0): ONE resizable `ArrayBuffer` (reserved up to 4 GiB, or less for a small memory) seen through a
+ *   single length-tracking `Uint32Array`. Slot `s` is words `s << 10 ..` of it, so a read is `low[pfn]`, then the data:
+ *   one dependent load before the data instead of two. The buffer grows (`resize`, doubling, at most 64 MiB a step) as
+ *   frames are created; the OS backs it lazily, and the reservation costs address space only.
+ * - tier 2 (slot < 0): once more frames are touched than tier 1 holds (4 GiB), frame `k = -slot - 1` lives in pooled
+ *   1 MiB chunks (256 frames per `ArrayBuffer`). Correct, a little slower.
+ *
+ * Why slots rather than one `Uint32Array` object per frame: a random read then costs one cache miss on the data (the
+ * leaves are 4 bytes per frame, so they mostly stay cached) instead of three dependent misses (directory entry,
+ * typed-array object, its separately allocated backing store). `frame32` still hands out a `Uint32Array(1024)`: a
+ * fixed-length view of the frame's slot (created on first use and cached), valid across growth of the buffer.
  *
  * Address split (a physical address is a JS number below 2^53, split as `hi = pa / 2^32`, `lo = pa >>> 0`):
  *
@@ -59,7 +67,7 @@ const L2_LO_BITS = 32 - L2_LO_SHIFT; // 7
 /** Whether this host stores typed-array words little-endian; bulk byte access relies on it. */
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
-/** Frames per pooled chunk, as log2: 256 frames = 1 MiB per `ArrayBuffer`. */
+/** Frames per tier-2 pooled chunk, as log2: 256 frames = 1 MiB per `ArrayBuffer`. */
 const CHUNK_SHIFT = 8;
 const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_FRAMES - 1;
@@ -67,6 +75,20 @@ const CHUNK_MASK = CHUNK_FRAMES - 1;
 const WORD_SHIFT = PAGE_SHIFT - 2;
 const WORD_MASK = FRAME_WORDS - 1;
 const BYTE_MASK = PAGE_SIZE - 1;
+/** Largest tier-1 buffer: the largest `maxByteLength` V8 accepts (8 GiB is rejected). */
+const MAX_FIRST_TIER_BYTES = 4 * 2 ** 30;
+/** Tier-1 growth: doubling, but at least 64 KiB and at most 64 MiB per `resize`. */
+const MIN_GROW_BYTES = 64 * 1024;
+const MAX_GROW_BYTES = 64 * 2 ** 20;
+
+/** An ES2024 resizable `ArrayBuffer` (this project's TypeScript lib predates it; Node 20 has it). */
+interface ResizableArrayBuffer extends ArrayBuffer {
+  resize(byteLength: number): void;
+}
+const ResizableArrayBuffer = ArrayBuffer as unknown as new (
+  byteLength: number,
+  opts: { maxByteLength: number },
+) => ResizableArrayBuffer;
 
 /** A leaf maps 8192 frames to slots (0 = untouched). */
 type Leaf = Int32Array;
@@ -83,6 +105,12 @@ export interface PhysicalMemoryOptions {
   faults?: FaultInjector;
   /** The machine's diagnostics (kept for collaborators such as the page allocator). */
   diag?: Diagnostics;
+  /**
+   * @internal Most bytes of storage in the fast tier (one resizable buffer, including the 4 KiB zero frame); frames
+   * touched beyond it go to pooled chunks. A multiple of 4 KiB from 4 KiB to 4 GiB; default (and cap) 4 GiB. Tests
+   * shrink it to exercise the tier boundary cheaply.
+   */
+  firstTierBytes?: number;
 }
 
 function hex(n: number): string {
@@ -114,12 +142,21 @@ export class PhysicalMemory {
   private readonly l1: L2Dir[];
   private readonly zeroLeaf: Leaf;
   private readonly zeroL2: L2Dir;
-  /** Pooled storage, 256 frames per chunk; slot `s` is words `(s & 255) << 10 ..` of `chunks[s >>> 8]`. */
+  /** Tier 1: the resizable buffer and its length-tracking views; slot `s >= 0` is words `s << 10 ..` of `data`. */
+  private readonly rab: ResizableArrayBuffer;
+  private readonly data: Uint32Array;
+  private readonly data8: Uint8Array;
+  /** Slots tier 1 holds now, and at most. */
+  private t1Frames: number;
+  private readonly t1MaxFrames: number;
+  /** Tier 2: slot `s < 0` is frame `k = -s - 1`, words `(k & 255) << 10 ..` of `chunks[k >>> 8]`. */
   private readonly chunks: Uint32Array[] = [];
   private readonly chunks8: Uint8Array[] = [];
-  /** `frame32` views, one per slot, created with the chunk. */
-  private readonly views: Uint32Array[] = [];
-  /** Released slots, reused (zeroed) before the pool grows. */
+  private t2Next = 0;
+  /** `frame32` views of tier-1 slots, created on first use (index = slot); tier 2's, index = k. */
+  private readonly views: (Uint32Array | undefined)[] = [];
+  private readonly views2: Uint32Array[] = [];
+  /** Released slots, reused (zeroed) before either tier grows. */
   private readonly freeSlots: number[] = [];
   private nextSlot = 0;
   /** Highest valid address for an access of 1, 2, 4 and 8 bytes. */
@@ -133,6 +170,10 @@ export class PhysicalMemory {
     const size = opts.size ?? 4 * 2 ** 30;
     if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0 || size > MAX_PHYS_SIZE) {
       throw new RangeError(`physical memory size ${hex(size)} must be a positive multiple of 4 KiB up to 2^52`);
+    }
+    const t1Bytes = opts.firstTierBytes ?? MAX_FIRST_TIER_BYTES;
+    if (!Number.isInteger(t1Bytes) || t1Bytes < PAGE_SIZE || t1Bytes % PAGE_SIZE !== 0 || t1Bytes > MAX_FIRST_TIER_BYTES) {
+      throw new RangeError(`firstTierBytes ${hex(t1Bytes)} must be a multiple of 4 KiB from 4 KiB to 4 GiB`);
     }
     if (!HOST_LITTLE_ENDIAN) throw new Error("PhysicalMemory needs a little-endian host");
     this.size = size;
@@ -154,8 +195,26 @@ export class PhysicalMemory {
     const l1: L2Dir[] = [];
     for (let i = 0; i < l1Entries; i++) l1.push(zl2);
     this.l1 = l1;
-    // Slot 0: the zero frame every untouched entry points at.
-    this.growPool();
+
+    // Tier 1 reserves address space for every frame of a small memory plus the zero frame, at most 4 GiB. Only the
+    // zero frame (slot 0) is committed now; hundreds of instances per process are fine.
+    let maxBytes = Math.min(t1Bytes, size + PAGE_SIZE);
+    let rab: ResizableArrayBuffer | undefined;
+    while (rab === undefined) {
+      try {
+        rab = new ResizableArrayBuffer(PAGE_SIZE, { maxByteLength: maxBytes });
+      } catch (e) {
+        // Address space exhausted (not seen with 1000 instances on Linux x64): reserve less, spill to tier 2 sooner.
+        if (!(e instanceof RangeError) || maxBytes <= PAGE_SIZE) throw e;
+        maxBytes = Math.max(PAGE_SIZE, Math.floor(maxBytes / 2 / PAGE_SIZE) * PAGE_SIZE);
+      }
+    }
+    this.rab = rab;
+    this.data = new Uint32Array(this.rab);
+    this.data8 = new Uint8Array(this.rab);
+    this.t1Frames = 1;
+    this.t1MaxFrames = maxBytes / PAGE_SIZE;
+    this.views.push(undefined);
     this.nextSlot = 1;
   }
 
@@ -226,21 +285,80 @@ export class PhysicalMemory {
     const leaf = this.leafOf(pa, true)!;
     let slot = this.freeSlots.pop();
     if (slot !== undefined) {
-      this.views[slot]!.fill(0);
-    } else {
-      if (this.nextSlot === this.chunks.length << CHUNK_SHIFT) this.growPool();
+      if (slot >= 0) this.data.fill(0, slot << WORD_SHIFT, (slot + 1) << WORD_SHIFT);
+      else this.views2[-slot - 1]!.fill(0);
+    } else if (this.nextSlot < this.t1Frames || this.growFirstTier()) {
       slot = this.nextSlot++;
+      this.views.push(undefined);
+    } else {
+      slot = this.newSecondTierSlot();
     }
     leaf[this.leafIndex(pa)] = slot;
     this.touched++;
     return slot;
   }
 
-  private growPool(): void {
-    const buf = new ArrayBuffer(CHUNK_FRAMES * PAGE_SIZE);
-    this.chunks.push(new Uint32Array(buf));
-    this.chunks8.push(new Uint8Array(buf));
-    for (let i = 0; i < CHUNK_FRAMES; i++) this.views.push(new Uint32Array(buf, i * PAGE_SIZE, FRAME_WORDS));
+  /** Grow the tier-1 buffer by a step; false when it is at its maximum. New bytes read as zero. */
+  private growFirstTier(): boolean {
+    const cur = this.t1Frames * PAGE_SIZE;
+    const max = this.t1MaxFrames * PAGE_SIZE;
+    if (cur >= max) return false;
+    const step = Math.min(Math.max(cur, MIN_GROW_BYTES), MAX_GROW_BYTES);
+    const bytes = Math.min(cur + step, max);
+    this.rab.resize(bytes);
+    this.t1Frames = bytes / PAGE_SIZE;
+    return true;
+  }
+
+  /** A fresh tier-2 slot (negative), growing the chunk pool when full. */
+  private newSecondTierSlot(): number {
+    const k = this.t2Next++;
+    if (k === this.chunks.length << CHUNK_SHIFT) {
+      const buf = new ArrayBuffer(CHUNK_FRAMES * PAGE_SIZE);
+      this.chunks.push(new Uint32Array(buf));
+      this.chunks8.push(new Uint8Array(buf));
+      for (let i = 0; i < CHUNK_FRAMES; i++) this.views2.push(new Uint32Array(buf, i * PAGE_SIZE, FRAME_WORDS));
+    }
+    return -k - 1;
+  }
+
+  /** The `frame32` view of a slot (tier-1 views are made on first use and cached). */
+  private viewOf(slot: number): Uint32Array {
+    if (slot < 0) return this.views2[-slot - 1]!;
+    let v = this.views[slot];
+    if (v === undefined) {
+      // Fixed-length views of a resizable buffer stay valid while it grows.
+      v = new Uint32Array(this.rab, slot * PAGE_SIZE, FRAME_WORDS);
+      this.views[slot] = v;
+    }
+    return v;
+  }
+
+  /** Word `w` (0..1023) of the frame in `slot`. */
+  private loadWord(slot: number, w: number): number {
+    if (slot >= 0) return this.data[(slot << WORD_SHIFT) | w]!;
+    const k = -slot - 1;
+    return this.chunks[k >>> CHUNK_SHIFT]![((k & CHUNK_MASK) << WORD_SHIFT) | w]!;
+  }
+
+  /** Set word `w` (0..1023) of the frame in `slot`. */
+  private storeWord(slot: number, w: number, v: number): void {
+    if (slot >= 0) {
+      this.data[(slot << WORD_SHIFT) | w] = v;
+      return;
+    }
+    const k = -slot - 1;
+    this.chunks[k >>> CHUNK_SHIFT]![((k & CHUNK_MASK) << WORD_SHIFT) | w] = v;
+  }
+
+  /** The byte array holding the frame in `slot`; its offset there is {@link byteBase}. */
+  private bytesOf(slot: number): Uint8Array {
+    return slot >= 0 ? this.data8 : this.chunks8[(-slot - 1) >>> CHUNK_SHIFT]!;
+  }
+
+  /** Byte offset of the frame in `slot` within {@link bytesOf} (a multiplication: tier-1 offsets reach 2^32). */
+  private byteBase(slot: number): number {
+    return slot >= 0 ? slot * PAGE_SIZE : ((-slot - 1) & CHUNK_MASK) * PAGE_SIZE;
   }
 
   /**
@@ -251,7 +369,7 @@ export class PhysicalMemory {
    */
   frame32(pa: number): Uint32Array {
     if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
-    return this.views[this.slotW(pa)]!;
+    return this.viewOf(this.slotW(pa));
   }
 
   /** Whether the frame holding `pa` has storage (reads of other frames return 0 and allocate nothing). */
@@ -290,17 +408,17 @@ export class PhysicalMemory {
     if (pa === lo && (lo & 3) === 0) {
       // `low` covers exactly the frames below min(size, 4 GiB): its bounds check is the range check.
       const slot = this.low[lo >>> PAGE_SHIFT];
-      if (slot !== undefined) {
-        return this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)]!;
-      }
+      // Tier 1 (and the zero frame): one load from the directory, then the data.
+      if (slot !== undefined && slot >= 0) return this.data[(slot << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)]!;
     }
-    const hi = (pa - lo) / TWO_32;
-    if ((lo & 3) === 0 && pa >= 0 && pa <= this.last32 && (hi | 0) === hi) {
-      const slot =
-        this.l1[hi >>> L2_HI_BITS]![((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT)]![
-          (lo >>> PAGE_SHIFT) & L3_MASK
-        ]!;
-      return this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)]!;
+    return this.read32Far(pa);
+  }
+
+  /** read32 above 4 GiB, of tier-2 frames, unaligned or invalid. */
+  private read32Far(pa: number): number {
+    const lo = pa >>> 0;
+    if ((lo & 3) === 0 && pa >= 0 && pa <= this.last32 && Number.isInteger(pa)) {
+      return this.loadWord(this.slotR(pa), (lo >>> 2) & WORD_MASK);
     }
     return this.read32Slow(pa);
   }
@@ -317,19 +435,21 @@ export class PhysicalMemory {
   write32(pa: number, v: number): void {
     const lo = pa >>> 0;
     if (pa === lo && (lo & 3) === 0 && lo <= this.last32) {
-      let slot = this.low[lo >>> PAGE_SHIFT]!;
-      if (slot === 0) slot = this.createFrame(lo);
-      this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)] = v;
-      return;
+      const slot = this.low[lo >>> PAGE_SHIFT]!;
+      // Slot 0 (the zero frame) is never written: the frame is created first.
+      if (slot > 0) {
+        this.data[(slot << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)] = v;
+        return;
+      }
     }
-    const hi = (pa - lo) / TWO_32;
-    if ((lo & 3) === 0 && pa >= 0 && pa <= this.last32 && (hi | 0) === hi) {
-      let slot =
-        this.l1[hi >>> L2_HI_BITS]![((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT)]![
-          (lo >>> PAGE_SHIFT) & L3_MASK
-        ]!;
-      if (slot === 0) slot = this.createFrame(pa);
-      this.chunks[slot >>> CHUNK_SHIFT]![((slot & CHUNK_MASK) << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)] = v;
+    this.write32Far(pa, v);
+  }
+
+  /** write32 creating a frame, above 4 GiB, to tier-2 frames, unaligned or invalid. */
+  private write32Far(pa: number, v: number): void {
+    const lo = pa >>> 0;
+    if ((lo & 3) === 0 && pa >= 0 && pa <= this.last32 && Number.isInteger(pa)) {
+      this.storeWord(this.slotW(pa), (lo >>> 2) & WORD_MASK, v);
       return;
     }
     this.write32Slow(pa, v);
@@ -345,9 +465,9 @@ export class PhysicalMemory {
 
   // --- 8 and 16 bits --------------------------------------------------------------------------------------------
 
-  /** The word of `pa` in the pool: chunk `slot >>> 8`, index returned. */
-  private wordIndex(slot: number, pa: number): number {
-    return ((slot & CHUNK_MASK) << WORD_SHIFT) | (((pa >>> 0) >>> 2) & WORD_MASK);
+  /** Index of the word holding `pa` within its frame. */
+  private wordIn(pa: number): number {
+    return ((pa >>> 0) >>> 2) & WORD_MASK;
   }
 
   /**
@@ -356,8 +476,7 @@ export class PhysicalMemory {
    */
   read8(pa: number): number {
     if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
-    const slot = this.slotR(pa);
-    return (this.chunks[slot >>> CHUNK_SHIFT]![this.wordIndex(slot, pa)]! >>> ((pa & 3) << 3)) & 0xff;
+    return (this.loadWord(this.slotR(pa), this.wordIn(pa)) >>> ((pa & 3) << 3)) & 0xff;
   }
 
   /**
@@ -367,10 +486,9 @@ export class PhysicalMemory {
   write8(pa: number, v: number): void {
     if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
     const slot = this.slotW(pa);
-    const c = this.chunks[slot >>> CHUNK_SHIFT]!;
-    const w = this.wordIndex(slot, pa);
+    const w = this.wordIn(pa);
     const sh = (pa & 3) << 3;
-    c[w] = (c[w]! & ~(0xff << sh)) | ((v & 0xff) << sh);
+    this.storeWord(slot, w, (this.loadWord(slot, w) & ~(0xff << sh)) | ((v & 0xff) << sh));
   }
 
   /**
@@ -380,8 +498,7 @@ export class PhysicalMemory {
   read16(pa: number): number {
     if (!(pa >= 0 && pa <= this.last16) || !Number.isInteger(pa)) throw this.rangeError(pa, 2);
     if ((pa & 3) !== 3) {
-      const slot = this.slotR(pa);
-      return (this.chunks[slot >>> CHUNK_SHIFT]![this.wordIndex(slot, pa)]! >>> ((pa & 3) << 3)) & 0xffff;
+      return (this.loadWord(this.slotR(pa), this.wordIn(pa)) >>> ((pa & 3) << 3)) & 0xffff;
     }
     return this.read8(pa) | (this.read8(pa + 1) << 8);
   }
@@ -394,10 +511,9 @@ export class PhysicalMemory {
     if (!(pa >= 0 && pa <= this.last16) || !Number.isInteger(pa)) throw this.rangeError(pa, 2);
     if ((pa & 3) !== 3) {
       const slot = this.slotW(pa);
-      const c = this.chunks[slot >>> CHUNK_SHIFT]!;
-      const w = this.wordIndex(slot, pa);
+      const w = this.wordIn(pa);
       const sh = (pa & 3) << 3;
-      c[w] = (c[w]! & ~(0xffff << sh)) | ((v & 0xffff) << sh);
+      this.storeWord(slot, w, (this.loadWord(slot, w) & ~(0xffff << sh)) | ((v & 0xffff) << sh));
       return;
     }
     this.write8(pa, v & 0xff);
@@ -433,10 +549,9 @@ export class PhysicalMemory {
     if ((pa & 7) === 0) {
       // An aligned quadword never crosses a frame.
       const slot = this.slotR(pa);
-      const c = this.chunks[slot >>> CHUNK_SHIFT]!;
-      const w = this.wordIndex(slot, pa);
-      out[0] = c[w]!;
-      out[1] = c[w + 1]!;
+      const w = this.wordIn(pa);
+      out[0] = this.loadWord(slot, w);
+      out[1] = this.loadWord(slot, w + 1);
       return;
     }
     out[0] = this.read32(pa);
@@ -451,10 +566,9 @@ export class PhysicalMemory {
     if (!(pa >= 0 && pa <= this.last64) || !Number.isInteger(pa)) throw this.rangeError(pa, 8);
     if ((pa & 7) === 0) {
       const slot = this.slotW(pa);
-      const c = this.chunks[slot >>> CHUNK_SHIFT]!;
-      const w = this.wordIndex(slot, pa);
-      c[w] = lo;
-      c[w + 1] = hi;
+      const w = this.wordIn(pa);
+      this.storeWord(slot, w, lo);
+      this.storeWord(slot, w + 1, hi);
       return;
     }
     this.write32(pa, lo);
@@ -484,9 +598,9 @@ export class PhysicalMemory {
 
   // --- bulk -----------------------------------------------------------------------------------------------------
 
-  /** Byte offset of `pa` within the chunk of `slot`. */
+  /** Byte offset of `pa` within {@link bytesOf}(slot). */
   private byteIndex(slot: number, pa: number): number {
-    return ((slot & CHUNK_MASK) << PAGE_SHIFT) | ((pa >>> 0) & BYTE_MASK);
+    return this.byteBase(slot) + ((pa >>> 0) & BYTE_MASK);
   }
 
   /**
@@ -503,7 +617,7 @@ export class PhysicalMemory {
       const slot = this.slotR(a);
       if (slot !== 0) {
         const b = this.byteIndex(slot, a);
-        out.set(this.chunks8[slot >>> CHUNK_SHIFT]!.subarray(b, b + n), done);
+        out.set(this.bytesOf(slot).subarray(b, b + n), done);
       }
       done += n;
     }
@@ -522,7 +636,7 @@ export class PhysicalMemory {
       const a = pa + done;
       const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
       const slot = this.slotW(a);
-      this.chunks8[slot >>> CHUNK_SHIFT]!.set(bytes.subarray(done, done + n), this.byteIndex(slot, a));
+      this.bytesOf(slot).set(bytes.subarray(done, done + n), this.byteIndex(slot, a));
       done += n;
     }
   }
@@ -541,7 +655,7 @@ export class PhysicalMemory {
       const slot = byte === 0 ? this.slotR(a) : this.slotW(a);
       if (slot !== 0) {
         const b = this.byteIndex(slot, a);
-        this.chunks8[slot >>> CHUNK_SHIFT]!.fill(byte, b, b + n);
+        this.bytesOf(slot).fill(byte, b, b + n);
       }
       done += n;
     }
@@ -580,16 +694,13 @@ export class PhysicalMemory {
         const ds = this.slotR(d);
         if (ds !== 0) {
           const b = this.byteIndex(ds, d);
-          this.chunks8[ds >>> CHUNK_SHIFT]!.fill(0, b, b + n);
+          this.bytesOf(ds).fill(0, b, b + n);
         }
       } else {
         const ds = this.slotW(d);
         const sb = this.byteIndex(ss, s);
         // TypedArray.set copies correctly when source and target share a buffer.
-        this.chunks8[ds >>> CHUNK_SHIFT]!.set(
-          this.chunks8[ss >>> CHUNK_SHIFT]!.subarray(sb, sb + n),
-          this.byteIndex(ds, d),
-        );
+        this.bytesOf(ds).set(this.bytesOf(ss).subarray(sb, sb + n), this.byteIndex(ds, d));
       }
       remaining -= n;
     }
