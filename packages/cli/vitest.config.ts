@@ -2,5 +2,6 @@ import { defineProject } from "vitest/config";
 
 export default defineProject({
   resolve: { conditions: ["iommu-sim:source"] },
+  ssr: { resolve: { conditions: ["iommu-sim:source"] } },
   test: { name: "cli", include: ["test/**/*.test.ts"] },
 });

@@ -1,0 +1,713 @@
+/**
+ * The mock IOMMU hardware model: a register file (`fields.ts` REG), a device table of context entries in memory
+ * indexed by requester ID (with a PASID directory per device), a page walker over the mock radix format
+ * (`walk.ts`), a typed-array IOTLB (`iotlb.ts`) and configuration cache, a fault queue in memory that also carries
+ * page requests, and a page-response doorbell.
+ *
+ * `translate` is the hot path: configuration-cache lookup, IOTLB lookup, and only on a miss a walk; no `Map`, no
+ * allocation, no bigint. Faults are returned as codes (FAULT_CODE) after a record is queued.
+ */
+import type {
+  Diagnostics,
+  DmaRequest,
+  DmaTranslation,
+  HwModelContext,
+  IommuHwModel,
+  MmioHandler,
+  PhysicalMemory,
+} from "@iommu-sim/core";
+import {
+  BASE,
+  CR,
+  CTX,
+  CTX_MODE,
+  CTX_SIZE,
+  FAULT,
+  FAULT_CODE,
+  FAULT_REASON,
+  FAULT_RECORD_SIZE,
+  FAULT_TYPE,
+  fieldGet,
+  fieldPrep,
+  IDR1,
+  IDR2,
+  INV_CMD,
+  INV_OP,
+  INV_TAG,
+  MOCK_MMIO_SIZE,
+  maskOf,
+  PASID_DIRENT,
+  PASID_LEAF_LG2,
+  PRESP_INFO,
+  PRESP_PASID,
+  PT_GRANULE_LG2,
+  PT_MAX_LEVELS,
+  PTE,
+  REG,
+  STATUS,
+  shiftOf,
+} from "./fields.js";
+import { MockIotlb, TLB_PERM, tlbTag } from "./iotlb.js";
+import { validLevels, WalkResult, walkNested, walkStage } from "./walk.js";
+
+const TWO_32 = 4294967296;
+const GRANULE = 1 << PT_GRANULE_LG2;
+const GRANULE_MASK = GRANULE - 1;
+/** How far a bypassed access stays contiguous: to the end of the 52-bit physical space. */
+const PA_LIMIT = 2 ** 52;
+
+// Decoded once from the field tables.
+const PTE_R = maskOf(PTE.R);
+const PTE_W = maskOf(PTE.W);
+const PTE_NX = maskOf(PTE.NX);
+const PTE_D = maskOf(PTE.D);
+const PTE_PRIV = maskOf(PTE.PRIV);
+const CR_EN = maskOf(CR.EN);
+const CR_FQEN = maskOf(CR.FQEN);
+const CR_FQIRQEN = maskOf(CR.FQIRQEN);
+const ST_OVF = maskOf(STATUS.FQ_OVF);
+const CTX_V = maskOf(CTX.V);
+const CTX_DIRTY = maskOf(CTX.DIRTY);
+const CTX_PRI = maskOf(CTX.PRI);
+const CTX_PASID_EN = maskOf(CTX.PASID_EN);
+const ADDR_LO_M = maskOf(BASE.ADDR_LO);
+const ADDR_HI_M = maskOf(BASE.ADDR_HI);
+
+/** Configuration-cache flag bits (decoded from a context entry). */
+const CFG_DIRTY = 1;
+const CFG_PRI = 2;
+
+/**
+ * Options of the mock model, from the platform description's `options` of the IOMMU.
+ * @linux the properties of the selftest's mock_iommu_device (MOCK_PASID_WIDTH, dirty and nesting support)
+ */
+export interface MockIommuOptions {
+  /** IOTLB entries (power of two). Default 256. */
+  tlbEntries?: number;
+  /** IOTLB associativity, 1 or 2. Default 2. */
+  tlbWays?: number;
+  /** Configuration-cache entries (power of two). Default 64. */
+  cfgEntries?: number;
+  /** PASID width advertised in IDR1. Default 20 (MOCK_PASID_WIDTH). */
+  pasidBits?: number;
+  /** Page requests supported. Default true. */
+  pri?: boolean;
+  /** Hardware dirty-bit update supported. Default true. */
+  dirty?: boolean;
+  /** Nested translation supported. Default true. */
+  nesting?: boolean;
+}
+
+/**
+ * A page response the model delivered to a device (what the device's PRI logic would receive).
+ * @linux the PRG Response Message a page_response op sends
+ */
+export interface MockPageResponseRecord {
+  requesterId: number;
+  /** -1 when the response carries no PASID. */
+  pasid: number;
+  prgi: number;
+  code: number;
+}
+
+/**
+ * A page request a device sends (PCIe PRI Page Request Message).
+ * @linux the Page Request Message behind struct iommu_fault_page_request
+ */
+export interface MockPageRequest {
+  requesterId: number;
+  /** -1 when the request carries no PASID. */
+  pasid: number;
+  /** The page address (any address in the page). */
+  addr: number;
+  read: boolean;
+  write: boolean;
+  exec?: boolean;
+  privileged?: boolean;
+  /** Page request group index (0..511). */
+  prgi: number;
+  /** Last request of its group. */
+  last: boolean;
+}
+
+/** Counters of the model's events (plain numbers, for tests and benches). @linux none: simulation counters (like the iommu perf counters) */
+export interface MockIommuStats {
+  tlbHits: number;
+  tlbMisses: number;
+  walks: number;
+  cfgMisses: number;
+  faults: number;
+  pageRequests: number;
+  dropped: number;
+  invalidations: number;
+}
+
+function numOption(o: Record<string, unknown>, key: string, dflt: number): number {
+  const v = o[key];
+  return typeof v === "number" && Number.isFinite(v) ? v : dflt;
+}
+
+function boolOption(o: Record<string, unknown>, key: string, dflt: boolean): boolean {
+  const v = o[key];
+  return typeof v === "boolean" ? v : dflt;
+}
+
+function log2(n: number): number {
+  return 31 - Math.clz32(n);
+}
+
+/**
+ * The mock IOMMU.
+ * @linux drivers/iommu/iommufd/selftest.c mock_iommu_device — given registers and in-memory structures so its
+ * driver is a complete template
+ */
+export class MockIommuHw implements IommuHwModel {
+  readonly kind = "mock";
+  readonly name: string;
+  readonly mmio: MmioHandler;
+  readonly mmioSize = MOCK_MMIO_SIZE;
+  readonly memory: PhysicalMemory;
+  readonly diag: Diagnostics;
+  readonly iotlb: MockIotlb;
+  /** Page responses delivered, oldest first. */
+  readonly responses: MockPageResponseRecord[] = [];
+  // Event counters (plain fields: the hot path bumps them).
+  private nHits = 0;
+  private nMisses = 0;
+  private nWalks = 0;
+  private nCfgMisses = 0;
+  private nFaults = 0;
+  private nPageRequests = 0;
+  private nDropped = 0;
+  private nInvalidations = 0;
+
+  /**
+   * The interrupt line: called synchronously (atomic context) after a record is queued while CR.FQIRQEN is set.
+   * The driver connects its handler with {@link connectIrq}.
+   */
+  private irq: (() => void) | undefined;
+
+  // Identification registers.
+  private readonly idr0: number;
+  private readonly idr1: number;
+  private readonly idr2: number;
+  /** Register values by word offset (offset >>> 2). */
+  private readonly regs = new Uint32Array(MOCK_MMIO_SIZE >>> 2);
+
+  // Configuration cache, direct-mapped, keyed by (rid, pasid).
+  private readonly cfgMask: number;
+  private readonly cRid: Int32Array;
+  private readonly cPasid: Int32Array;
+  private readonly cMode: Int32Array;
+  private readonly cFlags: Int32Array;
+  private readonly cTag: Int32Array;
+  private readonly cLevels: Int32Array;
+  private readonly cS1Levels: Int32Array;
+  private readonly cRoot: Float64Array;
+  private readonly cS1Root: Float64Array;
+
+  private readonly w1 = new WalkResult();
+  private readonly w2 = new WalkResult();
+  /** Scratch context words, reused by every configuration fetch. */
+  private readonly ctxWords = new Uint32Array(CTX_SIZE >>> 2);
+  /** Group index of the next page request this model makes up for a faulting DMA. */
+  private nextPrgi = 0;
+
+  constructor(ctx: HwModelContext) {
+    const o = ctx.options;
+    this.name = ctx.name;
+    this.memory = ctx.memory;
+    this.diag = ctx.diag;
+    this.mmio = this;
+    const pasidBits = Math.max(0, Math.min(20, numOption(o, "pasidBits", 20)));
+    this.iotlb = new MockIotlb(Math.max(1, numOption(o, "tlbEntries", 256)), numOption(o, "tlbWays", 2));
+    let cfg = 1;
+    while (cfg < Math.max(1, numOption(o, "cfgEntries", 64))) cfg <<= 1;
+    this.cfgMask = cfg - 1;
+    this.cRid = new Int32Array(cfg).fill(-1);
+    this.cPasid = new Int32Array(cfg);
+    this.cMode = new Int32Array(cfg);
+    this.cFlags = new Int32Array(cfg);
+    this.cTag = new Int32Array(cfg);
+    this.cLevels = new Int32Array(cfg);
+    this.cS1Levels = new Int32Array(cfg);
+    this.cRoot = new Float64Array(cfg);
+    this.cS1Root = new Float64Array(cfg);
+
+    this.idr0 = ((1 << PT_GRANULE_LG2) | (1 << (PT_GRANULE_LG2 + 9))) >>> 0;
+    this.idr1 =
+      (fieldPrep(IDR1.PASID_BITS, pasidBits) |
+        fieldPrep(IDR1.MAX_LEVELS, PT_MAX_LEVELS) |
+        fieldPrep(IDR1.IAS, 48) |
+        fieldPrep(IDR1.OAS, 48) |
+        fieldPrep(IDR1.NESTING, boolOption(o, "nesting", true) ? 1 : 0) |
+        fieldPrep(IDR1.DIRTY, boolOption(o, "dirty", true) ? 1 : 0) |
+        fieldPrep(IDR1.PRI, boolOption(o, "pri", true) ? 1 : 0)) >>>
+      0;
+    this.idr2 =
+      (fieldPrep(IDR2.TLB_LG2, log2(this.iotlb.entries)) |
+        fieldPrep(IDR2.TLB_WAYS, this.iotlb.ways) |
+        fieldPrep(IDR2.CFG_LG2, log2(cfg))) >>>
+      0;
+  }
+
+  /** A snapshot of the event counters. */
+  get stats(): MockIommuStats {
+    return {
+      tlbHits: this.nHits,
+      tlbMisses: this.nMisses,
+      walks: this.nWalks,
+      cfgMisses: this.nCfgMisses,
+      faults: this.nFaults,
+      pageRequests: this.nPageRequests,
+      dropped: this.nDropped,
+      invalidations: this.nInvalidations,
+    };
+  }
+
+  /**
+   * Connect the interrupt line (one handler; `undefined` disconnects).
+   * @linux request_irq on the IOMMU's event interrupt
+   */
+  connectIrq(handler: (() => void) | undefined): void {
+    this.irq = handler;
+  }
+
+  // --- registers ----------------------------------------------------------------------------------------------
+
+  private r(def: { offset: number }): number {
+    return this.regs[def.offset >>> 2]!;
+  }
+
+  /** @linux readl of a mock IOMMU register */
+  read32(offset: number): number {
+    switch (offset) {
+      case REG.IDR0.offset:
+        return this.idr0;
+      case REG.IDR1.offset:
+        return this.idr1;
+      case REG.IDR2.offset:
+        return this.idr2;
+      case REG.INV_CMD.offset:
+      case REG.PRESP_SEND.offset:
+        return 0;
+      default:
+        return (offset & 3) === 0 && offset < MOCK_MMIO_SIZE ? this.regs[offset >>> 2]! : 0;
+    }
+  }
+
+  /** @linux writel of a mock IOMMU register */
+  write32(offset: number, value: number): void {
+    if ((offset & 3) !== 0 || offset < 0 || offset >= MOCK_MMIO_SIZE) return;
+    const v = value >>> 0;
+    const i = offset >>> 2;
+    switch (offset) {
+      case REG.IDR0.offset:
+      case REG.IDR1.offset:
+      case REG.IDR2.offset:
+      case REG.FQ_TAIL.offset:
+      case REG.INV_COUNT.offset:
+        return; // read-only
+      case REG.CR.offset: {
+        const was = this.regs[i]!;
+        this.regs[i] = v;
+        // Enabling starts from empty caches, as after a reset.
+        if ((v & CR_EN) !== 0 && (was & CR_EN) === 0) this.invalidateAllCaches();
+        let st = this.r(REG.STATUS) & ~(maskOf(STATUS.EN_ACK) | maskOf(STATUS.FQEN_ACK));
+        if (v & CR_EN) st |= maskOf(STATUS.EN_ACK);
+        if (v & CR_FQEN) st |= maskOf(STATUS.FQEN_ACK);
+        this.regs[REG.STATUS.offset >>> 2] = st >>> 0;
+        return;
+      }
+      case REG.STATUS.offset:
+        this.regs[i] = (this.regs[i]! & ~(v & ST_OVF)) >>> 0;
+        return;
+      case REG.FQ_HEAD.offset:
+        this.regs[i] = v & (this.fqEntries() - 1);
+        return;
+      case REG.INV_CMD.offset:
+        this.runInvalidation(fieldGet(v, INV_CMD.OP));
+        return;
+      case REG.PRESP_SEND.offset:
+        this.sendPageResponse();
+        return;
+      default:
+        this.regs[i] = v;
+    }
+  }
+
+  private base(lo: { offset: number }, hi: { offset: number }): number {
+    return ((this.r(lo) & ADDR_LO_M) >>> 0) + (this.r(hi) & ADDR_HI_M) * TWO_32;
+  }
+
+  private fqEntries(): number {
+    return 2 ** fieldGet(this.r(REG.FQ_BASE_LO), BASE.LOG2SIZE);
+  }
+
+  // --- invalidation -------------------------------------------------------------------------------------------
+
+  private invalidateAllCaches(): void {
+    this.iotlb.invalidateAll();
+    this.cRid.fill(-1);
+  }
+
+  private runInvalidation(op: number): void {
+    const tag = this.r(REG.INV_TAG);
+    const did = fieldGet(tag, INV_TAG.DID);
+    const s1 = fieldGet(tag, INV_TAG.S1ID);
+    const rid = this.r(REG.INV_RID) | 0;
+    const pasid = this.r(REG.INV_PASID) | 0;
+    switch (op) {
+      case INV_OP.ALL:
+        this.invalidateAllCaches();
+        break;
+      case INV_OP.DOMAIN:
+        this.iotlb.invalidate(tlbTag(did, 0), 0xffff0000 | 0);
+        break;
+      case INV_OP.RANGE: {
+        const first = this.r(REG.INV_ADDR_LO) + this.r(REG.INV_ADDR_HI) * TWO_32;
+        const last = this.r(REG.INV_LAST_LO) + this.r(REG.INV_LAST_HI) * TWO_32;
+        // A parent range invalidation drops every nested translation through it: their input pages are IPAs
+        // only at stage 1, so nested entries of the domain are dropped whole.
+        this.iotlb.invalidate(tlbTag(did, 0), -1, first, last);
+        this.iotlb.invalidate(tlbTag(did, 0), 0xffff0000 | 0);
+        break;
+      }
+      case INV_OP.S1:
+        this.iotlb.invalidate(tlbTag(did, s1), -1);
+        break;
+      case INV_OP.DEVICE:
+        for (let c = 0; c <= this.cfgMask; c++) if (this.cRid[c] === rid) this.cRid[c] = -1;
+        break;
+      case INV_OP.PASID:
+        for (let c = 0; c <= this.cfgMask; c++) if (this.cRid[c] === rid && this.cPasid[c] === pasid) this.cRid[c] = -1;
+        break;
+      default:
+        return; // unknown op: ignored, not counted
+    }
+    this.nInvalidations++;
+    this.regs[REG.INV_COUNT.offset >>> 2] = (this.r(REG.INV_COUNT) + 1) >>> 0;
+  }
+
+  // --- configuration ------------------------------------------------------------------------------------------
+
+  private cfgIndex(rid: number, pasid: number): number {
+    return (rid ^ Math.imul(pasid + 1, 0x9e3779b1)) & this.cfgMask;
+  }
+
+  /** Read a 32-byte context entry at `pa` into `ctxWords`. */
+  private readCtx(pa: number): void {
+    const w = this.ctxWords;
+    const m = this.memory;
+    for (let i = 0; i < 8; i++) w[i] = m.read32(pa + 4 * i);
+  }
+
+  private ctxAddr(loF: { bit: number }, hiF: { bit: number }, loMask: number, hiMask: number): number {
+    const w = this.ctxWords;
+    return ((w[loF.bit >>> 5]! & loMask) >>> 0) + (w[hiF.bit >>> 5]! & hiMask) * TWO_32;
+  }
+
+  /**
+   * Fetch and decode the configuration of (rid, pasid) into cache slot `c`. Returns 0 or a FAULT_CODE.
+   * @linux the device-table / PASID-table lookup of an IOMMU (SMMUv3 STE+CD fetch, VT-d context+PASID entry)
+   */
+  private fetchConfig(rid: number, pasid: number, c: number): number {
+    this.nCfgMisses++;
+    const dtLo = this.r(REG.DT_BASE_LO);
+    const dtEntries = 2 ** fieldGet(dtLo, BASE.LOG2SIZE);
+    if (rid < 0 || rid >= dtEntries) return FAULT_CODE.BAD_DEVICE;
+    this.readCtx(this.base(REG.DT_BASE_LO, REG.DT_BASE_HI) + rid * CTX_SIZE);
+    let w0 = this.ctxWords[0]!;
+    if ((w0 & CTX_V) === 0) return FAULT_CODE.BAD_DEVICE;
+    if (pasid >= 0) {
+      if ((w0 & CTX_PASID_EN) === 0) return FAULT_CODE.BAD_PASID;
+      if (pasid >= 2 ** fieldGet(w0, CTX.PASID_BITS)) return FAULT_CODE.BAD_PASID;
+      const dir = this.ctxAddr(CTX.PASID_DIR_LO, CTX.PASID_DIR_HI, maskOf(CTX.PASID_DIR_LO), maskOf(CTX.PASID_DIR_HI));
+      const de = dir + (pasid >>> PASID_LEAF_LG2) * 8;
+      const dlo = this.memory.read32(de);
+      if ((dlo & maskOf(PASID_DIRENT.V)) === 0) return FAULT_CODE.BAD_PASID;
+      const leaf =
+        ((dlo & maskOf(PASID_DIRENT.ADDR_LO)) >>> 0) +
+        (this.memory.read32(de + 4) & maskOf(PASID_DIRENT.ADDR_HI)) * TWO_32;
+      this.readCtx(leaf + (pasid & ((1 << PASID_LEAF_LG2) - 1)) * CTX_SIZE);
+      w0 = this.ctxWords[0]!;
+      if ((w0 & CTX_V) === 0) return FAULT_CODE.BAD_PASID;
+    }
+    const w = this.ctxWords;
+    const mode = fieldGet(w0, CTX.MODE);
+    const levels = fieldGet(w0, CTX.LEVELS);
+    const s1Levels = fieldGet(w0, CTX.S1_LEVELS);
+    if (mode === CTX_MODE.TRANSLATE || mode === CTX_MODE.NESTED) {
+      if (!validLevels(levels)) return FAULT_CODE.BAD_ENTRY;
+      if (mode === CTX_MODE.NESTED && (!validLevels(s1Levels) || fieldGet(this.idr1, IDR1.NESTING) === 0)) {
+        return FAULT_CODE.BAD_ENTRY;
+      }
+    }
+    const w1 = w[CTX.DID.bit >>> 5]!;
+    this.cRid[c] = rid;
+    this.cPasid[c] = pasid;
+    this.cMode[c] = mode;
+    this.cFlags[c] =
+      ((w0 & CTX_DIRTY) !== 0 && fieldGet(this.idr1, IDR1.DIRTY) !== 0 ? CFG_DIRTY : 0) |
+      ((w0 & CTX_PRI) !== 0 && fieldGet(this.idr1, IDR1.PRI) !== 0 ? CFG_PRI : 0);
+    this.cTag[c] = tlbTag(
+      (w1 >>> shiftOf(CTX.DID)) & 0xffff,
+      mode === CTX_MODE.NESTED ? (w1 >>> shiftOf(CTX.S1ID)) & 0xffff : 0,
+    );
+    this.cLevels[c] = levels;
+    this.cS1Levels[c] = s1Levels;
+    this.cRoot[c] = this.ctxAddr(CTX.TTB_LO, CTX.TTB_HI, maskOf(CTX.TTB_LO), maskOf(CTX.TTB_HI));
+    this.cS1Root[c] = this.ctxAddr(CTX.S1TTB_LO, CTX.S1TTB_HI, maskOf(CTX.S1TTB_LO), maskOf(CTX.S1TTB_HI));
+    return 0;
+  }
+
+  // --- translation (hot path) ---------------------------------------------------------------------------------
+
+  /**
+   * Translate one DMA access. Sync, allocation-free.
+   * @linux drivers/iommu/iommufd/selftest.c mock_domain translation as real hardware would do it: device table,
+   * IOTLB, page walk, permission and dirty-bit update, fault record
+   */
+  translate(req: DmaRequest, out: DmaTranslation): void {
+    const iova = req.iova;
+    if ((this.regs[REG.CR.offset >>> 2]! & CR_EN) === 0) {
+      out.pa = iova;
+      out.length = PA_LIMIT - iova;
+      return;
+    }
+    const rid = req.requesterId;
+    const pasid = req.pasid;
+    const c = this.cfgIndex(rid, pasid);
+    if (this.cRid[c] !== rid || this.cPasid[c] !== pasid) {
+      const f = this.fetchConfig(rid, pasid, c);
+      if (f !== 0) {
+        this.cRid[c] = -1;
+        this.fault(req, out, f);
+        return;
+      }
+    }
+    const mode = this.cMode[c]!;
+    if (mode !== CTX_MODE.TRANSLATE && mode !== CTX_MODE.NESTED) {
+      if (mode === CTX_MODE.BYPASS) {
+        out.pa = iova;
+        out.length = PA_LIMIT - iova;
+      } else {
+        this.fault(req, out, FAULT_CODE.ABORT);
+      }
+      return;
+    }
+    const tag = this.cTag[c]!;
+    const vpn = iova < TWO_32 ? iova >>> PT_GRANULE_LG2 : Math.floor(iova / GRANULE);
+    const write = req.write;
+    const need =
+      (write ? TLB_PERM.W | TLB_PERM.DOK : TLB_PERM.R) |
+      (req.exec ? TLB_PERM.X : 0) |
+      (req.privileged ? 0 : TLB_PERM.U);
+    const tlb = this.iotlb;
+    const e = tlb.lookup(tag, vpn);
+    if (e >= 0 && (tlb.perm[e]! & need) === need) {
+      this.nHits++;
+      const off = iova < TWO_32 ? iova & GRANULE_MASK : iova % GRANULE;
+      out.pa = tlb.pa[e]! + off;
+      out.length = tlb.span[e]! - off;
+      return;
+    }
+    this.nMisses++;
+    this.walk(req, out, c, tag, vpn, need);
+  }
+
+  /** The miss path: walk, check, update the dirty bit, fill the IOTLB. */
+  private walk(req: DmaRequest, out: DmaTranslation, c: number, tag: number, vpn: number, need: number): void {
+    this.nWalks++;
+    const iova = req.iova;
+    const nested = this.cMode[c] === CTX_MODE.NESTED;
+    const w1 = this.w1;
+    const w2 = this.w2;
+    let f: number;
+    let leaf: WalkResult;
+    let perm: number;
+    if (nested) {
+      f = walkNested(this.memory, this.cS1Root[c]!, this.cS1Levels[c]!, this.cRoot[c]!, this.cLevels[c]!, iova, w1, w2);
+      leaf = w2;
+      perm = f === 0 ? permOf(w1.leafLo) & permOf(w2.leafLo) : 0;
+    } else {
+      f = walkStage(this.memory, this.cRoot[c]!, this.cLevels[c]!, iova, w1);
+      leaf = w1;
+      perm = f === 0 ? permOf(w1.leafLo) : 0;
+    }
+    if (f === 0) {
+      const tracks = (this.cFlags[c]! & CFG_DIRTY) !== 0;
+      if (!tracks || (leaf.leafLo & PTE_D) !== 0) perm |= TLB_PERM.DOK;
+      if ((perm & need & ~TLB_PERM.DOK) !== (need & ~TLB_PERM.DOK)) {
+        f = FAULT_CODE.PERMISSION;
+      } else {
+        if (req.write && (perm & TLB_PERM.DOK) === 0) {
+          // Hardware dirty-bit update: set D in the leaf that maps the output (the stage-2 leaf when nested).
+          leaf.leafLo = (leaf.leafLo | PTE_D) >>> 0;
+          this.memory.write32(leaf.ptePa, leaf.leafLo);
+          perm |= TLB_PERM.DOK;
+        }
+        const off = iova < TWO_32 ? iova & GRANULE_MASK : iova % GRANULE;
+        const pagePa = leaf.pa - off;
+        this.iotlb.insert(tag, vpn, pagePa, leaf.span, perm);
+        out.pa = leaf.pa;
+        out.length = leaf.span - off;
+        return;
+      }
+    }
+    if ((f === FAULT_CODE.TRANSLATION || f === FAULT_CODE.PERMISSION) && (this.cFlags[c]! & CFG_PRI) !== 0) {
+      const prgi = this.nextPrgi;
+      this.nextPrgi = (prgi + 1) & 511;
+      this.queuePageRequest(
+        req.requesterId,
+        req.pasid,
+        iova,
+        !req.write,
+        req.write,
+        req.exec,
+        req.privileged,
+        prgi,
+        true,
+      );
+      this.nFaults++;
+      out.faultCode = FAULT_CODE.PAGE_REQUEST;
+      out.faultReason = FAULT_REASON[FAULT_CODE.PAGE_REQUEST]!;
+      return;
+    }
+    this.fault(req, out, f);
+  }
+
+  // --- fault queue --------------------------------------------------------------------------------------------
+
+  /** Record a fault and report it in `out`. */
+  private fault(req: DmaRequest, out: DmaTranslation, code: number): void {
+    this.nFaults++;
+    out.faultCode = code;
+    out.faultReason = FAULT_REASON[code] ?? "fault";
+    let w0 = fieldPrep(FAULT.TYPE, FAULT_TYPE.FAULT) | fieldPrep(FAULT.CODE, code);
+    if (req.write) w0 |= maskOf(FAULT.WRITE);
+    else w0 |= maskOf(FAULT.READ);
+    if (req.exec) w0 |= maskOf(FAULT.EXEC);
+    if (req.privileged) w0 |= maskOf(FAULT.PRIV);
+    this.queueRecord(w0, req.requesterId, req.pasid, 0, req.iova);
+  }
+
+  private queuePageRequest(
+    rid: number,
+    pasid: number,
+    addr: number,
+    read: boolean,
+    write: boolean,
+    exec: boolean,
+    priv: boolean,
+    prgi: number,
+    last: boolean,
+  ): boolean {
+    this.nPageRequests++;
+    let w0 = fieldPrep(FAULT.TYPE, FAULT_TYPE.PAGE_REQUEST);
+    if (read) w0 |= maskOf(FAULT.READ);
+    if (write) w0 |= maskOf(FAULT.WRITE);
+    if (exec) w0 |= maskOf(FAULT.EXEC);
+    if (priv) w0 |= maskOf(FAULT.PRIV);
+    if (last) w0 |= maskOf(FAULT.LAST);
+    const page = addr < TWO_32 ? (addr & ~GRANULE_MASK) >>> 0 : addr - (addr % GRANULE);
+    return this.queueRecord(w0, rid, pasid, prgi, page);
+  }
+
+  /** Write one record at the tail; false (and STATUS.FQ_OVF) when the queue is off or full. */
+  private queueRecord(w0: number, rid: number, pasid: number, prgi: number, addr: number): boolean {
+    const cr = this.regs[REG.CR.offset >>> 2]!;
+    if ((cr & CR_FQEN) === 0) {
+      this.nDropped++;
+      return false;
+    }
+    const n = this.fqEntries();
+    const tail = this.r(REG.FQ_TAIL);
+    const head = this.r(REG.FQ_HEAD);
+    const next = (tail + 1) & (n - 1);
+    if (next === head || n < 2) {
+      this.regs[REG.STATUS.offset >>> 2] = (this.r(REG.STATUS) | ST_OVF) >>> 0;
+      this.nDropped++;
+      return false;
+    }
+    if (pasid >= 0) w0 |= maskOf(FAULT.PV);
+    const pa = this.base(REG.FQ_BASE_LO, REG.FQ_BASE_HI) + tail * FAULT_RECORD_SIZE;
+    const m = this.memory;
+    const lo = addr >>> 0;
+    m.write32(pa, w0 >>> 0);
+    m.write32(pa + 4, rid >>> 0);
+    m.write32(pa + 8, pasid >= 0 ? fieldPrep(FAULT.PASID, pasid) : 0);
+    m.write32(pa + 12, fieldPrep(FAULT.PRGI, prgi));
+    m.write32(pa + 16, lo);
+    m.write32(pa + 20, ((addr - lo) / TWO_32) & maskOf(FAULT.ADDR_HI));
+    m.write32(pa + 24, 0);
+    m.write32(pa + 28, 0);
+    this.regs[REG.FQ_TAIL.offset >>> 2] = next;
+    if ((cr & CR_FQIRQEN) !== 0) this.irq?.();
+    return true;
+  }
+
+  // --- page requests and responses ----------------------------------------------------------------------------
+
+  /**
+   * A device sends a page request (PRI). Queued when translation is enabled and the device's context (or PASID
+   * entry) has PRI; otherwise the model answers it INVALID itself, as hardware does for a function without PRI
+   * enabled. Returns whether it was queued.
+   * @linux the Page Request Message that becomes a struct iommu_fault_page_request
+   */
+  pageRequest(pr: MockPageRequest): boolean {
+    const rid = pr.requesterId;
+    const pasid = pr.pasid;
+    const c = this.cfgIndex(rid, pasid);
+    let ok = (this.regs[REG.CR.offset >>> 2]! & CR_EN) !== 0;
+    if (ok && (this.cRid[c] !== rid || this.cPasid[c] !== pasid)) {
+      if (this.fetchConfig(rid, pasid, c) !== 0) {
+        this.cRid[c] = -1;
+        ok = false;
+      }
+    }
+    if (ok && (this.cFlags[c]! & CFG_PRI) !== 0) {
+      if (
+        this.queuePageRequest(
+          rid,
+          pasid,
+          pr.addr,
+          pr.read,
+          pr.write,
+          pr.exec ?? false,
+          pr.privileged ?? false,
+          pr.prgi & 511,
+          pr.last,
+        )
+      ) {
+        return true;
+      }
+    }
+    if (pr.last) this.responses.push({ requesterId: rid, pasid, prgi: pr.prgi & 511, code: 1 });
+    return false;
+  }
+
+  /** PRESP_SEND: deliver the response described by PRESP_RID/PASID/INFO. */
+  private sendPageResponse(): void {
+    const p = this.r(REG.PRESP_PASID);
+    const info = this.r(REG.PRESP_INFO);
+    this.responses.push({
+      requesterId: this.r(REG.PRESP_RID),
+      pasid: fieldGet(p, PRESP_PASID.PV) ? fieldGet(p, PRESP_PASID.PASID) : -1,
+      prgi: fieldGet(info, PRESP_INFO.PRGI),
+      code: fieldGet(info, PRESP_INFO.CODE),
+    });
+  }
+}
+
+/** IOTLB permission bits of a leaf's low word. */
+function permOf(lo: number): number {
+  let p = 0;
+  if ((lo & PTE_R) !== 0) {
+    p |= TLB_PERM.R;
+    if ((lo & PTE_NX) === 0) p |= TLB_PERM.X;
+  }
+  if ((lo & PTE_W) !== 0) p |= TLB_PERM.W;
+  if ((lo & PTE_PRIV) === 0) p |= TLB_PERM.U;
+  return p;
+}
