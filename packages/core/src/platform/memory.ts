@@ -11,10 +11,15 @@
  *
  * Storage has two tiers, told apart by the sign of the slot:
  *
- * - tier 1 (slot >= 0): ONE resizable `ArrayBuffer` (reserved up to 4 GiB, or less for a small memory) seen through a
- *   single length-tracking `Uint32Array`. Slot `s` is words `s << 10 ..` of it, so a read is `low[pfn]`, then the data:
- *   one dependent load before the data instead of two. The buffer grows (`resize`, doubling, at most 64 MiB a step) as
- *   frames are created; the OS backs it lazily, and the reservation costs address space only.
+ * - tier 1 (slot >= 0): ONE growable `SharedArrayBuffer` (reserved up to 4 GiB, or less for a small memory), seen
+ *   through one fixed-length `Uint32Array` over all of it. Slot `s` is words `s << 10 ..` of it, so a read is
+ *   `low[pfn]`, then the data: one dependent load before the data instead of two. The buffer grows (`grow`, doubling,
+ *   at most 64 MiB a step) as frames are created, and the views are then replaced; the OS backs it lazily, and the
+ *   reservation costs address space only (1000 instances in one process are fine).
+ *   Why shared, not a resizable `ArrayBuffer`: a resizable buffer can shrink, so V8 re-derives the length of every
+ *   view of it on every access (measured: random reads over 1 GiB at ~0.5x a plain `Uint32Array`). A growable shared
+ *   buffer never shrinks or moves, so a fixed-length view of it is an ordinary typed array (same speed as plain),
+ *   and a `frame32` view of a slot stays valid as the buffer grows. The memory is never handed to another thread.
  * - tier 2 (slot < 0): once more frames are touched than tier 1 holds (4 GiB), frame `k = -slot - 1` lives in pooled
  *   1 MiB chunks (256 frames per `ArrayBuffer`). Correct, a little slower.
  *
@@ -43,7 +48,13 @@ export const PAGE_SHIFT = 12;
  */
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 /** 32-bit words in a frame. */
-const FRAME_WORDS = PAGE_SIZE >>> 2;
+const FRAME_WORDS = 1024;
+/**
+ * The same as PAGE_SHIFT / PAGE_SIZE, for use in this file: V8 loads an exported module binding from a cell with a
+ * TDZ check on every use, while a private `const` folds into the code.
+ */
+const FRAME_SHIFT = 12;
+const FRAME_SIZE = 4096;
 /**
  * Largest physical memory we model: 52-bit physical addresses, the widest any IOMMU here supports.
  * @linux MAX_PHYSMEM_BITS (52 on arm64 with 52-bit PA)
@@ -58,10 +69,10 @@ const L3_ENTRIES = 1 << L3_BITS;
 const L2_ENTRIES = 1 << L2_BITS;
 const L3_MASK = L3_ENTRIES - 1;
 /** pa bits 32..37 (the low bits of `hi`) that belong to the L2 index. */
-const L2_HI_BITS = PAGE_SHIFT + L3_BITS + L2_BITS - 32; // 6
+const L2_HI_BITS = FRAME_SHIFT + L3_BITS + L2_BITS - 32; // 6
 const L2_HI_MASK = (1 << L2_HI_BITS) - 1;
 /** pa bits 25..31 (the top bits of `lo`) that belong to the L2 index. */
-const L2_LO_SHIFT = PAGE_SHIFT + L3_BITS; // 25
+const L2_LO_SHIFT = FRAME_SHIFT + L3_BITS; // 25
 const L2_LO_BITS = 32 - L2_LO_SHIFT; // 7
 
 /** Whether this host stores typed-array words little-endian; bulk byte access relies on it. */
@@ -72,23 +83,23 @@ const CHUNK_SHIFT = 8;
 const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_FRAMES - 1;
 /** log2 of words per frame. */
-const WORD_SHIFT = PAGE_SHIFT - 2;
+const WORD_SHIFT = FRAME_SHIFT - 2;
 const WORD_MASK = FRAME_WORDS - 1;
-const BYTE_MASK = PAGE_SIZE - 1;
-/** Largest tier-1 buffer: the largest `maxByteLength` V8 accepts (8 GiB is rejected). */
+const BYTE_MASK = FRAME_SIZE - 1;
+/** Largest tier-1 buffer: the largest `maxByteLength` V8 accepts (4 GiB + 4 KiB is rejected). */
 const MAX_FIRST_TIER_BYTES = 4 * 2 ** 30;
-/** Tier-1 growth: doubling, but at least 64 KiB and at most 64 MiB per `resize`. */
+/** Tier-1 growth: doubling, but at least 64 KiB and at most 64 MiB per `grow`. */
 const MIN_GROW_BYTES = 64 * 1024;
 const MAX_GROW_BYTES = 64 * 2 ** 20;
 
-/** An ES2024 resizable `ArrayBuffer` (this project's TypeScript lib predates it; Node 20 has it). */
-interface ResizableArrayBuffer extends ArrayBuffer {
-  resize(byteLength: number): void;
+/** An ES2024 growable `SharedArrayBuffer` (this project's TypeScript lib predates it; Node 20 has it). */
+interface GrowableSharedArrayBuffer extends SharedArrayBuffer {
+  grow(byteLength: number): void;
 }
-const ResizableArrayBuffer = ArrayBuffer as unknown as new (
+const GrowableSharedArrayBuffer = SharedArrayBuffer as unknown as new (
   byteLength: number,
   opts: { maxByteLength: number },
-) => ResizableArrayBuffer;
+) => GrowableSharedArrayBuffer;
 
 /** A leaf maps 8192 frames to slots (0 = untouched). */
 type Leaf = Int32Array;
@@ -106,11 +117,17 @@ export interface PhysicalMemoryOptions {
   /** The machine's diagnostics (kept for collaborators such as the page allocator). */
   diag?: Diagnostics;
   /**
-   * @internal Most bytes of storage in the fast tier (one resizable buffer, including the 4 KiB zero frame); frames
+   * @internal Most bytes of storage in the fast tier (one growable buffer, including the 4 KiB zero frame); frames
    * touched beyond it go to pooled chunks. A multiple of 4 KiB from 4 KiB to 4 GiB; default (and cap) 4 GiB. Tests
    * shrink it to exercise the tier boundary cheaply.
    */
   firstTierBytes?: number;
+  /**
+   * @internal Commit tier 1's whole address range up front (default true: it costs neither resident memory nor
+   * commit charge on Linux, and keeps `data` one never-replaced view that V8 can treat as constant). `false` grows
+   * it step by step, which is also the fallback when the up-front grow fails. Tests use it to exercise growth.
+   */
+  firstTierEager?: boolean;
 }
 
 function hex(n: number): string {
@@ -130,25 +147,28 @@ function checkByte(v: number): number {
  */
 export class PhysicalMemory {
   /** Bytes of physical address space. */
-  readonly size: number;
+  declare readonly size: number;
   /** The fault injector this memory was created with, for collaborators. */
-  readonly faults: FaultInjector | undefined;
+  declare readonly faults: FaultInjector | undefined;
   /** The diagnostics this memory was created with, for collaborators. */
-  readonly diag: Diagnostics | undefined;
+  declare readonly diag: Diagnostics | undefined;
 
   /** Slots of the frames below 4 GiB (or below `size`), indexed by frame number: one load on the common path. */
-  private readonly low: Int32Array;
+  declare private readonly low: Int32Array;
   /** Above 4 GiB: L1 -> L2 -> leaf (Int32Array of slots). Untouched entries share the zero L2 / zero leaf. */
-  private readonly l1: L2Dir[];
-  private readonly zeroLeaf: Leaf;
-  private readonly zeroL2: L2Dir;
-  /** Tier 1: the resizable buffer and its length-tracking views; slot `s >= 0` is words `s << 10 ..` of `data`. */
-  private readonly rab: ResizableArrayBuffer;
-  private readonly data: Uint32Array;
-  private readonly data8: Uint8Array;
+  declare private readonly l1: L2Dir[];
+  declare private readonly zeroLeaf: Leaf;
+  declare private readonly zeroL2: L2Dir;
+  /**
+   * Tier 1: the growable buffer and fixed-length views of all of it (replaced when it grows); slot `s >= 0` is words
+   * `s << 10 ..` of `data`.
+   */
+  declare private readonly gsab: GrowableSharedArrayBuffer;
+  declare private data: Uint32Array;
+  declare private data8: Uint8Array;
   /** Slots tier 1 holds now, and at most. */
-  private t1Frames: number;
-  private readonly t1MaxFrames: number;
+  declare private t1Frames: number;
+  declare private readonly t1MaxFrames: number;
   /** Tier 2: slot `s < 0` is frame `k = -s - 1`, words `(k & 255) << 10 ..` of `chunks[k >>> 8]`. */
   private readonly chunks: Uint32Array[] = [];
   private readonly chunks8: Uint8Array[] = [];
@@ -160,19 +180,24 @@ export class PhysicalMemory {
   private readonly freeSlots: number[] = [];
   private nextSlot = 0;
   /** Highest valid address for an access of 1, 2, 4 and 8 bytes. */
-  private readonly last8: number;
-  private readonly last16: number;
-  private readonly last32: number;
-  private readonly last64: number;
+  declare private readonly last8: number;
+  declare private readonly last16: number;
+  declare private readonly last32: number;
+  declare private readonly last64: number;
   private touched = 0;
 
   constructor(opts: PhysicalMemoryOptions = {}) {
     const size = opts.size ?? 4 * 2 ** 30;
-    if (!Number.isInteger(size) || size <= 0 || size % PAGE_SIZE !== 0 || size > MAX_PHYS_SIZE) {
+    if (!Number.isInteger(size) || size <= 0 || size % FRAME_SIZE !== 0 || size > MAX_PHYS_SIZE) {
       throw new RangeError(`physical memory size ${hex(size)} must be a positive multiple of 4 KiB up to 2^52`);
     }
     const t1Bytes = opts.firstTierBytes ?? MAX_FIRST_TIER_BYTES;
-    if (!Number.isInteger(t1Bytes) || t1Bytes < PAGE_SIZE || t1Bytes % PAGE_SIZE !== 0 || t1Bytes > MAX_FIRST_TIER_BYTES) {
+    if (
+      !Number.isInteger(t1Bytes) ||
+      t1Bytes < FRAME_SIZE ||
+      t1Bytes % FRAME_SIZE !== 0 ||
+      t1Bytes > MAX_FIRST_TIER_BYTES
+    ) {
       throw new RangeError(`firstTierBytes ${hex(t1Bytes)} must be a multiple of 4 KiB from 4 KiB to 4 GiB`);
     }
     if (!HOST_LITTLE_ENDIAN) throw new Error("PhysicalMemory needs a little-endian host");
@@ -185,35 +210,44 @@ export class PhysicalMemory {
     this.last64 = size - 8;
 
     // Zero-filled and lazily backed by the OS: 4 MiB of address space for 4 GiB of memory, resident as it is used.
-    this.low = new Int32Array(Math.min(size, TWO_32) / PAGE_SIZE);
+    this.low = new Int32Array(Math.min(size, TWO_32) / FRAME_SIZE);
     this.zeroLeaf = new Int32Array(L3_ENTRIES);
     // Filled by push so the arrays stay PACKED_ELEMENTS (holey arrays take a slower load path).
     const zl2: L2Dir = [];
     for (let i = 0; i < L2_ENTRIES; i++) zl2.push(this.zeroLeaf);
     this.zeroL2 = zl2;
-    const l1Entries = Math.ceil(size / 2 ** (PAGE_SHIFT + L3_BITS + L2_BITS));
+    const l1Entries = Math.ceil(size / 2 ** (FRAME_SHIFT + L3_BITS + L2_BITS));
     const l1: L2Dir[] = [];
     for (let i = 0; i < l1Entries; i++) l1.push(zl2);
     this.l1 = l1;
 
     // Tier 1 reserves address space for every frame of a small memory plus the zero frame, at most 4 GiB. Only the
     // zero frame (slot 0) is committed now; hundreds of instances per process are fine.
-    let maxBytes = Math.min(t1Bytes, size + PAGE_SIZE);
-    let rab: ResizableArrayBuffer | undefined;
-    while (rab === undefined) {
+    let maxBytes = Math.min(t1Bytes, size + FRAME_SIZE);
+    let gsab: GrowableSharedArrayBuffer | undefined;
+    while (gsab === undefined) {
       try {
-        rab = new ResizableArrayBuffer(PAGE_SIZE, { maxByteLength: maxBytes });
+        gsab = new GrowableSharedArrayBuffer(FRAME_SIZE, { maxByteLength: maxBytes });
       } catch (e) {
         // Address space exhausted (not seen with 1000 instances on Linux x64): reserve less, spill to tier 2 sooner.
-        if (!(e instanceof RangeError) || maxBytes <= PAGE_SIZE) throw e;
-        maxBytes = Math.max(PAGE_SIZE, Math.floor(maxBytes / 2 / PAGE_SIZE) * PAGE_SIZE);
+        if (!(e instanceof RangeError) || maxBytes <= FRAME_SIZE) throw e;
+        maxBytes = Math.max(FRAME_SIZE, Math.floor(maxBytes / 2 / FRAME_SIZE) * FRAME_SIZE);
       }
     }
-    this.rab = rab;
-    this.data = new Uint32Array(this.rab);
-    this.data8 = new Uint8Array(this.rab);
-    this.t1Frames = 1;
-    this.t1MaxFrames = maxBytes / PAGE_SIZE;
+    let bytes = FRAME_SIZE;
+    if (opts.firstTierEager ?? true) {
+      try {
+        gsab.grow(maxBytes);
+        bytes = maxBytes;
+      } catch {
+        // Strict overcommit, say: grow step by step as frames are created.
+      }
+    }
+    this.gsab = gsab;
+    this.data = new Uint32Array(gsab, 0, bytes / 4);
+    this.data8 = new Uint8Array(gsab, 0, bytes);
+    this.t1Frames = bytes / FRAME_SIZE;
+    this.t1MaxFrames = maxBytes / FRAME_SIZE;
     this.views.push(undefined);
     this.nextSlot = 1;
   }
@@ -242,11 +276,11 @@ export class PhysicalMemory {
 
   /** The slot of the frame holding `pa` (0 when untouched). `pa` must be valid. */
   private slotR(pa: number): number {
-    if (pa < TWO_32) return this.low[pa >>> PAGE_SHIFT]!;
+    if (pa < TWO_32) return this.low[pa >>> FRAME_SHIFT]!;
     const lo = pa >>> 0;
     const hi = (pa - lo) / TWO_32;
     return this.l1[hi >>> L2_HI_BITS]![((hi & L2_HI_MASK) << L2_LO_BITS) | (lo >>> L2_LO_SHIFT)]![
-      (lo >>> PAGE_SHIFT) & L3_MASK
+      (lo >>> FRAME_SHIFT) & L3_MASK
     ]!;
   }
 
@@ -277,7 +311,7 @@ export class PhysicalMemory {
   }
 
   private leafIndex(pa: number): number {
-    return pa < TWO_32 ? pa >>> PAGE_SHIFT : ((pa >>> 0) >>> PAGE_SHIFT) & L3_MASK;
+    return pa < TWO_32 ? pa >>> FRAME_SHIFT : ((pa >>> 0) >>> FRAME_SHIFT) & L3_MASK;
   }
 
   /** Give the untouched frame holding `pa` storage (zeroed) and return its slot. */
@@ -300,13 +334,15 @@ export class PhysicalMemory {
 
   /** Grow the tier-1 buffer by a step; false when it is at its maximum. New bytes read as zero. */
   private growFirstTier(): boolean {
-    const cur = this.t1Frames * PAGE_SIZE;
-    const max = this.t1MaxFrames * PAGE_SIZE;
+    const cur = this.t1Frames * FRAME_SIZE;
+    const max = this.t1MaxFrames * FRAME_SIZE;
     if (cur >= max) return false;
     const step = Math.min(Math.max(cur, MIN_GROW_BYTES), MAX_GROW_BYTES);
     const bytes = Math.min(cur + step, max);
-    this.rab.resize(bytes);
-    this.t1Frames = bytes / PAGE_SIZE;
+    this.gsab.grow(bytes);
+    this.data = new Uint32Array(this.gsab, 0, bytes / 4);
+    this.data8 = new Uint8Array(this.gsab, 0, bytes);
+    this.t1Frames = bytes / FRAME_SIZE;
     return true;
   }
 
@@ -314,10 +350,10 @@ export class PhysicalMemory {
   private newSecondTierSlot(): number {
     const k = this.t2Next++;
     if (k === this.chunks.length << CHUNK_SHIFT) {
-      const buf = new ArrayBuffer(CHUNK_FRAMES * PAGE_SIZE);
+      const buf = new ArrayBuffer(CHUNK_FRAMES * FRAME_SIZE);
       this.chunks.push(new Uint32Array(buf));
       this.chunks8.push(new Uint8Array(buf));
-      for (let i = 0; i < CHUNK_FRAMES; i++) this.views2.push(new Uint32Array(buf, i * PAGE_SIZE, FRAME_WORDS));
+      for (let i = 0; i < CHUNK_FRAMES; i++) this.views2.push(new Uint32Array(buf, i * FRAME_SIZE, FRAME_WORDS));
     }
     return -k - 1;
   }
@@ -327,8 +363,8 @@ export class PhysicalMemory {
     if (slot < 0) return this.views2[-slot - 1]!;
     let v = this.views[slot];
     if (v === undefined) {
-      // Fixed-length views of a resizable buffer stay valid while it grows.
-      v = new Uint32Array(this.rab, slot * PAGE_SIZE, FRAME_WORDS);
+      // A growable SharedArrayBuffer never moves or shrinks: fixed-length views of it stay valid as it grows.
+      v = new Uint32Array(this.gsab, slot * FRAME_SIZE, FRAME_WORDS);
       this.views[slot] = v;
     }
     return v;
@@ -358,7 +394,7 @@ export class PhysicalMemory {
 
   /** Byte offset of the frame in `slot` within {@link bytesOf} (a multiplication: tier-1 offsets reach 2^32). */
   private byteBase(slot: number): number {
-    return slot >= 0 ? slot * PAGE_SIZE : ((-slot - 1) & CHUNK_MASK) * PAGE_SIZE;
+    return slot >= 0 ? slot * FRAME_SIZE : ((-slot - 1) & CHUNK_MASK) * FRAME_SIZE;
   }
 
   /**
@@ -384,8 +420,8 @@ export class PhysicalMemory {
    * @linux the memory hot-remove / balloon path giving a frame back (no direct counterpart)
    */
   releaseFrame(pfn: number): void {
-    const pa = pfn * PAGE_SIZE;
-    if (!Number.isInteger(pfn) || pfn < 0 || pa > this.last8) throw this.rangeError(pa, PAGE_SIZE);
+    const pa = pfn * FRAME_SIZE;
+    if (!Number.isInteger(pfn) || pfn < 0 || pa > this.last8) throw this.rangeError(pa, FRAME_SIZE);
     const leaf = this.leafOf(pa, false);
     if (leaf === undefined) return;
     const i = this.leafIndex(pa);
@@ -407,7 +443,7 @@ export class PhysicalMemory {
     // Below 4 GiB (pa === lo: an integer in uint32 range) the L1 index is 0 and no division is needed.
     if (pa === lo && (lo & 3) === 0) {
       // `low` covers exactly the frames below min(size, 4 GiB): its bounds check is the range check.
-      const slot = this.low[lo >>> PAGE_SHIFT];
+      const slot = this.low[lo >>> FRAME_SHIFT];
       // Tier 1 (and the zero frame): one load from the directory, then the data.
       if (slot !== undefined && slot >= 0) return this.data[(slot << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)]!;
     }
@@ -435,7 +471,7 @@ export class PhysicalMemory {
   write32(pa: number, v: number): void {
     const lo = pa >>> 0;
     if (pa === lo && (lo & 3) === 0 && lo <= this.last32) {
-      const slot = this.low[lo >>> PAGE_SHIFT]!;
+      const slot = this.low[lo >>> FRAME_SHIFT]!;
       // Slot 0 (the zero frame) is never written: the frame is created first.
       if (slot > 0) {
         this.data[(slot << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK)] = v;
@@ -613,7 +649,7 @@ export class PhysicalMemory {
     let done = 0;
     while (done < len) {
       const a = pa + done;
-      const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
+      const n = Math.min(FRAME_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
       const slot = this.slotR(a);
       if (slot !== 0) {
         const b = this.byteIndex(slot, a);
@@ -634,7 +670,7 @@ export class PhysicalMemory {
     let done = 0;
     while (done < len) {
       const a = pa + done;
-      const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
+      const n = Math.min(FRAME_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
       const slot = this.slotW(a);
       this.bytesOf(slot).set(bytes.subarray(done, done + n), this.byteIndex(slot, a));
       done += n;
@@ -651,7 +687,7 @@ export class PhysicalMemory {
     let done = 0;
     while (done < len) {
       const a = pa + done;
-      const n = Math.min(PAGE_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
+      const n = Math.min(FRAME_SIZE - ((a >>> 0) & BYTE_MASK), len - done);
       const slot = byte === 0 ? this.slotR(a) : this.slotW(a);
       if (slot !== 0) {
         const b = this.byteIndex(slot, a);
@@ -687,7 +723,7 @@ export class PhysicalMemory {
         const doneBytes = len - remaining;
         s = src + doneBytes;
         d = dst + doneBytes;
-        n = Math.min(PAGE_SIZE - (s & BYTE_MASK), PAGE_SIZE - (d & BYTE_MASK), remaining);
+        n = Math.min(FRAME_SIZE - (s & BYTE_MASK), FRAME_SIZE - (d & BYTE_MASK), remaining);
       }
       const ss = this.slotR(s);
       if (ss === 0) {

@@ -232,4 +232,140 @@ describe("PhysicalMemory", () => {
       { numRuns: 200 },
     );
   });
+
+  it("grows tier 1 step by step; frame32 views and data survive growth", () => {
+    // 600 frames cross the 64 KiB, doubling and 64 MiB-capped growth steps of the stepped (fallback) mode.
+    const m = new PhysicalMemory({ size: 64 * 2 ** 20, firstTierEager: false });
+    const first = m.frame32(0);
+    first[5] = 0xabcdef01;
+    for (let f = 0; f < 600; f++) m.write32(f * PAGE_SIZE + 8, f * 3 + 1);
+    expect(m.touchedFrames).toBe(600);
+    for (let f = 0; f < 600; f++) expect(m.read32(f * PAGE_SIZE + 8)).toBe(f * 3 + 1);
+    expect(first[5]).toBe(0xabcdef01); // a view taken before the buffer grew still aliases the frame
+    first[6] = 77;
+    expect(m.read32(24)).toBe(77);
+    expect(m.frame32(0)).toBe(first);
+    expect(m.read32(601 * PAGE_SIZE)).toBe(0);
+  });
+
+  for (const eager of [true, false]) {
+    it(`spills frames beyond the first tier into pooled chunks (eager ${eager})`, () => {
+      // Tier 1 of 8 slots: the zero frame and 7 frames; the other 13 of 20 frames go to tier 2.
+      const m = new PhysicalMemory({ size: 2 ** 40, firstTierBytes: 8 * PAGE_SIZE, firstTierEager: eager });
+      const base = 2 ** 33; // above 4 GiB as well as below it
+      const pas: number[] = [];
+      for (let f = 0; f < 10; f++) pas.push(f * PAGE_SIZE, base + f * PAGE_SIZE);
+      pas.forEach((pa, i) => {
+        m.write32(pa + 4, 0x1000 + i);
+        m.write8(pa + 9, i);
+        m.write16(pa + 14, 0xbeef);
+        m.write64Parts(pa + 16, i, ~i >>> 0);
+      });
+      expect(m.touchedFrames).toBe(20);
+      // The test is about the tier boundary: make sure frames really went to tier 2.
+      expect((m as unknown as { t2Next: number }).t2Next).toBe(13);
+      const out = new Uint32Array(2);
+      pas.forEach((pa, i) => {
+        expect(m.read32(pa + 4)).toBe(0x1000 + i);
+        expect(m.read8(pa + 9)).toBe(i);
+        expect(m.read16(pa + 14)).toBe(0xbeef);
+        m.read64Parts(pa + 16, out);
+        expect([...out]).toEqual([i, ~i >>> 0]);
+        expect(m.frame32(pa)[1]).toBe(0x1000 + i);
+      });
+      // Unaligned accesses across a tier-1 / tier-2 frame boundary (frames 7 and 8 below 4 GiB).
+      m.write32(8 * PAGE_SIZE - 2, 0xa1b2c3d4);
+      expect(m.read32(8 * PAGE_SIZE - 2)).toBe(0xa1b2c3d4);
+      // frame32 of a tier-2 frame aliases memory.
+      const f = m.frame32(base + 9 * PAGE_SIZE);
+      f[100] = 0x5a5a5a5a;
+      expect(m.read32(base + 9 * PAGE_SIZE + 400)).toBe(0x5a5a5a5a);
+      // Bulk ops and copy across tiers.
+      const data = Uint8Array.from({ length: 3 * PAGE_SIZE }, (_, i) => (i * 31 + 7) & 0xff);
+      m.writeBytes(5 * PAGE_SIZE + 100, data);
+      expect(m.readBytes(5 * PAGE_SIZE + 100, data.length)).toEqual(data);
+      m.copy(base + 2 * PAGE_SIZE + 3, 5 * PAGE_SIZE + 100, data.length);
+      expect(m.readBytes(base + 2 * PAGE_SIZE + 3, data.length)).toEqual(data);
+      m.fill(base + 2 * PAGE_SIZE + 10, 5000, 0xab);
+      expect(m.read8(base + 2 * PAGE_SIZE + 9)).toBe(data[6]);
+      expect(m.read8(base + 2 * PAGE_SIZE + 5009)).toBe(0xab);
+      // Release and recycle in both tiers: recycled storage reads as zero.
+      const before = m.touchedFrames;
+      m.releaseFrame(1); // tier 1
+      m.releaseFrame(base / PAGE_SIZE + 9); // tier 2
+      expect(m.touchedFrames).toBe(before - 2);
+      expect(m.read32(PAGE_SIZE + 4)).toBe(0);
+      expect(m.read32(base + 9 * PAGE_SIZE + 400)).toBe(0);
+      m.write32(0x7000_0000, 1);
+      m.write32(0x7000_1000, 2);
+      expect(m.read32(0x7000_0004)).toBe(0);
+      expect(m.read32(0x7000_1004)).toBe(0);
+      expect(m.read32(0x7000_1000)).toBe(2);
+      expect([...m.readBytes(0x7000_0000, 8)]).toEqual([1, 0, 0, 0, 0, 0, 0, 0]);
+      expect(m.touchedFrames).toBe(before);
+      // Untouched memory still reads as zero and allocates nothing.
+      expect(m.read32(0x6000_0000)).toBe(0);
+      expect(m.touchedFrames).toBe(before);
+    });
+  }
+
+  it("rejects bad firstTierBytes", () => {
+    expect(() => new PhysicalMemory({ firstTierBytes: 0 })).toThrow(RangeError);
+    expect(() => new PhysicalMemory({ firstTierBytes: 1000 })).toThrow(RangeError);
+    expect(() => new PhysicalMemory({ firstTierBytes: 8 * GiB })).toThrow(RangeError);
+  });
+
+  it("many machines' memories coexist in one process", () => {
+    // Each reserves up to 4 GiB of address space for tier 1; only touched frames become resident.
+    const mems: PhysicalMemory[] = [];
+    for (let i = 0; i < 300; i++) {
+      const m = new PhysicalMemory();
+      m.write32(i * PAGE_SIZE, i + 1);
+      m.write32(0xfffff000, i);
+      mems.push(m);
+    }
+    mems.forEach((m, i) => {
+      expect(m.read32(i * PAGE_SIZE)).toBe(i + 1);
+      expect(m.read32(0xfffff000)).toBe(i);
+      expect(m.touchedFrames).toBe(2);
+    });
+  });
+
+  it("matches a byte-map model with a tiny first tier (frames spill into pooled chunks)", () => {
+    const size = 64 * 1024;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            write: fc.boolean(),
+            pa: fc.integer({ min: 0, max: size - 4 }),
+            value: fc.integer({ min: 0, max: 0xffffffff }),
+            release: fc.integer({ min: 0, max: 40 }),
+          }),
+          { maxLength: 200 },
+        ),
+        fc.boolean(),
+        (ops, eager) => {
+          const m = new PhysicalMemory({ size, firstTierBytes: 4 * PAGE_SIZE, firstTierEager: eager });
+          const model = new Map<number, number>();
+          for (const { write, pa, value, release } of ops) {
+            if (release < 16) {
+              m.releaseFrame(release);
+              for (let i = 0; i < PAGE_SIZE; i++) model.delete(release * PAGE_SIZE + i);
+            }
+            if (write) {
+              m.write32(pa, value);
+              for (let i = 0; i < 4; i++) model.set(pa + i, (value >>> (8 * i)) & 0xff);
+            } else {
+              let v = 0;
+              for (let i = 3; i >= 0; i--) v = v * 256 + (model.get(pa + i) ?? 0);
+              expect(m.read32(pa)).toBe(v);
+            }
+          }
+          for (const [pa, b] of model) expect(m.read8(pa)).toBe(b);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
 });
