@@ -31,3 +31,4 @@ export * from "./platform/memory.js";
 export * from "./platform/mmio.js";
 export * from "./platform/page-alloc.js";
 export * from "./platform/topology.js";
+export * from "./user/index.js";

@@ -25,6 +25,8 @@ import type { IommuHwModel } from "../platform/iommu-hw.js";
 import { PhysicalMemory } from "../platform/memory.js";
 import { MmioBus } from "../platform/mmio.js";
 import { PageAllocator } from "../platform/page-alloc.js";
+import { ChrdevRegistry } from "../user/chrdev.js";
+import { type Process, type SpawnOptions, UserSpace } from "../user/process.js";
 import { createMachineContainer, provide } from "./di.js";
 import type { KernelModule, ModuleContext } from "./kernel-module.js";
 import { Tokens } from "./tokens.js";
@@ -98,6 +100,10 @@ export class Machine {
   readonly hwKinds: HwKindRegistry;
   readonly driverCore: DriverCore;
   readonly dma: DmaRouter;
+  /** Char devices kernel modules register (`/dev/iommu`), opened by processes. @linux the misc/cdev maps */
+  readonly chrdevs: ChrdevRegistry;
+  /** Processes, users and user pages of this machine. */
+  readonly userSpace: UserSpace;
   /** IOMMU hardware models by IOMMU name (only kinds some loaded package registered). */
   readonly hw: ReadonlyMap<string, IommuHwModel>;
   /** Modules in load order, with their per-machine owners. */
@@ -135,6 +141,14 @@ export class Machine {
     this.hw = this.hwKinds.instantiate(this.platform, { memory: this.memory, diag: this.diag, mmio: this.mmio });
     this.driverCore = new DriverCore({ diag: this.diag, refs: this.refs });
     this.dma = new DmaRouter(this.driverCore, this.memory, this.hw);
+    this.chrdevs = new ChrdevRegistry(this.diag);
+    this.userSpace = new UserSpace({
+      pages: this.pages,
+      diag: this.diag,
+      refs: this.refs,
+      scheduler: this.scheduler,
+      chrdevs: this.chrdevs,
+    }).install();
 
     const c = this.container;
     provide(c, Tokens.machine, this);
@@ -150,6 +164,8 @@ export class Machine {
     provide(c, Tokens.hwKinds, this.hwKinds);
     provide(c, Tokens.driverCore, this.driverCore);
     provide(c, Tokens.dma, this.dma);
+    provide(c, Tokens.chrdevs, this.chrdevs);
+    provide(c, Tokens.userSpace, this.userSpace);
     for (const { km } of this.kernelModules) km.register?.(c);
   }
 
@@ -186,6 +202,16 @@ export class Machine {
     return this.dma.endpoint(name);
   }
 
+  /**
+   * Start a user process: root with every capability unless `uid`/`capabilities` say otherwise, an empty fd table
+   * and address space. Processes still running at teardown are exited first.
+   * @linux fork + exec of a new program
+   */
+  spawnProcess(opts: SpawnOptions = {}): Process {
+    if (this.state === "torn-down") throw kerr("EINVAL", "machine was torn down");
+    return this.userSpace.spawn(opts);
+  }
+
   /** The per-machine owner `Module` of a kernel module passed to `createMachine`. */
   moduleOwner(name: string): Module | undefined {
     return this.kernelModules.find((k) => k.km.name === name)?.owner;
@@ -210,6 +236,8 @@ export class Machine {
     if (this.state === "torn-down") throw kerr("EINVAL", "machine was already torn down");
     this.state = "torn-down";
     await this.scheduler.runUntilIdle();
+    // User space goes first: closing its files releases what it holds in modules (iommufd contexts, devices).
+    await this.userSpace.exitAll();
     for (const hook of [...this.shutdownHooks].reverse()) await hook();
     const stuck = await this.modules.unloadAll();
     for (const name of stuck) this.diag.report("leak", `module ${name} could not be unloaded`, { culprit: name });

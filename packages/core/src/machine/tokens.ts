@@ -10,6 +10,8 @@ import type { HwKindRegistry } from "../platform/hw-kind.js";
 import type { PhysicalMemory } from "../platform/memory.js";
 import type { MmioBus } from "../platform/mmio.js";
 import type { PageAllocator } from "../platform/page-alloc.js";
+import type { ChrdevRegistry } from "../user/chrdev.js";
+import type { UserSpace } from "../user/process.js";
 import { createToken } from "./di.js";
 import type { Machine } from "./machine.js";
 
@@ -28,4 +30,6 @@ export const Tokens = {
   hwKinds: createToken<HwKindRegistry>("hw-kinds"),
   driverCore: createToken<DriverCore>("driver-core"),
   dma: createToken<DmaRouter>("dma"),
+  chrdevs: createToken<ChrdevRegistry>("chrdevs"),
+  userSpace: createToken<UserSpace>("user-space"),
 } as const;

@@ -1,0 +1,294 @@
+/**
+ * Reference and pin counts of the physical frames that back user memory.
+ *
+ * A user page is a folio: one allocation of the machine's `PageAllocator` (order 0, or order 9 for a transparent
+ * or hugetlb huge page) with a reference count. References are held by each page-table entry mapping one of its
+ * pages, by the page cache (for shmem/memfd pages), and by pins. A pin of an order-0 folio adds
+ * `GUP_PIN_COUNTING_BIAS` (1024) to the reference count; a pin of a page of a large folio adds one reference and one
+ * to the folio's separate pin count, as Linux does. The folio returns to the allocator when its count reaches zero,
+ * so a pinned page outlives munmap, exit and truncation until it is unpinned.
+ *
+ * Mirrors the page/folio refcounting of `include/linux/mm.h` (`folio_get`, `folio_put`, `folio_maybe_dma_pinned`)
+ * and the pin accounting of `mm/gup.c` (`try_grab_folio`, `gup_put_folio`).
+ */
+import type { Diagnostics } from "../kernel/diagnostics.js";
+import { PAGE_SIZE } from "../platform/memory.js";
+import type { PageAllocator } from "../platform/page-alloc.js";
+
+/**
+ * What one pin adds to the reference count of an order-0 folio.
+ * @linux GUP_PIN_COUNTING_BIAS
+ */
+export const GUP_PIN_COUNTING_BIAS = 1024;
+
+/**
+ * The order of a 2 MiB huge page.
+ * @linux HPAGE_PMD_ORDER
+ */
+export const HPAGE_PMD_ORDER = 9;
+
+/**
+ * Bytes in a 2 MiB huge page.
+ * @linux HPAGE_PMD_SIZE
+ */
+export const HPAGE_PMD_SIZE = PAGE_SIZE << HPAGE_PMD_ORDER;
+
+/**
+ * Who pinned a page, remembered so a leaked pin is reported with its holder.
+ * @linux the page_owner / ref_tracker information a debug kernel would print
+ */
+export interface PinRecord {
+  /** Pid of the process whose memory was pinned, when pinned through an address space. */
+  pid?: number;
+  /** User VA of the page in that process, when pinned through an address space. */
+  va?: bigint;
+  /** A memfd pin: the file's name and the page's byte offset. */
+  file?: string;
+  offset?: number;
+  /** FOLL_LONGTERM. */
+  longterm: boolean;
+}
+
+/**
+ * One user folio (the allocation, its counts, and what it belongs to).
+ * @linux struct folio
+ */
+export class Folio {
+  /** Reference count, pins included (each order-0 pin counts GUP_PIN_COUNTING_BIAS). @linux folio->_refcount */
+  refcount = 1;
+  /** Pins of a large folio (order-0 folios count pins in `refcount`). @linux folio->_pincount */
+  pincount = 0;
+  /** Page-table entries mapping pages of this folio. @linux folio->_mapcount / _large_mapcount */
+  mapcount = 0;
+  /** Set by `unpin_user_pages_dirty_lock(..., true)` and by user writes through a shared mapping. @linux PG_dirty */
+  dirty = false;
+  /** The page cache this folio belongs to (a shmem inode), or undefined for anonymous memory. @linux folio->mapping */
+  mapping: object | undefined;
+  /** Page index in the owning file (shmem folios). @linux folio->index */
+  index = 0;
+  /** Outstanding pins per page address (for reports). */
+  readonly pins = new Map<number, PinRecord[]>();
+
+  constructor(
+    /** Physical address of the first page. */
+    readonly pa: number,
+    /** log2 of the number of pages. */
+    readonly order: number,
+    /** The allocation site (`user_page`, `user_thp`, `shmem_page`, `hugetlb_page`). */
+    readonly site: string,
+    /** Describes the owner for reports ("anon of pid 3", "memfd:buffer"). */
+    public owner: string,
+  ) {}
+
+  /** Pages in the folio. @linux folio_nr_pages */
+  get nrPages(): number {
+    return 1 << this.order;
+  }
+
+  /** Whether the folio is larger than one page. @linux folio_test_large */
+  get large(): boolean {
+    return this.order > 0;
+  }
+
+  /** Outstanding pins of the folio. @linux folio_maybe_dma_pinned (made exact) */
+  get pinCount(): number {
+    return this.large ? this.pincount : Math.floor(this.refcount / GUP_PIN_COUNTING_BIAS);
+  }
+}
+
+/**
+ * A read-only view of a user page's counts, so a test can assert that every pin was released.
+ * @linux page_ref_count / folio_maybe_dma_pinned / folio_mapcount
+ */
+export interface PageRefs {
+  /** Physical address of the folio's first page. */
+  folio: number;
+  order: number;
+  refcount: number;
+  pinCount: number;
+  mapCount: number;
+  dirty: boolean;
+  site: string;
+  owner: string;
+}
+
+function hex(n: number | bigint): string {
+  return `0x${n.toString(16)}`;
+}
+
+/**
+ * The machine's table of live user folios, indexed by the physical address of every page they hold.
+ * @linux the struct page array (mem_map) as far as user memory is concerned
+ */
+export class UserPageRefs {
+  private readonly byPage = new Map<number, Folio>();
+  private readonly folios = new Set<Folio>();
+
+  constructor(
+    readonly allocator: PageAllocator,
+    readonly diag: Diagnostics,
+  ) {}
+
+  /**
+   * Allocate a zeroed folio of `2^order` pages with one reference held by the caller. Throws ENOMEM (also under
+   * fault injection at `site`).
+   * @linux folio_alloc / vma_alloc_zeroed_movable_folio / shmem_alloc_folio
+   */
+  alloc(order: number, site: string, owner: string): Folio {
+    const pa = this.allocator.allocPages(order, site);
+    const f = new Folio(pa, order, site, owner);
+    for (let i = 0; i < f.nrPages; i++) this.byPage.set(pa + i * PAGE_SIZE, f);
+    this.folios.add(f);
+    return f;
+  }
+
+  /**
+   * The live folio holding the page at `pa` (any address inside the page), or undefined.
+   * @linux page_folio(pfn_to_page(pfn))
+   */
+  folioOf(pa: number): Folio | undefined {
+    return this.byPage.get(pa - (pa % PAGE_SIZE));
+  }
+
+  /** The counts of the page at `pa`, or undefined when it is not a live user page. */
+  refs(pa: number): PageRefs | undefined {
+    const f = this.folioOf(pa);
+    if (f === undefined) return undefined;
+    return {
+      folio: f.pa,
+      order: f.order,
+      refcount: f.refcount,
+      pinCount: f.pinCount,
+      mapCount: f.mapcount,
+      dirty: f.dirty,
+      site: f.site,
+      owner: f.owner,
+    };
+  }
+
+  /** Every live user folio. */
+  live(): readonly Folio[] {
+    return [...this.folios];
+  }
+
+  /** Every outstanding pin, one entry per pinned page and pin. */
+  pins(): { pa: number; record: PinRecord }[] {
+    const out: { pa: number; record: PinRecord }[] = [];
+    for (const f of this.folios) for (const [pa, rs] of f.pins) for (const record of rs) out.push({ pa, record });
+    return out;
+  }
+
+  /** Number of outstanding pins over all user pages. */
+  get pinnedCount(): number {
+    let n = 0;
+    for (const f of this.folios) n += f.pinCount;
+    return n;
+  }
+
+  /**
+   * Take `n` references.
+   * @linux folio_ref_add / folio_get
+   */
+  get(f: Folio, n = 1): void {
+    if (f.refcount <= 0) {
+      this.diag.report("refcount", `folio_get on free user page ${hex(f.pa)} (${f.owner})`, { culprit: f.owner });
+      return;
+    }
+    f.refcount += n;
+  }
+
+  /**
+   * Drop `n` references; the folio is freed when none is left.
+   * @linux folio_put_refs
+   */
+  put(f: Folio, n = 1): void {
+    if (f.refcount < n) {
+      this.diag.report("refcount", `folio_put underflow of user page ${hex(f.pa)} (${f.owner})`, {
+        culprit: f.owner,
+      });
+      return;
+    }
+    f.refcount -= n;
+    if (f.refcount === 0) this.free(f);
+  }
+
+  /**
+   * Pin the page at `pa` (its folio must be live and referenced).
+   * @linux try_grab_folio with FOLL_PIN
+   */
+  pin(pa: number, record: PinRecord): Folio {
+    const f = this.folioOf(pa);
+    if (f === undefined || f.refcount <= 0) throw new Error(`pin of a page that is not a live user page: ${hex(pa)}`);
+    if (f.large) {
+      f.refcount += 1;
+      f.pincount += 1;
+    } else {
+      f.refcount += GUP_PIN_COUNTING_BIAS;
+    }
+    const key = pa - (pa % PAGE_SIZE);
+    const rs = f.pins.get(key);
+    if (rs === undefined) f.pins.set(key, [record]);
+    else rs.push(record);
+    return f;
+  }
+
+  /**
+   * Drop one pin of the page at `pa`, marking the folio dirty first when asked. Unpinning a page that is not
+   * pinned is reported (`refcount` diagnostic) and ignored.
+   * @linux gup_put_folio / unpin_user_page
+   */
+  unpin(pa: number, makeDirty = false): void {
+    const f = this.folioOf(pa);
+    const key = pa - (pa % PAGE_SIZE);
+    if (f === undefined || f.pinCount === 0) {
+      this.diag.report("refcount", `unpin_user_page of ${hex(pa)}, which is not pinned`, { skipFrames: 1 });
+      return;
+    }
+    const rs = f.pins.get(key);
+    if (rs !== undefined) {
+      rs.pop();
+      if (rs.length === 0) f.pins.delete(key);
+    }
+    if (makeDirty) f.dirty = true;
+    if (f.large) {
+      f.pincount -= 1;
+      this.put(f, 1);
+    } else {
+      this.put(f, GUP_PIN_COUNTING_BIAS);
+    }
+  }
+
+  private free(f: Folio): void {
+    for (let i = 0; i < f.nrPages; i++) this.byPage.delete(f.pa + i * PAGE_SIZE);
+    this.folios.delete(f);
+    this.allocator.freePages(f.pa, f.order);
+  }
+
+  /**
+   * Teardown report: one line per user folio still alive, naming who pinned it (process and VA, or memfd and
+   * offset).
+   * @linux the "BUG: Bad page state" / kmemleak report of a leaked page
+   */
+  leaks(): string[] {
+    const out: string[] = [];
+    for (const f of this.folios) {
+      const who: string[] = [];
+      for (const [pa, rs] of f.pins) {
+        for (const r of rs) {
+          const where =
+            r.pid !== undefined
+              ? `pid ${r.pid} at VA ${hex(r.va ?? 0n)}`
+              : r.file !== undefined
+                ? `${r.file} at offset ${hex(r.offset ?? 0)}`
+                : "unknown";
+          who.push(`page ${hex(pa)} pinned${r.longterm ? " (longterm)" : ""} by ${where}`);
+        }
+      }
+      out.push(
+        `user page ${hex(f.pa)} (order ${f.order}, ${f.owner}) still referenced: refcount ${f.refcount}, ` +
+          `${f.pinCount} pin(s), ${f.mapcount} mapping(s)${who.length > 0 ? `; ${who.join("; ")}` : ""}`,
+      );
+    }
+    return out;
+  }
+}
