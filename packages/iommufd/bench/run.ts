@@ -1,0 +1,131 @@
+/**
+ * iommufd benchmarks. Baselines are measured in the same process and run:
+ * - ioas/map+unmap-1GiB: IOMMU_IOAS_MAP + IOMMU_IOAS_UNMAP of 1 GiB (4 KiB pages, one mock domain attached), in
+ *   pages/s, against iommuMap + iommuUnmap of the same pages into a mock domain directly (baseline).
+ * - objects/alloc+destroy: IOMMU_IOAS_ALLOC + IOMMU_DESTROY churn per second (its own baseline).
+ * Rounds are interleaved and the median reported; results are appended to bench/results.json.
+ */
+import { fileURLToPath } from "node:url";
+import {
+  createMachine,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  iommuDomainFree,
+  iommuMap,
+  iommuPagingDomainAlloc,
+  iommuUnmap,
+} from "@iommu-sim/core";
+import { MOCK_APERTURE_START, mockIommuDriver } from "@iommu-sim/drivers-mock";
+import { appendResults, type BenchResult } from "../../core/bench/harness.js";
+import {
+  IOMMU_DESTROY,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_IOAS_UNMAP,
+  type IommufdUser,
+  iommufdDeviceAttach,
+  iommufdDeviceBind,
+  iommufdIoctl,
+  iommufdModule,
+  iommufdOpen,
+} from "../src/index.js";
+
+const PAGE = 4096;
+const GIB = 2 ** 30;
+const NPAGES = GIB / PAGE;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+
+async function main(): Promise<void> {
+  const m = await createMachine({ modules: [mockIommuDriver, iommufdModule], trackFreeStacks: false });
+  await m.boot();
+  // A process whose 1 GiB buffer is physically contiguous frames (pinning is a table lookup).
+  const base = m.pages.allocPages(10, "bench");
+  const frames: number[] = [];
+  for (let i = 0; i < NPAGES; i++) frames.push(base + (i % 1024) * PAGE);
+  const user: IommufdUser = {
+    mm: {},
+    userAcct: { lockedVm: 0 },
+    mmAcct: { lockedVm: 0 },
+    memlockLimit: () => Number.MAX_SAFE_INTEGER,
+    capable: () => true,
+    pin: (va, n) => frames.slice((va - 0x4000_0000) / PAGE, (va - 0x4000_0000) / PAGE + n),
+    unpin: () => {},
+    read: (_va, l) => new Uint8Array(l),
+    write: () => {},
+  };
+  const ictx = iommufdOpen(m);
+  const io = (cmd: number, arg: object) => iommufdIoctl(ictx, cmd, arg, user);
+  const alloc = { size: 0, flags: 0, out_ioas_id: 0 };
+  await io(IOMMU_IOAS_ALLOC, alloc);
+  const dev = m.driverCore.deviceFor("mock-dev0")!;
+  const { idev } = await iommufdDeviceBind(ictx, dev, { noCtxRef: true });
+  await iommufdDeviceAttach(idev, 0, { id: alloc.out_ioas_id });
+  const baseDomain = await iommuPagingDomainAlloc(m.driverCore.deviceFor("mock-dev1")!);
+
+  const mapUnmapIommufd = async () => {
+    await io(IOMMU_IOAS_MAP, {
+      size: 0,
+      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      ioas_id: alloc.out_ioas_id,
+      __reserved: 0,
+      user_va: 0x4000_0000n,
+      length: BigInt(GIB),
+      iova: BigInt(MOCK_APERTURE_START),
+    });
+    await io(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: alloc.out_ioas_id, iova: 0n, length: 0xffff_ffff_ffff_ffffn });
+  };
+  // The same mapping through iommuMap alone: physically contiguous runs of 4 MiB, as iommufd coalesces them.
+  const mapUnmapCore = async () => {
+    const half = NPAGES;
+    for (let i = 0; i < half; i += 1024) {
+      iommuMap(baseDomain, MOCK_APERTURE_START + i * PAGE, frames[i]!, 1024 * PAGE, IOMMU_READ | IOMMU_WRITE);
+    }
+    iommuUnmap(baseDomain, MOCK_APERTURE_START, half * PAGE);
+  };
+  const churn = async () => {
+    for (let i = 0; i < 1000; i++) {
+      const c = { size: 0, flags: 0, out_ioas_id: 0 };
+      await io(IOMMU_IOAS_ALLOC, c);
+      await io(IOMMU_DESTROY, { size: 0, id: c.out_ioas_id });
+    }
+  };
+  const cases = [
+    { name: "ioas/map+unmap-core-baseline", fn: mapUnmapCore, ops: NPAGES, t: [] as number[] },
+    { name: "ioas/map+unmap-1GiB", fn: mapUnmapIommufd, ops: NPAGES, t: [] as number[] },
+    { name: "objects/alloc+destroy", fn: churn, ops: 1000, t: [] as number[] },
+  ];
+  for (const c of cases) await c.fn();
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const c of cases) {
+      const t0 = process.hrtime.bigint();
+      await c.fn();
+      c.t.push(Number(process.hrtime.bigint() - t0));
+    }
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const results: BenchResult[] = [];
+  const baseOps = (cases[0]!.ops * 1e9) / med(cases[0]!.t);
+  for (const c of cases) {
+    const ns = med(c.t);
+    const opsPerSec = (c.ops * 1e9) / ns;
+    const isPages = c.name.startsWith("ioas/");
+    results.push({
+      name: `iommufd/${c.name}`,
+      opsPerSec,
+      nsPerOp: ns / c.ops,
+      baseline: isPages ? "iommufd/ioas/map+unmap-core-baseline" : `iommufd/${c.name}`,
+      ratio: isPages ? opsPerSec / baseOps : 1,
+    } as BenchResult);
+    console.log(
+      `${c.name.padEnd(32)} ${opsPerSec.toFixed(0).padStart(12)} ${isPages ? "pages" : "ops"}/s  ratio ${(isPages ? opsPerSec / baseOps : 1).toFixed(3)}`,
+    );
+  }
+  appendResults(fileURLToPath(new URL("./results.json", import.meta.url)), results);
+  iommuDomainFree(baseDomain);
+  m.pages.freePages(base, 10);
+}
+
+await main();

@@ -1,0 +1,74 @@
+/**
+ * The ioctl entry point: command lookup, the size rules of copy_struct_from_user, and finalize/abort of an object
+ * the command allocated through its ucmd.
+ * @linux iommufd_fops_ioctl (drivers/iommu/iommufd/main.c)
+ */
+import { kerr } from "@iommu-sim/core";
+import { copyStructFromUser } from "./core-user.js";
+import { assertCtxLive, type IommufdCtx } from "./ctx.js";
+import { iommufdObjectAbortAndDestroy, iommufdObjectFinalize } from "./object.js";
+import { _IOC_NR, _IOC_TYPE, IOMMUFD_CMD_BASE, IOMMUFD_TYPE } from "./uapi.js";
+import { type IoctlArg, IommufdUcmd } from "./ucmd.js";
+import type { IommufdUser } from "./user-glue.js";
+import { iommufdVfioIoctl } from "./vfio-compat.js";
+
+/**
+ * Dispatch an ioctl on an iommufd file. `arg` is the struct in object form (a `size` of 0 meaning the full
+ * struct; out fields written back in place) or its bytes (`size` read from the first u32, out fields written
+ * back). EFAULT for a null argument, ENOTTY for an unknown command, EINVAL below the command's minimum size, E2BIG
+ * for non-zero bytes past the kernel's struct.
+ * @linux iommufd_fops_ioctl
+ */
+export async function iommufdFopsIoctl(
+  ictx: IommufdCtx,
+  cmd: number,
+  arg: IoctlArg | null | undefined,
+  user: IommufdUser,
+): Promise<number> {
+  assertCtxLive(ictx);
+  const nr = _IOC_NR(cmd);
+  if (nr < IOMMUFD_CMD_BASE || _IOC_TYPE(cmd) !== IOMMUFD_TYPE) {
+    return iommufdVfioIoctl(ictx, cmd, arg, user);
+  }
+  if (arg === null || arg === undefined) throw kerr("EFAULT", "null ioctl argument");
+  // get_user(user_size, arg)
+  let userSize: number;
+  let ubytes: Uint8Array | undefined;
+  if (arg instanceof Uint8Array) {
+    if (arg.byteLength < 4) throw kerr("EFAULT", "argument shorter than its size field");
+    userSize = new DataView(arg.buffer, arg.byteOffset, arg.byteLength).getUint32(0, true);
+    ubytes = arg;
+  } else {
+    const s = arg.size;
+    userSize = typeof s === "number" ? s : typeof s === "bigint" ? Number(s) : 0;
+  }
+  const op = ictx.core.ioctlOps.get(nr);
+  if (!op || op.ioctlNum !== cmd) throw kerr("ENOTTY", `unknown iommufd ioctl 0x${cmd.toString(16)}`);
+  if (!(arg instanceof Uint8Array) && userSize === 0) userSize = op.struct.size;
+  if (userSize < op.minSize) throw kerr("EINVAL", `size ${userSize} below the minimum ${op.minSize}`);
+  if (ubytes === undefined) {
+    const full = new Uint8Array(Math.max(userSize, op.struct.size));
+    op.struct.encode(arg as Record<string, never>, full);
+    new DataView(full.buffer).setUint32(0, userSize, true);
+    ubytes = full.subarray(0, userSize);
+  } else if (userSize > ubytes.byteLength) {
+    throw kerr("EFAULT", `size ${userSize} beyond the ${ubytes.byteLength}-byte buffer`);
+  } else {
+    ubytes = ubytes.subarray(0, userSize);
+  }
+  const kbuf = copyStructFromUser(ubytes, op.struct.size);
+  const kcmd = op.struct.decode(kbuf) as Record<string, unknown>;
+  const ucmd = new IommufdUcmd(ictx, user, kcmd, userSize, op.struct as never, arg);
+  let failed: unknown;
+  try {
+    await op.execute(ucmd as IommufdUcmd);
+  } catch (e) {
+    failed = e;
+  }
+  if (ucmd.newObj) {
+    if (failed !== undefined) await iommufdObjectAbortAndDestroy(ictx, ucmd.newObj);
+    else iommufdObjectFinalize(ictx, ucmd.newObj);
+  }
+  if (failed !== undefined) throw failed;
+  return 0;
+}

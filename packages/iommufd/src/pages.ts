@@ -1,0 +1,287 @@
+/**
+ * The pinned user pages behind IOAS areas: one `IoptPages` per mapping request, shared by every area that maps
+ * some of it (IOAS_COPY shares them across IOASes). A page is pinned once, while any user needs it: an area filled
+ * into at least one domain, or an access that pinned it. Pins are charged to the user's or the mm's locked memory
+ * (IOMMU_OPTION RLIMIT_MODE) unless the caller has CAP_IPC_LOCK.
+ * @linux struct iopt_pages and drivers/iommu/iommufd/pages.c (iopt_alloc_user_pages, iopt_pages_fill_xarray,
+ * pfn_reader, iopt_pages_update_pinned, incr_user_locked_vm)
+ */
+import { kerr, kfree, Mutex, Refcount } from "@iommu-sim/core";
+import type { IommufdCore } from "./core.js";
+import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_NONE, IOPT_PAGES_ACCOUNT_USER } from "./ctx.js";
+import { type IommufdUser, PAGE_SIZE } from "./user-glue.js";
+
+/** Fault-injection site of the pages allocation. @linux the kzalloc of iopt_alloc_pages */
+export const IOPT_PAGES_ALLOC_SITE = "iopt_pages_alloc";
+/** Fault-injection site of pinning (the batch / pin path). @linux pfn_reader_user_pin's allocations */
+export const IOPT_PAGES_PIN_SITE = "iopt_pages_pin";
+
+/** The largest length a mapping may have. @linux SIZE_MAX - PAGE_SIZE in iopt_alloc_pages */
+export const IOPT_MAX_LENGTH = Number.MAX_SAFE_INTEGER - PAGE_SIZE;
+
+/** What backs the pages. @linux enum iopt_address_type */
+export type IoptAddressType = "user" | "file";
+
+const NOT_PINNED = -1;
+
+/**
+ * Pinned (or pinnable) pages of one user range or file range.
+ * @linux struct iopt_pages
+ */
+export class IoptPages {
+  /** References from areas and in-flight copies. @linux iopt_pages.kref */
+  readonly kref: Refcount;
+  /** @linux iopt_pages.mutex */
+  readonly mutex: Mutex;
+  /** Physical address of each pinned page, or -1. @linux iopt_pages.pinned_pfns (and the storage domain) */
+  readonly pas: Float64Array;
+  /** Users of each page (filled areas count once, each access pin counts). @linux domains_itree / access_itree */
+  readonly pageUsers: Uint32Array;
+  /** @linux iopt_pages.npinned */
+  npinned = 0;
+  /** @linux iopt_pages.last_npinned */
+  lastNpinned = 0;
+  /** @linux iopt_pages.source_user / source_mm */
+  source: IommufdUser;
+  freed = false;
+
+  constructor(
+    readonly core: IommufdCore,
+    /** @linux iopt_pages.type */
+    readonly type: IoptAddressType,
+    /** Page-aligned start: a user VA, or a byte offset in the file. @linux iopt_pages.uptr / start */
+    readonly base: number,
+    /** @linux iopt_pages.npages */
+    readonly npages: number,
+    /** @linux iopt_pages.writable */
+    readonly writable: boolean,
+    source: IommufdUser,
+    /** @linux iopt_pages.account_mode */
+    public accountMode: number,
+    /** The memfd, for file pages. @linux iopt_pages.file */
+    readonly file: unknown = undefined,
+  ) {
+    this.kref = new Refcount(core.diag, "iopt_pages", 1);
+    this.mutex = new Mutex(core.sched, "iopt_pages.mutex");
+    this.pas = new Float64Array(npages).fill(NOT_PINNED);
+    this.pageUsers = new Uint32Array(npages);
+    this.source = source;
+  }
+
+  /** Physical address of a pinned page (NaN-free: -1 when not pinned). */
+  pa(index: number): number {
+    return this.pas[index]!;
+  }
+}
+
+/**
+ * Allocate the pages object for `length` bytes at user VA `uptr`. EINVAL for a zero or huge length, EOVERFLOW
+ * when the range wraps, ENOMEM under fault injection.
+ * @linux iopt_alloc_user_pages
+ */
+export function ioptAllocUserPages(
+  core: IommufdCore,
+  user: IommufdUser,
+  uptr: number,
+  length: number,
+  writable: boolean,
+  accountMode: number,
+): { pages: IoptPages; startByte: number } {
+  if (length === 0 || length > IOPT_MAX_LENGTH) throw kerr("EINVAL", `bad length ${length}`);
+  if (!Number.isSafeInteger(uptr + length)) throw kerr("EOVERFLOW", "user range wraps");
+  return allocPages(core, user, "user", uptr, length, writable, accountMode, undefined);
+}
+
+/**
+ * Allocate the pages object for `length` bytes at byte `start` of a memfd.
+ * @linux iopt_alloc_file_pages
+ */
+export function ioptAllocFilePages(
+  core: IommufdCore,
+  user: IommufdUser,
+  file: unknown,
+  start: number,
+  length: number,
+  writable: boolean,
+  accountMode: number,
+): { pages: IoptPages; startByte: number } {
+  if (length === 0 || length > IOPT_MAX_LENGTH) throw kerr("EINVAL", `bad length ${length}`);
+  if (!Number.isSafeInteger(start + length)) throw kerr("EOVERFLOW", "file range wraps");
+  return allocPages(core, user, "file", start, length, writable, accountMode, file);
+}
+
+function allocPages(
+  core: IommufdCore,
+  user: IommufdUser,
+  type: IoptAddressType,
+  addr: number,
+  length: number,
+  writable: boolean,
+  accountMode: number,
+  file: unknown,
+): { pages: IoptPages; startByte: number } {
+  core.faults.check(IOPT_PAGES_ALLOC_SITE);
+  const startByte = addr % PAGE_SIZE;
+  const base = addr - startByte;
+  const npages = Math.ceil((startByte + length) / PAGE_SIZE);
+  let mode = accountMode;
+  if (mode === IOPT_PAGES_ACCOUNT_USER && user.capable("CAP_IPC_LOCK")) mode = IOPT_PAGES_ACCOUNT_NONE;
+  const pages = new IoptPages(core, type, base, npages, writable, user, mode, file);
+  return { pages, startByte };
+}
+
+/**
+ * Take a reference on the pages.
+ * @linux kref_get(&pages->kref)
+ */
+export function ioptPagesGet(pages: IoptPages): void {
+  pages.kref.inc();
+}
+
+/**
+ * Drop a reference; the last one frees the pages (which must hold no pins by then).
+ * @linux iopt_put_pages
+ */
+export function ioptPutPages(pages: IoptPages): void {
+  if (!pages.kref.decAndTest()) return;
+  const diag = pages.core.diag;
+  diag.warnOn(pages.npinned !== 0, `iopt_pages freed with ${pages.npinned} pages pinned`);
+  pages.freed = true;
+  kfree(diag, pages, "iopt_pages");
+}
+
+function memlockPages(user: IommufdUser): number {
+  return Math.floor(user.memlockLimit() / PAGE_SIZE);
+}
+
+/**
+ * Charge (positive) or uncharge (negative) `npages` pinned pages. ENOMEM when a charge would exceed
+ * RLIMIT_MEMLOCK.
+ * @linux iopt_pages_update_pinned / incr_user_locked_vm / decr_user_locked_vm / update_mm_locked_vm
+ */
+export function ioptPagesAccount(pages: IoptPages, npages: number): void {
+  if (npages === 0) return;
+  const u = pages.source;
+  if (pages.accountMode === IOPT_PAGES_ACCOUNT_USER) {
+    if (npages > 0 && u.userAcct.lockedVm + npages > memlockPages(u)) {
+      throw kerr("ENOMEM", "RLIMIT_MEMLOCK exceeded");
+    }
+    u.userAcct.lockedVm += npages;
+    u.mmAcct.pinnedVm = (u.mmAcct.pinnedVm ?? 0) + npages;
+  } else if (pages.accountMode === IOPT_PAGES_ACCOUNT_MM) {
+    if (npages > 0 && u.mmAcct.lockedVm + npages > memlockPages(u)) {
+      throw kerr("ENOMEM", "RLIMIT_MEMLOCK exceeded");
+    }
+    u.mmAcct.lockedVm += npages;
+  }
+}
+
+function pinRange(pages: IoptPages, first: number, count: number): number[] {
+  const u = pages.source;
+  pages.core.faults.check(IOPT_PAGES_PIN_SITE);
+  if (pages.type === "file") {
+    if (!u.pinFile) throw kerr("EOPNOTSUPP", "file pinning is not available");
+    return u.pinFile(pages.file, pages.base + first * PAGE_SIZE, count);
+  }
+  return u.pin(pages.base + first * PAGE_SIZE, count, pages.writable);
+}
+
+/**
+ * Add a user to pages [first, last]: pages without users get pinned and charged. On failure nothing changed.
+ * @linux iopt_pages_fill / pfn_reader (pin on first use), iopt_area_add_access's pin path
+ */
+export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number): void {
+  const users = pages.pageUsers;
+  const pinnedNow: [number, number][] = [];
+  let added = 0;
+  try {
+    let i = first;
+    while (i <= last) {
+      if (users[i] !== 0) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j + 1 <= last && users[j + 1] === 0) j++;
+      const pas = pinRange(pages, i, j - i + 1);
+      for (let k = 0; k < pas.length; k++) pages.pas[i + k] = pas[k]!;
+      pinnedNow.push([i, j]);
+      added += j - i + 1;
+      pages.core.pinnedPages += j - i + 1;
+      i = j + 1;
+    }
+    ioptPagesAccount(pages, added);
+  } catch (e) {
+    for (const [a, b] of pinnedNow) unpinRange(pages, a, b);
+    throw e;
+  }
+  pages.npinned += added;
+  pages.lastNpinned = pages.npinned;
+  for (let i = first; i <= last; i++) users[i]!++;
+}
+
+function unpinRange(pages: IoptPages, a: number, b: number): void {
+  const pas: number[] = [];
+  for (let k = a; k <= b; k++) {
+    pas.push(pages.pas[k]!);
+    pages.pas[k] = NOT_PINNED;
+  }
+  pages.source.unpin(pas);
+  pages.core.pinnedPages -= b - a + 1;
+}
+
+/**
+ * Drop a user of pages [first, last]: pages left without users are unpinned and uncharged.
+ * @linux iopt_pages_unfill / iopt_pages_remove_access / unpin_user_pages
+ */
+export function ioptPagesRemoveUsers(pages: IoptPages, first: number, last: number): void {
+  const users = pages.pageUsers;
+  let removed = 0;
+  let runStart = -1;
+  for (let i = first; i <= last + 1; i++) {
+    let free = false;
+    if (i <= last) {
+      if (pages.core.diag.warnOn(users[i] === 0, "iopt_pages: user count underflow")) continue;
+      free = --users[i]! === 0;
+    }
+    if (free && runStart < 0) runStart = i;
+    if (!free && runStart >= 0) {
+      unpinRange(pages, runStart, i - 1);
+      removed += i - runStart;
+      runStart = -1;
+    }
+  }
+  pages.npinned -= removed;
+  pages.lastNpinned = pages.npinned;
+  ioptPagesAccount(pages, -removed);
+}
+
+/**
+ * Copy bytes to or from the pages' memory at byte `offset` (from the page-aligned base): through the pin when
+ * the page is pinned, through the source process otherwise.
+ * @linux iopt_pages_rw_access
+ */
+export function ioptPagesRw(pages: IoptPages, offset: number, data: Uint8Array, write: boolean): void {
+  if (write && !pages.writable) throw kerr("EPERM", "pages are not writable");
+  const mem = pages.core.machine.memory;
+  let done = 0;
+  while (done < data.length) {
+    const at = offset + done;
+    const idx = Math.floor(at / PAGE_SIZE);
+    const inPage = at % PAGE_SIZE;
+    const n = Math.min(PAGE_SIZE - inPage, data.length - done);
+    const pa = pages.pas[idx]!;
+    const chunk = data.subarray(done, done + n);
+    if (pa !== NOT_PINNED) {
+      if (write) mem.writeBytes(pa + inPage, chunk);
+      else chunk.set(mem.readBytes(pa + inPage, n));
+    } else if (pages.type === "user") {
+      const va = BigInt(pages.base + at);
+      if (write) pages.source.write(va, chunk);
+      else chunk.set(pages.source.read(va, n));
+    } else {
+      throw kerr("EFAULT", "unpinned file pages cannot be accessed");
+    }
+    done += n;
+  }
+}

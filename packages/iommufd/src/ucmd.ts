@@ -1,0 +1,67 @@
+/**
+ * One ioctl call in flight: the context, the caller, the command copied in, and the way back to the caller's
+ * struct (object form or bytes).
+ * @linux struct iommufd_ucmd, iommufd_ucmd_respond
+ */
+import { kerr } from "@iommu-sim/core";
+import type { UapiStruct } from "./core-user.js";
+import type { IommufdCtx } from "./ctx.js";
+import type { IommufdObject } from "./object.js";
+import type { IommufdUser } from "./user-glue.js";
+
+/** The caller's argument: a struct in object form or its bytes. */
+export type IoctlArg = Record<string, unknown> | Uint8Array;
+
+/**
+ * @linux struct iommufd_ucmd
+ */
+export class IommufdUcmd<T extends object = Record<string, unknown>> {
+  /** An object allocated with iommufd_object_alloc_ucmd, finalized or aborted by the ioctl core. @linux new_obj */
+  newObj: IommufdObject | undefined = undefined;
+
+  constructor(
+    /** @linux iommufd_ucmd.ictx */
+    readonly ictx: IommufdCtx,
+    /** The calling process. @linux current */
+    readonly user: IommufdUser,
+    /** The command, copied in and zero-extended. @linux iommufd_ucmd.cmd */
+    readonly cmd: T,
+    /** @linux iommufd_ucmd.user_size */
+    readonly userSize: number,
+    private readonly struct: UapiStruct<T>,
+    private readonly arg: IoctlArg,
+  ) {}
+
+  /**
+   * Copy the command back to the caller: min(user size, `len`) bytes.
+   * @linux iommufd_ucmd_respond
+   */
+  respond(len = this.struct.size): void {
+    this.copyOut(0, Math.min(this.userSize, len));
+  }
+
+  /**
+   * Copy one field back (IOMMU_OPTION writes only val64).
+   * @linux copy_to_user(&ubuffer->field, ...)
+   */
+  respondField(name: keyof T & string): void {
+    const f = this.struct.field(name);
+    if (f.offset + f.size > this.userSize) throw kerr("EFAULT", `${name} is beyond the caller's struct`);
+    this.copyOut(f.offset, f.offset + f.size);
+  }
+
+  private copyOut(from: number, to: number): void {
+    const bytes = this.struct.encode(this.cmd as Partial<Record<keyof T & string, never>>);
+    if (this.arg instanceof Uint8Array) {
+      if (to > this.arg.byteLength) throw kerr("EFAULT", "response beyond the caller's buffer");
+      this.arg.set(bytes.subarray(from, to), from);
+      return;
+    }
+    const obj = this.arg;
+    const decoded = this.struct.decode(bytes) as Record<string, unknown>;
+    for (const f of this.struct.fields) {
+      if (f.name === "size") continue;
+      if (f.offset >= from && f.offset + f.size <= to) obj[f.name] = decoded[f.name];
+    }
+  }
+}
