@@ -1,0 +1,442 @@
+/**
+ * The SMMU's caches, as typed-array tables: set-associative, indexed by a small integer hash of the key, with
+ * round-robin or LRU replacement inside a set. No `Map`, no objects per entry, no allocation on lookup or fill.
+ *
+ * - {@link DescCache}: the configuration cache (STEs keyed by StreamID; CDs keyed by StreamID and SubstreamID),
+ *   holding the raw 64-byte descriptor (for strict-mode comparison) and a few decoded words.
+ * - {@link SmmuTlb}: translations keyed by (kind, VMID/ASID tag, input page), with the leaf's range and level so
+ *   range and level-hinted invalidations match what the architecture says.
+ * - {@link WalkCache}: pointers to last-level tables keyed by (kind, tag, input region).
+ *
+ * Entries are dropped only by the invalidation commands that cover them (and by replacement).
+ * @linux the SMMU configuration and TLB caches that CMDQ_OP_CFGI_* and CMDQ_OP_TLBI_* invalidate
+ */
+
+/**
+ * Replacement policy inside a set.
+ * @linux none: a property of the implementation (SMMU caches are IMPLEMENTATION DEFINED)
+ */
+export type Replacement = "round-robin" | "lru";
+
+/**
+ * Geometry of one cache.
+ * @linux none: IMPLEMENTATION DEFINED cache geometry
+ */
+export interface CacheGeometry {
+  /** Total entries (rounded up to a power of two, at least `ways`). */
+  entries: number;
+  /** Associativity (rounded down to a power of two, at most `entries`). */
+  ways: number;
+  replacement: Replacement;
+}
+
+function pow2AtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+function pow2AtMost(n: number): number {
+  let p = 1;
+  while (p * 2 <= n) p <<= 1;
+  return p;
+}
+
+/** Set selection and victim choice shared by the caches. */
+class SetIndex {
+  readonly entries: number;
+  readonly ways: number;
+  readonly setMask: number;
+  readonly lru: boolean;
+  /** Per entry: last use (LRU). */
+  readonly stamp: Float64Array;
+  /** Per set: next way to replace (round-robin). */
+  readonly victim: Uint8Array;
+  private clock = 0;
+
+  constructor(g: CacheGeometry) {
+    const entries = pow2AtLeast(Math.max(1, g.entries));
+    const ways = Math.min(entries, pow2AtMost(Math.max(1, g.ways)));
+    this.entries = entries;
+    this.ways = ways;
+    this.setMask = entries / ways - 1;
+    this.lru = g.replacement === "lru";
+    this.stamp = new Float64Array(entries);
+    this.victim = new Uint8Array(entries / ways);
+  }
+
+  /** First entry of the set of `hash`. */
+  first(hash: number): number {
+    return (hash & this.setMask) * this.ways;
+  }
+
+  touch(e: number): void {
+    if (this.lru) this.stamp[e] = ++this.clock;
+  }
+
+  /** The entry to fill in the set starting at `s`, preferring a free one (`keys[e] === -1`). */
+  pick(s: number, keys: Float64Array | Int32Array): number {
+    for (let w = 0; w < this.ways; w++) if (keys[s + w] === -1) return s + w;
+    if (this.lru) {
+      let best = s;
+      for (let w = 1; w < this.ways; w++) if (this.stamp[s + w]! < this.stamp[best]!) best = s + w;
+      return best;
+    }
+    const set = s / this.ways;
+    const v = this.victim[set]!;
+    this.victim[set] = (v + 1) % this.ways;
+    return s + v;
+  }
+}
+
+function mix(a: number, b: number): number {
+  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x7f4a7c15, 0xc2b2ae35);
+  h ^= h >>> 15;
+  return Math.imul(h, 0x27d4eb2d) ^ (h >>> 13);
+}
+
+/** 32-bit words kept per descriptor (64 bytes). */
+export const DESC_WORDS = 16;
+/** Decoded words kept per descriptor. */
+export const DESC_INFO = 4;
+
+/**
+ * A configuration cache of 64-byte descriptors keyed by (key1, key2): STEs by (StreamID, 0), CDs by (StreamID,
+ * SubstreamID).
+ * @linux the STE/CD configuration cache invalidated by CMDQ_OP_CFGI_STE / _STE_RANGE / _CD / _CD_ALL
+ */
+export class DescCache {
+  private readonly ix: SetIndex;
+  /** Key 1 of each entry; -1 = invalid. */
+  readonly key1: Int32Array;
+  readonly key2: Int32Array;
+  /** Raw descriptor words, DESC_WORDS per entry. */
+  readonly words: Uint32Array;
+  /** Decoded values, DESC_INFO per entry (meaning chosen by the owner). */
+  readonly info: Int32Array;
+  /** Float values per entry (a decoded address), 2 per entry. */
+  readonly addr: Float64Array;
+  /** Strict mode: a stale use of this entry was already reported. */
+  readonly reported: Uint8Array;
+
+  constructor(g: CacheGeometry) {
+    this.ix = new SetIndex(g);
+    const n = this.ix.entries;
+    this.key1 = new Int32Array(n).fill(-1);
+    this.key2 = new Int32Array(n);
+    this.words = new Uint32Array(n * DESC_WORDS);
+    this.info = new Int32Array(n * DESC_INFO);
+    this.addr = new Float64Array(n * 2);
+    this.reported = new Uint8Array(n);
+  }
+
+  /** Total entries. */
+  get entries(): number {
+    return this.ix.entries;
+  }
+
+  /** The entry caching (k1, k2), or -1. @linux a configuration cache lookup */
+  lookup(k1: number, k2: number): number {
+    const ix = this.ix;
+    const s = ix.first(mix(k1, k2));
+    for (let w = 0; w < ix.ways; w++) {
+      const e = s + w;
+      if (this.key1[e] === k1 && this.key2[e] === k2) {
+        ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  /** Claim an entry for (k1, k2) (replacing one in its set); the caller fills words/info. @linux a configuration cache fill */
+  fill(k1: number, k2: number): number {
+    const ix = this.ix;
+    const s = ix.first(mix(k1, k2));
+    let e = -1;
+    for (let w = 0; w < ix.ways; w++) if (this.key1[s + w] === k1 && this.key2[s + w] === k2) e = s + w;
+    if (e < 0) e = ix.pick(s, this.key1);
+    this.key1[e] = k1;
+    this.key2[e] = k2;
+    this.reported[e] = 0;
+    ix.touch(e);
+    return e;
+  }
+
+  /** Drop entries with key1 in [lo, hi] (and key2 === k2 unless k2 is -1). Returns how many. @linux CFGI_STE_RANGE / CFGI_CD */
+  invalidate(lo: number, hi: number, k2 = -1): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      const k = this.key1[e]!;
+      if (k >= 0 && k >= lo && k <= hi && (k2 === -1 || this.key2[e] === k2)) {
+        this.key1[e] = -1;
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Valid entries. */
+  get used(): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) if (this.key1[e]! >= 0) n++;
+    return n;
+  }
+}
+
+/**
+ * What a TLB or walk-cache entry translates, for tagging and for invalidation scope.
+ * @linux the translation regimes the TLBI commands name (NH = non-secure EL1 stage 1, S2, combined, EL2)
+ */
+export const TLB_KIND = {
+  /** Stage 1 only (NS-EL1): tagged by VMID and ASID. */
+  S1: 1,
+  /** Stage 2 only: tagged by VMID. */
+  S2: 2,
+  /** Combined stage 1 + stage 2: tagged by VMID and ASID. */
+  NESTED: 3,
+  /** EL2 (STRW = EL2) stage 1: tagged by ASID. */
+  EL2: 4,
+} as const;
+
+/** Kind bit-masks for invalidation scopes. */
+export const KIND_MASK = {
+  NH: (1 << TLB_KIND.S1) | (1 << TLB_KIND.NESTED),
+  S2: 1 << TLB_KIND.S2,
+  S12: (1 << TLB_KIND.S1) | (1 << TLB_KIND.NESTED) | (1 << TLB_KIND.S2),
+  EL2: 1 << TLB_KIND.EL2,
+} as const;
+
+/**
+ * An invalidation scope: which kinds, VMID (-1 any), ASID (-1 any), input range [lo, hi) (hi = Infinity: all),
+ * and the leaf level hint (TTL; -1 none). Reused by the command processor (one object, no allocation per command).
+ * @linux the operands of a CMDQ_OP_TLBI_* command (struct arm_smmu_cmdq_ent.tlbi)
+ */
+export class InvScope {
+  kinds = 0;
+  vmid = -1;
+  asid = -1;
+  lo = 0;
+  hi = Number.POSITIVE_INFINITY;
+  ttl = -1;
+  /** Also drop walk-cache entries (LEAF = 0). */
+  walk = true;
+
+  /** Reset to "everything of `kinds`". */
+  all(kinds: number): this {
+    this.kinds = kinds;
+    this.vmid = -1;
+    this.asid = -1;
+    this.lo = 0;
+    this.hi = Number.POSITIVE_INFINITY;
+    this.ttl = -1;
+    this.walk = true;
+    return this;
+  }
+}
+
+/**
+ * The TLB: translations of one input page each, with the leaf they came from.
+ * @linux the SMMU TLB (what arm_smmu_tlb_inv_range_asid / _domain and arm_smmu_tlb_inv_context invalidate)
+ */
+export class SmmuTlb {
+  private readonly ix: SetIndex;
+  /** Input page number (input address >> pageLg2); -1 = invalid. */
+  readonly vpn: Float64Array;
+  readonly kind: Int8Array;
+  /** VMID << 16 | ASID. */
+  readonly tag: Int32Array;
+  readonly pageLg2: Int8Array;
+  /** Output address of the page's start. */
+  readonly pa: Float64Array;
+  /** Bytes from the page's start that stay contiguous in output (to the end of the leaf). */
+  readonly span: Float64Array;
+  /** PERM bits. */
+  readonly perm: Int32Array;
+  /** Level of the (stage-1, or only-stage) leaf, its input start and log2 size. */
+  readonly level: Int8Array;
+  readonly leafBase: Float64Array;
+  readonly leafLg2: Int8Array;
+  /** The StreamID and SubstreamID whose walk filled it (for diagnostics). */
+  readonly sid: Int32Array;
+  readonly ssid: Int32Array;
+  /** Strict mode: a stale use was already reported. */
+  readonly reported: Uint8Array;
+
+  constructor(g: CacheGeometry) {
+    this.ix = new SetIndex(g);
+    const n = this.ix.entries;
+    this.vpn = new Float64Array(n).fill(-1);
+    this.kind = new Int8Array(n);
+    this.tag = new Int32Array(n);
+    this.pageLg2 = new Int8Array(n);
+    this.pa = new Float64Array(n);
+    this.span = new Float64Array(n);
+    this.perm = new Int32Array(n);
+    this.level = new Int8Array(n);
+    this.leafBase = new Float64Array(n);
+    this.leafLg2 = new Int8Array(n);
+    this.sid = new Int32Array(n);
+    this.ssid = new Int32Array(n);
+    this.reported = new Uint8Array(n);
+  }
+
+  /** Total entries. */
+  get entries(): number {
+    return this.ix.entries;
+  }
+
+  /** The entry for (kind, tag, vpn), or -1. @linux a TLB lookup */
+  lookup(kind: number, tag: number, vpn: number): number {
+    const ix = this.ix;
+    const s = ix.first(mix(tag + (kind << 28), vpn | 0) ^ ((vpn / 4294967296) | 0));
+    for (let w = 0; w < ix.ways; w++) {
+      const e = s + w;
+      if (this.vpn[e] === vpn && this.tag[e] === tag && this.kind[e] === kind) {
+        ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
+  fill(kind: number, tag: number, vpn: number): number {
+    const ix = this.ix;
+    const s = ix.first(mix(tag + (kind << 28), vpn | 0) ^ ((vpn / 4294967296) | 0));
+    let e = -1;
+    for (let w = 0; w < ix.ways; w++) {
+      const x = s + w;
+      if (this.vpn[x] === vpn && this.tag[x] === tag && this.kind[x] === kind) e = x;
+    }
+    if (e < 0) e = ix.pick(s, this.vpn);
+    this.vpn[e] = vpn;
+    this.kind[e] = kind;
+    this.tag[e] = tag;
+    this.reported[e] = 0;
+    ix.touch(e);
+    return e;
+  }
+
+  /** Drop every entry the scope covers; returns how many. @linux CMDQ_OP_TLBI_* */
+  invalidate(sc: InvScope): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      if (this.vpn[e] === -1) continue;
+      if ((sc.kinds & (1 << this.kind[e]!)) === 0) continue;
+      const t = this.tag[e]!;
+      if (sc.vmid >= 0 && t >>> 16 !== sc.vmid) continue;
+      if (sc.asid >= 0 && (t & 0xffff) !== sc.asid) continue;
+      if (sc.hi !== Number.POSITIVE_INFINITY) {
+        const base = this.leafBase[e]!;
+        if (!(base < sc.hi && sc.lo < base + 2 ** this.leafLg2[e]!)) continue;
+        if (sc.ttl >= 0 && this.level[e] !== sc.ttl) continue;
+      }
+      this.vpn[e] = -1;
+      n++;
+    }
+    return n;
+  }
+
+  /** Valid entries. */
+  get used(): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) if (this.vpn[e] !== -1) n++;
+    return n;
+  }
+}
+
+/**
+ * The walk cache: for an input region covered by one last-level table, that table's address, so a TLB miss reads
+ * one descriptor instead of walking from the root.
+ * @linux the SMMU's intermediate (walk) cache, invalidated by TLBI with LEAF = 0 (what Linux's tlb_flush_walk
+ * issues when it frees tables)
+ */
+export class WalkCache {
+  private readonly ix: SetIndex;
+  /** Input region number (input address >> regionLg2); -1 = invalid. */
+  readonly region: Float64Array;
+  readonly kind: Int8Array;
+  readonly tag: Int32Array;
+  readonly regionLg2: Int8Array;
+  /** The table's address and level. */
+  readonly table: Float64Array;
+  readonly level: Int8Array;
+
+  constructor(g: CacheGeometry) {
+    this.ix = new SetIndex(g);
+    const n = this.ix.entries;
+    this.region = new Float64Array(n).fill(-1);
+    this.kind = new Int8Array(n);
+    this.tag = new Int32Array(n);
+    this.regionLg2 = new Int8Array(n);
+    this.table = new Float64Array(n);
+    this.level = new Int8Array(n);
+  }
+
+  /** Total entries. */
+  get entries(): number {
+    return this.ix.entries;
+  }
+
+  /** The entry for (kind, tag, region), or -1. @linux a walk-cache lookup */
+  lookup(kind: number, tag: number, region: number): number {
+    const ix = this.ix;
+    const s = ix.first(mix(tag + (kind << 28), region | 0));
+    for (let w = 0; w < ix.ways; w++) {
+      const e = s + w;
+      if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) {
+        ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  /** Cache the table of (kind, tag, region). @linux a walk-cache fill */
+  insert(kind: number, tag: number, region: number, regionLg2: number, table: number, level: number): void {
+    const ix = this.ix;
+    const s = ix.first(mix(tag + (kind << 28), region | 0));
+    let e = -1;
+    for (let w = 0; w < ix.ways; w++) {
+      const x = s + w;
+      if (this.region[x] === region && this.tag[x] === tag && this.kind[x] === kind) e = x;
+    }
+    if (e < 0) e = ix.pick(s, this.region);
+    this.region[e] = region;
+    this.kind[e] = kind;
+    this.tag[e] = tag;
+    this.regionLg2[e] = regionLg2;
+    this.table[e] = table;
+    this.level[e] = level;
+    ix.touch(e);
+  }
+
+  /** Drop every entry the scope covers (when `sc.walk`); returns how many. @linux CMDQ_OP_TLBI_* with LEAF = 0 */
+  invalidate(sc: InvScope): number {
+    if (!sc.walk) return 0;
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      if (this.region[e] === -1) continue;
+      if ((sc.kinds & (1 << this.kind[e]!)) === 0) continue;
+      const t = this.tag[e]!;
+      if (sc.vmid >= 0 && t >>> 16 !== sc.vmid) continue;
+      if (sc.asid >= 0 && (t & 0xffff) !== sc.asid) continue;
+      if (sc.hi !== Number.POSITIVE_INFINITY) {
+        const size = 2 ** this.regionLg2[e]!;
+        const base = this.region[e]! * size;
+        if (!(base < sc.hi && sc.lo < base + size)) continue;
+      }
+      this.region[e] = -1;
+      n++;
+    }
+    return n;
+  }
+
+  /** Valid entries. */
+  get used(): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) if (this.region[e] !== -1) n++;
+    return n;
+  }
+}
