@@ -37,6 +37,19 @@ describe("iommu-sim CLI", () => {
     expect(r.out).toMatch(/xhci0\s+pci1\s+00:14\.0\s+vtd0\s+0xa0\s+dmar/);
   });
 
+  it("loads the IOMMU drivers: probed devices show their group and default domain; functions without ACS share one", async () => {
+    const r = await run("topology", "--json");
+    const t = JSON.parse(r.out) as { devices: { name: string; group?: number; domain?: string }[] };
+    const dev = (n: string) => t.devices.find((d) => d.name === n)!;
+    expect(dev("gpu0").group).toBeDefined();
+    expect(dev("gpu0").group).toBe(dev("gpu0-audio").group);
+    expect(dev("nic0").group).not.toBe(dev("gpu0").group);
+    expect(dev("mock-dev0").domain).toBe("DMA");
+    expect(dev("uart0").group).toBeUndefined();
+    const bare = JSON.parse((await run("topology", "--json", "--no-drivers")).out) as typeof t;
+    expect(bare.devices.every((d) => d.group === undefined)).toBe(true);
+  });
+
   it("prints JSON with --json", async () => {
     const r = await run("topology", "--json");
     const t = JSON.parse(r.out) as { iommus: { name: string }[] };

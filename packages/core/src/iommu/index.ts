@@ -20,3 +20,4 @@ export * from "./probe.js";
 export * from "./resv.js";
 export * from "./tokens.js";
 export * from "./types.js";
+export * from "./topology.js";

@@ -37,6 +37,10 @@ export interface TopologyDevice {
   /** Stream/requester ID the IOMMU sees; undefined without an IOMMU. */
   requesterId: number | undefined;
   driver: string | undefined;
+  /** IOMMU group number, once the iommu core has probed the device. */
+  group?: number;
+  /** Type of the domain attached to its group (`DMA`, `IDENTITY`, `BLOCKED`, ...). */
+  domain?: string;
 }
 
 /** A plain-object description of a machine's platform. @linux the sysfs view of devices and IOMMUs */
@@ -136,7 +140,7 @@ export function formatTopology(t: Topology): string {
   out.push("Devices:");
   out.push(
     ...table([
-      ["  name", "bus", "bdf", "iommu", "id", "via", "driver"],
+      ["  name", "bus", "bdf", "iommu", "id", "via", "group", "domain", "driver"],
       ...t.devices.map((d) => [
         `  ${d.name}`,
         d.bus,
@@ -144,6 +148,8 @@ export function formatTopology(t: Topology): string {
         d.iommu ?? "-",
         d.requesterId === undefined ? "-" : hex(d.requesterId),
         d.mechanism,
+        d.group === undefined ? "-" : String(d.group),
+        d.domain ?? "-",
         d.driver ?? "-",
       ]),
     ]),
