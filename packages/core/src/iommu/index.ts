@@ -19,5 +19,5 @@ export * from "./pasid.js";
 export * from "./probe.js";
 export * from "./resv.js";
 export * from "./tokens.js";
-export * from "./types.js";
 export * from "./topology.js";
+export * from "./types.js";
