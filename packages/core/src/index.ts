@@ -21,6 +21,7 @@ export * from "./machine/kernel-module.js";
 export * from "./machine/machine.js";
 export * from "./machine/tokens.js";
 export * from "./pgtable/index.js";
+export * from "./platform/bitfield.js";
 export * from "./platform/default-platform.js";
 export * from "./platform/description.js";
 export * from "./platform/dma.js";

@@ -11,58 +11,9 @@
  * @linux drivers/iommu/iommufd/selftest.c (the mock IOMMU) — the mock has no spec, so this file is its spec
  */
 
-/**
- * One field of a register or descriptor.
- * @linux a GENMASK()/BIT() definition used with FIELD_GET/FIELD_PREP (include/linux/bitfield.h)
- */
-export interface Field {
-  readonly name: string;
-  /** First bit, counted across the descriptor (word = bit >>> 5). */
-  readonly bit: number;
-  /** Width in bits (1..32). */
-  readonly width: number;
-}
+import { field } from "@iommu-sim/core";
 
-/** Declare a field. @linux GENMASK(bit + width - 1, bit) */
-export function field(name: string, bit: number, width = 1): Field {
-  if (width < 1 || width > 32 || (bit & 31) + width > 32) {
-    throw new RangeError(`field ${name} (bit ${bit}, width ${width}) crosses a 32-bit word`);
-  }
-  return { name, bit, width };
-}
-
-/** Index of the 32-bit word holding `f`. @linux the word index of a field (FIELD_GET on a __le64 array) */
-export function wordOf(f: Field): number {
-  return f.bit >>> 5;
-}
-
-/** Shift of `f` inside its word. @linux __bf_shf */
-export function shiftOf(f: Field): number {
-  return f.bit & 31;
-}
-
-/** The mask of `f` inside its word (a signed 32-bit integer when bit 31 is covered). @linux GENMASK */
-export function maskOf(f: Field): number {
-  const s = f.bit & 31;
-  return f.width === 32 ? -1 : (((1 << f.width) - 1) << s) | 0;
-}
-
-/** Extract `f` from its word (unsigned). @linux FIELD_GET */
-export function fieldGet(word: number, f: Field): number {
-  const s = f.bit & 31;
-  return f.width === 32 ? word >>> 0 : (word >>> s) & ((2 ** f.width - 1) >>> 0);
-}
-
-/** Return `word` with `f` replaced by `value` (masked to the field's width). @linux FIELD_PREP / u32_replace_bits */
-export function fieldSet(word: number, f: Field, value: number): number {
-  const m = maskOf(f);
-  return ((word & ~m) | ((value << (f.bit & 31)) & m)) >>> 0;
-}
-
-/** Shorthand for `fieldSet(0, f, value)`. @linux FIELD_PREP */
-export function fieldPrep(f: Field, value: number): number {
-  return fieldSet(0, f, value);
-}
+export { type Field, field, fieldGet, fieldPrep, fieldSet, maskOf, shiftOf, wordOf } from "@iommu-sim/core";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Register file (4 KiB window). Offsets in bytes; every register is 32 bits wide; 64-bit quantities are a _LO/_HI
