@@ -14,6 +14,7 @@ import {
   type IommuGroup,
   iommuAttachDevicePasid,
   iommuAttachGroupHandle,
+  iommuAttachHandleGet,
   iommuDetachDevicePasid,
   iommuDetachGroupHandle,
   iommuDeviceClaimDmaOwner,
@@ -28,6 +29,7 @@ import {
   Refcount,
 } from "@iommu-sim/core";
 import { type IommufdCtx, iommufdCtxGet, iommufdCtxPut } from "./ctx.js";
+import { iommufdAutoResponseFaults } from "./fault.js";
 import {
   findHwptPaging,
   type IommufdHwPagetable,
@@ -57,6 +59,7 @@ import {
   type IommuHwInfo,
 } from "./uapi.js";
 import type { IommufdUcmd } from "./ucmd.js";
+import type { IommufdVdevice } from "./vdevice.js";
 
 /** Fault-injection site of the attach bookkeeping. @linux the kzalloc of struct iommufd_attach / handle */
 export const IOMMUFD_ATTACH_ALLOC_SITE = "iommufd_attach_alloc";
@@ -146,6 +149,8 @@ export class IommufdDevice extends IommufdObject {
   destroying = false;
   /** Whether the binder holds a file reference on the context (not for selftest mock devices). */
   holdsCtx = true;
+  /** The device's vDEVICE (issue 5, vdevice.ts), under the group lock. @linux iommufd_device.vdev */
+  vdev: IommufdVdevice | undefined = undefined;
 }
 
 /** Options of {@link iommufdDeviceBind}. */
@@ -210,10 +215,9 @@ export async function iommufdDeviceUnbind(idev: IommufdDevice): Promise<void> {
  * @linux iommufd_device_pre_destroy
  */
 export async function iommufdDevicePreDestroy(obj: IommufdObject): Promise<void> {
-  const idev = obj as IommufdDevice;
-  await idev.igroup.lock.lock();
-  idev.destroying = true;
-  idev.igroup.lock.unlock();
+  // Sets `destroying` and tombstones a live vDEVICE, releasing the wait count it holds (issue 5).
+  const { iommufdDeviceRemoveVdev } = await import("./vdevice.js");
+  await iommufdDeviceRemoveVdev(obj as IommufdDevice);
 }
 
 /**
@@ -289,16 +293,36 @@ async function hwptAttachDevice(hwpt: IommufdHwPagetable, idev: IommufdDevice, p
   else await iommuAttachDevicePasid(hwpt.domain!, idev.dev, pasid, handle);
 }
 
-async function hwptDetachDevice(hwpt: IommufdHwPagetable, idev: IommufdDevice, pasid: number): Promise<void> {
-  if (pasid === IOMMU_NO_PASID) await iommuDetachGroupHandle(hwpt.domain!, idev.igroup.group);
-  else await iommuDetachDevicePasid(hwpt.domain!, idev.dev, pasid);
+/** The attach handle recorded for the device's PASID (or RID), if any. @linux iommufd_device_get_attach_handle */
+function deviceGetAttachHandle(idev: IommufdDevice, pasid: number): IommuAttachHandle | undefined {
+  try {
+    return iommuAttachHandleGet(idev.igroup.group, pasid, 0);
+  } catch {
+    return undefined;
+  }
 }
 
-async function hwptReplaceDevice(idev: IommufdDevice, pasid: number, hwpt: IommufdHwPagetable): Promise<void> {
+async function hwptDetachDevice(hwpt: IommufdHwPagetable, idev: IommufdDevice, pasid: number): Promise<void> {
+  const handle = deviceGetAttachHandle(idev, pasid);
+  if (pasid === IOMMU_NO_PASID) await iommuDetachGroupHandle(hwpt.domain!, idev.igroup.group);
+  else await iommuDetachDevicePasid(hwpt.domain!, idev.dev, pasid);
+  // Fault queues (issue 5): answer what the device left outstanding on this HWPT.
+  await iommufdAutoResponseFaults(hwpt, handle);
+}
+
+async function hwptReplaceDevice(
+  idev: IommufdDevice,
+  pasid: number,
+  hwpt: IommufdHwPagetable,
+  old: IommufdHwPagetable,
+): Promise<void> {
   idev.ictx.faults.check(IOMMUFD_ATTACH_ALLOC_SITE);
+  const oldHandle = deviceGetAttachHandle(idev, pasid);
   const handle: IommufdAttachHandle = { domain: undefined, idev };
   if (pasid === IOMMU_NO_PASID) await iommuReplaceGroupHandle(idev.igroup.group, hwpt.domain, handle);
   else await iommuReplaceDevicePasid(hwpt.domain!, idev.dev, pasid, handle);
+  // Fault queues (issue 5): the old attachment's outstanding groups are answered on the old HWPT's queue.
+  await iommufdAutoResponseFaults(old, oldHandle);
 }
 
 /**
@@ -427,7 +451,7 @@ async function doReplace(idev: IommufdDevice, pasid: number, hwpt: IommufdHwPage
           done.push(d);
         }
       }
-      await hwptReplaceDevice(idev, pasid, hwpt);
+      await hwptReplaceDevice(idev, pasid, hwpt, oldHwpt);
     } catch (e) {
       for (const d of done) await ioptRemoveReservedIova(paging!.ioas.iopt, d.dev);
       throw e;

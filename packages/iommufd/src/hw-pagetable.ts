@@ -15,6 +15,7 @@ import {
 } from "@iommu-sim/core";
 import type { IommufdCtx } from "./ctx.js";
 import { type IommufdDevice, iommufdGetDevice, iommufdHwPagetableAttach, iommufdHwPagetableDetach } from "./device.js";
+import { iommufdHwptPutFault, iommufdHwptSetFaultId } from "./fault.js";
 import {
   IOPT_IOVA_MAX,
   ioptReadAndClearDirtyData,
@@ -80,7 +81,11 @@ export class IommufdHwptPaging extends IommufdHwPagetable {
 
 /** Find the paging HWPT of a HWPT (itself, or a nested one's parent). @linux find_hwpt_paging */
 export function findHwptPaging(hwpt: IommufdHwPagetable): IommufdHwptPaging | undefined {
-  return hwpt instanceof IommufdHwptPaging ? hwpt : undefined;
+  if (hwpt instanceof IommufdHwptPaging) return hwpt;
+  // A nested HWPT (issue 5, nested.ts) translates through its parent.
+  if (hwpt.type === IOMMUFD_OBJ.HWPT_NESTED)
+    return (hwpt as IommufdHwPagetable & { parent?: IommufdHwptPaging }).parent;
+  return undefined;
 }
 
 /**
@@ -99,6 +104,8 @@ export async function iommufdHwptPagingDestroy(obj: IommufdObject): Promise<void
     await ioptTableRemoveDomain(ioas.iopt, hwpt.domain!);
   }
   if (hwpt.domain) iommuDomainFree(hwpt.domain);
+  // The fault object's reference (issue 5, fault.ts). @linux __iommufd_hwpt_destroy
+  iommufdHwptPutFault(hwpt);
   hwpt.ioas.users.dec();
 }
 
@@ -118,7 +125,8 @@ export async function iommufdHwptPagingAbort(obj: IommufdObject): Promise<void> 
   await iommufdHwptPagingDestroy(hwpt);
 }
 
-const VALID_PAGING_FLAGS = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_PASID;
+const VALID_PAGING_FLAGS =
+  IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_FAULT_ID_VALID;
 
 /**
  * Allocate a paging HWPT on `ioas` for `idev` (caller holds the IOAS mutex). With `immediateAttach` the device is
@@ -151,11 +159,11 @@ export async function iommufdHwptPagingAlloc(
   try {
     if (userData) {
       if (!ops.domainAllocPagingFlags) throw kerr("EOPNOTSUPP", "driver takes no data");
-      hwpt.domain = await ops.domainAllocPagingFlags(idev.dev, flags, userData);
+      hwpt.domain = await ops.domainAllocPagingFlags(idev.dev, flags & ~IOMMU_HWPT_FAULT_ID_VALID, userData);
       const { iommuDomainInit, IOMMU_DOMAIN } = await import("@iommu-sim/core");
       iommuDomainInit(hwpt.domain, IOMMU_DOMAIN.UNMANAGED, ops, ictx.diag);
     } else {
-      hwpt.domain = await iommuPagingDomainAllocFlags(idev.dev, flags);
+      hwpt.domain = await iommuPagingDomainAllocFlags(idev.dev, flags & ~IOMMU_HWPT_FAULT_ID_VALID);
     }
     hwpt.domain.iommufd = hwpt;
     if (immediateAttach) {
@@ -201,7 +209,6 @@ export async function iommufdHwptAlloc(ucmd: IommufdUcmd): Promise<void> {
   ) {
     throw kerr("EINVAL", "data_type and data_len disagree");
   }
-  if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) throw kerr("EOPNOTSUPP", "fault objects come with issue 5");
   const idev = iommufdGetDevice(ictx, cmd.dev_id);
   try {
     let ptObj: IommufdObject;
@@ -211,7 +218,12 @@ export async function iommufdHwptAlloc(ucmd: IommufdUcmd): Promise<void> {
       throw kerr("EINVAL", `pt_id ${cmd.pt_id} is not an IOAS or HWPT`);
     }
     try {
-      if (ptObj.type !== IOMMUFD_OBJ.IOAS) throw kerr("EINVAL", `pt_id ${cmd.pt_id} cannot parent a HWPT here`);
+      if (ptObj.type !== IOMMUFD_OBJ.IOAS) {
+        // Nested HWPTs on a nest parent or a vIOMMU (issue 5, nested.ts); EINVAL for other types.
+        const { iommufdHwptAllocNestedUcmd } = await import("./nested.js");
+        await iommufdHwptAllocNestedUcmd(ucmd, idev, ptObj);
+        return;
+      }
       const ioas = ptObj as IommufdIoas;
       const userData =
         cmd.data_len > 0 ? { type: cmd.data_type, data: ucmd.user.read(cmd.data_uptr, cmd.data_len) } : undefined;
@@ -220,6 +232,8 @@ export async function iommufdHwptAlloc(ucmd: IommufdUcmd): Promise<void> {
         const hwpt = await iommufdHwptPagingAlloc(ictx, ioas, idev, IOMMU_NO_PASID, cmd.flags, false, userData);
         cmd.out_hwpt_id = hwpt.id;
         try {
+          // Fault queues (issue 5, fault.ts): route the HWPT's page requests to the fault object.
+          if (cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) iommufdHwptSetFaultId(ictx, hwpt, cmd.fault_id);
           ucmd.respond();
         } catch (e) {
           await iommufdObjectAbortAndDestroy(ictx, hwpt);

@@ -6,12 +6,19 @@ export * from "./access.js";
 export * from "./core.js";
 export * from "./ctx.js";
 export * from "./device.js";
+// issue 5: fault queues and vEVENTQs
+export * from "./eventq.js";
+export * from "./fault.js";
+export * from "./helpers.js";
 export * from "./hw-pagetable.js";
+// issue 5: nested translation, vIOMMU, vDEVICE, HW queue
+export * from "./hw-queue.js";
 export * from "./io-pagetable.js";
 export * from "./ioas.js";
 export * from "./ioctl.js";
 export * from "./main.js";
 export * from "./module.js";
+export * from "./nested.js";
 export * from "./object.js";
 export * from "./option.js";
 export * from "./pages.js";
@@ -19,4 +26,8 @@ export * from "./tokens.js";
 export * from "./uapi.js";
 export * from "./ucmd.js";
 export * from "./user-glue.js";
+export * from "./vdevice.js";
+export * from "./veventq.js";
+export * from "./vfio-cdev.js";
 export * from "./vfio-compat.js";
+export * from "./viommu.js";

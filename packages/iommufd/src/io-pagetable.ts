@@ -763,13 +763,21 @@ export async function ioptSetDirtyTracking(iopt: IoPagetable, domain: IommuDomai
   if (!domain.dirtyOps) throw kerr("EOPNOTSUPP", "domain cannot track dirty pages");
   await iopt.iovaRwsem.downRead();
   try {
+    await iommuSetDirtyTracking(domain, enable);
     if (enable) {
-      for (const area of iopt.areas) {
-        if (!area.pages) continue;
-        iommuReadAndClearDirty(domain, area.iova, area.length, 0, () => {});
+      // Linux clears stale bits before enabling, with a NULL bitmap the driver accepts while tracking is off;
+      // our driver hook cannot tell a NULL bitmap, so the clear runs right after enabling (no DMA can run
+      // between the two: nothing here yields).
+      try {
+        for (const area of iopt.areas) {
+          if (!area.pages) continue;
+          iommuReadAndClearDirty(domain, area.iova, area.length, 0, () => {});
+        }
+      } catch (e) {
+        await iommuSetDirtyTracking(domain, false);
+        throw e;
       }
     }
-    await iommuSetDirtyTracking(domain, enable);
   } finally {
     iopt.iovaRwsem.upRead();
   }

@@ -2,7 +2,7 @@
  * The IOAS object and its ioctls: an I/O address space user space maps memory into; HWPTs and accesses mirror it.
  * @linux drivers/iommu/iommufd/ioas.c
  */
-import { ERRNO, IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE, kerr, Mutex } from "@iommu-sim/core";
+import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE, kerr, Mutex } from "@iommu-sim/core";
 import type { IommufdCtx } from "./ctx.js";
 import type { IommufdHwptPaging } from "./hw-pagetable.js";
 import {
@@ -285,7 +285,7 @@ export async function iommufdIoasMapFile(ucmd: IommufdUcmd): Promise<void> {
   await ioas.mutex.lock();
   try {
     const file = ucmd.user.fileOf?.(cmd.fd);
-    if (file === undefined) throw kerr(badFd(), `fd ${cmd.fd} is not open`);
+    if (file === undefined) throw kerr("EBADF", `fd ${cmd.fd} is not open`);
     const iova = flags ? 0 : u64ToNum(cmd.iova);
     const length = u64ToNum(cmd.length);
     const prot = convIommuProt(cmd.flags);
@@ -423,11 +423,15 @@ export async function iommufdIoasChangeProcess(ucmd: IommufdUcmd): Promise<void>
       for (const [p, s] of oldSources) p.source = s;
       throw e;
     }
+    // Charged to the new owner: uncharge the old one and move the references (change_mm).
     for (const p of moved) {
       const newSrc = p.source;
-      p.source = oldSources.get(p)!;
+      const oldSrc = oldSources.get(p)!;
+      p.source = oldSrc;
       ioptPagesAccount(p, -p.npinned);
       p.source = newSrc;
+      newSrc.grab?.();
+      oldSrc.drop?.();
     }
   } finally {
     for (const ioas of list) {
@@ -443,9 +447,4 @@ function pagesOf(ioas: IommufdIoas) {
   const out = [];
   for (const a of ioas.iopt.areas) if (a.pages) out.push(a.pages);
   return out;
-}
-
-/** EBADF when core knows it (the user-space layer adds it), else EINVAL. */
-function badFd(): "EINVAL" {
-  return ("EBADF" in ERRNO ? "EBADF" : "EINVAL") as "EINVAL";
 }

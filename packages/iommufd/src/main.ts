@@ -8,6 +8,8 @@ import type { DependencyContainer } from "tsyringe";
 import { iommufdAccessDestroyObject } from "./access.js";
 import type { UapiStruct } from "./core-user.js";
 import { iommufdDeviceDestroy, iommufdDevicePreDestroy, iommufdGetHwInfo } from "./device.js";
+import { iommufdEventqFileOf } from "./eventq.js";
+import { iommufdFaultAlloc, iommufdFaultDestroy } from "./fault.js";
 import {
   iommufdHwptAlloc,
   iommufdHwptGetDirtyBitmap,
@@ -15,6 +17,8 @@ import {
   iommufdHwptPagingDestroy,
   iommufdHwptSetDirtyTracking,
 } from "./hw-pagetable.js";
+// issue 5: nested HWPTs, vIOMMU, vDEVICE, HW queue
+import { iommufdHwQueueAllocIoctl, iommufdHwQueueDestroy } from "./hw-queue.js";
 import {
   iommufdIoasAllocIoctl,
   iommufdIoasAllowIovas,
@@ -26,12 +30,16 @@ import {
   iommufdIoasMapFile,
   iommufdIoasUnmap,
 } from "./ioas.js";
+import { iommufdHwptInvalidate, iommufdHwptNestedAbort, iommufdHwptNestedDestroy } from "./nested.js";
 import { IOMMUFD_OBJ, iommufdObjectRemove } from "./object.js";
 import { iommufdOption } from "./option.js";
 import { type IommufdIoctlOp, type IommufdObjectTypeOps, IommufdTokens } from "./tokens.js";
 import * as U from "./uapi.js";
 import type { IommufdUcmd } from "./ucmd.js";
+import { iommufdVdeviceAbort, iommufdVdeviceAllocIoctl, iommufdVdeviceDestroy } from "./vdevice.js";
+import { iommufdVeventqAbort, iommufdVeventqAlloc, iommufdVeventqDestroy } from "./veventq.js";
 import { iommufdVfioIoas } from "./vfio-compat.js";
+import { iommufdViommuAllocIoctl, iommufdViommuDestroy } from "./viommu.js";
 
 /**
  * IOMMU_DESTROY: remove an object user space created; EBUSY while others use it, ENOENT for an unknown ID.
@@ -48,6 +56,18 @@ export const IOMMUFD_OBJECT_TYPES: readonly IommufdObjectTypeOps[] = [
   { type: IOMMUFD_OBJ.DEVICE, destroy: iommufdDeviceDestroy, preDestroy: iommufdDevicePreDestroy },
   { type: IOMMUFD_OBJ.IOAS, destroy: iommufdIoasDestroy },
   { type: IOMMUFD_OBJ.HWPT_PAGING, destroy: iommufdHwptPagingDestroy, abort: iommufdHwptPagingAbort },
+  { type: IOMMUFD_OBJ.HWPT_NESTED, destroy: iommufdHwptNestedDestroy, abort: iommufdHwptNestedAbort },
+  { type: IOMMUFD_OBJ.VIOMMU, destroy: iommufdViommuDestroy },
+  { type: IOMMUFD_OBJ.VDEVICE, destroy: iommufdVdeviceDestroy, abort: iommufdVdeviceAbort },
+  { type: IOMMUFD_OBJ.HW_QUEUE, destroy: iommufdHwQueueDestroy },
+  // Fault queues and vEVENTQs carry a file (file_offset).
+  { type: IOMMUFD_OBJ.FAULT, destroy: iommufdFaultDestroy, fileOf: iommufdEventqFileOf },
+  {
+    type: IOMMUFD_OBJ.VEVENTQ,
+    destroy: iommufdVeventqDestroy,
+    abort: iommufdVeventqAbort,
+    fileOf: iommufdEventqFileOf,
+  },
 ];
 
 function op<T extends object>(
@@ -82,8 +102,14 @@ export const IOMMUFD_IOCTL_OPS: readonly IommufdIoctlOp[] = [
   op(C.GET_HW_INFO, U.iommu_hw_info, "__reserved", iommufdGetHwInfo),
   op(C.HWPT_SET_DIRTY_TRACKING, U.iommu_hwpt_set_dirty_tracking, "__reserved", iommufdHwptSetDirtyTracking),
   op(C.HWPT_GET_DIRTY_BITMAP, U.iommu_hwpt_get_dirty_bitmap, "data", iommufdHwptGetDirtyBitmap),
+  op(C.FAULT_QUEUE_ALLOC, U.iommu_fault_alloc, "out_fault_fd", iommufdFaultAlloc),
   op(C.IOAS_MAP_FILE, U.iommu_ioas_map_file, "iova", iommufdIoasMapFile),
   op(C.IOAS_CHANGE_PROCESS, U.iommu_ioas_change_process, "__reserved", iommufdIoasChangeProcess),
+  op(C.HWPT_INVALIDATE, U.iommu_hwpt_invalidate, "__reserved", iommufdHwptInvalidate),
+  op(C.VIOMMU_ALLOC, U.iommu_viommu_alloc, "out_viommu_id", iommufdViommuAllocIoctl),
+  op(C.VDEVICE_ALLOC, U.iommu_vdevice_alloc, "virt_id", iommufdVdeviceAllocIoctl),
+  op(C.HW_QUEUE_ALLOC, U.iommu_hw_queue_alloc, "length", iommufdHwQueueAllocIoctl),
+  op(C.VEVENTQ_ALLOC, U.iommu_veventq_alloc, "out_veventq_fd", iommufdVeventqAlloc),
 ];
 
 /** Register this package's object types and commands in a machine's container. */

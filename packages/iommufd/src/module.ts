@@ -4,75 +4,101 @@
  * @linux module_init(iommufd_init) / iommufd_misc_dev (drivers/iommu/iommufd/main.c)
  */
 
-import type { KernelModule, Machine } from "@iommu-sim/core";
-import * as coreApi from "@iommu-sim/core";
+import {
+  type IoctlArg as CoreIoctlArg,
+  type File,
+  type FileOperations,
+  type KernelModule,
+  kerr,
+  type Machine,
+  type Module,
+  type Process,
+} from "@iommu-sim/core";
 import { createIommufdCore, getIommufdCore, type IommufdCore } from "./core.js";
-import { type IommufdCtx, iommufdCtxPut, iommufdFopsOpen } from "./ctx.js";
+import { IommufdCtx, iommufdCtxGet, iommufdCtxPut, iommufdFopsOpen } from "./ctx.js";
 import { iommufdFopsIoctl } from "./ioctl.js";
 import { registerIommufdTables } from "./main.js";
 import type { IoctlArg } from "./ucmd.js";
 import { type IommufdUser, userOfProcess } from "./user-glue.js";
+import { vfioCdevExit, vfioCdevInit } from "./vfio-cdev.js";
 
 /** The path of the iommufd char device. @linux /dev/iommu (iommufd_misc_dev) */
 export const IOMMUFD_DEV_PATH = "/dev/iommu";
 
-/** A struct file as the char-device layer hands it to iommufd (docs/user-space-contracts.md). */
-export interface IommufdFile {
-  privateData?: unknown;
-  /** The process that opened it, when the file layer records it. */
-  process?: unknown;
-}
+const fopsOfCore = new WeakMap<IommufdCore, FileOperations>();
 
 /**
- * The file operations of /dev/iommu, for the char-device registry. The calling process is taken from the extra
- * argument the file layer passes, else from the file.
+ * The file operations of /dev/iommu: open makes a context (the file's private data), the last fput releases it,
+ * ioctls run as the calling process.
  * @linux iommufd_fops
  */
-export function iommufdFops(core: IommufdCore) {
-  const callerOf = (file: IommufdFile, proc: unknown): IommufdUser => userOfProcess(proc ?? file.process);
-  return {
-    open: (file: IommufdFile): void => {
+export function iommufdFops(core: IommufdCore, owner?: Module): FileOperations {
+  const hit = fopsOfCore.get(core);
+  if (hit) return hit;
+  const fops: FileOperations = {
+    ...(owner ? { owner } : {}),
+    open: (file: File): void => {
       file.privateData = iommufdFopsOpen(core);
     },
-    release: async (file: IommufdFile): Promise<void> => {
+    release: async (file: File): Promise<void> => {
       await iommufdCtxPut(file.privateData as IommufdCtx);
     },
-    ioctl: (file: IommufdFile, cmd: number, arg: IoctlArg | null, proc?: unknown): Promise<number> =>
-      iommufdFopsIoctl(file.privateData as IommufdCtx, cmd, arg, callerOf(file, proc)),
+    ioctl: (file: File, cmd: number, arg: CoreIoctlArg, current: Process): Promise<number> =>
+      iommufdFopsIoctl(file.privateData as IommufdCtx, cmd, arg as IoctlArg | null, userOfProcess(current)),
   };
-}
-
-interface ChrdevRegistryLike {
-  register(path: string, fops: unknown): void;
-  unregister(path: string): void;
-}
-
-/** The machine's char-device registry, once core provides one (DI token `Tokens.chrdev` or `machine.chrdevs`). */
-export function chrdevRegistryOf(machine: Machine): ChrdevRegistryLike | undefined {
-  const tokens = (coreApi as unknown as { Tokens: Record<string, symbol> }).Tokens;
-  for (const name of ["chrdev", "chrdevs", "chrdevRegistry"]) {
-    const t = tokens[name];
-    if (t && machine.container.isRegistered(t, true)) return machine.container.resolve(t) as ChrdevRegistryLike;
-  }
-  const m = machine as unknown as { chrdevs?: ChrdevRegistryLike };
-  return m.chrdevs;
+  fopsOfCore.set(core, fops);
+  return fops;
 }
 
 /**
- * The iommufd module, to pass to `createMachine`.
- * @linux iommufd.ko
+ * The context behind an open /dev/iommu file; EBADFD for any other file.
+ * @linux iommufd_ctx_from_file
+ */
+export function iommufdCtxFromFile(file: File): IommufdCtx {
+  const ictx = file.privateData;
+  if (!(ictx instanceof IommufdCtx) || fopsOfCore.get(ictx.core) !== file.fops) {
+    throw kerr("EBADFD", `${file.name} is not an iommufd file`);
+  }
+  return ictx;
+}
+
+/**
+ * The context behind fd `fd` of `proc`, with a file reference the caller drops with {@link iommufdCtxPut} (the
+ * reference is the context's). EBADF for a closed fd, EBADFD for a file that is not /dev/iommu.
+ * @linux iommufd_ctx_from_fd
+ */
+export function iommufdCtxFromFd(proc: Process, fd: number): IommufdCtx {
+  const file = proc.files.lookup(fd);
+  if (!file) throw kerr("EBADF", `fd ${fd} is not open`);
+  const ictx = iommufdCtxFromFile(file);
+  // Linux hands the file reference over to the context: iommufd_ctx_get / iommufd_ctx_put are fget / fput.
+  iommufdCtxGet(ictx);
+  return ictx;
+}
+
+/**
+ * The iommufd module, to pass to `createMachine`: /dev/iommu, and a VFIO device node for every device in an
+ * IOMMU group.
+ * @linux iommufd.ko (with vfio.ko's cdev part)
  */
 export const iommufdModule: KernelModule = {
   name: "iommufd",
   register(container) {
     registerIommufdTables(container);
   },
-  async init({ machine }) {
+  async init({ machine, owner }) {
     const core = createIommufdCore(machine);
-    chrdevRegistryOf(machine)?.register(IOMMUFD_DEV_PATH, iommufdFops(core));
+    machine.chrdevs.register(IOMMUFD_DEV_PATH, iommufdFops(core, owner));
+    try {
+      vfioCdevInit(machine, owner);
+    } catch (e) {
+      machine.chrdevs.unregister(IOMMUFD_DEV_PATH);
+      throw e;
+    }
   },
   async exit({ machine }) {
-    chrdevRegistryOf(machine)?.unregister(IOMMUFD_DEV_PATH);
+    vfioCdevExit(machine);
+    machine.chrdevs.unregister(IOMMUFD_DEV_PATH);
   },
 };
 

@@ -6,7 +6,7 @@
  * @linux struct iopt_pages and drivers/iommu/iommufd/pages.c (iopt_alloc_user_pages, iopt_pages_fill_xarray,
  * pfn_reader, iopt_pages_update_pinned, incr_user_locked_vm)
  */
-import { kerr, kfree, Mutex, Refcount } from "@iommu-sim/core";
+import { type File, fputDeferred, getFile, kerr, kfree, Mutex, Refcount, shmemInodeOf } from "@iommu-sim/core";
 import type { IommufdCore } from "./core.js";
 import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_NONE, IOPT_PAGES_ACCOUNT_USER } from "./ctx.js";
 import { type IommufdUser, PAGE_SIZE } from "./user-glue.js";
@@ -107,7 +107,11 @@ export function ioptAllocFilePages(
 ): { pages: IoptPages; startByte: number } {
   if (length === 0 || length > IOPT_MAX_LENGTH) throw kerr("EINVAL", `bad length ${length}`);
   if (!Number.isSafeInteger(start + length)) throw kerr("EOVERFLOW", "file range wraps");
-  return allocPages(core, user, "file", start, length, writable, accountMode, file);
+  // Only memfd (shmem / hugetlbfs) pages can be pinned by file offset.
+  if (!shmemInodeOf(file as File)) throw kerr("EINVAL", "not a memfd");
+  const r = allocPages(core, user, "file", start, length, writable, accountMode, file);
+  getFile(file as File, "iopt_pages");
+  return r;
 }
 
 function allocPages(
@@ -124,9 +128,10 @@ function allocPages(
   const startByte = addr % PAGE_SIZE;
   const base = addr - startByte;
   const npages = Math.ceil((startByte + length) / PAGE_SIZE);
-  let mode = accountMode;
-  if (mode === IOPT_PAGES_ACCOUNT_USER && user.capable("CAP_IPC_LOCK")) mode = IOPT_PAGES_ACCOUNT_NONE;
+  // CAP_IPC_LOCK exempts the pins from RLIMIT_MEMLOCK in either mode (pinned_vm still counts them).
+  const mode = user.capable("CAP_IPC_LOCK") ? IOPT_PAGES_ACCOUNT_NONE : accountMode;
   const pages = new IoptPages(core, type, base, npages, writable, user, mode, file);
+  user.grab?.();
   return { pages, startByte };
 }
 
@@ -147,33 +152,41 @@ export function ioptPutPages(pages: IoptPages): void {
   const diag = pages.core.diag;
   diag.warnOn(pages.npinned !== 0, `iopt_pages freed with ${pages.npinned} pages pinned`);
   pages.freed = true;
+  pages.source.drop?.();
+  if (pages.file) fputDeferred(pages.file as File, "iopt_pages");
   kfree(diag, pages, "iopt_pages");
 }
 
 function memlockPages(user: IommufdUser): number {
-  return Math.floor(user.memlockLimit() / PAGE_SIZE);
+  const bytes = user.memlockLimit();
+  return bytes === Number.POSITIVE_INFINITY ? bytes : Math.floor(bytes / PAGE_SIZE);
 }
 
 /**
- * Charge (positive) or uncharge (negative) `npages` pinned pages. ENOMEM when a charge would exceed
- * RLIMIT_MEMLOCK.
- * @linux iopt_pages_update_pinned / incr_user_locked_vm / decr_user_locked_vm / update_mm_locked_vm
+ * Charge (positive) or uncharge (negative) `npages` pinned pages to the pages' source: user->locked_vm (mode USER)
+ * or mm->locked_vm (mode MM) against RLIMIT_MEMLOCK, and mm->pinned_vm in every mode. ENOMEM when a charge would
+ * exceed the limit (nothing charged then); uncharging more than is charged is a WARN.
+ * @linux iopt_pages_update_pinned (do_update_pinned) / incr_user_locked_vm / decr_user_locked_vm / update_mm_locked_vm
  */
 export function ioptPagesAccount(pages: IoptPages, npages: number): void {
   if (npages === 0) return;
   const u = pages.source;
-  if (pages.accountMode === IOPT_PAGES_ACCOUNT_USER) {
-    if (npages > 0 && u.userAcct.lockedVm + npages > memlockPages(u)) {
-      throw kerr("ENOMEM", "RLIMIT_MEMLOCK exceeded");
+  const diag = pages.core.diag;
+  const acct =
+    pages.accountMode === IOPT_PAGES_ACCOUNT_USER
+      ? u.userAcct
+      : pages.accountMode === IOPT_PAGES_ACCOUNT_MM
+        ? u.mmAcct
+        : undefined;
+  if (acct) {
+    if (npages > 0) {
+      if (acct.lockedVm + npages > memlockPages(u)) throw kerr("ENOMEM", "RLIMIT_MEMLOCK exceeded");
+      acct.lockedVm += npages;
+    } else if (!diag.warnOn(acct.lockedVm < -npages, "iommufd: locked_vm uncharge underflow")) {
+      acct.lockedVm += npages;
     }
-    u.userAcct.lockedVm += npages;
-    u.mmAcct.pinnedVm = (u.mmAcct.pinnedVm ?? 0) + npages;
-  } else if (pages.accountMode === IOPT_PAGES_ACCOUNT_MM) {
-    if (npages > 0 && u.mmAcct.lockedVm + npages > memlockPages(u)) {
-      throw kerr("ENOMEM", "RLIMIT_MEMLOCK exceeded");
-    }
-    u.mmAcct.lockedVm += npages;
   }
+  u.mmAcct.pinnedVm = (u.mmAcct.pinnedVm ?? 0) + npages;
 }
 
 function pinRange(pages: IoptPages, first: number, count: number): number[] {

@@ -537,3 +537,67 @@ export const iommu_hw_queue_alloc = new UapiStruct("iommu_hw_queue_alloc", [
 
 /** U64_MAX as the uAPI spells "everything". */
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+// --- issue 5: nested translation, vIOMMU, vDEVICE, HW queue (viommu.ts, vdevice.ts, hw-queue.ts, nested.ts) ---
+
+/** HWPT invalidation data types. @linux enum iommu_hwpt_invalidate_data_type */
+export const IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 = 0;
+/** @linux IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 */
+export const IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 1;
+
+/** vIOMMU types. @linux enum iommu_viommu_type */
+export const IOMMU_VIOMMU_TYPE_DEFAULT = 0;
+/** @linux IOMMU_VIOMMU_TYPE_ARM_SMMUV3 */
+export const IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 1;
+/** @linux IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV */
+export const IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV = 2;
+
+/** HW queue types. @linux enum iommu_hw_queue_type */
+export const IOMMU_HW_QUEUE_TYPE_DEFAULT = 0;
+/** @linux IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV */
+export const IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV = 1;
+
+/** @linux struct iommu_hwpt_invalidate */
+export interface IommuHwptInvalidate {
+  size: number;
+  hwpt_id: number;
+  data_uptr: bigint;
+  data_type: number;
+  entry_len: number;
+  entry_num: number;
+  __reserved: number;
+}
+
+/** @linux struct iommu_viommu_alloc */
+export interface IommuViommuAlloc {
+  size: number;
+  flags: number;
+  type: number;
+  dev_id: number;
+  hwpt_id: number;
+  out_viommu_id: number;
+  data_len: number;
+  __reserved: number;
+  data_uptr: bigint;
+}
+
+/** @linux struct iommu_vdevice_alloc */
+export interface IommuVdeviceAlloc {
+  size: number;
+  viommu_id: number;
+  dev_id: number;
+  out_vdevice_id: number;
+  virt_id: bigint;
+}
+
+/** @linux struct iommu_hw_queue_alloc */
+export interface IommuHwQueueAlloc {
+  size: number;
+  flags: number;
+  viommu_id: number;
+  type: number;
+  index: number;
+  out_hw_queue_id: number;
+  nesting_parent_iova: bigint;
+  length: bigint;
+}

@@ -10,6 +10,7 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  ioasMapFile,
   iommufdAccessAttach,
   iommufdAccessCreate,
   iommufdAccessDestroy,
@@ -17,6 +18,9 @@ import {
   iommufdAccessRw,
   iommufdAccessUnpinPages,
   U64_MAX,
+  vfioDeviceAttachPt,
+  vfioDeviceBindIommufd,
+  vfioDeviceOf,
 } from "../src/index.js";
 import { type Env, finish, ioasAlloc, ioasMap, ioasMapFixed, mockDomain, PAGE_SIZE, setup } from "./helpers.js";
 
@@ -48,7 +52,7 @@ describe("fail_nth", () => {
     const runs = await sweep(
       async (env) => {
         const ioas = await ioasAlloc(env);
-        return { ioas, buf: env.u.mmap(16 * PAGE_SIZE) };
+        return { ioas, buf: env.p.mmap(16 * PAGE_SIZE) };
       },
       async (env, st) => {
         const { ioas, buf } = st as { ioas: number; buf: bigint };
@@ -75,7 +79,7 @@ describe("fail_nth", () => {
     const runs = await sweep(
       async (env) => {
         const ioas = await ioasAlloc(env);
-        const buf = env.u.mmap(16 * PAGE_SIZE);
+        const buf = env.p.mmap(16 * PAGE_SIZE);
         await ioasMapFixed(env, ioas, buf, 16 * PAGE_SIZE, MOCK_APERTURE_START);
         return { ioas };
       },
@@ -92,7 +96,7 @@ describe("fail_nth", () => {
     const runs = await sweep(
       async (env) => {
         const ioas = await ioasAlloc(env);
-        const buf = env.u.mmap(16 * PAGE_SIZE);
+        const buf = env.p.mmap(16 * PAGE_SIZE);
         await ioasMapFixed(env, ioas, buf, 16 * PAGE_SIZE, MOCK_APERTURE_START, false);
         void IOMMU_IOAS_MAP_FIXED_IOVA;
         return { ioas };
@@ -125,5 +129,28 @@ describe("fail_nth", () => {
       },
     );
     expect(runs).toBeGreaterThan(2);
+  });
+
+  it("vfio cdev bind / attach / IOAS_MAP_FILE / unmap", async () => {
+    const runs = await sweep(
+      async (env) => {
+        const ioas = await ioasAlloc(env);
+        const devfd = await env.p.open(vfioDeviceOf(env.m, env.m.driverCore.deviceFor("mock-t0")!)!.path);
+        const memfd = env.p.memfdCreate("ram", 8 * PAGE_SIZE);
+        return { ioas, devfd, memfd };
+      },
+      async (env, st) => {
+        const { ioas, devfd, memfd } = st as { ioas: number; devfd: number; memfd: number };
+        try {
+          await vfioDeviceBindIommufd(env.p, devfd, env.fd);
+          await vfioDeviceAttachPt(env.p, devfd, ioas);
+          await ioasMapFile(env.p, env.fd, { ioasId: ioas, memfd, start: 0, length: 8 * PAGE_SIZE });
+          await env.ioctl(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioas, iova: 0n, length: U64_MAX });
+        } finally {
+          await env.p.close(devfd);
+        }
+      },
+    );
+    expect(runs).toBeGreaterThan(3);
   });
 });

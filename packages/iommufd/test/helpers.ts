@@ -1,12 +1,18 @@
 /**
- * Test helpers: a minimal calling process (an address space backed by machine pages, with pin counts), a machine
- * with the mock driver and iommufd, and the "mock domain" of the selftests done through the kernel API (bind a mock
- * device to the context under a SELFTEST object and attach it), as IOMMU_TEST_CMD will do in issue 5.
+ * Test helpers: a machine with the mock driver and iommufd, a user process with /dev/iommu open (every ioctl goes
+ * through `p.ioctl` as a VMM's would), and the "mock domain" of the selftests done through the kernel API (bind a
+ * mock device to the context under a SELFTEST object and attach it) — the stand-in for IOMMU_TEST_CMD.
  */
-import { createMachine, defaultPlatformInput, type Machine, provide } from "@iommu-sim/core";
+import {
+  createMachine,
+  defaultPlatformInput,
+  type Machine,
+  type Process,
+  type SchedulerChoice,
+  type SpawnOptions,
+} from "@iommu-sim/core";
 import { mockIommuDriver } from "@iommu-sim/drivers-mock";
 import {
-  getIommufdCore,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
@@ -17,129 +23,18 @@ import {
   type IommufdDevice,
   IommufdObject,
   IommufdTokens,
-  type IommufdUser,
-  iommufdClose,
+  iommufdCtxFromFile,
   iommufdDeviceAttach,
   iommufdDeviceBind,
   iommufdDeviceDetach,
   iommufdDeviceUnbind,
-  iommufdIoctl,
   iommufdModule,
+  iommufdObjectAbort,
   iommufdObjectAlloc,
   iommufdObjectFinalize,
-  iommufdOpen,
 } from "../src/index.js";
 
 export const PAGE_SIZE = 4096;
-
-/** A process's address space for tests: anonymous mappings backed by machine pages on first touch. */
-export class TestUser implements IommufdUser {
-  readonly mm = {};
-  readonly userAcct = { lockedVm: 0 };
-  readonly mmAcct: { lockedVm: number; pinnedVm?: number } = { lockedVm: 0, pinnedVm: 0 };
-  private next = 0x1000_0000;
-  private readonly vmas: { start: number; end: number; ro: boolean }[] = [];
-  readonly pages = new Map<number, number>(); // va page -> pa
-  readonly pins = new Map<number, number>(); // pa -> pin count
-  caps = new Set(["CAP_IPC_LOCK", "CAP_SYS_RESOURCE"]);
-  memlock = 8 * 1024 * 1024;
-
-  constructor(readonly m: Machine) {}
-
-  memlockLimit(): number {
-    return this.memlock;
-  }
-  capable(cap: string): boolean {
-    return this.caps.has(cap);
-  }
-  mmap(length: number, opts: { ro?: boolean; align?: number } = {}): bigint {
-    const align = opts.align ?? PAGE_SIZE;
-    this.next = Math.ceil(this.next / align) * align;
-    const start = this.next;
-    const len = Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
-    this.vmas.push({ start, end: start + len, ro: opts.ro ?? false });
-    this.next += len + PAGE_SIZE; // guard page
-    return BigInt(start);
-  }
-  munmap(va: bigint): void {
-    const i = this.vmas.findIndex((v) => v.start === Number(va));
-    if (i >= 0) this.vmas.splice(i, 1);
-  }
-  private vma(a: number) {
-    return this.vmas.find((v) => a >= v.start && a < v.end);
-  }
-  private page(a: number): number {
-    const pg = a - (a % PAGE_SIZE);
-    let pa = this.pages.get(pg);
-    if (pa === undefined) {
-      pa = this.m.pages.allocPages(0, "test_user_page");
-      this.m.memory.fill(pa, PAGE_SIZE, 0);
-      this.pages.set(pg, pa);
-    }
-    return pa;
-  }
-  pin(va: number, npages: number, write: boolean): number[] {
-    const out: number[] = [];
-    try {
-      for (let i = 0; i < npages; i++) {
-        const a = va + i * PAGE_SIZE;
-        const v = this.vma(a);
-        if (!v || (write && v.ro)) {
-          const e = new Error("EFAULT") as Error & { code: string };
-          throw Object.assign(e, { code: "EFAULT", errno: 14 });
-        }
-        const pa = this.page(a);
-        this.pins.set(pa, (this.pins.get(pa) ?? 0) + 1);
-        out.push(pa);
-      }
-    } catch (e) {
-      for (const pa of out) this.pins.set(pa, this.pins.get(pa)! - 1);
-      throw e;
-    }
-    return out;
-  }
-  unpin(pas: readonly number[]): void {
-    for (const pa of pas) {
-      const n = this.pins.get(pa) ?? 0;
-      if (n <= 0) throw new Error(`unpin of unpinned page 0x${pa.toString(16)}`);
-      this.pins.set(pa, n - 1);
-    }
-  }
-  totalPins(): number {
-    let n = 0;
-    for (const v of this.pins.values()) n += v;
-    return n;
-  }
-  read(va: bigint, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    let a = Number(va);
-    let done = 0;
-    while (done < length) {
-      if (!this.vma(a)) throw Object.assign(new Error("EFAULT"), { code: "EFAULT", errno: 14 });
-      const n = Math.min(PAGE_SIZE - (a % PAGE_SIZE), length - done);
-      out.set(this.m.memory.readBytes(this.page(a) + (a % PAGE_SIZE), n), done);
-      done += n;
-      a += n;
-    }
-    return out;
-  }
-  write(va: bigint, bytes: Uint8Array): void {
-    let a = Number(va);
-    let done = 0;
-    while (done < bytes.length) {
-      if (!this.vma(a)) throw Object.assign(new Error("EFAULT"), { code: "EFAULT", errno: 14 });
-      const n = Math.min(PAGE_SIZE - (a % PAGE_SIZE), bytes.length - done);
-      this.m.memory.writeBytes(this.page(a) + (a % PAGE_SIZE), bytes.subarray(done, done + n));
-      done += n;
-      a += n;
-    }
-  }
-  /** Free the backing pages (process exit). */
-  exit(): void {
-    for (const pa of this.pages.values()) this.m.pages.freePages(pa, 0);
-    this.pages.clear();
-  }
-}
 
 /** The selftest object that owns a mock device's binding. @linux struct selftest_obj (selftest.c) */
 export class SelftestObj extends IommufdObject {
@@ -147,21 +42,21 @@ export class SelftestObj extends IommufdObject {
 }
 
 /** A platform with `n` mock devices on mock0 (plus the default ones). */
-export function mockPlatform(n = 6, _flags: Record<string, number> = {}) {
+export function mockPlatform(n = 6) {
   const p = defaultPlatformInput() as { devices: Record<string, unknown>[] };
   for (let i = 0; i < n; i++) {
-    const name = `mock-t${i}`;
-    p.devices.push({
-      name,
-      bus: "platform",
-      iommus: [{ iommu: "mock0", args: [10 + i] }],
-    });
+    p.devices.push({ name: `mock-t${i}`, bus: "platform", iommus: [{ iommu: "mock0", args: [10 + i] }] });
   }
   return p;
 }
 
 /** Boot a machine with the mock driver and iommufd, with the SELFTEST object type registered through DI. */
-export async function bootMachine(opts: { devices?: number; flags?: Record<string, number> } = {}): Promise<Machine> {
+export async function bootMachine(
+  opts: {
+    devices?: number /** e.g. `{ kind: "random", seed }` for interleaving tests. */;
+    scheduler?: SchedulerChoice;
+  } = {},
+): Promise<Machine> {
   const selftestModule = {
     name: "iommufd-selftest",
     register(c: import("tsyringe").DependencyContainer) {
@@ -178,50 +73,85 @@ export async function bootMachine(opts: { devices?: number; flags?: Record<strin
     },
   };
   const m = await createMachine({
-    platform: mockPlatform(opts.devices ?? 6, opts.flags ?? {}),
+    platform: mockPlatform(opts.devices ?? 6),
     modules: [mockIommuDriver, iommufdModule, selftestModule],
     seed: 1,
+    ...(opts.scheduler ? { scheduler: opts.scheduler } : {}),
   });
   await m.boot();
-  void provide;
   return m;
 }
 
-/** Everything a scenario needs. */
+/** Everything a scenario needs: a process with /dev/iommu open, and the context behind that fd. */
 export interface Env {
   m: Machine;
+  p: Process;
+  fd: number;
+  /** The context of `fd` (for the kernel-API parts of the selftests). */
   ictx: IommufdCtx;
-  u: TestUser;
   ioctl(cmd: number, arg: object | Uint8Array | null): Promise<number>;
   close(): Promise<void>;
 }
 
-export async function setup(opts: { devices?: number; flags?: Record<string, number> } = {}): Promise<Env> {
-  const m = await bootMachine(opts);
-  const ictx = iommufdOpen(m);
-  const u = new TestUser(m);
+/** Open /dev/iommu in `p` and wrap it as an {@link Env}. */
+export async function openEnv(m: Machine, p: Process): Promise<Env> {
+  const fd = await p.open("/dev/iommu");
+  const ictx = iommufdCtxFromFile(p.files.lookup(fd)!);
   let closed = false;
   return {
     m,
+    p,
+    fd,
     ictx,
-    u,
-    ioctl: (cmd, arg) => iommufdIoctl(ictx, cmd, arg as never, u),
+    ioctl: (cmd, arg) => p.ioctl(fd, cmd, arg),
     close: async () => {
       if (closed) return;
       closed = true;
-      await iommufdClose(ictx);
+      await p.close(fd);
     },
   };
 }
 
-/** Close, check no pins are left, free the process, tear down. */
+export async function setup(
+  opts: { devices?: number; spawn?: SpawnOptions; scheduler?: SchedulerChoice } = {},
+): Promise<Env> {
+  const m = await bootMachine(opts);
+  return openEnv(m, m.spawnProcess(opts.spawn ?? {}));
+}
+
+/** Physical address behind a (touched) user VA of the env's process. */
+export function vaPhys(env: Env, va: bigint | number): number | undefined {
+  return env.p.mm.lookupPhys(BigInt(va));
+}
+
+/** Pins held on the page at `pa`. */
+export function pinsOf(env: Env, pa: number | undefined): number {
+  return pa === undefined ? 0 : (env.m.userSpace.pages.refs(pa)?.pinCount ?? 0);
+}
+
+/** Every pin held on user pages of the machine. */
+export function totalPins(env: Env): number {
+  return env.m.userSpace.pages.pinnedCount;
+}
+
+/** Close the fd, check that every pin went with it, exit the process, tear down. */
 export async function finish(env: Env): Promise<void> {
   await env.close();
-  const pins = env.u.totalPins();
-  env.u.exit();
+  const pins = totalPins(env);
+  await env.p.exit();
   await env.m.teardown();
   if (pins) throw new Error(`${pins} pins left after close`);
-  void getIommufdCore;
+}
+
+/** Register a mock device after boot (platform data such as `mock-dev-flags`), probed at once. */
+export async function addMockDevice(m: Machine, name: string, sid: number, platformData: Record<string, unknown> = {}) {
+  const mock0 = m.driverCore.deviceFor("mock0")!;
+  return m.driverCore.deviceRegister({
+    name,
+    bus: m.driverCore.busFor("platform")!,
+    iommus: [{ fwnode: mock0.fwnode!, args: [sid] }],
+    platformData,
+  });
 }
 
 export async function ioasAlloc(env: Env): Promise<number> {
@@ -277,7 +207,6 @@ export async function mockDomain(env: Env, ptId: number, devName = nextMock(env)
     return { stdevId: sobj.id, hwptId: pt.id, idevId: bound.id, idev: bound.idev, dev };
   } catch (e) {
     if (bound) await iommufdDeviceUnbind(bound.idev);
-    const { iommufdObjectAbort } = await import("../src/index.js");
     iommufdObjectAbort(ictx, sobj);
     throw e;
   }

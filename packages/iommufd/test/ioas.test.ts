@@ -30,7 +30,18 @@ import {
   iommufdDeviceReplace,
   U64_MAX,
 } from "../src/index.js";
-import { finish, ioasAlloc, ioasMap, ioasMapFixed, mockDomain, PAGE_SIZE, setup } from "./helpers.js";
+import {
+  finish,
+  ioasAlloc,
+  ioasMap,
+  ioasMapFixed,
+  mockDomain,
+  PAGE_SIZE,
+  pinsOf,
+  setup,
+  totalPins,
+  vaPhys,
+} from "./helpers.js";
 
 const BUFFER_SIZE = 16 * PAGE_SIZE;
 
@@ -39,7 +50,7 @@ async function ioasEnv(domains = 0) {
   const ioasId = await ioasAlloc(env);
   const doms = [];
   for (let i = 0; i < domains; i++) doms.push(await mockDomain(env, ioasId));
-  const buffer = env.u.mmap(BUFFER_SIZE * 4);
+  const buffer = env.p.mmap(BUFFER_SIZE * 4);
   return { env, ioasId, doms, buffer };
 }
 
@@ -82,7 +93,7 @@ for (const ndom of [0, 1, 2]) {
       for (const d of doms) expect(iommuIovaToPhys(d.idev.igroup.group.domain!, base)).toBe(0);
       if (doms[0]) {
         const pa = iommuIovaToPhys(doms[0].idev.igroup.group.domain!, base + 2 * PAGE_SIZE);
-        expect(pa).toBe(env.u.pages.get(Number(buffer)));
+        expect(pa).toBe(vaPhys(env, buffer));
       }
       const all = { size: 0, ioas_id: ioasId, iova: 0n, length: U64_MAX };
       await env.ioctl(IOMMU_IOAS_UNMAP, all);
@@ -91,7 +102,7 @@ for (const ndom of [0, 1, 2]) {
       all.length = U64_MAX;
       await env.ioctl(IOMMU_IOAS_UNMAP, all);
       expect(all.length).toBe(0n);
-      expect(env.u.totalPins()).toBe(0);
+      expect(totalPins(env)).toBe(0);
       await finish(env);
     });
 
@@ -140,7 +151,7 @@ for (const ndom of [0, 1, 2]) {
 
     it("iova_ranges: EMSGSIZE with the count written back; aperture with domains", async () => {
       const { env, ioasId } = await ioasEnv(ndom);
-      const ranges = env.u.mmap(PAGE_SIZE);
+      const ranges = env.p.mmap(PAGE_SIZE);
       const cmd = {
         size: 0,
         ioas_id: ioasId,
@@ -153,14 +164,14 @@ for (const ndom of [0, 1, 2]) {
         await expect(env.ioctl(IOMMU_IOAS_IOVA_RANGES, cmd)).rejects.toMatchObject({ code: "EMSGSIZE" });
         expect(cmd.num_iovas).toBe(1);
         await env.ioctl(IOMMU_IOAS_IOVA_RANGES, cmd);
-        const r = iommu_iova_range.decode(env.u.read(ranges, 16));
+        const r = iommu_iova_range.decode(env.p.readMemory(ranges, 16));
         expect(r).toEqual({ start: 0n, last: U64_MAX });
         expect(cmd.out_iova_alignment).toBe(1n);
       } else {
         cmd.num_iovas = 4;
         await env.ioctl(IOMMU_IOAS_IOVA_RANGES, cmd);
         expect(cmd.num_iovas).toBe(1);
-        const r = iommu_iova_range.decode(env.u.read(ranges, 16));
+        const r = iommu_iova_range.decode(env.p.readMemory(ranges, 16));
         expect(r).toEqual({ start: BigInt(MOCK_APERTURE_START), last: BigInt(MOCK_APERTURE_LAST) });
         expect(cmd.out_iova_alignment).toBe(BigInt(MOCK_PAGE_SIZE));
       }
@@ -169,9 +180,9 @@ for (const ndom of [0, 1, 2]) {
 
     it("allow_iovas: restricts allocation; EINVAL for bad ranges; ENOSPC when full", async () => {
       const { env, ioasId, buffer } = await ioasEnv(ndom);
-      const arr = env.u.mmap(PAGE_SIZE);
+      const arr = env.p.mmap(PAGE_SIZE);
       const lo = MOCK_APERTURE_START + 16 * PAGE_SIZE;
-      env.u.write(arr, iommu_iova_range.encode({ start: BigInt(lo), last: BigInt(lo + 4 * PAGE_SIZE - 1) }));
+      env.p.writeMemory(arr, iommu_iova_range.encode({ start: BigInt(lo), last: BigInt(lo + 4 * PAGE_SIZE - 1) }));
       await env.ioctl(IOMMU_IOAS_ALLOW_IOVAS, {
         size: 0,
         ioas_id: ioasId,
@@ -183,7 +194,7 @@ for (const ndom of [0, 1, 2]) {
       expect(iova).toBeGreaterThanOrEqual(lo);
       expect(iova + 2 * PAGE_SIZE - 1).toBeLessThanOrEqual(lo + 4 * PAGE_SIZE - 1);
       await expect(ioasMap(env, ioasId, buffer, 4 * PAGE_SIZE)).rejects.toMatchObject({ code: "ENOSPC" });
-      env.u.write(arr, iommu_iova_range.encode({ start: 5n, last: 5n }));
+      env.p.writeMemory(arr, iommu_iova_range.encode({ start: 5n, last: 5n }));
       await expect(
         env.ioctl(IOMMU_IOAS_ALLOW_IOVAS, {
           size: 0,
@@ -195,7 +206,7 @@ for (const ndom of [0, 1, 2]) {
       ).rejects.toMatchObject({ code: "EINVAL" });
       if (ndom) {
         // An allowed range over the reserved (outside-aperture) space is EADDRINUSE.
-        env.u.write(arr, iommu_iova_range.encode({ start: 0n, last: BigInt(PAGE_SIZE * 4) }));
+        env.p.writeMemory(arr, iommu_iova_range.encode({ start: 0n, last: BigInt(PAGE_SIZE * 4) }));
         await expect(
           env.ioctl(IOMMU_IOAS_ALLOW_IOVAS, {
             size: 0,
@@ -233,8 +244,8 @@ for (const ndom of [0, 1, 2]) {
       // Attach a domain to the destination: same physical pages, pinned once.
       const d2 = await mockDomain(env, dst);
       const pa = iommuIovaToPhys(d2.idev.igroup.group.domain!, MOCK_APERTURE_START);
-      expect(pa).toBe(env.u.pages.get(Number(buffer) + PAGE_SIZE));
-      if (doms.length) expect(env.u.pins.get(pa)).toBe(1);
+      expect(pa).toBe(vaPhys(env, Number(buffer) + PAGE_SIZE));
+      if (doms.length) expect(pinsOf(env, pa)).toBe(1);
       await env.ioctl(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioasId, iova: 0n, length: U64_MAX });
       expect(iommuIovaToPhys(d2.idev.igroup.group.domain!, MOCK_APERTURE_START)).toBe(pa);
       await finish(env);
@@ -287,7 +298,7 @@ for (const ndom of [0, 1, 2]) {
       await iommufdAccessAttach(access, ioasId);
       const pas = await iommufdAccessPinPages(access, MOCK_APERTURE_START, 2 * PAGE_SIZE, IOMMUFD_ACCESS_RW_WRITE);
       pinned.push({ iova: MOCK_APERTURE_START, len: 2 * PAGE_SIZE });
-      expect(pas[0]).toBe(env.u.pages.get(Number(buffer)));
+      expect(pas[0]).toBe(vaPhys(env, buffer));
       await expect(
         iommufdAccessPinPages(access, MOCK_APERTURE_START + BUFFER_SIZE, PAGE_SIZE, 0),
       ).rejects.toMatchObject({
@@ -296,13 +307,13 @@ for (const ndom of [0, 1, 2]) {
       await expect(iommufdAccessPinPages(access, MOCK_APERTURE_START, 0, 0)).rejects.toMatchObject({ code: "EINVAL" });
       const data = new Uint8Array([1, 2, 3, 4, 5]);
       await iommufdAccessRw(access, MOCK_APERTURE_START + PAGE_SIZE - 2, data, IOMMUFD_ACCESS_RW_WRITE);
-      expect([...env.u.read(buffer + BigInt(PAGE_SIZE - 2), 5)]).toEqual([1, 2, 3, 4, 5]);
+      expect([...env.p.readMemory(buffer + BigInt(PAGE_SIZE - 2), 5)]).toEqual([1, 2, 3, 4, 5]);
       const back = new Uint8Array(5);
       await iommufdAccessRw(access, MOCK_APERTURE_START + 5 * PAGE_SIZE, back, 0);
       // Unmapping forces the access to unpin.
       await env.ioctl(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioasId, iova: 0n, length: U64_MAX });
       expect(pinned.length).toBe(0);
-      expect(env.u.totalPins()).toBe(0);
+      expect(totalPins(env)).toBe(0);
       await expect(env.ioctl(IOMMU_DESTROY, { size: 0, id: access.id })).rejects.toMatchObject({ code: "EBUSY" });
       await iommufdAccessDestroy(access);
       await finish(env);
@@ -317,22 +328,22 @@ describe("iommufd_mock_domain", () => {
     for (const d of doms) {
       for (let i = 0; i < 16; i++) {
         expect(iommuIovaToPhys(d.idev.igroup.group.domain!, iova + i * PAGE_SIZE)).toBe(
-          env.u.pages.get(Number(buffer) + i * PAGE_SIZE),
+          vaPhys(env, Number(buffer) + i * PAGE_SIZE),
         );
       }
     }
     // Pinned once however many domains.
-    expect(env.u.totalPins()).toBe(16);
+    expect(totalPins(env)).toBe(16);
     await expect(env.ioctl(IOMMU_DESTROY, { size: 0, id: doms[0]!.hwptId })).rejects.toMatchObject({ code: "EBUSY" });
     await expect(env.ioctl(IOMMU_DESTROY, { size: 0, id: doms[0]!.idevId })).rejects.toMatchObject({ code: "EBUSY" });
     // Both devices share the compatible auto domain; it goes with its last device.
     expect(doms[1]!.hwptId).toBe(doms[0]!.hwptId);
     await env.ioctl(IOMMU_DESTROY, { size: 0, id: doms[0]!.stdevId });
     await expect(env.ioctl(IOMMU_DESTROY, { size: 0, id: doms[0]!.hwptId })).rejects.toMatchObject({ code: "EBUSY" });
-    expect(env.u.totalPins()).toBe(16);
+    expect(totalPins(env)).toBe(16);
     await env.ioctl(IOMMU_DESTROY, { size: 0, id: doms[1]!.stdevId });
     await expect(env.ioctl(IOMMU_DESTROY, { size: 0, id: doms[0]!.hwptId })).rejects.toMatchObject({ code: "ENOENT" });
-    expect(env.u.totalPins()).toBe(0);
+    expect(totalPins(env)).toBe(0);
     await finish(env);
   });
 
@@ -352,7 +363,7 @@ describe("iommufd_mock_domain", () => {
   it("attach to an IOAS whose areas lie outside the aperture is EADDRINUSE", async () => {
     const env = await setup();
     const ioasId = await ioasAlloc(env);
-    const buffer = env.u.mmap(PAGE_SIZE);
+    const buffer = env.p.mmap(PAGE_SIZE);
     await ioasMapFixed(env, ioasId, buffer, PAGE_SIZE, PAGE_SIZE);
     await expect(mockDomain(env, ioasId)).rejects.toMatchObject({ code: "EADDRINUSE" });
     await finish(env);

@@ -15,7 +15,7 @@ import {
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
 } from "../src/index.js";
-import { finish, ioasAlloc, ioasMapFixed, mockDomain, PAGE_SIZE, setup } from "./helpers.js";
+import { finish, ioasAlloc, ioasMapFixed, mockDomain, PAGE_SIZE, setup, vaPhys } from "./helpers.js";
 
 const SLOTS = 32;
 const SOAK = process.env.IOMMU_SIM_SOAK === "1";
@@ -59,7 +59,7 @@ describe("io_pagetable model", () => {
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: SOAK ? 60 : 25 }), async (ops) => {
         const env = await setup({ devices: 4 });
         const ioas = await ioasAlloc(env);
-        const buf = env.u.mmap(32 * PAGE_SIZE);
+        const buf = env.p.mmap(32 * PAGE_SIZE);
         // Model: IOVA page -> user VA page, and the areas (first slot, pages).
         const model = new Map<number, number>();
         const areas: { slot: number; len: number }[] = [];
@@ -142,7 +142,7 @@ describe("io_pagetable model", () => {
           for (const d of doms) {
             for (let slot = 0; slot < SLOTS + 8; slot++) {
               const va = model.get(slot);
-              const want = va === undefined ? 0 : env.u.pages.get(va);
+              const want = va === undefined ? 0 : vaPhys(env, va);
               expect(iommuIovaToPhys(d.domain(), iovaOf(slot))).toBe(want);
             }
           }

@@ -77,6 +77,12 @@ export interface IommuUserData {
   type: number;
   /** The bytes user space passed (copy_struct_from_user semantics are the driver's, via `copyStruct`). */
   data: Uint8Array;
+  /**
+   * Copy driver output back into the user buffer (at most `data.length` bytes; EFAULT when unwritable). Present
+   * for in/out driver data (IOMMU_VIOMMU_ALLOC).
+   * @linux iommu_copy_struct_to_user
+   */
+  copyToUser?(bytes: Uint8Array): void;
 }
 
 /** The aperture of a paging domain. @linux struct iommu_domain_geometry */
@@ -144,8 +150,91 @@ export interface IommuUserDataArray {
   type: number;
   entryLen: number;
   entryNum: number;
-  /** Read entry `i`, zero-extended/validated to `size` bytes like copy_struct_from_user. */
-  entry(i: number, size: number): Uint8Array;
+  /**
+   * Read entry `i`, zero-extended/validated to `size` bytes like copy_struct_from_user. With `minLen` (the
+   * `iommu_copy_struct_from_user_array` form) an `entryLen` below `minLen` or above `size` is EINVAL instead.
+   */
+  entry(i: number, size: number, minLen?: number): Uint8Array;
+}
+
+/**
+ * A vIOMMU as its driver sees it (the iommufd object implements it).
+ * @linux struct iommufd_viommu (the part drivers use)
+ */
+export interface IommuViommu {
+  /** @linux iommufd_viommu.type (enum iommu_viommu_type) */
+  readonly viommuType: number;
+  /** The physical IOMMU instance behind it. @linux iommufd_viommu.iommu_dev */
+  readonly iommuDev: IommuDevice | undefined;
+  /** The nesting parent's domain. @linux iommufd_viommu.hwpt->common.domain */
+  readonly parentDomain: IommuDomain;
+  /** Set by the driver's `viommuInit`. @linux iommufd_viommu.ops */
+  ops: IommuViommuOps | undefined;
+  /** Driver state (what the driver's container struct holds in Linux). */
+  priv: unknown;
+  /** The physical device of the vDEVICE with this virtual ID. @linux iommufd_viommu_find_dev */
+  findDev(virtId: number): Device | undefined;
+  /** The virtual ID of `dev` in this vIOMMU; ENOENT without a vDEVICE. @linux iommufd_viommu_get_vdev_id */
+  getVdevId(dev: Device): number;
+}
+
+/**
+ * A vDEVICE as its driver sees it.
+ * @linux struct iommufd_vdevice (the part drivers use)
+ */
+export interface IommuVdevice {
+  /** @linux iommufd_vdevice.virt_id */
+  readonly virtId: number;
+  /** The physical device. @linux iommufd_vdevice.idev->dev */
+  readonly dev: Device;
+  /** @linux iommufd_vdevice.viommu */
+  readonly viommu: IommuViommu;
+  /** Driver state. */
+  priv: unknown;
+  /** Driver teardown, set by `vdeviceInit`. @linux iommufd_vdevice.destroy */
+  destroy: ((vdev: IommuVdevice) => void) | undefined;
+}
+
+/**
+ * A hardware-accelerated queue as its driver sees it.
+ * @linux struct iommufd_hw_queue (the part drivers use)
+ */
+export interface IommuHwQueue {
+  /** @linux iommufd_hw_queue.viommu */
+  readonly viommu: IommuViommu;
+  /** @linux iommufd_hw_queue.type */
+  readonly queueType: number;
+  /** Guest (nesting-parent) IOVA of the queue. @linux iommufd_hw_queue.base_addr */
+  readonly baseAddr: number;
+  /** @linux iommufd_hw_queue.length */
+  readonly length: number;
+  /** Driver state. */
+  priv: unknown;
+  /** Driver teardown, set by `hwQueueInitPhys`. @linux iommufd_hw_queue.destroy */
+  destroy: ((q: IommuHwQueue) => void) | undefined;
+  /** Make this queue hold `other` (destroying `other` is EBUSY meanwhile). @linux iommufd_hw_queue_depend */
+  depend(other: IommuHwQueue): void;
+  /** Drop a dependency taken with `depend`. @linux iommufd_hw_queue_undepend */
+  undepend(other: IommuHwQueue): void;
+}
+
+/**
+ * What a driver implements for its vIOMMUs.
+ * @linux struct iommufd_viommu_ops (include/linux/iommufd.h)
+ */
+export interface IommuViommuOps {
+  /** Free driver state (the core frees the object). @linux iommufd_viommu_ops.destroy */
+  destroy?(viommu: IommuViommu): void;
+  /** A nested domain on the vIOMMU's parent, from driver data. @linux iommufd_viommu_ops.alloc_domain_nested */
+  allocDomainNested?(viommu: IommuViommu, flags: number, userData: IommuUserData): Promise<IommuDomain>;
+  /** Invalidate caches from a user array; `entryNum` becomes the count handled. @linux iommufd_viommu_ops.cache_invalidate */
+  cacheInvalidate?(viommu: IommuViommu, array: IommuUserDataArray): Promise<void>;
+  /** Initialise a vDEVICE (EINVAL for a virtual ID the driver cannot use). @linux iommufd_viommu_ops.vdevice_init */
+  vdeviceInit?(vdev: IommuVdevice): Promise<void>;
+  /** Non-zero when the driver has HW queues of `queueType`. @linux iommufd_viommu_ops.get_hw_queue_size */
+  getHwQueueSize?(viommu: IommuViommu, queueType: number): number;
+  /** Set up a HW queue whose guest memory starts at physical `basePa`. @linux iommufd_viommu_ops.hw_queue_init_phys */
+  hwQueueInitPhys?(q: IommuHwQueue, index: number, basePa: number): Promise<void>;
 }
 
 /**
@@ -202,8 +291,15 @@ export interface IommuOps {
   isAttachDeferred?(dev: Device): boolean;
   /** Answer a page request. @linux page_response */
   pageResponse?(dev: Device, fault: IopfFault, msg: IommuPageResponse): void;
-  /** vIOMMU size/init hooks for iommufd; typed by the iommufd package. @linux get_viommu_size / viommu_init */
+  /** Superseded by `getViommuSize` / `viommuInit`; kept for compatibility. */
   viommuAlloc?(...args: unknown[]): Promise<unknown>;
+  /** Non-zero when the driver has vIOMMUs of `viommuType` for `dev`. @linux iommu_ops.get_viommu_size */
+  getViommuSize?(dev: Device, viommuType: number): number;
+  /**
+   * Initialise a vIOMMU on a nesting parent: set `viommu.ops`; read (and write back) driver data.
+   * @linux iommu_ops.viommu_init
+   */
+  viommuInit?(viommu: IommuViommu, parentDomain: IommuDomain, userData: IommuUserData | undefined): Promise<void>;
   /** Page sizes the driver's domains support by default. @linux pgsize_bitmap (now per domain) */
   pgsizeBitmap?: number;
   /** @linux default_domain_ops */

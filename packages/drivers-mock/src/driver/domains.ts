@@ -9,6 +9,7 @@ import {
   type IommuDirtyOps,
   IommuDomain,
   type IommuDomainOps,
+  type IommuViommu,
   IoPageTable,
   type IotlbGather,
   mockFormat,
@@ -72,6 +73,8 @@ export class MockPagingDomain extends IommuDomain {
 export class MockNestedDomain extends IommuDomain {
   /** The selftest's fake IOTLB: one value per cache ID. @linux mock_iommu_domain_nested.iotlb */
   readonly iotlb = new Uint32Array(MOCK_NESTED_DOMAIN_IOTLB_NUM).fill(IOMMU_TEST_IOTLB_DEFAULT);
+  /** The vIOMMU it was allocated on, if any (viommu.ts). @linux mock_iommu_domain_nested.mock_viommu */
+  viommu: IommuViommu | undefined = undefined;
 
   constructor(
     ops: IommuDomainOps,

@@ -20,6 +20,8 @@ import {
   type IommuOps,
   type IommuUserData,
   type IommuUserDataArray,
+  type IommuViommu,
+  type IommuViommuOps,
   type IotlbGather,
   iommuDeviceRegister,
   iommuDeviceUnregister,
@@ -55,14 +57,12 @@ import {
   trackAttach,
 } from "./domains.js";
 import { MockIommu, MockMaster } from "./mock-iommu.js";
+import { createMockViommuOps, IOMMU_VIOMMU_TYPE_SELFTEST, mockViommuInit } from "./viommu.js";
 
 /** Hardware-info type of the mock. @linux IOMMU_HW_INFO_TYPE_SELFTEST (iommufd_test.h) */
 export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
 /** The mock's `test_reg` value in its hardware info. @linux IOMMU_HW_INFO_SELFTEST_REGVAL */
 export const IOMMU_HW_INFO_SELFTEST_REGVAL = 0xdeadbeef;
-/** vIOMMU type of the mock. @linux IOMMU_VIOMMU_TYPE_SELFTEST */
-export const IOMMU_VIOMMU_TYPE_SELFTEST = 0xdeadbeef;
-
 /** Allocation sites the fault injector can fail. @linux the fault-injection sites of selftest.c (fail_iommufd / iommufd_fail_nth) */
 export const MOCK_SITES = {
   master: "mock_probe_device",
@@ -70,18 +70,6 @@ export const MOCK_SITES = {
   did: "mock_domain_id",
   nested: "mock_domain_alloc_nested",
 } as const;
-
-/**
- * The vIOMMU placeholder the driver hands iommufd: the instance and the nesting parent it was created on. The
- * iommufd package gives it its ops.
- * @linux struct mock_viommu (selftest.c)
- */
-export class MockViommu {
-  constructor(
-    readonly iommu: MockIommu,
-    readonly parent: MockPagingDomain,
-  ) {}
-}
 
 function u32(data: Uint8Array, off: number): number {
   if (off + 4 > data.length) return 0;
@@ -104,6 +92,8 @@ class MockDriverState {
   readonly dirtyOps: IommuDirtyOps;
   readonly identity: IommuDomain;
   readonly blocked: IommuDomain;
+  /** @linux mock_viommu_ops */
+  readonly viommuOps: IommuViommuOps;
 
   constructor(
     readonly ctx: ModuleContext,
@@ -139,6 +129,9 @@ class MockDriverState {
       cacheInvalidateUser: (d, array) => this.cacheInvalidateUser(d as MockNestedDomain, array),
       free: (d) => this.freeNested(d as MockNestedDomain),
     };
+    this.viommuOps = createMockViommuOps({
+      allocNested: (parent, data, viommu) => this.nestedFromData(parent, data, viommu),
+    });
     this.identity = new IommuDomain({
       type: IOMMU_DOMAIN.IDENTITY,
       name: "mock_identity",
@@ -185,14 +178,9 @@ class MockDriverState {
         const pasid = fault.fault.prm.flags & 1 ? msg.pasid : -1;
         for (const sid of master.sids) master.iommu.pageResponse(sid, pasid, msg.grpid, msg.code);
       },
-      viommuAlloc: async (...args: unknown[]) => {
-        const [, parent, type] = args as [Device, IommuDomain, number];
-        if (type !== IOMMU_VIOMMU_TYPE_SELFTEST) throw kerr("EOPNOTSUPP", "mock: unknown vIOMMU type");
-        const p = parent instanceof MockPagingDomain ? parent : undefined;
-        if (!p?.nestParent) throw kerr("EINVAL", "mock: vIOMMU needs a nesting parent");
-        const iommu = [...p.attachedTo.keys()][0] ?? (this.core.iommuDevices[0] as MockIommu);
-        return new MockViommu(iommu, p);
-      },
+      // vIOMMU (viommu.ts). @linux mock_get_viommu_size / mock_viommu_init
+      getViommuSize: (_dev, type) => (type === IOMMU_VIOMMU_TYPE_SELFTEST ? 1 : 0),
+      viommuInit: (viommu, parent, data) => mockViommuInit(viommu, parent, data, this.viommuOps),
       pgsizeBitmap: MOCK_PGSIZE_BITMAP,
       defaultDomainOps: this.pagingOps,
     };
@@ -307,7 +295,21 @@ class MockDriverState {
     if (!(parent instanceof MockPagingDomain) || !parent.nestParent)
       throw kerr("EINVAL", "mock: parent is not a nesting parent");
     if (!master.iommu.supportsNesting) throw kerr("EOPNOTSUPP", "mock: no nesting");
+    return this.nestedFromData(parent, data, undefined);
+  }
+
+  /**
+   * A nested domain on `parent` from `struct iommu_hwpt_selftest` data, on a vIOMMU or not.
+   * @linux __mock_domain_alloc_nested
+   */
+  async nestedFromData(
+    parent: MockPagingDomain,
+    data: IommuUserData,
+    viommu: IommuViommu | undefined,
+  ): Promise<IommuDomain> {
     if (data.type !== IOMMU_HWPT_DATA_SELFTEST) throw kerr("EOPNOTSUPP", "mock: bad nested data type");
+    // iommu_copy_struct_from_user(..., iotlb): at least offsetofend(iotlb).
+    if (data.data.length < 4) throw kerr("EINVAL", "mock: nested data too short");
     // struct iommu_hwpt_selftest { __u32 iotlb; __u32 pagetable_type; } plus the simulation's stage-1 root
     // { __aligned_u64 s1_ttb; __u32 s1_levels; __u32 __reserved; } (absent: stage-1 bypass).
     const iotlb = data.data.length >= 4 ? u32(data.data, 0) : IOMMU_TEST_IOTLB_DEFAULT;
@@ -321,6 +323,7 @@ class MockDriverState {
     const s1id = this.s1ids.alloc(token, XA_LIMIT(1, 0xffff));
     const d = new MockNestedDomain(this.nestedOps, parent, s1id, s1ttb === 0 ? -1 : s1ttb, s1Levels, iotlb);
     d.owner = this.ops;
+    d.viommu = viommu;
     return d;
   }
 
@@ -345,6 +348,8 @@ class MockDriverState {
     if (p?.dirtyOps && master.flags & MOCK_FLAGS_DEVICE_NO_DIRTY) {
       throw kerr("EINVAL", `${dev.name} cannot attach to a dirty-tracking domain`);
     }
+    // A nested domain of a vIOMMU needs the device's vDEVICE there (ENOENT). @linux mock_domain_nop_attach
+    if (domain instanceof MockNestedDomain && domain.viommu) domain.viommu.getVdevId(dev);
     const prev = master.domain ?? old;
     await iommu.enableIopf(master, domain);
     const ctx = ctxForDomain(domain);
@@ -448,7 +453,8 @@ class MockDriverState {
     let done = 0;
     try {
       for (let i = 0; i < array.entryNum; i++) {
-        const e = array.entry(i, 8);
+        // iommu_copy_struct_from_user_array(..., iotlb_id): entry_len must be within [8, 8].
+        const e = array.entry(i, 8, 8);
         const flags = u32(e, 0);
         const id = u32(e, 4);
         if (flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL) throw kerr("EOPNOTSUPP", "mock: bad invalidation flags");

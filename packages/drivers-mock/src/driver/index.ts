@@ -10,12 +10,12 @@ export * from "./domains.js";
 export {
   IOMMU_HW_INFO_SELFTEST_REGVAL,
   IOMMU_HW_INFO_TYPE_SELFTEST,
-  IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_SITES,
   MockDriverState,
-  MockViommu,
 } from "./driver.js";
+export * from "./events.js";
 export * from "./mock-iommu.js";
+export * from "./viommu.js";
 
 /**
  * The mock IOMMU driver, as a module to pass to `createMachine`. It ships the "mock" hardware model too.
