@@ -187,7 +187,10 @@ const DESTROY_WAIT_NS = 60_000_000_000;
 async function objectDecWait(ictx: IommufdCtx, obj: IommufdObject): Promise<void> {
   if (obj.waitCnt.decAndTest()) return;
   const ops = ictx.core.objectOps(obj.type);
+  // Linux may be preempted (or sleep in pre_destroy's locks) anywhere from here on: racing tasks get a turn.
+  await ictx.sched.preemptionPoint();
   if (ops.preDestroy) await ops.preDestroy(obj);
+  await ictx.sched.preemptionPoint();
   const left = await ictx.destroyWait.waitEventTimeout(() => obj.waitCnt.read() === 0, DESTROY_WAIT_NS);
   if (left > 0) return;
   ictx.diag.report("warning", `iommufd: time out waiting for ${obj} to become free`, { culprit: String(obj) });
@@ -209,6 +212,8 @@ export async function iommufdObjectRemove(
   flags: number,
 ): Promise<void> {
   let zeroedWait = false;
+  // The ioctl (or unbind) path up to the xa_lock is preemptible in Linux.
+  await ictx.sched.preemptionPoint();
   if (flags & REMOVE_WAIT) {
     if (!toDestroy) throw kerr("EINVAL", "REMOVE_WAIT needs the object");
     await objectDecWait(ictx, toDestroy);

@@ -74,6 +74,8 @@ export async function iommufdVdeviceDestroy(obj: IommufdObject): Promise<void> {
   } finally {
     idev.igroup.lock.unlock();
   }
+  // Preemptible after mutex_unlock: a waiting unbind may run before the wait count is released.
+  await idev.ictx.sched.preemptionPoint();
   iommufdPutObject(idev.ictx, idev);
 }
 
@@ -155,5 +157,8 @@ export async function iommufdDeviceRemoveVdev(idev: IommufdDevice): Promise<void
   } finally {
     idev.igroup.lock.unlock();
   }
-  if (vdev) await iommufdObjectTombstoneUser(ictx, vdev);
+  if (!vdev) return;
+  // Preemptible between mutex_unlock and the tombstone: a racing IOMMU_DESTROY meets the users reference (EBUSY).
+  await ictx.sched.preemptionPoint();
+  await iommufdObjectTombstoneUser(ictx, vdev);
 }

@@ -277,8 +277,6 @@ export async function iommufdVeventqAlloc(ucmd: IommufdUcmd): Promise<void> {
     viommu.users.inc();
     veventq.depth = cmd.veventq_depth;
     viommu.veventqs.set(cmd.type, veventq);
-    // The driver reaches iommufd_viommu_report_event through the vIOMMU it was given.
-    iommufdViommuLinkDriver(viommu, viommu);
     let fdno = -1;
     try {
       fdno = iommufdEventqInit(veventq, IOMMUFD_VEVENTQ_FILE_NAME, ictx, IOMMUFD_VEVENTQ_FOPS, process);
@@ -296,29 +294,4 @@ export async function iommufdVeventqAlloc(ucmd: IommufdUcmd): Promise<void> {
     rwsem.upWrite();
     iommufdPutObject(ictx, viommu);
   }
-}
-
-/** A key under which a driver's vIOMMU object finds where to report its events (no import of iommufd needed). */
-export const IOMMUFD_VIOMMU_EVENT_SINK = Symbol.for("iommu-sim.iommufd.viommu-event-sink");
-
-/**
- * What a driver's vIOMMU object carries to report events: the iommufd vIOMMU it is the driver half of.
- * @linux the struct iommufd_viommu embedded as `core` in a driver's vIOMMU (mock_viommu.core, ...)
- */
-export interface IommufdViommuEventSink {
-  reportEvent(type: number, data: Uint8Array): Promise<void>;
-}
-
-/**
- * Link a driver's vIOMMU object to its iommufd vIOMMU, so the driver can report events with
- * `drv[IOMMUFD_VIOMMU_EVENT_SINK].reportEvent(type, data)`; `undefined` unlinks it (vIOMMU destroy).
- * @linux container_of(core, struct mock_viommu, core) — the embedding this replaces
- */
-export function iommufdViommuLinkDriver(drv: object, viommu: IommufdViommu | undefined): void {
-  const o = drv as { [IOMMUFD_VIOMMU_EVENT_SINK]?: IommufdViommuEventSink };
-  if (!viommu) {
-    delete o[IOMMUFD_VIOMMU_EVENT_SINK];
-    return;
-  }
-  o[IOMMUFD_VIOMMU_EVENT_SINK] = { reportEvent: (type, data) => iommufdViommuReportEvent(viommu, type, data) };
 }

@@ -24,6 +24,7 @@ import { IOMMUFD_OBJ, IommufdObject, iommufdGetObject, iommufdObjectAllocUcmd, i
 import { IOMMU_VIOMMU_TYPE_DEFAULT, type IommuViommuAlloc } from "./uapi.js";
 import type { IommufdUcmd } from "./ucmd.js";
 import type { IommufdVdevice } from "./vdevice.js";
+import { iommufdViommuReportEvent } from "./veventq.js";
 
 /** Fault-injection site of the per-vIOMMU vDEVICE table. @linux the xa_cmpxchg allocation of viommu->vdevs */
 export const IOMMUFD_VIOMMU_VDEVS_SITE = "iommufd_viommu_vdevs";
@@ -71,6 +72,14 @@ export class IommufdViommu extends IommufdObject implements IommuViommu {
     });
     if (found === undefined) throw kerr("ENOENT", `${dev.name} has no vDEVICE in ${this}`);
     return found;
+  }
+
+  /**
+   * Queue a driver event on this vIOMMU's vEVENTQ of `type` (see {@link iommufdViommuReportEvent}).
+   * @linux iommufd_viommu_report_event
+   */
+  reportEvent(type: number, data: Uint8Array): Promise<void> {
+    return iommufdViommuReportEvent(this, type, data);
   }
 }
 

@@ -124,43 +124,80 @@ describe("vDEVICE lifetime", () => {
   });
 });
 
-describe("IOMMU_DESTROY of a vDEVICE racing the device's unbind (random scheduler)", () => {
-  const seeds = SOAK ? 2000 : 100;
-  it(`${seeds} seeds: no warning, leak or hang; the vDEVICE ends destroyed or tombstoned`, async () => {
-    const outcomes = new Map<string, number>();
-    for (let seed = 1; seed <= seeds; seed++) {
-      const f = await viommuFixture({ scheduler: { kind: "random", seed } });
-      const { env } = f;
-      const sched = env.m.scheduler;
-      const vdev = await vdeviceAlloc(env, f.viommuId, f.deviceId, 0x99);
-      // Start order and a few leading yields vary with the seed; the scheduler picks at every yield point.
-      const delayed = async (k: number, op: () => Promise<string>) => {
-        for (let i = 0; i < k; i++) await sched.yield();
-        return op();
-      };
-      const destroyFirst = seed % 2 === 0;
-      const mk = (which: "d" | "u") =>
-        which === "d"
-          ? sched.spawn("destroy-vdev", () => delayed(seed % 3, () => codeOf(destroy(env, vdev))))
-          : sched.spawn("unbind", () => delayed(seed % 5, () => codeOf(destroy(env, f.stdevId))));
-      const first = mk(destroyFirst ? "d" : "u");
-      const second = mk(destroyFirst ? "u" : "d");
-      const [r1, r2] = await sched.joinAll([first, second]);
-      const [d, u] = destroyFirst ? [r1, r2] : [r2, r1];
-      expect(u, `seed ${seed}`).toBe("ok");
-      // The user destroy wins (ok), loses to the tombstone (ENOENT), or meets pre_destroy's transient reference
-      // (EBUSY) as in Linux; either way the ID is gone for good afterwards.
-      expect(["ok", "ENOENT", "EBUSY"], `seed ${seed}: ${d}`).toContain(d);
-      await expect(destroy(env, vdev)).rejects.toMatchObject({ code: "ENOENT" });
-      outcomes.set(d!, (outcomes.get(d!) ?? 0) + 1);
-      await destroy(env, f.nestedHwptId);
-      await destroy(env, f.viommuId);
+/**
+ * How a user IOMMU_DESTROY of a vDEVICE and its device's unbind interleaved:
+ * - `destroy-wins`: the destroy finished first, so the unbind's pre_destroy had no vDEVICE left to wait for;
+ * - `unbind-waits`: the destroy had taken the vDEVICE out of the table but not yet released the device's wait
+ *   count, so the unbind's pre_destroy found nothing to tombstone and waited on wait_cnt for the destroy;
+ * - `tombstoned`: the unbind's pre_destroy tombstoned the vDEVICE first, the destroy got ENOENT;
+ * - `busy`: the destroy met pre_destroy's transient users reference (EBUSY), as Linux can.
+ */
+type RaceOutcome = "destroy-wins" | "unbind-waits" | "tombstoned" | "busy";
+
+/** One run of the race under `scheduler`; throws (with the seed and the schedule) on any unexpected result. */
+async function raceOnce(
+  scheduler: { kind: "random"; seed: number } | { kind: "pct"; seed: number; depth: number; steps: number },
+): Promise<RaceOutcome> {
+  const f = await viommuFixture({ scheduler });
+  const { env } = f;
+  const sched = env.m.scheduler;
+  const where = () => `${JSON.stringify(scheduler)}: ${sched.describe()}`;
+  try {
+    const vdev = await vdeviceAlloc(env, f.viommuId, f.deviceId, 0x99);
+    // Did the unbind task sleep in destroy_wait for a wait count the racing destroy still held?
+    let unbindWaited = false;
+    const wq = env.ictx.destroyWait;
+    const orig = wq.waitEventTimeout.bind(wq);
+    wq.waitEventTimeout = (cond, ns, opts) => {
+      if (sched.current().name === "unbind" && !cond()) unbindWaited = true;
+      return orig(cond, ns, opts);
+    };
+    // User space reaches IOMMU_DESTROY a seed-dependent number of scheduling points later (0 with PCT, which
+    // finds the deep interleavings by itself): the random strategy alone rarely lets the long unbind path overtake.
+    const lead = scheduler.kind === "random" ? scheduler.seed % 24 : 0;
+    const d = sched.spawn("destroy-vdev", async () => {
+      for (let i = 0; i < lead; i++) await sched.yield();
+      return codeOf(destroy(env, vdev));
+    });
+    const u = sched.spawn("unbind", () => codeOf(destroy(env, f.stdevId)));
+    const [dr, ur] = await sched.joinAll([d, u]);
+    wq.waitEventTimeout = orig;
+    expect(ur, `unbind: ${where()}`).toBe("ok");
+    expect(["ok", "ENOENT", "EBUSY"], `destroy returned ${dr}: ${where()}`).toContain(dr);
+    // Whoever won, the ID is gone for good and is never handed out again.
+    expect(await codeOf(destroy(env, vdev)), where()).toBe("ENOENT");
+    await destroy(env, f.nestedHwptId);
+    await destroy(env, f.viommuId);
+    const outcome: RaceOutcome =
+      dr === "ENOENT" ? "tombstoned" : dr === "EBUSY" ? "busy" : unbindWaited ? "unbind-waits" : "destroy-wins";
+    // No warning, no leak, no lock left held, no task left blocked (a hang shows as the 60 s wait timing out).
+    try {
       await finish(env);
+    } catch (e) {
+      throw new Error(`teardown not clean (${outcome}): ${where()}\n${(e as Error).message}`);
     }
-    if (process.env.IOMMU_SIM_VERBOSE) console.log("vDEVICE destroy outcomes", Object.fromEntries(outcomes));
-    // Both orders happen across the seeds.
-    expect(outcomes.size, JSON.stringify([...outcomes])).toBeGreaterThan(1);
-  }, 600_000);
+    return outcome;
+  } catch (e) {
+    if (e instanceof Error && !e.message.includes(sched.schedule)) e.message += `\n${where()}`;
+    throw e;
+  }
+}
+
+describe("IOMMU_DESTROY of a vDEVICE racing the device's unbind", () => {
+  const seeds = SOAK ? 2000 : 150;
+  const required: RaceOutcome[] = ["destroy-wins", "unbind-waits", "tombstoned"];
+  for (const kind of ["random", "pct"] as const) {
+    it(`${kind} scheduler, ${seeds} seeds: every outcome occurs; no warning, leak or hang`, async () => {
+      const outcomes = new Map<RaceOutcome, number>();
+      for (let seed = 1; seed <= seeds; seed++) {
+        const o = await raceOnce(kind === "random" ? { kind, seed } : { kind, seed, depth: 3, steps: 40 });
+        outcomes.set(o, (outcomes.get(o) ?? 0) + 1);
+      }
+      if (process.env.IOMMU_SIM_VERBOSE) console.log(`vDEVICE race outcomes (${kind})`, Object.fromEntries(outcomes));
+      for (const o of required)
+        expect(outcomes.get(o) ?? 0, `${o}: ${JSON.stringify([...outcomes])}`).toBeGreaterThan(0);
+    }, 600_000);
+  }
 });
 
 describe("fail_nth: device / vIOMMU / vDEVICE / nested / HW queue", () => {

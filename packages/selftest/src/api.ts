@@ -9,10 +9,13 @@
 import type { Process } from "@iommu-sim/core";
 import {
   IOMMU_DESTROY,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
+  IOMMU_HW_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
+  IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
@@ -20,7 +23,17 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  IOMMU_PGFAULT_PERM_READ,
+  IOMMU_PGFAULT_PERM_WRITE,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+  IOMMU_VIOMMU_ALLOC,
+  IOMMUFD_PAGE_RESP_SUCCESS,
   type IommuHwInfo,
+  iommu_hwpt_page_response,
+  iommu_hwpt_pgfault,
+  iommufd_vevent_header,
 } from "@iommu-sim/iommufd";
 import { SELFTEST_DEFAULT_MEMORY_LIMIT } from "./selftest.js";
 import {
@@ -30,10 +43,18 @@ import {
   type IommuTestCmd,
   type IommuTestCmdUnion,
   type IommuTestOp,
+  MOCK_DEV_CACHE_NUM,
+  MOCK_NESTED_DOMAIN_IOTLB_NUM,
 } from "./uapi.js";
 
 /** The caller of an ioctl: a core `Process`. */
-export type SelftestProcess = Pick<Process, "ioctl" | "close" | "open">;
+export type SelftestProcess = Pick<
+  Process,
+  "ioctl" | "close" | "open" | "read" | "write" | "mmap" | "readMemory" | "writeMemory"
+>;
+
+/** sizeof(struct iommu_viommu_event_selftest). @linux struct iommu_viommu_event_selftest { __u32 virt_id; } */
+const VEVENT_SELFTEST_SIZE = 4;
 
 /**
  * Issue IOMMU_TEST_CMD with `op` and its union fields in the kernel's binary layout; out fields are written back
@@ -72,6 +93,11 @@ export async function errnoOf(p: Promise<unknown>): Promise<string | 0> {
     if (typeof code !== "string") throw e;
     return code;
   }
+}
+
+/** An error carrying an errno code, as the C helpers set `errno` for checks done in user space. */
+function errnoError(code: string, message: string): Error {
+  return Object.assign(new Error(`${code}: ${message}`), { code });
 }
 
 /** IDs returned by MOCK_DOMAIN. */
@@ -345,6 +371,232 @@ export class SelftestFixture {
   /** @linux test_cmd_trigger_iopf */
   async testCmdTriggerIopf(deviceId: number, pasid: number, grpid = 0x2, perm = 0x3, addr = 0xdeadbeafn) {
     await this.cmd(IOMMU_TEST_OP.TRIGGER_IOPF, { dev_id: deviceId, pasid, grpid, perm, addr });
+  }
+
+  /** Copy `bytes` into fresh user memory; resolves to its address (0 for `null`, the selftests' NULL pointer). */
+  userBuffer(bytes: Uint8Array | null): bigint {
+    if (!bytes) return 0n;
+    const va = this.p.mmap(Math.max(4096, bytes.length));
+    this.p.writeMemory(va, bytes);
+    return va;
+  }
+
+  /**
+   * IOMMU_HWPT_ALLOC of a nested HWPT (or, on a vIOMMU, one of its nested HWPTs) with driver data; `data` is copied
+   * to user memory (`null` passes a NULL pointer), `dataLen` defaults to its length.
+   * @linux test_cmd_hwpt_alloc_nested / _test_cmd_hwpt_alloc
+   */
+  async testCmdHwptAllocNested(
+    deviceId: number,
+    ptId: number,
+    flags: number,
+    dataType: number,
+    data: Uint8Array | null,
+    dataLen = data?.length ?? 0,
+  ): Promise<number> {
+    return this.testCmdHwptAlloc(deviceId, ptId, flags, { type: dataType, uptr: this.userBuffer(data), len: dataLen });
+  }
+
+  /** A nested HWPT whose faults go to `faultId`. @linux test_cmd_hwpt_alloc_iopf / _test_cmd_hwpt_alloc */
+  async testCmdHwptAllocIopf(
+    deviceId: number,
+    ptId: number,
+    faultId: number,
+    flags: number,
+    dataType: number,
+    data: Uint8Array | null,
+    dataLen = data?.length ?? 0,
+  ): Promise<number> {
+    const cmd = {
+      size: 0,
+      flags,
+      dev_id: deviceId,
+      pt_id: ptId,
+      out_hwpt_id: 0,
+      __reserved: 0,
+      data_type: dataType,
+      data_len: dataLen,
+      data_uptr: this.userBuffer(data),
+      fault_id: faultId,
+      __reserved2: 0,
+    };
+    await this.ioctl(IOMMU_HWPT_ALLOC, cmd);
+    return cmd.out_hwpt_id;
+  }
+
+  /** Entry `iotlbId` of a mock nested domain's IOTLB holds `expected`. @linux test_cmd_hwpt_check_iotlb */
+  async testCmdHwptCheckIotlb(hwptId: number, iotlbId: number, expected: number): Promise<void> {
+    await this.cmd(IOMMU_TEST_OP.MD_CHECK_IOTLB, { id: hwptId, iotlb_id: iotlbId, iotlb: expected });
+  }
+
+  /** @linux test_cmd_hwpt_check_iotlb_all */
+  async testCmdHwptCheckIotlbAll(hwptId: number, expected: number): Promise<void> {
+    for (let i = 0; i < MOCK_NESTED_DOMAIN_IOTLB_NUM; i++) await this.testCmdHwptCheckIotlb(hwptId, i, expected);
+  }
+
+  /** Entry `cacheId` of a mock device's cache holds `expected`. @linux test_cmd_dev_check_cache */
+  async testCmdDevCheckCache(deviceId: number, cacheId: number, expected: number): Promise<void> {
+    await this.cmd(IOMMU_TEST_OP.DEV_CHECK_CACHE, { id: deviceId, cache_id: cacheId, cache: expected });
+  }
+
+  /** @linux test_cmd_dev_check_cache_all */
+  async testCmdDevCheckCacheAll(deviceId: number, expected: number): Promise<void> {
+    for (let i = 0; i < MOCK_DEV_CACHE_NUM; i++) await this.testCmdDevCheckCache(deviceId, i, expected);
+  }
+
+  /**
+   * IOMMU_HWPT_INVALIDATE on a nested HWPT or a vIOMMU with `entryNum` entries of `entryLen` bytes from `reqs`
+   * (`null`: a NULL pointer). Resolves to the errno (0 on success) and the `entry_num` the kernel wrote back, as
+   * the C helpers return both (`test_err_hwpt_invalidate` then `assert(num_inv == …)`).
+   * @linux _test_cmd_hwpt_invalidate (test_cmd_hwpt_invalidate, test_cmd_viommu_invalidate, test_err_*)
+   */
+  async testCmdHwptInvalidate(
+    hwptId: number,
+    reqs: Uint8Array | null,
+    dataType: number,
+    entryLen: number,
+    entryNum: number,
+  ): Promise<{ errno: string | 0; entryNum: number }> {
+    const cmd = {
+      size: 0,
+      hwpt_id: hwptId,
+      data_uptr: this.userBuffer(reqs),
+      data_type: dataType,
+      entry_len: entryLen,
+      entry_num: entryNum,
+      __reserved: 0,
+    };
+    const errno = await errnoOf(this.ioctl(IOMMU_HWPT_INVALIDATE, cmd));
+    return { errno, entryNum: cmd.entry_num };
+  }
+
+  /** Resolves to the vIOMMU ID. @linux test_cmd_viommu_alloc / _test_cmd_viommu_alloc */
+  async testCmdViommuAlloc(deviceId: number, hwptId: number, type: number, data: Uint8Array | null = null) {
+    const cmd = {
+      size: 0,
+      flags: 0,
+      type,
+      dev_id: deviceId,
+      hwpt_id: hwptId,
+      out_viommu_id: 0,
+      data_len: data?.length ?? 0,
+      __reserved: 0,
+      data_uptr: this.userBuffer(data),
+    };
+    await this.ioctl(IOMMU_VIOMMU_ALLOC, cmd);
+    return cmd.out_viommu_id;
+  }
+
+  /** Resolves to the vDEVICE ID. @linux test_cmd_vdevice_alloc / _test_cmd_vdevice_alloc */
+  async testCmdVdeviceAlloc(viommuId: number, idevId: number, virtId: number | bigint): Promise<number> {
+    const cmd = { size: 0, viommu_id: viommuId, dev_id: idevId, out_vdevice_id: 0, virt_id: BigInt(virtId) };
+    await this.ioctl(IOMMU_VDEVICE_ALLOC, cmd);
+    return cmd.out_vdevice_id;
+  }
+
+  /** Resolves to the HW queue ID. @linux test_cmd_hw_queue_alloc / _test_cmd_hw_queue_alloc */
+  async testCmdHwQueueAlloc(
+    viommuId: number,
+    type: number,
+    idx: number,
+    baseAddr: number | bigint,
+    len: number | bigint,
+  ): Promise<number> {
+    const cmd = {
+      size: 0,
+      flags: 0,
+      viommu_id: viommuId,
+      type,
+      index: idx,
+      out_hw_queue_id: 0,
+      nesting_parent_iova: BigInt(baseAddr),
+      length: BigInt(len),
+    };
+    await this.ioctl(IOMMU_HW_QUEUE_ALLOC, cmd);
+    return cmd.out_hw_queue_id;
+  }
+
+  /** A vEVENTQ of depth 2, as the C helper allocates. @linux test_cmd_veventq_alloc / _test_cmd_veventq_alloc */
+  async testCmdVeventqAlloc(viommuId: number, type: number, depth = 2): Promise<{ id: number; fd: number }> {
+    const cmd = {
+      size: 0,
+      flags: 0,
+      viommu_id: viommuId,
+      type,
+      veventq_depth: depth,
+      out_veventq_id: 0,
+      out_veventq_fd: 0,
+      __reserved: 0,
+    };
+    await this.ioctl(IOMMU_VEVENTQ_ALLOC, cmd);
+    return { id: cmd.out_veventq_id, fd: cmd.out_veventq_fd };
+  }
+
+  /** @linux test_cmd_trigger_vevents / _test_cmd_trigger_vevents */
+  async testCmdTriggerVevents(devId: number, nvevents: number): Promise<void> {
+    for (let i = 0; i < nvevents; i++) await this.cmd(IOMMU_TEST_OP.TRIGGER_VEVENT, { dev_id: devId });
+  }
+
+  /**
+   * Read `nvevents` selftest vEVENTs in one read of their total size and check them: EOVERFLOW (a rejection) for a
+   * LOST_EVENTS header or a gap after `prevSeq.value`, EINVAL for another virtual ID, EFAULT for an empty read.
+   * `prevSeq` carries the last sequence number seen (start at -1).
+   * @linux test_cmd_read_vevents / test_err_read_vevents / _test_cmd_read_vevents
+   */
+  async testCmdReadVevents(
+    eventFd: number,
+    nvevents: number,
+    virtId: number,
+    prevSeq: { value: number },
+  ): Promise<void> {
+    const hdrSize = iommufd_vevent_header.size;
+    const rec = hdrSize + VEVENT_SELFTEST_SIZE;
+    const got = await this.p.read(eventFd, nvevents * rec);
+    if (got.length <= 0) throw errnoError("EFAULT", "no vEVENT to read");
+    const data = new Uint8Array(nvevents * rec);
+    data.set(got);
+    const dv = new DataView(data.buffer);
+    for (let i = 0; i < nvevents; i++) {
+      const flags = dv.getUint32(i * rec, true);
+      const sequence = dv.getUint32(i * rec + 4, true);
+      if (flags & IOMMU_VEVENTQ_FLAG_LOST_EVENTS || sequence - prevSeq.value > 1) {
+        prevSeq.value = sequence;
+        throw errnoError("EOVERFLOW", `vEVENTs lost before sequence ${sequence}`);
+      }
+      prevSeq.value = sequence;
+      // The C helper reads the payload of the first record each time; so does this port.
+      if (dv.getUint32(hdrSize, true) !== virtId) throw errnoError("EINVAL", "vEVENT of another virtual ID");
+    }
+  }
+
+  /** Resolves to the fault object ID and its fd. @linux test_ioctl_fault_alloc / _test_ioctl_fault_alloc */
+  async testIoctlFaultAlloc(): Promise<{ id: number; fd: number }> {
+    const cmd = { size: 0, flags: 0, out_fault_id: 0, out_fault_fd: 0 };
+    await this.ioctl(IOMMU_FAULT_QUEUE_ALLOC, cmd);
+    return { id: cmd.out_fault_id, fd: cmd.out_fault_fd };
+  }
+
+  /**
+   * TRIGGER_IOPF for the device, then read the fault from `faultFd` and answer it SUCCESS by its cookie (EIO when
+   * nothing can be read or written).
+   * @linux test_cmd_trigger_iopf / test_cmd_trigger_iopf_pasid / _test_cmd_trigger_iopf
+   */
+  async testCmdTriggerIopfRespond(deviceId: number, pasid: number, faultFd: number): Promise<void> {
+    await this.cmd(IOMMU_TEST_OP.TRIGGER_IOPF, {
+      dev_id: deviceId,
+      pasid,
+      grpid: 0x2,
+      perm: IOMMU_PGFAULT_PERM_READ | IOMMU_PGFAULT_PERM_WRITE,
+      addr: 0xdeadbeafn,
+    });
+    const bytes = await this.p.read(faultFd, iommu_hwpt_pgfault.size);
+    if (bytes.length <= 0) throw errnoError("EIO", "no fault to read");
+    const fault = iommu_hwpt_pgfault.decode(bytes) as unknown as { cookie: number };
+    const response = iommu_hwpt_page_response.encode({
+      cookie: fault.cookie,
+      code: IOMMUFD_PAGE_RESP_SUCCESS,
+    } as never);
+    if ((await this.p.write(faultFd, response)) <= 0) throw errnoError("EIO", "page response not written");
   }
 
   /**

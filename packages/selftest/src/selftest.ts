@@ -29,7 +29,14 @@ import {
   provide,
   putUnusedFd,
 } from "@iommu-sim/core";
-import { MOCK_PAGE_SIZE, MockIommu, MockNestedDomain, MockPagingDomain } from "@iommu-sim/drivers-mock";
+import {
+  MOCK_PAGE_SIZE,
+  MockIommu,
+  MockNestedDomain,
+  MockPagingDomain,
+  mockDevCache,
+  mockViommuReportVevent,
+} from "@iommu-sim/drivers-mock";
 import {
   _IO,
   getIommufdCore,
@@ -70,14 +77,12 @@ import {
   PAGE_SIZE,
 } from "@iommu-sim/iommufd";
 import {
-  IOMMU_TEST_DEV_CACHE_DEFAULT,
   IOMMU_TEST_OP,
   type IommuTestCmd,
   iommu_test_cmd,
   MOCK_ACCESS_RW_SLOW_PATH,
   MOCK_ACCESS_RW_WRITE,
   MOCK_DEV_CACHE_ID_MAX,
-  MOCK_DEV_CACHE_NUM,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_ACCESS_WRITE,
   MOCK_FLAGS_DEVICE_HUGE_IOVA,
@@ -103,12 +108,10 @@ export const SELFTEST_DEFAULT_MEMORY_LIMIT = 65536;
 const ACCESS_MAX_LENGTH = 16 * 1024 * 1024;
 
 /**
- * A mock device the selftest created: the platform device and its per-device fake cache.
+ * A mock device the selftest created (its fake cache is drivers-mock's `mockDevCache(dev)`).
  * @linux struct mock_dev (selftest.c)
  */
 export class MockDev {
-  /** @linux mock_dev.cache */
-  readonly cache = new Uint32Array(MOCK_DEV_CACHE_NUM).fill(IOMMU_TEST_DEV_CACHE_DEFAULT);
   constructor(
     readonly dev: Device,
     /** @linux mock_dev.id */
@@ -449,13 +452,17 @@ async function testMdCheckIotlb(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMMU_
   }
 }
 
-/** @linux iommufd_test_dev_check_cache */
+/**
+ * Entry `cache_id` of the device's fake cache holds `cache` (EINVAL otherwise, or for a device the selftest did not
+ * create).
+ * @linux iommufd_test_dev_check_cache
+ */
 async function testDevCheckCache(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMMU_TEST_OP.DEV_CHECK_CACHE>) {
   const idev = iommufdGetDevice(ucmd.ictx, c.id);
   try {
-    const md = mockDevOf(machineOf(ucmd.ictx), idev.dev);
-    if (!md) throw kerr("EINVAL", "not a mock device");
-    if (c.cache_id > MOCK_DEV_CACHE_ID_MAX || md.cache[c.cache_id] !== c.cache) throw kerr("EINVAL");
+    if (!mockDevOf(machineOf(ucmd.ictx), idev.dev)) throw kerr("EINVAL", "not a mock device");
+    const cache = mockDevCache(idev.dev);
+    if (c.cache_id > MOCK_DEV_CACHE_ID_MAX || cache[c.cache_id] !== c.cache) throw kerr("EINVAL");
   } finally {
     iommufdPutObject(ucmd.ictx, idev);
   }
@@ -693,6 +700,32 @@ async function testTriggerIopf(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMMU_T
   }
 }
 
+/**
+ * Report a selftest vEVENT for the device: the vIOMMU is the one of the nested HWPT its RID is attached to, the
+ * payload its virtual ID there. ENOENT when it is not attached to a nested HWPT of a vIOMMU or has no vDEVICE;
+ * EOPNOTSUPP when the vIOMMU has no selftest vEVENTQ.
+ * @linux iommufd_test_trigger_vevent
+ */
+async function testTriggerVevent(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMMU_TEST_OP.TRIGGER_VEVENT>) {
+  const idev = iommufdGetDevice(ucmd.ictx, c.dev_id);
+  try {
+    // mdev->viommu: set when the RID is attached to a nested domain allocated on a vIOMMU.
+    const domain = iommufdDeviceAttachedHwpt(idev, IOMMU_NO_PASID)?.domain;
+    const viommu = domain instanceof MockNestedDomain ? domain.viommu : undefined;
+    if (!viommu) throw kerr("ENOENT", `${idev} is not attached to a nested HWPT of a vIOMMU`);
+    let virtId = 0;
+    try {
+      virtId = viommu.getVdevId(idev.dev);
+    } catch {
+      // No vDEVICE: mdev->vdev_id is 0.
+    }
+    if (!virtId) throw kerr("ENOENT", `${idev} has no vDEVICE`);
+    await mockViommuReportVevent(viommu, virtId);
+  } finally {
+    iommufdPutObject(ucmd.ictx, idev);
+  }
+}
+
 /** @linux iommufd_test_pasid_attach */
 async function testPasidAttach(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMMU_TEST_OP.PASID_ATTACH>) {
   const sobj = getSelftestObj(ucmd.ictx, c.id);
@@ -759,8 +792,7 @@ async function testPasidCheckHwpt(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMM
 }
 
 /**
- * The IOMMU_TEST_CMD handler: dispatch on `op`. EOPNOTSUPP for an unknown op, and for TRIGGER_VEVENT until
- * iommufd exports vEVENTQs.
+ * The IOMMU_TEST_CMD handler: dispatch on `op`. EOPNOTSUPP for an unknown op.
  * @linux iommufd_test
  */
 export async function iommufdTest(ucmd: IommufdUcmd): Promise<void> {
@@ -813,7 +845,7 @@ export async function iommufdTest(ucmd: IommufdUcmd): Promise<void> {
     case O.PASID_CHECK_HWPT:
       return testPasidCheckHwpt(ucmd, cmd as C<"PASID_CHECK_HWPT">);
     case O.TRIGGER_VEVENT:
-      throw kerr("EOPNOTSUPP", "TRIGGER_VEVENT needs iommufd's vIOMMU/vEVENTQ, not available yet");
+      return testTriggerVevent(ucmd, cmd as C<"TRIGGER_VEVENT">);
     default:
       throw kerr("EOPNOTSUPP", `unknown IOMMU_TEST_OP ${cmd.op}`);
   }

@@ -176,6 +176,13 @@ export interface IommuViommu {
   findDev(virtId: number): Device | undefined;
   /** The virtual ID of `dev` in this vIOMMU; ENOENT without a vDEVICE. @linux iommufd_viommu_get_vdev_id */
   getVdevId(dev: Device): number;
+  /**
+   * Report a driver event of `type` (an `IOMMU_VEVENTQ_TYPE_*`) with its payload to the vIOMMU's vEVENTQ of that
+   * type. Rejects with EOPNOTSUPP when there is no such queue, ENOMEM when the event was dropped (a lost-events
+   * record is queued instead). Async because Linux takes the vEVENTQ list's rwsem, which may sleep.
+   * @linux iommufd_viommu_report_event
+   */
+  reportEvent(type: number, data: Uint8Array): Promise<void>;
 }
 
 /**

@@ -2,10 +2,10 @@
  * Events the mock reports to user space: a vEVENT for a virtual device (what the selftest's TRIGGER_VEVENT does)
  * and a page request from a device (what TRIGGER_IOPF stands for, sent through the hardware model so it takes the
  * real path: fault queue, fault thread, io-pgfault). The driver reaches iommufd only through the vIOMMU object it
- * was handed (`IommuViommu`), which iommufd links to its event queues; this package never imports iommufd.
+ * was handed (`IommuViommu.reportEvent`); this package never imports iommufd.
  * @linux iommufd_test_trigger_vevent, iommufd_test_trigger_iopf (drivers/iommu/iommufd/selftest.c)
  */
-import { kerr } from "@iommu-sim/core";
+import type { IommuViommu } from "@iommu-sim/core";
 import type { MockIommuHw, MockPageRequest } from "../hw/mock-iommu.js";
 import type { MockIommu } from "./mock-iommu.js";
 
@@ -13,13 +13,6 @@ import type { MockIommu } from "./mock-iommu.js";
 export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeefbeef;
 /** sizeof(struct iommu_viommu_event_selftest). @linux struct iommu_viommu_event_selftest { __u32 virt_id; } */
 export const IOMMU_VIOMMU_EVENT_SELFTEST_SIZE = 4;
-
-/** Where iommufd lets a vIOMMU's driver report events (see iommufd's `IOMMUFD_VIOMMU_EVENT_SINK`). */
-const EVENT_SINK = Symbol.for("iommu-sim.iommufd.viommu-event-sink");
-
-interface EventSink {
-  reportEvent(type: number, data: Uint8Array): Promise<void>;
-}
 
 /**
  * Encode a `struct iommu_viommu_event_selftest`.
@@ -33,14 +26,12 @@ export function encodeViommuEventSelftest(virtId: number): Uint8Array {
 
 /**
  * Report a selftest vEVENT for the virtual device `virtId` on `viommu` (the vIOMMU object the driver was given in
- * `viommuInit`). EOPNOTSUPP when the vIOMMU has no vEVENTQ of the selftest type (or iommufd never linked it),
- * ENOMEM when the event was dropped for want of memory (a lost-events record is queued then).
+ * `viommuInit`). EOPNOTSUPP when the vIOMMU has no vEVENTQ of the selftest type, ENOMEM when the event was dropped
+ * for want of memory (a lost-events record is queued then).
  * @linux iommufd_test_trigger_vevent -> iommufd_viommu_report_event(IOMMU_VEVENTQ_TYPE_SELFTEST)
  */
-export async function mockViommuReportVevent(viommu: object, virtId: number): Promise<void> {
-  const sink = (viommu as { [EVENT_SINK]?: EventSink })[EVENT_SINK];
-  if (!sink) throw kerr("EOPNOTSUPP", "the vIOMMU has no event queue");
-  await sink.reportEvent(IOMMU_VEVENTQ_TYPE_SELFTEST, encodeViommuEventSelftest(virtId));
+export async function mockViommuReportVevent(viommu: IommuViommu, virtId: number): Promise<void> {
+  await viommu.reportEvent(IOMMU_VEVENTQ_TYPE_SELFTEST, encodeViommuEventSelftest(virtId));
 }
 
 /**

@@ -108,7 +108,10 @@ export function createMockViommuOps(deps: MockViommuDeps): IommuViommuOps {
     },
     /** @linux mock_viommu_alloc_domain_nested */
     allocDomainNested: async (viommu, flags, userData) => {
-      if (flags & ~IOMMU_HWPT_ALLOC.FAULT_ID_VALID) throw kerr("EOPNOTSUPP", "mock: unsupported nested flags");
+      // iommufd strips FAULT_ID_VALID in Linux; accepting it here is the same.
+      if (flags & ~(IOMMU_HWPT_ALLOC.FAULT_ID_VALID | IOMMU_HWPT_ALLOC.PASID)) {
+        throw kerr("EOPNOTSUPP", "mock: unsupported nested flags");
+      }
       return deps.allocNested(mockOf(viommu).parent, userData, viommu);
     },
     /** @linux mock_viommu_cache_invalidate */

@@ -8,6 +8,7 @@ import { IOMMU_DOMAIN, type IommuDirtyOps, IommuDomain, type IommuDomainOps, typ
 import { type ArmLpaeS1Cfg, type ArmLpaeS2Cfg, armLpaeS1Cfg, armLpaeS2Cfg } from "./io-pgtable-arm.js";
 import type { ArmSmmuMasterDomain } from "./master.js";
 import type { ArmSmmuDevice } from "./smmu.js";
+import type { ArmVsmmu } from "./viommu.js";
 
 /** Translation stage of a paging domain. @linux enum arm_smmu_domain_stage */
 export const ARM_SMMU_DOMAIN = { S1: 0, S2: 1 } as const;
@@ -76,6 +77,11 @@ export class ArmSmmuNestedDomain extends IommuDomain {
     readonly ste: readonly [bigint, bigint],
     /** The guest asked for ATS (EATS=TRANS with a stage-1 vSTE). @linux arm_smmu_nested_domain.enable_ats */
     readonly enableAts: boolean,
+    /**
+     * The vIOMMU it was allocated on; undefined for one allocated straight on a parent (kernel-API tests only).
+     * @linux arm_smmu_nested_domain.vsmmu
+     */
+    readonly vsmmu: ArmVsmmu | undefined = undefined,
   ) {
     super({ ops, type: IOMMU_DOMAIN.NESTED, diag: parent.smmu.core.diag, name: `arm_smmu_nested(${parent.name})` });
   }

@@ -31,6 +31,7 @@ import {
   type IommuOps,
   type IommuPageResponse,
   type IommuUserData,
+  type IommuViommuOps,
   IoPageTable,
   type IopfFault,
   IotlbGather,
@@ -53,9 +54,10 @@ import {
 } from "@iommu-sim/core";
 import { ARM_SMMU_DOMAIN, ArmSmmuDomain, ArmSmmuNestedDomain, pagingOf } from "./domain.js";
 import { armLpaeFormat, armLpaeRestrictPgsizes } from "./io-pgtable-arm.js";
+import { type ArmSmmuVste, armSmmuHwInfo, armSmmuValidateVste } from "./iommufd.js";
 import { ArmSmmuMaster, type ArmSmmuMasterDomain } from "./master.js";
 import { type CmdEnt, newCmdEnt } from "./queue.js";
-import { CMD_VAL, CMDQ_OP, STE, STE_NESTING_ALLOWED, STE_VAL } from "./regs.js";
+import { CMD_VAL, CMDQ_OP, STE, STE_VAL } from "./regs.js";
 import {
   ArmSmmuDevice,
   type ArmSmmuEvent,
@@ -64,11 +66,16 @@ import {
   type ArmSmmuV3Options,
 } from "./smmu.js";
 import { makeAbortSte, makeBypassSte, makeCdtableSte, makeNestedDomainSte, makeS1Cd, makeS2DomainSte } from "./ste.js";
+import {
+  type ArmSmmuVmaster,
+  type ArmVsmmu,
+  armSmmuGetViommuSize,
+  armSmmuPrepareVmaster,
+  armVmasterReportEvent,
+  armVsmmuInit,
+  createArmVsmmuOps,
+} from "./viommu.js";
 
-/** Hardware-info type of SMMUv3. @linux IOMMU_HW_INFO_TYPE_ARM_SMMUV3 */
-export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
-/** Nested HWPT data type: a vSTE. @linux IOMMU_HWPT_DATA_ARM_SMMUV3 */
-export const IOMMU_HWPT_DATA_ARM_SMMUV3 = 2;
 /** The software MSI window. @linux MSI_IOVA_BASE / MSI_IOVA_LENGTH */
 export const MSI_IOVA_BASE = 0x8000000;
 export const MSI_IOVA_LENGTH = 0x100000;
@@ -119,6 +126,8 @@ interface AttachState {
   disableAts: boolean;
   cdNeedsAts: boolean;
   newMd: ArmSmmuMasterDomain | undefined;
+  /** @linux arm_smmu_attach_state.vmaster */
+  vmaster: ArmSmmuVmaster | undefined;
 }
 
 /**
@@ -136,6 +145,10 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   readonly identity: IommuDomain;
   readonly blocked: IommuDomain;
   readonly instances = new Set<ArmSmmuDevice>();
+  /** @linux arm_vsmmu_ops */
+  readonly viommuOps: IommuViommuOps;
+  /** The vmaster of each master attached to a stage-1 nested domain of a vIOMMU. @linux arm_smmu_master.vmaster */
+  readonly vmasters = new WeakMap<ArmSmmuMaster, ArmSmmuVmaster>();
   private readonly mixed = new WeakSet<IotlbGather>();
   private batchSmmu: ArmSmmuDevice | undefined;
   private readonly batch = new CmdBatch(() => this.batchSmmu!);
@@ -167,6 +180,10 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
       attachDev: (d, dev, old) => this.attachDevNested(d as ArmSmmuNestedDomain, dev, old),
       free: () => {},
     };
+    this.viommuOps = createArmVsmmuOps({
+      master: (dev) => this.master(dev),
+      allocNested: (vsmmu, vste) => this.newNested(vsmmu.s2Parent, vste, vsmmu),
+    });
     this.identity = new IommuDomain({
       type: IOMMU_DOMAIN.IDENTITY,
       name: "arm_smmu_identity",
@@ -183,10 +200,12 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     this.ops = {
       owner: ctx.owner,
       capable: (dev, cap) => this.capable(dev, cap),
-      hwInfo: (dev) => this.hwInfo(dev),
+      hwInfo: (dev, type) => this.hwInfo(dev, type),
       domainAllocPaging: (dev) => this.domainAllocPagingFlags(dev, 0, undefined),
       domainAllocPagingFlags: (dev, flags, data) => this.domainAllocPagingFlags(dev, flags, data),
-      domainAllocNested: (dev, parent, flags, data) => this.domainAllocNested(dev, parent, flags, data),
+      // Nested domains come only from a vIOMMU (arm_vsmmu_alloc_domain_nested), as in Linux.
+      getViommuSize: (dev, type) => armSmmuGetViommuSize(this.master(dev), type),
+      viommuInit: (viommu, parent, data) => armVsmmuInit(viommu, parent, data, this.viommuOps),
       identityDomain: this.identity,
       blockedDomain: this.blocked,
       releaseDomain: this.blocked,
@@ -302,6 +321,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     if (master.domain !== this.blocked)
       this.attachDevSte(master, makeAbortSte(), STE_VAL.S1DSS_TERMINATE, undefined, this.blocked);
     for (const sid of master.streams) smmu.streams.delete(sid);
+    this.commitVmaster(master, undefined);
     master.freeCdTables();
   }
 
@@ -335,16 +355,12 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   }
 
   /**
-   * `struct iommu_hw_info_arm_smmuv3 { __u32 flags, __reserved, idr[6], iidr, aidr; }`.
+   * `struct iommu_hw_info_arm_smmuv3 { __u32 flags, __reserved, idr[6], iidr, aidr; }` from the ID registers read
+   * at probe.
    * @linux arm_smmu_hw_info
    */
-  hwInfo(dev: Device): { type: number; data: Uint8Array } {
-    const smmu = this.master(dev).smmu;
-    const data = new Uint8Array(40);
-    const v = new DataView(data.buffer);
-    for (let i = 0; i < 6; i++) v.setUint32(8 + 4 * i, smmu.idr[i]!, true);
-    v.setUint32(32, smmu.iidr, true);
-    return { type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3, data };
+  hwInfo(dev: Device, type = 0): { type: number; data: Uint8Array } {
+    return armSmmuHwInfo(this.master(dev).smmu, type);
   }
 
   // --- domains ----------------------------------------------------------------------------------------------
@@ -437,8 +453,9 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   }
 
   /**
-   * A nested domain from `struct iommu_hwpt_arm_smmuv3 { __aligned_le64 ste[2]; }`: EIO for vSTE bits outside
-   * the allowed set or a config other than abort/bypass/stage 1, EINVAL for a parent that is not a nesting parent.
+   * A nested domain straight on a stage-2 parent, without a vIOMMU (kernel-API tests; Linux allocates nested
+   * domains only through arm_vsmmu_alloc_domain_nested, which iommufd reaches via the vIOMMU's ops). EINVAL for a
+   * parent that is not a nesting parent of this SMMU; the vSTE checks of {@link armSmmuValidateVste}.
    * @linux arm_vsmmu_alloc_domain_nested / arm_smmu_validate_vste
    */
   async domainAllocNested(dev: Device, parent: IommuDomain, flags: number, data: IommuUserData): Promise<IommuDomain> {
@@ -447,29 +464,12 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     if (!(parent instanceof ArmSmmuDomain) || !parent.nestParent || parent.smmu !== master.smmu) {
       throw kerr("EINVAL", "arm-smmu-v3: parent is not a nesting parent of this SMMU");
     }
-    if (data.type !== IOMMU_HWPT_DATA_ARM_SMMUV3) throw kerr("EOPNOTSUPP", "arm-smmu-v3: bad nested data type");
-    if (data.data.length < 16) throw kerr("EINVAL", "arm-smmu-v3: short vSTE");
-    const v = new DataView(data.data.buffer, data.data.byteOffset, 16);
-    let s0 = v.getBigUint64(0, true);
-    let s1 = v.getBigUint64(8, true);
-    let enableAts = false;
-    if (!(s0 & STE.V.mask)) {
-      s0 = 0n;
-      s1 = 0n;
-    } else {
-      if (s0 & ~STE_NESTING_ALLOWED.Q0 || s1 & ~STE_NESTING_ALLOWED.Q1)
-        throw kerr("EIO", "arm-smmu-v3: vSTE bits not allowed");
-      const cfg = Number((s0 & STE.CFG.mask) >> 1n);
-      if (cfg !== STE_VAL.CFG_ABORT && cfg !== STE_VAL.CFG_BYPASS && cfg !== STE_VAL.CFG_S1_TRANS) {
-        throw kerr("EIO", "arm-smmu-v3: vSTE config not allowed");
-      }
-      const eats = Number((s1 & STE.EATS.mask) >> BigInt(STE.EATS.bit));
-      s1 &= ~STE.EATS.mask;
-      if (eats !== STE_VAL.EATS_ABT && eats !== STE_VAL.EATS_TRANS)
-        throw kerr("EIO", "arm-smmu-v3: vSTE EATS not allowed");
-      enableAts = cfg === STE_VAL.CFG_S1_TRANS && eats === STE_VAL.EATS_TRANS;
-    }
-    const d = new ArmSmmuNestedDomain(this.nestedOps, parent, [s0, s1], enableAts);
+    return this.newNested(parent, armSmmuValidateVste(data), undefined);
+  }
+
+  /** @linux the allocation half of arm_vsmmu_alloc_domain_nested */
+  private newNested(parent: ArmSmmuDomain, vste: ArmSmmuVste, vsmmu: ArmVsmmu | undefined): ArmSmmuNestedDomain {
+    const d = new ArmSmmuNestedDomain(this.nestedOps, parent, vste.ste, vste.enableAts, vsmmu);
     d.owner = this.ops;
     return d;
   }
@@ -514,6 +514,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   /** @linux arm_smmu_attach_prepare */
   private async attachPrepare(state: AttachState, newDomain: IommuDomain): Promise<void> {
     const master = state.master;
+    if (newDomain instanceof ArmSmmuNestedDomain) state.vmaster = armSmmuPrepareVmaster(newDomain, master.dev);
     const paging = pagingOf(newDomain);
     // ATS only with page tables behind it (bypass/abort STEs deny translated traffic).
     if (paging || state.cdNeedsAts) state.atsEnabled = !state.disableAts && master.atsSupported;
@@ -538,6 +539,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   /** @linux arm_smmu_attach_commit */
   private async attachCommit(state: AttachState): Promise<void> {
     const master = state.master;
+    if (state.ssid === 0) this.commitVmaster(master, state.vmaster);
     if (state.atsEnabled && master.atsEnabled) this.atcInvMaster(master, state.ssid);
     else if (state.atsEnabled && !master.atsEnabled) this.atcInvMaster(master, 0);
     master.atsEnabled = state.atsEnabled;
@@ -591,7 +593,22 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   }
 
   private newState(master: ArmSmmuMaster, ssid: number, old: IommuDomain | undefined): AttachState {
-    return { master, ssid, oldDomain: old, atsEnabled: false, disableAts: false, cdNeedsAts: false, newMd: undefined };
+    return {
+      master,
+      ssid,
+      oldDomain: old,
+      atsEnabled: false,
+      disableAts: false,
+      cdNeedsAts: false,
+      newMd: undefined,
+      vmaster: undefined,
+    };
+  }
+
+  /** @linux arm_smmu_attach_commit_vmaster / arm_smmu_master_clear_vmaster */
+  private commitVmaster(master: ArmSmmuMaster, vmaster: ArmSmmuVmaster | undefined): void {
+    if (vmaster) this.vmasters.set(master, vmaster);
+    else this.vmasters.delete(master);
   }
 
   /** @linux arm_smmu_attach_dev_nested */
@@ -633,6 +650,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     this.installSteForDev(master, target);
     master.atsEnabled = state.atsEnabled;
     this.removeMasterDomain(master, state.oldDomain, 0, undefined);
+    this.commitVmaster(master, undefined);
     master.domain = domain;
     // After leaving the old domain's device list, so nothing else rewrites CD 0.
     if (master.cdTable && (master.readCd(0)[0]! & (1n << 31n)) !== 0n) master.clearCd(0);
@@ -893,6 +911,17 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
       };
       await this.report(master, f);
       return;
+    }
+    const vmaster = this.vmasters.get(master);
+    if (vmaster && !evt.s2) {
+      // A guest's stage-1 fault: to its vEVENTQ with the virtual SID, instead of being logged here.
+      try {
+        await armVmasterReportEvent(vmaster, evt.raw);
+        return;
+      } catch (e) {
+        // No vEVENTQ (EOPNOTSUPP) or a dropped event: Linux logs the event as unhandled.
+        if (!(e instanceof KernelError)) throw e;
+      }
     }
     const domain = evt.ssv ? master.pasids.get(evt.ssid) : master.domain;
     if (domain) reportIommuFault(domain, master.dev, evt.addr, evt.rnw ? IOMMU_FAULT_READ : IOMMU_FAULT_WRITE);

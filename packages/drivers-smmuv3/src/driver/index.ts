@@ -11,11 +11,13 @@ export * from "./domain.js";
 export * from "./driver.js";
 export * from "./entry-writer.js";
 export * from "./io-pgtable-arm.js";
+export * from "./iommufd.js";
 export * from "./master.js";
 export * from "./queue.js";
 export * from "./regs.js";
 export * from "./smmu.js";
 export * from "./ste.js";
+export * from "./viommu.js";
 
 /** What {@link createArmSmmuV3Driver} takes: driver options plus the hardware models to ship. */
 export interface ArmSmmuV3ModuleOptions extends ArmSmmuV3Options {

@@ -328,6 +328,37 @@ export class ArmSmmuCmdq {
     if (sync) this.pollUntilSync(syncIdx);
   }
 
+  /**
+   * Issue `count` already-encoded commands (four 32-bit words each, as a guest built them and the vIOMMU rewrote
+   * them), then a CMD_SYNC when `sync`, and wait for it.
+   * @linux arm_smmu_cmdq_issue_cmdlist (with the u64 cmds of arm_vsmmu_cache_invalidate)
+   */
+  issueRaw(words: Uint32Array, count: number, sync: boolean): void {
+    const cap = this.q.idxMask + 1;
+    let i = 0;
+    while (i < count) {
+      const n = Math.min(count - i, cap - 1);
+      this.waitSpace(n + (sync && i + n === count ? 1 : 0));
+      for (let k = 0; k < n; k++) {
+        const pa = this.q.entPa(this.q.prod);
+        const at = 4 * (i + k);
+        for (let j = 0; j < 4; j++) this.memory.write32(pa + 4 * j, words[at + j]!);
+        this.q.prod = this.q.inc(this.q.prod, 1);
+        this.issued++;
+      }
+      i += n;
+      if (i < count) this.regs.writel(this.q.prodReg, this.q.prod);
+    }
+    let syncIdx = -1;
+    if (sync) {
+      this.waitSpace(1);
+      syncIdx = this.q.prod;
+      this.writeEntry(this.syncEnt);
+    }
+    this.regs.writel(this.q.prodReg, this.q.prod);
+    if (sync) this.pollUntilSync(syncIdx);
+  }
+
   /** Issue one command, optionally followed by a CMD_SYNC. @linux arm_smmu_cmdq_issue_cmd(_with_sync) */
   issueOne(ent: CmdEnt, sync: boolean): void {
     this.issue([ent], 1, sync);

@@ -18,6 +18,7 @@ import {
   XArray,
 } from "@iommu-sim/core";
 import { armSmmuGetSteUsed, armSmmuWriteEntry, type EntryQwords, type EntryWriter } from "./entry-writer.js";
+import { SMMU_REG_ID } from "./iommufd.js";
 import type { ArmSmmuMaster } from "./master.js";
 import { ArmSmmuCmdq, ArmSmmuQueue, type CmdEnt, newCmdEnt, type SmmuRegs } from "./queue.js";
 import {
@@ -200,6 +201,8 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
   /** Raw ID registers, for GET_HW_INFO. */
   idr = new Uint32Array(6);
   iidr = 0;
+  /** @linux ARM_SMMU_AIDR, read for IOMMU_GET_HW_INFO */
+  aidr = 0;
   strtab: ArmSmmuStrtab | undefined;
   cmdq!: ArmSmmuCmdq;
   evtq!: ArmSmmuQueue;
@@ -266,8 +269,10 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
     const idr1 = this.readl(SMMU_REG.IDR1);
     const idr3 = this.readl(SMMU_REG.IDR3);
     const idr5 = this.readl(SMMU_REG.IDR5);
-    this.idr.set([idr0, idr1, 0, idr3, 0, idr5]);
+    // Every ID register is kept for IOMMU_GET_HW_INFO (arm_smmu_hw_info reads them all).
+    this.idr.set([idr0, idr1, this.readl(SMMU_REG_ID.IDR2), idr3, this.readl(SMMU_REG_ID.IDR4), idr5]);
     this.iidr = this.readl(SMMU_REG.IIDR);
+    this.aidr = this.readl(SMMU_REG_ID.AIDR);
     const f: ArmSmmuFeatures = {
       twoLvlStrtab: get32(idr0, IDR0.ST_LVL) === IDR0_VAL.ST_LVL_2LVL,
       twoLvlCdtab: get32(idr0, IDR0.CD2L) !== 0,
