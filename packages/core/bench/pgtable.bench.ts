@@ -4,21 +4,21 @@
  *   npx tsx packages/core/bench/pgtable.bench.ts
  *
  * Format: the test LPAE-shaped 4 KiB, 4-level format (fmt/test-4k.ts), IAS 48.
- * Baselines, written plainly here:
- * - raw radix: a 4-level, 512-way radix table over Int32Array frames (lo/hi words per entry) with integer arithmetic,
- *   walking to the leaf table once per 512 pages as the engine does; its map allocates zeroed frames, its unmap
- *   clears entries (and drops emptied leaf frames when a whole table is covered).
- * - map: a Map<pageNumber, frame> set/delete/get per page.
- * - tlb: a direct-mapped Int32Array TLB lookup (tag + data arrays), for iova_to_phys only.
+ * Baselines, the shared ones of baselines.ts:
+ * - raw radix (RawRadix): a 4-level, 512-way radix table over Int32Array frames (lo/hi words per entry) with integer
+ *   arithmetic, walking to the leaf table once per 512 pages as the engine does; its map allocates zeroed frames, its
+ *   unmap clears entries (and drops emptied leaf frames when a whole table is covered).
+ * - map (PageMap): a Map<pageNumber, frame> set/delete/get per page.
+ * - tlb (DirectTlb): a direct-mapped Int32Array TLB lookup (tag + data arrays), for iova_to_phys only.
  * Figures are medians of ROUNDS rounds, interleaved across cases. Results are appended to bench/results.json.
  */
-import { mulberry32 } from "../src/kernel/fault-inject.js";
 import { IoPageTable } from "../src/pgtable/engine.js";
 import { TEST_4K_FORMAT } from "../src/pgtable/fmt/test-4k.js";
 import { IotlbGather } from "../src/pgtable/gather.js";
 import { IOMMU_READ, IOMMU_WRITE } from "../src/pgtable/prot.js";
 import { PhysicalMemory } from "../src/platform/memory.js";
 import { PageAllocator } from "../src/platform/page-alloc.js";
+import { DirectTlb, PageMap, pageNumbers, RawRadix, randomIovas } from "./baselines.js";
 import { appendResults, type BenchResult } from "./harness.js";
 
 const ROUNDS = 7;
@@ -44,112 +44,10 @@ function engineUnmap(iova: number, pgsize: number, count: number): number {
   return n;
 }
 
-// --- baseline: raw 4-level radix over Int32Array frames ----------------------------------------------------------
-class RawRadix {
-  frames: Int32Array[] = [new Int32Array(1024)];
-  free: number[] = [];
-  allocFrame(): number {
-    const f = this.free.pop();
-    if (f !== undefined) return f;
-    this.frames.push(new Int32Array(1024));
-    return this.frames.length - 1;
-  }
-  /** Leaf (level-0) frame for page number `pn`, allocating on the way. Entries: lo = frame+1 | 3 (table). */
-  leafFor(pn: number): number {
-    let t = 0;
-    for (let l = 3; l > 0; l--) {
-      const idx = Math.floor(pn / 2 ** (9 * l)) & 511;
-      const f = this.frames[t]!;
-      let lo = f[idx << 1]!;
-      if (lo === 0) {
-        const c = this.allocFrame();
-        lo = (c << 12) | 3 | 0;
-        f[idx << 1] = lo;
-      }
-      t = lo >>> 12;
-    }
-    return t;
-  }
-  map(pn: number, pfn: number, count: number): void {
-    let left = count;
-    while (left > 0) {
-      const f = this.frames[this.leafFor(pn)]!;
-      let idx = pn & 511;
-      const n = Math.min(left, 512 - idx);
-      for (let k = 0; k < n; k++, idx++) {
-        const w = idx << 1;
-        if (f[w] !== 0) throw new Error("exists");
-        f[w + 1] = (pfn / 1048576) | 0;
-        f[w] = (pfn << 12) | 0x403 | 0;
-        pfn++;
-      }
-      pn += n;
-      left -= n;
-    }
-  }
-  unmap(pn: number, count: number): number {
-    let left = count;
-    let done = 0;
-    while (left > 0) {
-      let t = 0;
-      let parent: Int32Array | null = null;
-      let pidx = 0;
-      for (let l = 3; l > 0; l--) {
-        const idx = Math.floor(pn / 2 ** (9 * l)) & 511;
-        parent = this.frames[t]!;
-        pidx = idx << 1;
-        t = parent[pidx]! >>> 12;
-      }
-      const f = this.frames[t]!;
-      let idx = pn & 511;
-      const n = Math.min(left, 512 - idx);
-      const whole = idx === 0 && n === 512;
-      for (let k = 0; k < n; k++, idx++) {
-        const w = idx << 1;
-        if (f[w] === 0) return done;
-        f[w] = 0;
-        f[w + 1] = 0;
-      }
-      if (whole && parent) {
-        parent[pidx] = 0;
-        this.free.push(t);
-      }
-      pn += n;
-      left -= n;
-      done += n;
-    }
-    return done;
-  }
-  walk(iova: number): number {
-    let t = 0;
-    const pn = Math.floor(iova / 4096);
-    for (let l = 3; l > 0; l--) {
-      const lo = this.frames[t]![(Math.floor(pn / 2 ** (9 * l)) & 511) << 1]!;
-      if (lo === 0) return 0;
-      t = lo >>> 12;
-    }
-    const f = this.frames[t]!;
-    const w = (pn & 511) << 1;
-    const lo = f[w]!;
-    if (lo === 0) return 0;
-    return f[w + 1]! * 4294967296 + ((lo & ~0xfff) >>> 0) + (iova % 4096);
-  }
-}
-const raw = new RawRadix();
-
-// --- baseline: Map<pageNumber, frame> -----------------------------------------------------------------------------
-const jsMap = new Map<number, number>();
-function mapMap(pn: number, pfn: number, count: number): void {
-  for (let i = 0; i < count; i++) jsMap.set(pn + i, pfn + i);
-}
-function mapUnmap(pn: number, count: number): void {
-  for (let i = 0; i < count; i++) jsMap.delete(pn + i);
-}
-
-// --- baseline: direct-mapped TLB ----------------------------------------------------------------------------------
-const TLB_BITS = 12;
-const tlbTag = new Int32Array(1 << TLB_BITS).fill(-1);
-const tlbData = new Int32Array(1 << TLB_BITS);
+// --- baselines (baselines.ts) ----------------------------------------------------------------------------------
+const raw = new RawRadix(12);
+const jsMap = new PageMap(4096);
+const tlb = new DirectTlb(12, 4096);
 
 // --- timing -------------------------------------------------------------------------------------------------------
 function median(xs: number[]): number {
@@ -236,14 +134,14 @@ const pfn0 = BASE_PA / 4096;
         {
           name: "jsmap-map",
           fn: () => {
-            mapMap(pn0, pfn0, PAGES_1G);
+            jsMap.map(pn0, pfn0, PAGES_1G);
             return 0;
           },
         },
         {
           name: "jsmap-unmap",
           fn: () => {
-            mapUnmap(pn0, PAGES_1G);
+            jsMap.unmap(pn0, PAGES_1G);
             return 0;
           },
         },
@@ -323,8 +221,8 @@ const pfn0 = BASE_PA / 4096;
           fn: () => {
             for (let i = 0; i < REPS; i++) {
               const pn = pn0 - 2 - (i & 255);
-              jsMap.set(pn, pfn0);
-              jsMap.delete(pn);
+              jsMap.map(pn, pfn0);
+              jsMap.unmap(pn);
             }
             return jsMap.size;
           },
@@ -362,8 +260,8 @@ const pfn0 = BASE_PA / 4096;
           name: "jsmap-map+unmap",
           fn: () => {
             for (let i = 0; i < 200; i++) {
-              mapMap(pn0 + 256, pfn0, 256);
-              mapUnmap(pn0 + 256, 256);
+              jsMap.map(pn0 + 256, pfn0, 256);
+              jsMap.unmap(pn0 + 256, 256);
             }
             return jsMap.size;
           },
@@ -396,19 +294,10 @@ const pfn0 = BASE_PA / 4096;
 {
   pt.map(BASE_IOVA, BASE_PA, 4 * KiB, PAGES_1G, RW);
   raw.map(pn0, pfn0, PAGES_1G);
-  mapMap(pn0, pfn0, PAGES_1G);
-  const rnd = mulberry32(7);
-  const iovas = new Float64Array(LOOKUPS);
-  const pns = new Int32Array(LOOKUPS);
-  for (let i = 0; i < LOOKUPS; i++) {
-    const p = Math.floor(rnd() * PAGES_1G);
-    pns[i] = pn0 + p;
-    iovas[i] = BASE_IOVA + p * 4096 + (i & 4095);
-  }
-  for (let i = 0; i < tlbTag.length; i++) {
-    tlbTag[i] = pn0 + i;
-    tlbData[i] = pfn0 + i;
-  }
+  jsMap.map(pn0, pfn0, PAGES_1G);
+  const iovas = randomIovas({ base: BASE_IOVA, pages: PAGES_1G, pageSize: 4096 }, LOOKUPS, 7, 1);
+  const pns = pageNumbers(iovas, 4096);
+  for (let i = 0; i < tlb.tag.length; i++) tlb.fill(pn0 + i, pfn0 + i);
   const m = measure([
     {
       name: "lookup",
@@ -424,29 +313,17 @@ const pfn0 = BASE_PA / 4096;
         },
         {
           name: "raw-walk",
-          fn: () => {
-            let s = 0;
-            for (let i = 0; i < LOOKUPS; i++) s += raw.walk(iovas[i]!);
-            return s;
-          },
+          fn: () => raw.walkAll(iovas),
         },
         {
           name: "tlb",
-          fn: () => {
-            let s = 0;
-            for (let i = 0; i < LOOKUPS; i++) {
-              const pn = pns[i]!;
-              const k = pn & ((1 << TLB_BITS) - 1);
-              s += tlbTag[k] === pn ? tlbData[k]! : -1;
-            }
-            return s;
-          },
+          fn: tlb.lookupAllFn(pns),
         },
         {
           name: "jsmap",
           fn: () => {
             let s = 0;
-            for (let i = 0; i < LOOKUPS; i++) s += jsMap.get(pns[i]!) ?? 0;
+            for (let i = 0; i < LOOKUPS; i++) s += jsMap.lookup(pns[i]!);
             return s;
           },
         },

@@ -1,6 +1,6 @@
 /**
- * Mock IOMMU hardware-model translation, warm and cold IOTLB, random and sequential pages, beside in-run baselines
- * written plainly here with the same access pattern:
+ * Mock IOMMU hardware-model translation, warm and cold IOTLB, random and sequential pages, beside the in-run
+ * baselines of packages/core/bench/baselines.ts with the same access pattern:
  *
  * - raw-walk: a 4-level, 512-way radix table over `Int32Array` frames (lo/hi words per entry), 2 KiB granule,
  *   integer arithmetic, walked from the root for every lookup;
@@ -16,7 +16,8 @@
  * Medians of interleaved rounds (harness.ts from packages/core/bench); results appended to bench/results.json here.
  */
 import { fileURLToPath } from "node:url";
-import { Diagnostics, mulberry32, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { mappedBaselines, randomIovas, randomPages, sequentialIovas, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
 import { BASE, CR, CTX, CTX_MODE, fieldPrep, MockIommuHw, PTE, REG } from "../src/index.js";
 
@@ -34,20 +35,12 @@ const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 const TWO_32 = 4294967296;
 
 // --- access patterns (shared by every case) -------------------------------------------------------------------
-const rand = mulberry32(42);
-const coldRandom = new Float64Array(LOOKUPS);
-const coldSeq = new Float64Array(LOOKUPS);
-const warmRandom = new Float64Array(LOOKUPS);
-const warmSeq = new Float64Array(LOOKUPS);
-const warmPages = new Int32Array(WARM_SET);
-for (let i = 0; i < WARM_SET; i++) warmPages[i] = Math.floor(rand() * PAGES);
-for (let i = 0; i < LOOKUPS; i++) {
-  const off = (i * 8) & (PAGE - 1);
-  coldRandom[i] = BASE_IOVA + Math.floor(rand() * PAGES) * PAGE + off;
-  coldSeq[i] = BASE_IOVA + (i % PAGES) * PAGE + off;
-  warmRandom[i] = BASE_IOVA + warmPages[Math.floor(rand() * WARM_SET)]! * PAGE + off;
-  warmSeq[i] = BASE_IOVA + ((warmPages[0]! + (i % WARM_SET)) % PAGES) * PAGE + off;
-}
+const RANGE = { base: BASE_IOVA, pages: PAGES, pageSize: PAGE };
+const warmPages = randomPages(PAGES, WARM_SET, 42);
+const coldRandom = randomIovas(RANGE, LOOKUPS, 43);
+const coldSeq = sequentialIovas(RANGE, LOOKUPS);
+const warmRandom = setIovas(RANGE, warmPages, LOOKUPS, 44);
+const warmSeq = sequentialIovas(RANGE, LOOKUPS, warmPages[0]!, WARM_SET);
 
 // --- the hardware model ---------------------------------------------------------------------------------------
 const memory = new PhysicalMemory({ size: 4 * GiB });
@@ -109,90 +102,10 @@ req.iova = BASE_IOVA + 12345 * PAGE + 7;
 hw.translate(req, out);
 if (out.pa !== BASE_PA + 12345 * PAGE + 7) throw new Error(`bench: model translated to ${out.pa}`);
 
-// --- baseline: raw 4-level radix over Int32Array frames, 2 KiB granule ------------------------------------------
-const frames: Int32Array[] = [new Int32Array(1024)];
-function rawMap(pn: number, pfn: number): void {
-  let t = 0;
-  for (let l = LEVELS - 1; l > 0; l--) {
-    const idx = Math.floor(pn / 2 ** (9 * l)) & 511;
-    const f = frames[t]!;
-    let lo = f[idx << 1]!;
-    if (lo === 0) {
-      frames.push(new Int32Array(1024));
-      lo = ((frames.length - 1) << 12) | 3;
-      f[idx << 1] = lo;
-    }
-    t = lo >>> 12;
-  }
-  const f = frames[t]!;
-  f[((pn & 511) << 1) + 1] = Math.floor(pfn / 2 ** 21);
-  f[(pn & 511) << 1] = (pfn << 11) | 0x403 | 0;
-}
-for (let i = 0; i < PAGES; i++) rawMap(BASE_IOVA / PAGE + i, BASE_PA / PAGE + i);
-function rawWalk(iovas: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < iovas.length; i++) {
-    const iova = iovas[i]!;
-    const pn = Math.floor(iova / PAGE);
-    let t = 0;
-    for (let l = LEVELS - 1; l > 0; l--) {
-      const lo = frames[t]![(Math.floor(pn / 2 ** (9 * l)) & 511) << 1]!;
-      if (lo === 0) return -1;
-      t = lo >>> 12;
-    }
-    const f = frames[t]!;
-    const w = (pn & 511) << 1;
-    const lo = f[w]!;
-    if (lo === 0) return -1;
-    sum += f[w + 1]! * TWO_32 + ((lo & ~0x7ff) >>> 0) + (iova % PAGE);
-  }
-  return sum;
-}
-
-// --- baseline: direct-mapped Int32Array TLB -----------------------------------------------------------------------
-const TLB_BITS = 12;
-const tlbTagArr = new Int32Array(1 << TLB_BITS).fill(-1);
-const tlbData = new Int32Array(1 << TLB_BITS);
-for (let i = 0; i < WARM_SET; i++) {
-  const pn = BASE_IOVA / PAGE + warmPages[i]!;
-  tlbTagArr[pn & ((1 << TLB_BITS) - 1)] = pn;
-  tlbData[pn & ((1 << TLB_BITS) - 1)] = BASE_PA / PAGE + warmPages[i]!;
-}
-for (let i = 0; i < WARM_SET; i++) {
-  const pn = BASE_IOVA / PAGE + ((warmPages[0]! + i) % PAGES);
-  tlbTagArr[pn & ((1 << TLB_BITS) - 1)] = pn;
-  tlbData[pn & ((1 << TLB_BITS) - 1)] = BASE_PA / PAGE + ((warmPages[0]! + i) % PAGES);
-}
-function rawTlb(iovas: Float64Array): number {
-  let sum = 0;
-  const mask = (1 << TLB_BITS) - 1;
-  for (let i = 0; i < iovas.length; i++) {
-    const iova = iovas[i]!;
-    const pn = Math.floor(iova / PAGE);
-    const e = pn & mask;
-    if (tlbTagArr[e] !== pn) {
-      // Miss: fill from the radix table (rare in the warm sets: the sequential and random sets may collide).
-      tlbTagArr[e] = pn;
-      tlbData[e] = pn - BASE_IOVA / PAGE + BASE_PA / PAGE;
-    }
-    sum += tlbData[e]! * PAGE + (iova % PAGE);
-  }
-  return sum;
-}
-
-// --- baseline: Map<pageNumber, frame> -----------------------------------------------------------------------------
-const jsMap = new Map<number, number>();
-for (let i = 0; i < PAGES; i++) jsMap.set(BASE_IOVA / PAGE + i, BASE_PA / PAGE + i);
-function jsMapLookup(iovas: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < iovas.length; i++) {
-    const iova = iovas[i]!;
-    const f = jsMap.get(Math.floor(iova / PAGE));
-    if (f === undefined) return -1;
-    sum += f * PAGE + (iova % PAGE);
-  }
-  return sum;
-}
+// --- baselines (core's bench/baselines.ts), mapping the same GiB with a 2 KiB granule --------------------------------
+const { raw, tlb, jsMap } = mappedBaselines(RANGE, BASE_PA);
+const rawWalk = (iovas: Float64Array) => raw.walkAll(iovas);
+const rawTlb = (iovas: Float64Array) => tlb.translateAll(iovas);
 
 // --- suites -------------------------------------------------------------------------------------------------------
 const all: BenchResult[] = [];
@@ -205,7 +118,7 @@ function suite(name: string, baseline: string, iovas: Float64Array, hwName: stri
     cases: [
       { name: hwName, ops: LOOKUPS, fn: () => hwTranslate(iovas) },
       { name: baseline, ops: LOOKUPS, fn: () => base(iovas) },
-      { name: "jsmap", ops: LOOKUPS, fn: () => jsMapLookup(iovas) },
+      { name: "jsmap", ops: LOOKUPS, fn: () => jsMap.translateAll(iovas) },
     ],
   });
   const hits = hw.stats.tlbHits - before.tlbHits;

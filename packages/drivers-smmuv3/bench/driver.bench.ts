@@ -3,7 +3,8 @@
  * driver (each unmap syncs: TLBI_NH_VA + CMD_SYNC through the command queue, consumed by the hardware model),
  * beside in-run baselines measured in this process with the same pattern:
  *
- * - raw-radix (the baseline): a 4-level, 512-way radix table over `Int32Array` frames, as in core's pgtable bench;
+ * - raw-radix (the baseline): the 4-level, 512-way radix table over `Int32Array` frames of
+ *   packages/core/bench/baselines.ts, one page per map and per unmap;
  * - engine: core's `IoPageTable` with the driver's ARM LPAE stage-1 format, called directly (no core, no driver,
  *   no invalidation).
  *
@@ -26,6 +27,7 @@ import {
   iommuPagingDomainAllocFlags,
   iommuUnmap,
 } from "@iommu-sim/core";
+import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
 import { type ArmSmmuDevice, armLpaeFormat, armSmmuV3Driver } from "../src/index.js";
 
@@ -37,50 +39,7 @@ const PA0 = GiB;
 const RW = IOMMU_READ | IOMMU_WRITE;
 const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 
-// --- baseline: raw 4-level radix over Int32Array frames ---------------------------------------------------------
-class RawRadix {
-  frames: Int32Array[] = [new Int32Array(1024)];
-  free: number[] = [];
-  private alloc(): number {
-    const f = this.free.pop();
-    if (f !== undefined) return f;
-    this.frames.push(new Int32Array(1024));
-    return this.frames.length - 1;
-  }
-  private leafFor(pn: number, create: boolean): number {
-    let t = 0;
-    for (let l = 3; l > 0; l--) {
-      const idx = Math.floor(pn / 2 ** (9 * l)) & 511;
-      const f = this.frames[t]!;
-      let lo = f[idx << 1]!;
-      if (lo === 0) {
-        if (!create) return -1;
-        lo = (this.alloc() << 12) | 3;
-        f[idx << 1] = lo;
-      }
-      t = lo >>> 12;
-    }
-    return t;
-  }
-  map(pn: number, pfn: number): void {
-    const f = this.frames[this.leafFor(pn, true)]!;
-    const w = (pn & 511) << 1;
-    if (f[w] !== 0) throw new Error("exists");
-    f[w + 1] = (pfn / 1048576) | 0;
-    f[w] = (pfn << 12) | 0x403;
-  }
-  unmap(pn: number): number {
-    const t = this.leafFor(pn, false);
-    if (t < 0) return 0;
-    const f = this.frames[t]!;
-    const w = (pn & 511) << 1;
-    if (f[w] === 0) return 0;
-    f[w] = 0;
-    f[w + 1] = 0;
-    return 1;
-  }
-}
-const raw = new RawRadix();
+const raw = new RawRadix(12);
 
 // --- the machine with the SMMUv3 driver and model ----------------------------------------------------------------
 const m = await createMachine({ platform: defaultPlatform(), modules: [armSmmuV3Driver], seed: 1 });

@@ -1,5 +1,6 @@
 /**
- * SMMUv3 hardware-model translation, beside in-run baselines written plainly here with the same access pattern:
+ * SMMUv3 hardware-model translation, beside the in-run baselines of packages/core/bench/baselines.ts with the same
+ * access pattern:
  *
  * - raw-walk: a 4-level, 512-way radix table over `Int32Array` frames (lo/hi words per entry), 4 KiB pages,
  *   walked from the root for every lookup (the work a stage-1 walk does, without an SMMU around it);
@@ -18,7 +19,8 @@
  * Medians of interleaved rounds (packages/core/bench/harness.ts); results appended to bench/results.json here.
  */
 import { fileURLToPath } from "node:url";
-import { Diagnostics, mulberry32, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { mappedBaselines, randomIovas, randomPages, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
 import { Smmuv3Hw } from "../src/hw/index.js";
 
@@ -36,18 +38,11 @@ const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 const TWO_32 = 4294967296;
 
 // --- access patterns ----------------------------------------------------------------------------------------------
-const rand = mulberry32(7);
-const warm = new Float64Array(LOOKUPS);
-const cold = new Float64Array(LOOKUPS);
-const nestedCold = new Float64Array(LOOKUPS);
-const warmPages = new Int32Array(WARM_SET);
-for (let i = 0; i < WARM_SET; i++) warmPages[i] = Math.floor(rand() * PAGES);
-for (let i = 0; i < LOOKUPS; i++) {
-  const off = (i * 8) & (PAGE - 1);
-  warm[i] = BASE_IOVA + warmPages[Math.floor(rand() * WARM_SET)]! * PAGE + off;
-  cold[i] = BASE_IOVA + Math.floor(rand() * PAGES) * PAGE + off;
-  nestedCold[i] = BASE_IOVA + Math.floor(rand() * NESTED_PAGES) * PAGE + off;
-}
+const RANGE = { base: BASE_IOVA, pages: PAGES, pageSize: PAGE };
+const warmPages = randomPages(PAGES, WARM_SET, 7);
+const warm = setIovas(RANGE, warmPages, LOOKUPS, 8);
+const cold = randomIovas(RANGE, LOOKUPS, 9);
+const nestedCold = randomIovas({ ...RANGE, pages: NESTED_PAGES }, LOOKUPS, 10);
 
 // --- the model: tables written plainly with the VMSAv8-64 layout (no engine, no driver) -----------------------------
 const memory = new PhysicalMemory({ size: 4 * GiB });
@@ -134,79 +129,10 @@ for (const sid of [1, 2]) {
   }
 }
 
-// --- baseline: raw 4-level radix over Int32Array frames --------------------------------------------------------------
-const frames: Int32Array[] = [new Int32Array(1024)];
-function rawMap(pn: number, pfn: number): void {
-  let tIdx = 0;
-  for (let l = 3; l > 0; l--) {
-    const idx = Math.floor(pn / 2 ** (9 * l)) & 511;
-    const fr = frames[tIdx]!;
-    let lo = fr[idx << 1]!;
-    if (lo === 0) {
-      frames.push(new Int32Array(1024));
-      lo = ((frames.length - 1) << 12) | 3;
-      fr[idx << 1] = lo;
-    }
-    tIdx = lo >>> 12;
-  }
-  const fr = frames[tIdx]!;
-  fr[((pn & 511) << 1) + 1] = Math.floor(pfn / 2 ** 20);
-  fr[(pn & 511) << 1] = (pfn << 12) | 0x403 | 0;
-}
-for (let i = 0; i < PAGES; i++) rawMap(BASE_IOVA / PAGE + i, BASE_PA / PAGE + i);
-function rawWalk(iovas: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < iovas.length; i++) {
-    const iova = iovas[i]!;
-    const pn = Math.floor(iova / PAGE);
-    let tIdx = 0;
-    for (let l = 3; l > 0; l--) {
-      const lo = frames[tIdx]![(Math.floor(pn / 2 ** (9 * l)) & 511) << 1]!;
-      if (lo === 0) return -1;
-      tIdx = lo >>> 12;
-    }
-    const fr = frames[tIdx]!;
-    const w = (pn & 511) << 1;
-    const lo = fr[w]!;
-    if (lo === 0) return -1;
-    sum += fr[w + 1]! * TWO_32 + ((lo & ~0xfff) >>> 0) + (iova % PAGE);
-  }
-  return sum;
-}
-
-// --- baseline: direct-mapped Int32Array TLB ---------------------------------------------------------------------------
-const TLB_BITS = 12;
-const tlbTag = new Int32Array(1 << TLB_BITS).fill(-1);
-const tlbData = new Int32Array(1 << TLB_BITS);
-function rawTlb(iovas: Float64Array): number {
-  let sum = 0;
-  const mask = (1 << TLB_BITS) - 1;
-  for (let i = 0; i < iovas.length; i++) {
-    const iova = iovas[i]!;
-    const pn = Math.floor(iova / PAGE);
-    const e = pn & mask;
-    if (tlbTag[e] !== pn) {
-      tlbTag[e] = pn;
-      tlbData[e] = pn - BASE_IOVA / PAGE + BASE_PA / PAGE;
-    }
-    sum += tlbData[e]! * PAGE + (iova % PAGE);
-  }
-  return sum;
-}
-
-// --- baseline: Map<pageNumber, frame> -----------------------------------------------------------------------------------
-const jsMap = new Map<number, number>();
-for (let i = 0; i < PAGES; i++) jsMap.set(BASE_IOVA / PAGE + i, BASE_PA / PAGE + i);
-function jsMapLookup(iovas: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < iovas.length; i++) {
-    const iova = iovas[i]!;
-    const fr = jsMap.get(Math.floor(iova / PAGE));
-    if (fr === undefined) return -1;
-    sum += fr * PAGE + (iova % PAGE);
-  }
-  return sum;
-}
+// --- baselines (core's bench/baselines.ts), mapping the same GiB ---------------------------------------------------------
+const { raw, tlb, jsMap } = mappedBaselines(RANGE, BASE_PA);
+const rawWalk = (iovas: Float64Array) => raw.walkAll(iovas);
+const rawTlb = (iovas: Float64Array) => tlb.translateAll(iovas);
 
 // --- suites -------------------------------------------------------------------------------------------------------------
 const all: BenchResult[] = [];
@@ -220,7 +146,7 @@ function suite(name: string, baseline: string, base: (a: Float64Array) => number
     cases: [
       { name: "smmuv3", ops: LOOKUPS, fn: () => hwTranslate(sid, iovas) },
       { name: baseline, ops: LOOKUPS, fn: () => base(iovas) },
-      { name: "jsmap", ops: LOOKUPS, fn: () => jsMapLookup(iovas) },
+      { name: "jsmap", ops: LOOKUPS, fn: () => jsMap.translateAll(iovas) },
     ],
   });
   const s = hw.stats;

@@ -89,6 +89,7 @@ import {
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
+  MOCK_PASID_WIDTH,
 } from "./uapi.js";
 
 /** Fault-injection sites of this module (the kzallocs of selftest.c). @linux the allocations of selftest.c */
@@ -255,7 +256,11 @@ export async function mockDevCreate(st: SelftestState, devFlags: number): Promis
       bus,
       fwnode: m.driverCore.fwnodes.node(`/${name}`),
       iommus: [{ fwnode: fw.fwnode, args: [sid] }],
-      platformData: { "mock-dev-flags": devFlags },
+      // mock_dev_create's "pasid-num-bits" property: what dev_iommu_get_max_pasids reads.
+      platformData: {
+        "mock-dev-flags": devFlags,
+        "pasid-num-bits": devFlags & MOCK_FLAGS_DEVICE_PASID ? MOCK_PASID_WIDTH : 0,
+      },
     });
   } catch (e) {
     st.freeId(id);

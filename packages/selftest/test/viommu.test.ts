@@ -609,10 +609,8 @@ for (const variant of [
       await attach(pasid, iopf_hwpt_id);
       expect(await checkHwpt(pasid, iopf_hwpt_id)).toBe(0);
 
-      // test_cmd_trigger_iopf_pasid: KNOWN GAP. The core's iommu_report_device_fault finds no fault handler at a
-      // PASID attached through iommufd (EINVAL "no fault handler ... pasid 2048"), so no fault reaches fault_fd.
-      // The RID case works (viommu_alloc_nested_iopf). Enabled once the PASID attach handle carries the handler.
-      if (process.env.IOMMU_SIM_PASID_IOPF) await self.testCmdTriggerIopfRespond(s.device_id, pasid, fault_fd);
+      // test_cmd_trigger_iopf_pasid
+      await self.testCmdTriggerIopfRespond(s.device_id, pasid, fault_fd);
 
       // Replace with s2_hwpt_id for pasid 2048, should succeed, and have valid domain.
       await replace(pasid, s2_hwpt_id);

@@ -8,7 +8,7 @@
 import { KernelError } from "../kernel/errno.js";
 import { assertLive } from "../kernel/slab.js";
 import { IotlbGather } from "../pgtable/gather.js";
-import { type PgsizeChoice, pgsizeFor } from "../pgtable/pgsize.js";
+import { type PgsizeChoice, pgsizeFor, pgsizeInto, pgsizeTable } from "../pgtable/pgsize.js";
 import { type IommuDomain, iommuDomainTypeStr } from "./domain.js";
 import { IOMMU_DOMAIN, IOMMU_DOMAIN_BITS } from "./types.js";
 
@@ -23,10 +23,7 @@ export {
 
 /** The smallest page size of a bitmap (1 << __ffs), 0 for an empty bitmap. */
 export function minPageSize(bitmap: number): number {
-  if (!bitmap) return 0;
-  let p = 1;
-  while (Math.floor(bitmap / p) % 2 !== 1) p *= 2;
-  return p;
+  return pgsizeTable(bitmap).min;
 }
 
 function isAddr(x: number): boolean {
@@ -41,6 +38,12 @@ function isAddr(x: number): boolean {
 export function iommuPgsize(domain: IommuDomain, iova: number, paddr: number, size: number): PgsizeChoice {
   return pgsizeFor(domain.pgsizeBitmap, iova, paddr, size);
 }
+
+/**
+ * Scratch answer of the map/unmap loops' page-size choice, read into locals straight after each call (before any
+ * driver callback could re-enter), so the hot path allocates nothing per chunk.
+ */
+const choice: PgsizeChoice = { pgsize: 0, count: 0 };
 
 /** Report (and refuse) use of a freed domain: the kernel would touch freed memory. */
 function usedAfterFree(domain: IommuDomain): boolean {
@@ -73,15 +76,15 @@ export function iommuMapNosync(domain: IommuDomain, iova: number, paddr: number,
     domain.diag?.warnOn(true, `${domain}: map without map_pages or page sizes`);
     throw new KernelError("ENODEV", `${domain} cannot map`);
   }
-  const minPagesz = minPageSize(domain.pgsizeBitmap);
+  const pgsizes = pgsizeTable(domain.pgsizeBitmap);
   if (!isAddr(iova) || !isAddr(paddr) || !isAddr(size)) {
     throw new KernelError("EINVAL", `map: bad range iova ${iova} pa ${paddr} size ${size}`);
   }
-  if (iova % minPagesz || paddr % minPagesz || size % minPagesz) {
+  if (!pgsizes.minAligned(iova) || !pgsizes.minAligned(paddr) || !pgsizes.minAligned(size)) {
     throw new KernelError(
       "EINVAL",
       `unaligned: iova 0x${iova.toString(16)} pa 0x${paddr.toString(16)} size 0x${size.toString(16)} ` +
-        `min_pagesz 0x${minPagesz.toString(16)}`,
+        `min_pagesz 0x${pgsizes.min.toString(16)}`,
     );
   }
   if (size > 0 && (!isAddr(iova + size - 1) || !isAddr(paddr + size - 1))) {
@@ -96,7 +99,9 @@ export function iommuMapNosync(domain: IommuDomain, iova: number, paddr: number,
   const gather = new IotlbGather();
   let error: unknown;
   while (size) {
-    const { pgsize, count } = iommuPgsize(domain, iova, paddr, size);
+    pgsizeInto(pgsizes, iova, paddr, size, choice);
+    const pgsize = choice.pgsize;
+    const count = choice.count;
     let mapped = 0;
     try {
       mapped = ops.mapPages(domain, iova, paddr, pgsize, count, prot, gather);
@@ -158,13 +163,13 @@ export function iommuUnmapFast(domain: IommuDomain, iova: number, size: number, 
     domain.diag?.warnOn(true, `${domain}: unmap without unmap_pages or page sizes`);
     return 0;
   }
-  const minPagesz = minPageSize(domain.pgsizeBitmap);
-  if (!isAddr(iova) || !isAddr(size) || iova % minPagesz || size % minPagesz) return 0;
+  const pgsizes = pgsizeTable(domain.pgsizeBitmap);
+  if (!isAddr(iova) || !isAddr(size) || !pgsizes.minAligned(iova) || !pgsizes.minAligned(size)) return 0;
   if (size > 0 && (!isAddr(iova + size - 1) || !inAperture(domain, iova, size))) return 0;
   let unmapped = 0;
   while (unmapped < size) {
-    const { pgsize, count } = iommuPgsize(domain, iova, iova, size - unmapped);
-    const page = ops.unmapPages(domain, iova, pgsize, count, gather);
+    pgsizeInto(pgsizes, iova, iova, size - unmapped, choice);
+    const page = ops.unmapPages(domain, iova, choice.pgsize, choice.count, gather);
     if (!page) break;
     iova += page;
     unmapped += page;
