@@ -229,6 +229,8 @@ const deviceSchema = z.strictObject({
   acs: z.boolean().optional(),
   /** PCI: force the multi-function bit (otherwise set when another function shares the slot). */
   multifunction: z.boolean().optional(),
+  /** Platform devices: DT `dma-can-stall` (the master tolerates stalled transactions, for IOPF without PRI). */
+  dmaCanStall: z.boolean().optional(),
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -226,6 +226,15 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     return this.ctx.machine;
   }
 
+  /**
+   * A boolean firmware property of `dev` (its platform data; the driver core fills `dma-can-stall` from the
+   * description's `dmaCanStall`).
+   * @linux device_property_read_bool
+   */
+  private deviceReadBool(dev: Device, prop: "dma-can-stall"): boolean {
+    return dev.platformData[prop] === true;
+  }
+
   /** The master of a probed device. ENODEV otherwise. @linux dev_iommu_priv_get */
   master(dev: Device): ArmSmmuMaster {
     const m = devIommuPrivGet<ArmSmmuMaster>(dev);
@@ -303,7 +312,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     if (typeof prop === "number") ssidBits = prop;
     if (dev.pci) ssidBits = dev.pci.pasidBits; // arm_smmu_enable_pasid: from pci_max_pasids
     ssidBits = Math.min(smmu.ssidBits, ssidBits);
-    const stall = (smmu.feat.stalls && dev.platformData["dma-can-stall"] === true) || smmu.feat.stallForce;
+    const stall = (smmu.feat.stalls && this.deviceReadBool(dev, "dma-can-stall")) || smmu.feat.stallForce;
     const ats = dev.pci?.ats === true && smmu.feat.ats;
     const pri = dev.pci?.pri === true && smmu.feat.pri && ats;
     const master = new ArmSmmuMaster(dev, smmu, sids, ssidBits, stall, ats, pri);

@@ -238,7 +238,12 @@ export function buildCmd(ent: CmdEnt, w: Uint32Array): void {
   w[3] = w3 >>> 0;
 }
 
-/** How many times the driver polls CONS before giving up (the hardware model consumes synchronously). */
+/**
+ * How many consecutive polls of CONS without progress the driver makes before giving up. Each CONS read is a slice
+ * of time in which the SMMU makes progress (the model's `cmdqBatch`), so this bounds the wait on an SMMU that
+ * stopped consuming rather than on a slow one.
+ * @linux ARM_SMMU_POLL_TIMEOUT_US
+ */
 const POLL_LIMIT = 64;
 
 /** Something that reports and acknowledges global errors (the SMMU device). */
@@ -292,15 +297,26 @@ export class ArmSmmuCmdq {
     return (active & prep32(GERROR.CMDQ_ERR, 1)) !== 0;
   }
 
-  /** Wait until `n` slots are free. ETIMEDOUT when the hardware stops consuming. @linux arm_smmu_cmdq_poll_until_not_full */
+  /**
+   * Wait until `n` slots are free: re-read CONS while the queue lacks space. A CONS that stays put for
+   * {@link POLL_LIMIT} polls logs "CMDQ timeout" and fails with ETIMEDOUT (Linux logs and keeps spinning; the
+   * simulation reports the stuck SMMU instead of hanging).
+   * @linux arm_smmu_cmdq_issue_cmdlist's `while (!queue_has_space(&llq, n + sync))` around
+   * arm_smmu_cmdq_poll_until_not_full
+   */
   private waitSpace(n: number): void {
-    if (this.q.space() >= n) return;
-    for (let i = 0; i < POLL_LIMIT; i++) {
+    let idle = 0;
+    while (this.q.space() < n) {
+      const before = this.q.cons;
       this.syncConsIn();
-      if (this.q.space() >= n) return;
+      if (this.q.cons !== before) idle = 0;
+      else if (++idle >= POLL_LIMIT) {
+        this.gerr.warn(
+          `${this.q.name}: CMDQ timeout at prod 0x${this.q.prod.toString(16)} cons 0x${this.q.cons.toString(16)} (need ${n} slots)`,
+        );
+        throw kerr("ETIMEDOUT", `${this.q.name}: command queue full`);
+      }
     }
-    this.gerr.warn(`${this.q.name}: CMDQ timeout waiting for space`);
-    throw kerr("ETIMEDOUT", `${this.q.name}: command queue full`);
   }
 
   /**
@@ -364,13 +380,23 @@ export class ArmSmmuCmdq {
     this.issue([ent], 1, sync);
   }
 
-  /** Wait until the hardware has consumed the CMD_SYNC at `syncIdx`. @linux __arm_smmu_cmdq_poll_until_consumed */
+  /**
+   * Wait until the hardware has consumed the CMD_SYNC at `syncIdx`; ETIMEDOUT after {@link POLL_LIMIT} polls
+   * without progress.
+   * @linux __arm_smmu_cmdq_poll_until_consumed
+   */
   private pollUntilSync(syncIdx: number): void {
-    for (let i = 0; i < POLL_LIMIT; i++) {
+    let idle = 0;
+    for (;;) {
+      const before = this.q.cons;
       this.syncConsIn();
       if (this.q.consumed(this.q.cons, syncIdx)) return;
+      if (this.q.cons !== before) idle = 0;
+      else if (++idle >= POLL_LIMIT) break;
     }
-    this.gerr.warn(`${this.q.name}: CMD_SYNC timeout at prod 0x${syncIdx.toString(16)}`);
+    this.gerr.warn(
+      `${this.q.name}: CMD_SYNC timeout at 0x${syncIdx.toString(16)} [hwprod 0x${this.q.prod.toString(16)}, hwcons 0x${this.q.cons.toString(16)}]`,
+    );
     throw kerr("ETIMEDOUT", `${this.q.name}: CMD_SYNC timeout`);
   }
 

@@ -60,7 +60,11 @@ export interface Smmuv3Options {
   replacement?: Replacement;
   /** Strict mode: re-check every cache hit against memory and report stale entries as warnings. Default false. */
   strict?: boolean;
-  /** Commands consumed per CMDQ_PROD write (0: only by `step()`). Default: all. */
+  /**
+   * Commands the SMMU consumes per CMDQ_PROD write and per CMDQ_CONS read: each poll of CONS is a slice of time in
+   * which the SMMU makes progress, so a driver waiting on a full queue (or a CMD_SYNC) sees CONS advance by up to
+   * this many commands per read. 0: only `step()` consumes (a stuck SMMU). Default: all.
+   */
   cmdqBatch?: number;
 }
 

@@ -254,7 +254,19 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private readonly tmpStage = new StageParams();
   private nextStag = 0;
   private readonly strict: boolean;
-  private readonly cmdqBatch: number;
+  /**
+   * Commands consumed per CMDQ_PROD write and per CMDQ_CONS read (each poll of CONS is a slice of time in which the
+   * SMMU makes progress); 0 = only {@link step}. Starts at the `cmdqBatch` option; tests may change it at run time
+   * (0 to model an SMMU that stopped consuming).
+   * @linux none: how fast the SMMU drains the queue that arm_smmu_cmdq_poll_until_not_full waits on
+   */
+  cmdqBatch: number;
+  /**
+   * Test hook: called after each command is consumed without error, with its four 32-bit words and its CONS
+   * index (index and wrap bit), in consumption order (the word array is reused: copy what you keep).
+   * @linux none: a trace of the SMMU consuming CMDQ entries
+   */
+  onCommand: ((words: Readonly<Uint32Array>, cons: number) => void) | undefined = undefined;
 
   private nTranslations = 0;
   private nHits = 0;
@@ -395,6 +407,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if (o === REG.IIDR.offset) return this.iidr;
     if (o === REG.AIDR.offset) return this.aidr;
     if (o === REG.STATUSR.offset) return 0;
+    // Each poll of CONS is a slice of time in which the SMMU makes progress: up to `cmdqBatch` more commands.
+    if (o === REG.CMDQ_CONS.offset && this.cmdqBatch > 0) this.consume(this.cmdqBatch);
     return this.regs[o >>> 2]!;
   }
 
@@ -1347,7 +1361,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
 
   /**
    * Consume up to `max` commands between CMDQ_CONS and CMDQ_PROD (for a model built with a small `cmdqBatch`,
-   * this is the SMMU making progress later). Returns how many were consumed.
+   * this is the SMMU making progress later, besides the `cmdqBatch` commands each CMDQ_PROD write and each
+   * CMDQ_CONS read lets it consume). Returns how many were consumed.
    * @linux the SMMU consuming its command queue (what arm_smmu_cmdq_poll_until_not_full waits for)
    */
   step(max = Number.POSITIVE_INFINITY): number {
@@ -1389,6 +1404,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         break;
       }
       this.setReg(REG.CMDQ_CONS, (cons & ~wrapMask) | (((cons & wrapMask) + 1) & wrapMask));
+      this.onCommand?.(w, cons & wrapMask);
       this.nCommands++;
       n++;
     }

@@ -172,3 +172,96 @@ describe("PRI queue", () => {
     ]);
   });
 });
+
+describe("stall model", () => {
+  /** smmu-dma0 declares `dma-can-stall`; the SMMU supports stalls when `stall` is set. */
+  async function rig() {
+    const b = await boot({ stall: true }, {}, (input) => {
+      input.devices!.find((x) => x.name === "smmu-dma0")!.dmaCanStall = true;
+    });
+    const dev = b.m.driverCore.deviceFor("smmu-dma0")!;
+    await iommuDeviceClaimDmaOwner(dev, "test");
+    const d = (await iommuPagingDomainAllocFlags(dev, 0)) as ArmSmmuDomain;
+    const groups: IopfGroup[] = [];
+    d.iopfHandler = (g: IopfGroup) => {
+      groups.push(g);
+    };
+    await iommuAttachGroupHandle(d, dev.iommuGroup as IommuGroup, { domain: undefined });
+    const hw = b.m.hw.get("smmu0") as Smmuv3Hw;
+    const done = async () => {
+      await iommuDetachGroupHandle(d, dev.iommuGroup as IommuGroup);
+      iommuDomainFree(d);
+      await iommuDeviceReleaseDmaOwner(dev);
+    };
+    return { b, dev, d, groups, hw, done };
+  }
+
+  it("a stalled DMA fault goes to IOPF and is answered with RESUME (retry) carrying its STAG", async () => {
+    const { b, d, groups, hw, done } = await rig();
+    const ep = b.m.device("smmu-dma0");
+    // A first stall so the second one's STAG is not 0 (STAGs are per SMMU, not per device).
+    dmaFault(() => ep.dmaRead(0x6000_0000, 4));
+    await b.smmu.drainQueues();
+    expect(groups).toHaveLength(1);
+    await iopfGroupResponse(groups[0]!, IOMMU_PAGE_RESP.INVALID);
+    iopfFreeGroup(groups[0]!);
+    expect(hw.resumes.at(-1)).toEqual({ sid: 0x10, stag: 0, resp: CMD_VAL.RESUME_ABORT });
+
+    dmaFault(() => ep.dmaWrite(0x6100_0010, new Uint8Array([1, 2, 3])));
+    await b.smmu.drainQueues();
+    const evt = b.smmu.events.at(-1)!;
+    expect(evt).toMatchObject({ sid: 0x10, stall: true, stag: 1, rnw: false, addr: 0x6100_0010, s2: false });
+    expect(groups).toHaveLength(2);
+    const g = groups[1]!;
+    const prm = g.lastFault.fault.prm;
+    expect(prm).toMatchObject({ grpid: 1, addr: 0x6100_0010 });
+    expect(prm.perm & IOMMU_FAULT_PERM.WRITE).toBeTruthy();
+    expect(prm.flags & IOMMU_FAULT_PAGE_REQUEST.LAST_PAGE).toBeTruthy();
+
+    const pa = b.m.pages.allocPages(0, "t");
+    iommuMap(d, 0x6100_0000, pa, 4096, RW);
+    const cmds = await captureCmds(b.smmu, () => iopfGroupResponse(g, IOMMU_PAGE_RESP.SUCCESS));
+    iopfFreeGroup(g);
+    const resume = cmds.find((c) => c.op === 0x44)!;
+    expect(resume.w[1]).toBe(0x10);
+    expect(resume.w[2] & 0xffff).toBe(1);
+    expect((resume.w[0] >>> 12) & 3).toBe(CMD_VAL.RESUME_RETRY);
+    expect(hw.resumes.at(-1)).toEqual({ sid: 0x10, stag: 1, resp: CMD_VAL.RESUME_RETRY });
+    // The retried transaction now lands.
+    ep.dmaWrite(0x6100_0010, new Uint8Array([1, 2, 3]));
+    expect(b.m.memory.readBytes(pa + 0x10, 3)).toEqual(new Uint8Array([1, 2, 3]));
+    iommuUnmap(d, 0x6100_0000, 4096);
+    await done();
+    b.m.pages.freePages(pa, 0);
+  });
+
+  it.each([
+    ["the SMMU has no stall model", false, true],
+    ["the device does not declare dma-can-stall", true, false],
+  ] as const)(
+    "no stall when %s: IOPF attach refused, faults are plain events, no RESUME",
+    async (_n, stall, canStall) => {
+      const b = await boot({ stall }, {}, (input) => {
+        input.devices!.find((x) => x.name === "smmu-dma0")!.dmaCanStall = canStall;
+      });
+      const dev = b.m.driverCore.deviceFor("smmu-dma0")!;
+      await iommuDeviceClaimDmaOwner(dev, "test");
+      const d = (await iommuPagingDomainAllocFlags(dev, 0)) as ArmSmmuDomain;
+      d.iopfHandler = () => {};
+      await expect(
+        iommuAttachGroupHandle(d, dev.iommuGroup as IommuGroup, { domain: undefined }),
+      ).rejects.toMatchObject({
+        code: "EOPNOTSUPP",
+      });
+      d.iopfHandler = undefined;
+      await iommuAttachDevice(d, dev);
+      dmaFault(() => b.m.device("smmu-dma0").dmaRead(0x6000_0000, 4));
+      await b.smmu.drainQueues();
+      expect(b.smmu.events.at(-1)).toMatchObject({ sid: 0x10, stall: false });
+      expect((b.m.hw.get("smmu0") as Smmuv3Hw).resumes).toEqual([]);
+      await iommuDetachDevice(d, dev);
+      iommuDomainFree(d);
+      await iommuDeviceReleaseDmaOwner(dev);
+    },
+  );
+});

@@ -19,9 +19,17 @@ export interface Booted {
 
 const live: Machine[] = [];
 
-/** Boot with `hw` merged into smmu0's platform options and `driver` as driver options. */
-export async function boot(hw: Record<string, unknown> = {}, driver: ArmSmmuV3ModuleOptions = {}): Promise<Booted> {
+/**
+ * Boot with `hw` merged into smmu0's platform options and `driver` as driver options; `edit` may change the rest of
+ * the platform description first.
+ */
+export async function boot(
+  hw: Record<string, unknown> = {},
+  driver: ArmSmmuV3ModuleOptions = {},
+  edit?: (input: ReturnType<typeof defaultPlatformInput>) => void,
+): Promise<Booted> {
   const input = defaultPlatformInput();
+  edit?.(input);
   const smmu0 = input.iommus!.find((i) => i.name === "smmu0")!;
   smmu0.options = { ...(smmu0.options ?? {}), ...hw };
   const mod = createArmSmmuV3Driver({ hardware: [smmuv3HardwareKind], ...driver });

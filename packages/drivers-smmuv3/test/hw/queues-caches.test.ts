@@ -81,12 +81,36 @@ describe("command queue", () => {
     for (let i = 0; i < 4; i++) t.cmd(0x46n, 0n, false);
     t.w32(0x98, t.pendingProd); // PROD = wrap|0: full
     expect(t.r32(0x98)).toBe(0b100);
-    expect(t.r32(0x9c)).toBe(1);
-    expect(hw.pendingCommands).toBe(3);
+    expect(hw.pendingCommands).toBe(3); // the PROD write consumed one
     expect(hw.step(2)).toBe(2);
     expect(hw.step()).toBe(1);
-    expect(t.r32(0x9c)).toBe(0b100);
     expect(hw.pendingCommands).toBe(0);
+    expect(t.r32(0x9c)).toBe(0b100);
+  });
+
+  it("each CMDQ_CONS read is a slice of time: cmdqBatch more commands consumed per poll", async () => {
+    await boot({ cmdqBatch: 2 });
+    t.enable({ cmdqLog2: 3 }); // 8 entries
+    for (let i = 0; i < 7; i++) t.cmd(0x46n, 0n, false);
+    t.w32(0x98, t.pendingProd);
+    expect(hw.pendingCommands).toBe(5);
+    expect(t.r32(0x9c)).toBe(4); // the poll consumed two more before CONS was read
+    expect(t.r32(0x98)).toBe(7); // other registers do not advance the queue
+    expect(hw.pendingCommands).toBe(3);
+    expect(t.r32(0x9c)).toBe(6);
+    expect(t.r32(0x9c)).toBe(7);
+    expect(t.r32(0x9c)).toBe(7);
+    expect(hw.stats.syncs).toBe(7);
+  });
+
+  it("cmdqBatch 0: neither PROD writes nor CONS polls consume; only step()", async () => {
+    await boot({ cmdqBatch: 0 });
+    t.enable({ cmdqLog2: 2 });
+    for (let i = 0; i < 2; i++) t.cmd(0x46n, 0n, false);
+    t.w32(0x98, t.pendingProd);
+    for (let i = 0; i < 5; i++) expect(t.r32(0x9c)).toBe(0);
+    expect(hw.step()).toBe(2);
+    expect(t.r32(0x9c)).toBe(2);
   });
 
   it("records ATC_INV, PRI_RESP and RESUME for the endpoints", async () => {

@@ -388,6 +388,8 @@ export class DriverCore {
             bus,
             fwnode: this.fwnodes.node(`/${d.name}`),
             iommus: (d.iommus ?? []).map((s) => ({ fwnode: iommuNode(s.iommu), args: [...s.args] })),
+            // DT properties a driver reads with device_property_read_bool / _u32.
+            platformData: d.dmaCanStall ? { "dma-can-stall": true } : {},
           }),
         );
         continue;
