@@ -408,6 +408,32 @@ export class PhysicalMemory {
     return this.viewOf(this.slotW(pa));
   }
 
+  /**
+   * The 1024-word frame holding `pa`, for reading only: like {@link frame32}, but an untouched frame is not created —
+   * its view is the shared frame of zeros, which must not be written. For page-table walkers, which read a table
+   * (possibly never written) once per level and index it.
+   * @linux page_address(pfn_to_page(pa >> PAGE_SHIFT)), read-only
+   */
+  frame32R(pa: number): Uint32Array {
+    const lo = pa >>> 0;
+    // Below 4 GiB (pa === lo: an integer in uint32 range), a tier-1 frame whose view exists: two loads.
+    if (pa === lo) {
+      // `low` covers exactly the frames below min(size, 4 GiB): its bounds check is the range check.
+      const slot = this.low[lo >>> FRAME_SHIFT];
+      if (slot !== undefined && slot >= 0) {
+        const v = this.views[slot];
+        if (v !== undefined) return v;
+      }
+    }
+    return this.frame32RFar(pa);
+  }
+
+  /** frame32R above 4 GiB, of tier-2 frames, of a frame whose view is not made yet, or invalid. */
+  private frame32RFar(pa: number): Uint32Array {
+    if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);
+    return this.viewOf(this.slotR(pa));
+  }
+
   /** Whether the frame holding `pa` has storage (reads of other frames return 0 and allocate nothing). */
   isTouched(pa: number): boolean {
     if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);

@@ -47,6 +47,7 @@ import {
   STATUS,
   shiftOf,
 } from "./fields.js";
+import * as TLB from "./iotlb.js";
 import { MockIotlb, TLB_PERM, tlbTag } from "./iotlb.js";
 import { validLevels, WalkResult, walkNested, walkStage } from "./walk.js";
 
@@ -76,6 +77,34 @@ const ADDR_HI_M = maskOf(BASE.ADDR_HI);
 /** Configuration-cache flag bits (decoded from a context entry). */
 const CFG_DIRTY = 1;
 const CFG_PRI = 2;
+/** Configuration-cache slot layout: 8 words per slot (word offsets below); CFG_RID -1 = invalid. */
+const CFG_SHIFT = 3;
+const CFG_PASID = 1;
+const CFG_MODE = 2;
+const CFG_FLAGS = 3;
+const CFG_TAG = 4;
+const CFG_LEVELS = 5;
+const CFG_S1LEVELS = 6;
+const CFG_HASH = 0x9e3779b1;
+/** Word of CR in the register file. */
+const CR_WORD = REG.CR.offset >>> 2;
+const PERM_NEED_MASK = ~TLB_PERM.DOK;
+// The hot path's constants as private consts: V8 folds these into the code, while an imported binding or an
+// object property is a load (and a hole check) at every use.
+const TLB_HASH = TLB.TLB_HASH;
+const TLB_F_PA = TLB.TLB_F_PA;
+const TLB_I_TAG = TLB.TLB_I_TAG;
+const TLB_I_PERM = TLB.TLB_I_PERM;
+const TLB_I_SPAN = TLB.TLB_I_SPAN;
+const P_R = TLB_PERM.R;
+const P_W = TLB_PERM.W;
+const P_X = TLB_PERM.X;
+const P_U = TLB_PERM.U;
+const P_DOK = TLB_PERM.DOK;
+const GRANULE_LG2 = PT_GRANULE_LG2;
+const MODE_TRANSLATE = CTX_MODE.TRANSLATE;
+const MODE_NESTED = CTX_MODE.NESTED;
+const F_PERMISSION = FAULT_CODE.PERMISSION;
 
 /**
  * Options of the mock model, from the platform description's `options` of the IOMMU.
@@ -196,15 +225,17 @@ export class MockIommuHw implements IommuHwModel {
 
   // Configuration cache, direct-mapped, keyed by (rid, pasid).
   private readonly cfgMask: number;
-  private readonly cRid: Int32Array;
-  private readonly cPasid: Int32Array;
-  private readonly cMode: Int32Array;
-  private readonly cFlags: Int32Array;
-  private readonly cTag: Int32Array;
-  private readonly cLevels: Int32Array;
-  private readonly cS1Levels: Int32Array;
-  private readonly cRoot: Float64Array;
-  private readonly cS1Root: Float64Array;
+  /** Slot `c` is words `c << 3 ..` (CFG_RID, CFG_PASID, ...): one cache line holds two slots. */
+  private readonly cfg: Int32Array;
+  /** Root table PAs of slot `c`: `c << 1` the table at TTB, `(c << 1) + 1` the nested stage-1 root. */
+  private readonly cfgRoot: Float64Array;
+  // The IOTLB's views and geometry, copied here so the hot path reaches them in one load.
+  private readonly tlbF: Float64Array;
+  private readonly tlbI: Int32Array;
+  private readonly tlbSetMask: number;
+  private readonly tlbWayShift: number;
+  /** Ways - 1: the second probe of a direct-mapped IOTLB looks at the same entry again. */
+  private readonly tlbWay2: number;
 
   private readonly w1 = new WalkResult();
   private readonly w2 = new WalkResult();
@@ -224,15 +255,14 @@ export class MockIommuHw implements IommuHwModel {
     let cfg = 1;
     while (cfg < Math.max(1, numOption(o, "cfgEntries", 64))) cfg <<= 1;
     this.cfgMask = cfg - 1;
-    this.cRid = new Int32Array(cfg).fill(-1);
-    this.cPasid = new Int32Array(cfg);
-    this.cMode = new Int32Array(cfg);
-    this.cFlags = new Int32Array(cfg);
-    this.cTag = new Int32Array(cfg);
-    this.cLevels = new Int32Array(cfg);
-    this.cS1Levels = new Int32Array(cfg);
-    this.cRoot = new Float64Array(cfg);
-    this.cS1Root = new Float64Array(cfg);
+    this.cfg = new Int32Array(cfg << CFG_SHIFT);
+    for (let c = 0; c < cfg; c++) this.cfg[c << CFG_SHIFT] = -1;
+    this.cfgRoot = new Float64Array(cfg << 1);
+    this.tlbF = this.iotlb.f64;
+    this.tlbI = this.iotlb.i32;
+    this.tlbSetMask = this.iotlb.setMask;
+    this.tlbWayShift = this.iotlb.wayShift;
+    this.tlbWay2 = this.iotlb.ways - 1;
 
     this.idr0 = ((1 << PT_GRANULE_LG2) | (1 << (PT_GRANULE_LG2 + 9))) >>> 0;
     this.idr1 =
@@ -348,7 +378,7 @@ export class MockIommuHw implements IommuHwModel {
 
   private invalidateAllCaches(): void {
     this.iotlb.invalidateAll();
-    this.cRid.fill(-1);
+    for (let c = 0; c <= this.cfgMask; c++) this.cfg[c << CFG_SHIFT] = -1;
   }
 
   private runInvalidation(op: number): void {
@@ -377,10 +407,13 @@ export class MockIommuHw implements IommuHwModel {
         this.iotlb.invalidate(tlbTag(did, s1), -1);
         break;
       case INV_OP.DEVICE:
-        for (let c = 0; c <= this.cfgMask; c++) if (this.cRid[c] === rid) this.cRid[c] = -1;
+        for (let c = 0; c <= this.cfgMask; c++) if (this.cfg[c << CFG_SHIFT] === rid) this.cfg[c << CFG_SHIFT] = -1;
         break;
       case INV_OP.PASID:
-        for (let c = 0; c <= this.cfgMask; c++) if (this.cRid[c] === rid && this.cPasid[c] === pasid) this.cRid[c] = -1;
+        for (let c = 0; c <= this.cfgMask; c++) {
+          const k = c << CFG_SHIFT;
+          if (this.cfg[k] === rid && this.cfg[k + CFG_PASID] === pasid) this.cfg[k] = -1;
+        }
         break;
       default:
         return; // unknown op: ignored, not counted
@@ -392,7 +425,13 @@ export class MockIommuHw implements IommuHwModel {
   // --- configuration ------------------------------------------------------------------------------------------
 
   private cfgIndex(rid: number, pasid: number): number {
-    return (rid ^ Math.imul(pasid + 1, 0x9e3779b1)) & this.cfgMask;
+    return (rid ^ Math.imul(pasid + 1, CFG_HASH)) & this.cfgMask;
+  }
+
+  /** Whether configuration-cache slot `c` holds (rid, pasid). */
+  private cfgHit(c: number, rid: number, pasid: number): boolean {
+    const k = c << CFG_SHIFT;
+    return this.cfg[k] === rid && this.cfg[k + CFG_PASID] === pasid;
   }
 
   /** Read a 32-byte context entry at `pa` into `ctxWords`. */
@@ -444,20 +483,22 @@ export class MockIommuHw implements IommuHwModel {
       }
     }
     const w1 = w[CTX.DID.bit >>> 5]!;
-    this.cRid[c] = rid;
-    this.cPasid[c] = pasid;
-    this.cMode[c] = mode;
-    this.cFlags[c] =
+    const k = c << CFG_SHIFT;
+    const cf = this.cfg;
+    cf[k] = rid;
+    cf[k + CFG_PASID] = pasid;
+    cf[k + CFG_MODE] = mode;
+    cf[k + CFG_FLAGS] =
       ((w0 & CTX_DIRTY) !== 0 && fieldGet(this.idr1, IDR1.DIRTY) !== 0 ? CFG_DIRTY : 0) |
       ((w0 & CTX_PRI) !== 0 && fieldGet(this.idr1, IDR1.PRI) !== 0 ? CFG_PRI : 0);
-    this.cTag[c] = tlbTag(
+    cf[k + CFG_TAG] = tlbTag(
       (w1 >>> shiftOf(CTX.DID)) & 0xffff,
       mode === CTX_MODE.NESTED ? (w1 >>> shiftOf(CTX.S1ID)) & 0xffff : 0,
     );
-    this.cLevels[c] = levels;
-    this.cS1Levels[c] = s1Levels;
-    this.cRoot[c] = this.ctxAddr(CTX.TTB_LO, CTX.TTB_HI, maskOf(CTX.TTB_LO), maskOf(CTX.TTB_HI));
-    this.cS1Root[c] = this.ctxAddr(CTX.S1TTB_LO, CTX.S1TTB_HI, maskOf(CTX.S1TTB_LO), maskOf(CTX.S1TTB_HI));
+    cf[k + CFG_LEVELS] = levels;
+    cf[k + CFG_S1LEVELS] = s1Levels;
+    this.cfgRoot[c << 1] = this.ctxAddr(CTX.TTB_LO, CTX.TTB_HI, maskOf(CTX.TTB_LO), maskOf(CTX.TTB_HI));
+    this.cfgRoot[(c << 1) + 1] = this.ctxAddr(CTX.S1TTB_LO, CTX.S1TTB_HI, maskOf(CTX.S1TTB_LO), maskOf(CTX.S1TTB_HI));
     return 0;
   }
 
@@ -469,8 +510,52 @@ export class MockIommuHw implements IommuHwModel {
    * IOTLB, page walk, permission and dirty-bit update, fault record
    */
   translate(req: DmaRequest, out: DmaTranslation): void {
+    // The common case stays small enough for V8 to inline into the caller's loop: translation enabled, an IOVA
+    // below 4 GiB, the configuration cached and translating, an IOTLB hit. Everything else is translateSlow.
     const iova = req.iova;
-    if ((this.regs[REG.CR.offset >>> 2]! & CR_EN) === 0) {
+    if (iova < TWO_32 && (this.regs[CR_WORD]! & CR_EN) !== 0) {
+      const k = this.cfgTranslating(req.requesterId, req.pasid);
+      if (k >= 0) {
+        const tag = this.cfg[k + CFG_TAG]!;
+        const vpn = iova >>> GRANULE_LG2;
+        const need = needOf(req);
+        const e = this.tlbProbe(tag, vpn);
+        if (e >= 0 && (this.tlbI[(e << 3) + TLB_I_PERM]! & need) === need) {
+          this.nHits++;
+          const off = iova & GRANULE_MASK;
+          out.pa = this.tlbF[(e << 2) + TLB_F_PA]! + off;
+          out.length = this.tlbI[(e << 3) + TLB_I_SPAN]! - off;
+          return;
+        }
+        this.nMisses++;
+        this.walk(req, out, k >> CFG_SHIFT, tag, vpn, need);
+        return;
+      }
+    }
+    this.translateSlow(req, out);
+  }
+
+  /** The configuration-cache words of (rid, pasid) (`c << CFG_SHIFT`) when cached and translating, else -1. */
+  private cfgTranslating(rid: number, pasid: number): number {
+    const k = ((rid ^ Math.imul(pasid + 1, CFG_HASH)) & this.cfgMask) << CFG_SHIFT;
+    const cf = this.cfg;
+    return cf[k] === rid && cf[k + CFG_PASID] === pasid && cf[k + CFG_MODE]! >= MODE_TRANSLATE ? k : -1;
+  }
+
+  /** The IOTLB entry of (tag, vpn) for a page number below 2^32, or -1: {@link MockIotlb.lookup}, inline. */
+  private tlbProbe(tag: number, vpn: number): number {
+    const tf = this.tlbF;
+    const ti = this.tlbI;
+    let e = ((vpn ^ Math.imul(tag, TLB_HASH)) & this.tlbSetMask) << this.tlbWayShift;
+    if (tf[e << 2] === vpn && ti[(e << 3) + TLB_I_TAG] === tag) return e;
+    e += this.tlbWay2;
+    return tf[e << 2] === vpn && ti[(e << 3) + TLB_I_TAG] === tag ? e : -1;
+  }
+
+  /** {@link translate} off its inline path: translation off, a configuration miss, bypass/abort, a high IOVA. */
+  private translateSlow(req: DmaRequest, out: DmaTranslation): void {
+    const iova = req.iova;
+    if ((this.regs[CR_WORD]! & CR_EN) === 0) {
       out.pa = iova;
       out.length = PA_LIMIT - iova;
       return;
@@ -478,15 +563,16 @@ export class MockIommuHw implements IommuHwModel {
     const rid = req.requesterId;
     const pasid = req.pasid;
     const c = this.cfgIndex(rid, pasid);
-    if (this.cRid[c] !== rid || this.cPasid[c] !== pasid) {
+    if (!this.cfgHit(c, rid, pasid)) {
       const f = this.fetchConfig(rid, pasid, c);
       if (f !== 0) {
-        this.cRid[c] = -1;
+        this.cfg[c << CFG_SHIFT] = -1;
         this.fault(req, out, f);
         return;
       }
     }
-    const mode = this.cMode[c]!;
+    const k = c << CFG_SHIFT;
+    const mode = this.cfg[k + CFG_MODE]!;
     if (mode !== CTX_MODE.TRANSLATE && mode !== CTX_MODE.NESTED) {
       if (mode === CTX_MODE.BYPASS) {
         out.pa = iova;
@@ -496,20 +582,16 @@ export class MockIommuHw implements IommuHwModel {
       }
       return;
     }
-    const tag = this.cTag[c]!;
+    const tag = this.cfg[k + CFG_TAG]!;
     const vpn = iova < TWO_32 ? iova >>> PT_GRANULE_LG2 : Math.floor(iova / GRANULE);
-    const write = req.write;
-    const need =
-      (write ? TLB_PERM.W | TLB_PERM.DOK : TLB_PERM.R) |
-      (req.exec ? TLB_PERM.X : 0) |
-      (req.privileged ? 0 : TLB_PERM.U);
+    const need = needOf(req);
     const tlb = this.iotlb;
     const e = tlb.lookup(tag, vpn);
-    if (e >= 0 && (tlb.perm[e]! & need) === need) {
+    if (e >= 0 && (tlb.permOf(e) & need) === need) {
       this.nHits++;
       const off = iova < TWO_32 ? iova & GRANULE_MASK : iova % GRANULE;
-      out.pa = tlb.pa[e]! + off;
-      out.length = tlb.span[e]! - off;
+      out.pa = tlb.paOf(e) + off;
+      out.length = tlb.spanOf(e) - off;
       return;
     }
     this.nMisses++;
@@ -520,48 +602,68 @@ export class MockIommuHw implements IommuHwModel {
   private walk(req: DmaRequest, out: DmaTranslation, c: number, tag: number, vpn: number, need: number): void {
     this.nWalks++;
     const iova = req.iova;
-    const nested = this.cMode[c] === CTX_MODE.NESTED;
+    const k = c << CFG_SHIFT;
+    const cf = this.cfg;
     const w1 = this.w1;
-    const w2 = this.w2;
     let f: number;
     let leaf: WalkResult;
     let perm: number;
-    if (nested) {
-      f = walkNested(this.memory, this.cS1Root[c]!, this.cS1Levels[c]!, this.cRoot[c]!, this.cLevels[c]!, iova, w1, w2);
+    if (cf[k + CFG_MODE] === MODE_NESTED) {
+      const w2 = this.w2;
+      const roots = this.cfgRoot;
+      f = walkNested(
+        this.memory,
+        roots[(c << 1) + 1]!,
+        cf[k + CFG_S1LEVELS]!,
+        roots[c << 1]!,
+        cf[k + CFG_LEVELS]!,
+        iova,
+        w1,
+        w2,
+      );
       leaf = w2;
       perm = f === 0 ? permOf(w1.leafLo) & permOf(w2.leafLo) : 0;
     } else {
-      f = walkStage(this.memory, this.cRoot[c]!, this.cLevels[c]!, iova, w1);
+      f = walkStage(this.memory, this.cfgRoot[c << 1]!, cf[k + CFG_LEVELS]!, iova, w1);
       leaf = w1;
       perm = f === 0 ? permOf(w1.leafLo) : 0;
     }
     if (f === 0) {
-      const tracks = (this.cFlags[c]! & CFG_DIRTY) !== 0;
-      if (!tracks || (leaf.leafLo & PTE_D) !== 0) perm |= TLB_PERM.DOK;
-      if ((perm & need & ~TLB_PERM.DOK) !== (need & ~TLB_PERM.DOK)) {
-        f = FAULT_CODE.PERMISSION;
+      const leafLo = leaf.leafLo;
+      if ((cf[k + CFG_FLAGS]! & CFG_DIRTY) === 0 || (leafLo & PTE_D) !== 0) perm |= P_DOK;
+      if ((perm & need & PERM_NEED_MASK) !== (need & PERM_NEED_MASK)) {
+        f = F_PERMISSION;
       } else {
-        if (req.write && (perm & TLB_PERM.DOK) === 0) {
+        if (req.write && (perm & P_DOK) === 0) {
           // Hardware dirty-bit update: set D in the leaf that maps the output (the stage-2 leaf when nested).
-          leaf.leafLo = (leaf.leafLo | PTE_D) >>> 0;
+          leaf.leafLo = (leafLo | PTE_D) >>> 0;
           this.memory.write32(leaf.ptePa, leaf.leafLo);
-          perm |= TLB_PERM.DOK;
+          perm |= P_DOK;
         }
         const off = iova < TWO_32 ? iova & GRANULE_MASK : iova % GRANULE;
-        const pagePa = leaf.pa - off;
-        this.iotlb.insert(tag, vpn, pagePa, leaf.span, perm);
-        out.pa = leaf.pa;
-        out.length = leaf.span - off;
+        const span = leaf.span;
+        const pa = leaf.pa;
+        this.iotlb.insert(tag, vpn, pa - off, span, perm);
+        out.pa = pa;
+        out.length = span - off;
         return;
       }
     }
-    if ((f === FAULT_CODE.TRANSLATION || f === FAULT_CODE.PERMISSION) && (this.cFlags[c]! & CFG_PRI) !== 0) {
+    this.walkFault(req, out, c, f);
+  }
+
+  /** A walk's fault: a page request when the context has PRI and the fault is one software can fix, else a record. */
+  private walkFault(req: DmaRequest, out: DmaTranslation, c: number, f: number): void {
+    if (
+      (f === FAULT_CODE.TRANSLATION || f === FAULT_CODE.PERMISSION) &&
+      (this.cfg[(c << CFG_SHIFT) + CFG_FLAGS]! & CFG_PRI) !== 0
+    ) {
       const prgi = this.nextPrgi;
       this.nextPrgi = (prgi + 1) & 511;
       this.queuePageRequest(
         req.requesterId,
         req.pasid,
-        iova,
+        req.iova,
         !req.write,
         req.write,
         req.exec,
@@ -660,13 +762,13 @@ export class MockIommuHw implements IommuHwModel {
     const pasid = pr.pasid;
     const c = this.cfgIndex(rid, pasid);
     let ok = (this.regs[REG.CR.offset >>> 2]! & CR_EN) !== 0;
-    if (ok && (this.cRid[c] !== rid || this.cPasid[c] !== pasid)) {
+    if (ok && !this.cfgHit(c, rid, pasid)) {
       if (this.fetchConfig(rid, pasid, c) !== 0) {
-        this.cRid[c] = -1;
+        this.cfg[c << CFG_SHIFT] = -1;
         ok = false;
       }
     }
-    if (ok && (this.cFlags[c]! & CFG_PRI) !== 0) {
+    if (ok && (this.cfg[(c << CFG_SHIFT) + CFG_FLAGS]! & CFG_PRI) !== 0) {
       if (
         this.queuePageRequest(
           rid,
@@ -700,14 +802,19 @@ export class MockIommuHw implements IommuHwModel {
   }
 }
 
+/** The TLB_PERM bits a request needs (DOK for a write: it must not need a dirty-bit update). */
+function needOf(req: DmaRequest): number {
+  return (req.write ? P_W | P_DOK : P_R) | (req.exec ? P_X : 0) | (req.privileged ? 0 : P_U);
+}
+
 /** IOTLB permission bits of a leaf's low word. */
 function permOf(lo: number): number {
   let p = 0;
   if ((lo & PTE_R) !== 0) {
-    p |= TLB_PERM.R;
-    if ((lo & PTE_NX) === 0) p |= TLB_PERM.X;
+    p |= P_R;
+    if ((lo & PTE_NX) === 0) p |= P_X;
   }
-  if ((lo & PTE_W) !== 0) p |= TLB_PERM.W;
-  if ((lo & PTE_PRIV) === 0) p |= TLB_PERM.U;
+  if ((lo & PTE_W) !== 0) p |= P_W;
+  if ((lo & PTE_PRIV) === 0) p |= P_U;
   return p;
 }

@@ -17,6 +17,13 @@ const OA_HI = maskOf(PTE.OA_HI);
 /** Bit 11 of a table pointer: tables are 4 KiB aligned. */
 const TABLE_ALIGN_LO = (1 << 12) - (1 << PT_GRANULE_LG2);
 const IDX_MASK = (1 << PT_BITS_PER_LEVEL) - 1;
+// Private copies of imported constants used in the walk loops: V8 folds a module's own consts into the code, while
+// an imported binding or an object property is a load (and a hole check) at every use.
+const GRANULE_LG2 = PT_GRANULE_LG2;
+const BITS_PER_LEVEL = PT_BITS_PER_LEVEL;
+const F_TRANSLATION = FAULT_CODE.TRANSLATION;
+const F_BAD_ENTRY = FAULT_CODE.BAD_ENTRY;
+const F_ADDR_SIZE = FAULT_CODE.ADDR_SIZE;
 const GRANULE = 1 << PT_GRANULE_LG2;
 const GRANULE_MASK = GRANULE - 1;
 /** Leaves exist at levels 0 and 1 only. */
@@ -55,47 +62,71 @@ export function validLevels(levels: number): boolean {
 
 /** Index of `addr` (split as lo/hi words) in a table of `level`. */
 function indexAt(lo: number, hi: number, level: number): number {
-  const s = PT_GRANULE_LG2 + PT_BITS_PER_LEVEL * level;
-  if (s >= 32) return (hi >>> (s - 32)) & IDX_MASK;
-  if (s + PT_BITS_PER_LEVEL > 32) return ((lo >>> s) | (hi << (32 - s))) & IDX_MASK;
-  return (lo >>> s) & IDX_MASK;
+  const s = GRANULE_LG2 + BITS_PER_LEVEL * level;
+  return s < 32 ? ((lo >>> s) | (hi << (32 - s))) & IDX_MASK : (hi >>> (s - 32)) & IDX_MASK;
 }
+
+/** Size mask of a level-1 leaf (1 MiB). */
+const L1_SIZE_MASK = (1 << (GRANULE_LG2 + BITS_PER_LEVEL)) - 1;
 
 /**
  * Walk one stage: translate `addr` through the table tree at `root` (`levels` levels). Returns 0 and fills `r`,
  * or a FAULT_CODE (with `r.ptePa`/`r.level` naming the entry that faulted). Permissions are not checked here.
+ * Tables are 4 KiB aligned, so each level fetches its table's frame once ({@link PhysicalMemory.frame32R}) and
+ * indexes it; no frame is created by a walk.
  * @linux the mock format's walk (what drivers/iommu/generic_pt's iova_to_phys computes, done by hardware)
  */
 export function walkStage(mem: PhysicalMemory, root: number, levels: number, addr: number, r: WalkResult): number {
-  if (!(addr < LEVEL_SPAN[levels]!)) return FAULT_CODE.ADDR_SIZE;
+  if (!(addr < LEVEL_SPAN[levels]!)) return F_ADDR_SIZE;
   const lo = addr >>> 0;
-  const hi = (addr - lo) / TWO_32;
+  const hi = addr < TWO_32 ? 0 : (addr - lo) / TWO_32;
   let table = root;
-  for (let level = levels - 1; level >= 0; level--) {
-    const pte = table + indexAt(lo, hi, level) * 8;
-    const elo = mem.read32(pte);
-    const ehi = mem.read32(pte + 4);
-    r.ptePa = pte;
-    r.level = level;
-    if ((elo & V) === 0) return FAULT_CODE.TRANSLATION;
-    if ((elo & RES0_LO) !== 0 || (ehi & RES1_HI) !== 0) return FAULT_CODE.BAD_ENTRY;
-    const oa = ((elo & OA_LO) >>> 0) + (ehi & OA_HI) * TWO_32;
+  for (let level = levels - 1; ; level--) {
+    const w = indexAt(lo, hi, level) << 1;
+    const frame = mem.frame32R(table);
+    const elo = frame[w]!;
+    const ehi = frame[w + 1]!;
+    if ((elo & V) === 0) return walkFault(r, table, w, level, F_TRANSLATION);
+    if ((elo & RES0_LO) !== 0 || (ehi & RES1_HI) !== 0) return walkFault(r, table, w, level, F_BAD_ENTRY);
+    const ohi = ehi & OA_HI;
+    const oa = ohi === 0 ? (elo & OA_LO) >>> 0 : ((elo & OA_LO) >>> 0) + ohi * TWO_32;
     if ((elo & T) !== 0) {
-      if (level === 0 || (elo & TABLE_ALIGN_LO) !== 0) return FAULT_CODE.BAD_ENTRY;
+      if (level === 0 || (elo & TABLE_ALIGN_LO) !== 0) return walkFault(r, table, w, level, F_BAD_ENTRY);
       table = oa;
       continue;
     }
-    if (level > MAX_LEAF_LEVEL) return FAULT_CODE.BAD_ENTRY;
-    const sizeMask = level === 0 ? GRANULE_MASK : (1 << (PT_GRANULE_LG2 + PT_BITS_PER_LEVEL)) - 1;
-    if ((elo & OA_LO & sizeMask) !== 0) return FAULT_CODE.BAD_ENTRY;
-    const off = lo & sizeMask;
-    r.pa = oa + off;
-    r.span = sizeMask + 1 - (off & ~GRANULE_MASK);
-    r.leafLo = elo;
-    r.leafHi = ehi;
-    return 0;
+    const sizeMask = level === 0 ? GRANULE_MASK : L1_SIZE_MASK;
+    if (level > MAX_LEAF_LEVEL || (elo & OA_LO & sizeMask) !== 0) return walkFault(r, table, w, level, F_BAD_ENTRY);
+    return walkLeaf(r, table, w, level, elo, ehi, oa, lo & sizeMask, sizeMask);
   }
-  return FAULT_CODE.BAD_ENTRY;
+}
+
+/** Fill `r` with the leaf at word `w` of `table` (`off`: the input's offset in the leaf) and return 0. */
+function walkLeaf(
+  r: WalkResult,
+  table: number,
+  w: number,
+  level: number,
+  elo: number,
+  ehi: number,
+  oa: number,
+  off: number,
+  sizeMask: number,
+): number {
+  r.pa = oa + off;
+  r.span = sizeMask + 1 - (off & ~GRANULE_MASK);
+  r.leafLo = elo;
+  r.leafHi = ehi;
+  r.ptePa = table + w * 4;
+  r.level = level;
+  return 0;
+}
+
+/** Name the entry at word `w` of `table` a walk faulted at in `r`, and return `code`. */
+function walkFault(r: WalkResult, table: number, w: number, level: number, code: number): number {
+  r.ptePa = table + w * 4;
+  r.level = level;
+  return code;
 }
 
 /**
