@@ -14,7 +14,7 @@ import {
   type IotlbGather,
   mockFormat,
 } from "@iommu-sim/core";
-import { CTX_MODE } from "../hw/fields.js";
+import { CTX_MODE } from "../spec/fields.js";
 import {
   IOMMU_TEST_IOTLB_DEFAULT,
   MOCK_APERTURE_LAST,

@@ -33,7 +33,7 @@ import {
   XA_LIMIT,
   XArray,
 } from "@iommu-sim/core";
-import { CTX_MODE, INV_OP, PT_MAX_LEVELS } from "../hw/fields.js";
+import { CTX_MODE, INV_OP, PT_MAX_LEVELS } from "../spec/fields.js";
 import {
   IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,

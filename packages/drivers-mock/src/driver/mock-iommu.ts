@@ -2,7 +2,7 @@
  * One mock IOMMU as its driver sees it: the register window, the device table and fault queue it allocated, the
  * masters (probed devices) by stream ID, and the low-level programming helpers (context entries, invalidation
  * commands, page responses, the fault-queue thread). Everything reaches the hardware through MMIO registers and
- * memory; the layouts come from the spec tables of `../hw/fields.ts` (the driver's "header file").
+ * memory; the layouts come from the spec tables of `../spec/fields.ts` (the driver's "header file").
  */
 import {
   type Device,
@@ -46,7 +46,7 @@ import {
   REG,
   type RegDef,
   wordOf,
-} from "../hw/fields.js";
+} from "../spec/fields.js";
 import { MOCK_DT_LOG2, MOCK_FQ_LOG2 } from "./consts.js";
 
 const TWO_32 = 4294967296;

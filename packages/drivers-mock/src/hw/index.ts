@@ -5,7 +5,6 @@
 import type { HardwareKind, KernelModule } from "@iommu-sim/core";
 import { MockIommuHw } from "./mock-iommu.js";
 
-export * from "./fields.js";
 export * from "./iotlb.js";
 export * from "./mock-iommu.js";
 export * from "./walk.js";

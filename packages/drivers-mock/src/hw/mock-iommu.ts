@@ -46,7 +46,7 @@ import {
   REG,
   STATUS,
   shiftOf,
-} from "./fields.js";
+} from "../spec/fields.js";
 import * as TLB from "./iotlb.js";
 import { MockIotlb, TLB_PERM, tlbTag } from "./iotlb.js";
 import { validLevels, WalkResult, walkNested, walkStage } from "./walk.js";

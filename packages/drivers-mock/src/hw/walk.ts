@@ -4,7 +4,7 @@
  * {@link WalkResult}; every per-format constant below is computed once, when this module loads.
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
-import { FAULT_CODE, maskOf, PT_BITS_PER_LEVEL, PT_GRANULE_LG2, PT_MAX_LEVELS, PTE } from "./fields.js";
+import { FAULT_CODE, maskOf, PT_BITS_PER_LEVEL, PT_GRANULE_LG2, PT_MAX_LEVELS, PTE } from "../spec/fields.js";
 
 const TWO_32 = 4294967296;
 const V = maskOf(PTE.V);

@@ -1,6 +1,6 @@
 /**
  * Hand-written mock IOMMU structures for tests of the hardware model: device-table entries, PASID tables, page
- * tables and register programming, built only from the field definitions of `src/hw/fields.ts` (no driver, no
+ * tables and register programming, built only from the field definitions of `src/spec/fields.ts` (no driver, no
  * page-table engine), at fixed physical addresses handed out by a bump allocator.
  */
 import type { Machine, PhysicalMemory } from "@iommu-sim/core";
@@ -19,7 +19,7 @@ import {
   PTE,
   REG,
   wordOf,
-} from "../../src/hw/fields.js";
+} from "../../src/spec/fields.js";
 
 const TWO_32 = 4294967296;
 

@@ -2,8 +2,9 @@
  * The mock IOMMU's architecture, as the silicon sees it: every register field and every in-memory descriptor field
  * declared once, as data (`{ name, bit, width }`), read like a spec table. The hardware model decodes raw memory with
  * these definitions only; it knows nothing of Linux's page-table code (`@iommu-sim/core`'s pgtable), exactly as a
- * real IOMMU knows nothing of `io-pgtable`. The driver keeps its own copy of the definitions it needs (its "header
- * file"), so the two are independent implementations of one spec that the tests check against each other.
+ * real IOMMU knows nothing of `io-pgtable`. The driver reads the same tables as its "header file" (a real driver's
+ * header is written from the same spec); it never imports the model, and the tests (which encode tables by hand)
+ * check the two against each other.
  *
  * Bit numbers of a descriptor count from bit 0 of its first little-endian 32-bit word across the whole descriptor
  * (bit 64 is bit 0 of the third word), as the SMMUv3 spec numbers STE bits; a field never crosses a 32-bit word.
