@@ -428,6 +428,31 @@ export class PhysicalMemory {
     return this.frame32RFar(pa);
   }
 
+  /**
+   * The fast tier's storage as one word array, for walkers that index tables with {@link wordIndexR}. Read it again
+   * after anything that may create a frame (a write to untouched memory): growing the fast tier replaces the array.
+   * @linux the kernel's linear map (phys_to_virt) seen as one array of words
+   */
+  get words32(): Uint32Array {
+    return this.data;
+  }
+
+  /**
+   * Where the 32-bit word at `pa` sits in {@link words32}, for reading only; -1 when it is not there (an unaligned or
+   * invalid address, a frame above 4 GiB or in the pooled tier): the caller then uses {@link read32} or
+   * {@link frame32R}. An untouched frame is not created: its index points into the shared frame of zeros, which
+   * must not be written. One load (the frame's slot) and no call on the path page-table walkers take at every level.
+   * @linux phys_to_virt(pa), read-only
+   */
+  wordIndexR(pa: number): number {
+    const lo = pa >>> 0;
+    if (pa === lo && (lo & 3) === 0) {
+      const slot = this.low[lo >>> FRAME_SHIFT];
+      if (slot !== undefined && slot >= 0) return (slot << WORD_SHIFT) | ((lo >>> 2) & WORD_MASK);
+    }
+    return -1;
+  }
+
   /** frame32R above 4 GiB, of tier-2 frames, of a frame whose view is not made yet, or invalid. */
   private frame32RFar(pa: number): Uint32Array {
     if (!(pa >= 0 && pa <= this.last8) || !Number.isInteger(pa)) throw this.rangeError(pa, 1);

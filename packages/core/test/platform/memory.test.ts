@@ -92,6 +92,26 @@ describe("PhysicalMemory", () => {
     expect(m.frame32(0x9000)).toBe(f);
   });
 
+  it("wordIndexR finds fast-tier words below 4 GiB for walkers, creates nothing, and declines everything else", () => {
+    const m = new PhysicalMemory({ size: 8 * GiB, firstTierBytes: 4 * PAGE_SIZE });
+    m.write32(0x1234_5678, 0xdead_beef);
+    const i = m.wordIndexR(0x1234_5678);
+    expect(i).toBeGreaterThanOrEqual(0);
+    expect(m.words32[i]).toBe(0xdead_beef);
+    // The next word of the same frame is the next index; an untouched frame reads as zeros and stays untouched.
+    expect(m.wordIndexR(0x1234_567c)).toBe(i + 1);
+    const z = m.wordIndexR(0x7000_0000);
+    expect(m.words32[z]).toBe(0);
+    expect(m.isTouched(0x7000_0000)).toBe(false);
+    // Unaligned, above 4 GiB, or a frame in the pooled tier: -1, and read32 is the way.
+    expect(m.wordIndexR(0x1234_5679)).toBe(-1);
+    m.write32(5 * GiB, 1);
+    expect(m.wordIndexR(5 * GiB)).toBe(-1);
+    for (let f = 0; f < 8; f++) m.write32(0x2000_0000 + f * PAGE_SIZE, f + 1); // past the 4-slot first tier
+    expect(m.wordIndexR(0x2000_0000 + 7 * PAGE_SIZE)).toBe(-1);
+    expect(m.read32(0x2000_0000 + 7 * PAGE_SIZE)).toBe(8);
+  });
+
   it("releaseFrame drops a frame's storage; it reads as zeros and is re-created on write", () => {
     const m = new PhysicalMemory();
     m.write32(0x4000, 0x1234);

@@ -140,31 +140,35 @@ export class MockIotlb {
    * @linux an IOTLB fill after a page walk
    */
   insert(tag: number, vpn: number, pa: number, span: number, perm: number): void {
+    const e = this.lookup(tag, vpn);
+    this.write(e >= 0 ? e : this.victim(this.setOf(tag, vpn)), tag, vpn, pa, span, perm);
+  }
+
+  /**
+   * The entry of set `s` (its first entry) a new translation replaces: an invalid way first, else the way the set's
+   * round-robin bit names (which then moves on).
+   * @linux the replacement policy of an IOTLB
+   */
+  victim(s: number): number {
     const f = this.f64;
+    if (this.ways === 1 || f[s << 2] === -1) return s;
+    if (f[(s + 1) << 2] === -1) return s + 1;
     const w = this.i32;
-    const s = this.setOf(tag, vpn);
-    let e = s;
-    if (this.ways === 2) {
-      const v0 = f[s << 2]!;
-      const v1 = f[(s + 1) << 2]!;
-      if (v0 === vpn && w[(s << 3) + I_TAG] === tag) e = s;
-      else if (v1 === vpn && w[((s + 1) << 3) + I_TAG] === tag) e = s + 1;
-      else if (v0 === -1) e = s;
-      else if (v1 === -1) e = s + 1;
-      else {
-        const vw = (s << 3) + TLB_I_VICTIM;
-        const victim = w[vw]!;
-        e = s + victim;
-        w[vw] = victim ^ 1;
-      }
-    }
+    const vw = (s << 3) + TLB_I_VICTIM;
+    const v = w[vw]!;
+    w[vw] = v ^ 1;
+    return s + v;
+  }
+
+  /** Fill entry `e` with a translation (the caller chose `e`: the entry of the same key, or a {@link victim}). */
+  write(e: number, tag: number, vpn: number, pa: number, span: number, perm: number): void {
     const fi = e << 2;
     const ii = e << 3;
-    f[fi] = vpn;
-    f[fi + F_PA] = pa;
-    w[ii + I_TAG] = tag;
-    w[ii + I_PERM] = perm;
-    w[ii + I_SPAN] = span;
+    this.f64[fi] = vpn;
+    this.f64[fi + F_PA] = pa;
+    this.i32[ii + I_TAG] = tag;
+    this.i32[ii + I_PERM] = perm;
+    this.i32[ii + I_SPAN] = span;
   }
 
   /** Drop one entry. */

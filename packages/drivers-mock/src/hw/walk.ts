@@ -4,7 +4,15 @@
  * {@link WalkResult}; every per-format constant below is computed once, when this module loads.
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
-import { FAULT_CODE, maskOf, PT_BITS_PER_LEVEL, PT_GRANULE_LG2, PT_MAX_LEVELS, PTE } from "../spec/fields.js";
+import {
+  FAULT_CODE,
+  maskOf,
+  PT_BITS_PER_LEVEL,
+  PT_GRANULE_LG2,
+  PT_MAX_LEAF_LEVEL,
+  PT_MAX_LEVELS,
+  PTE,
+} from "../spec/fields.js";
 
 const TWO_32 = 4294967296;
 const V = maskOf(PTE.V);
@@ -26,8 +34,7 @@ const F_BAD_ENTRY = FAULT_CODE.BAD_ENTRY;
 const F_ADDR_SIZE = FAULT_CODE.ADDR_SIZE;
 const GRANULE = 1 << PT_GRANULE_LG2;
 const GRANULE_MASK = GRANULE - 1;
-/** Leaves exist at levels 0 and 1 only. */
-const MAX_LEAF_LEVEL = 1;
+const MAX_LEAF_LEVEL = PT_MAX_LEAF_LEVEL;
 
 /** Bytes of input a table tree of `levels` levels translates, by levels (index 0 unused). */
 const LEVEL_SPAN = new Float64Array(PT_MAX_LEVELS + 1);
@@ -72,8 +79,10 @@ const L1_SIZE_MASK = (1 << (GRANULE_LG2 + BITS_PER_LEVEL)) - 1;
 /**
  * Walk one stage: translate `addr` through the table tree at `root` (`levels` levels). Returns 0 and fills `r`,
  * or a FAULT_CODE (with `r.ptePa`/`r.level` naming the entry that faulted). Permissions are not checked here.
- * Tables are 4 KiB aligned, so each level fetches its table's frame once ({@link PhysicalMemory.frame32R}) and
- * indexes it; no frame is created by a walk.
+ * Tables are 4 KiB aligned, so each level finds its table once in the memory's word array
+ * ({@link PhysicalMemory.wordIndexR}; {@link PhysicalMemory.frame32R} for the pooled tier) and indexes it; no frame is
+ * created by a walk. The model's miss path has its own loop for the common case (MockIommuHw's walkFill) and comes
+ * here for everything else.
  * @linux the mock format's walk (what drivers/iommu/generic_pt's iova_to_phys computes, done by hardware)
  */
 export function walkStage(mem: PhysicalMemory, root: number, levels: number, addr: number, r: WalkResult): number {
@@ -83,9 +92,18 @@ export function walkStage(mem: PhysicalMemory, root: number, levels: number, add
   let table = root;
   for (let level = levels - 1; ; level--) {
     const w = indexAt(lo, hi, level) << 1;
-    const frame = mem.frame32R(table);
-    const elo = frame[w]!;
-    const ehi = frame[w + 1]!;
+    let elo: number;
+    let ehi: number;
+    const ix = mem.wordIndexR(table);
+    if (ix >= 0) {
+      const words = mem.words32;
+      elo = words[ix + w]!;
+      ehi = words[ix + w + 1]!;
+    } else {
+      const frame = mem.frame32R(table);
+      elo = frame[w]!;
+      ehi = frame[w + 1]!;
+    }
     if ((elo & V) === 0) return walkFault(r, table, w, level, F_TRANSLATION);
     if ((elo & RES0_LO) !== 0 || (ehi & RES1_HI) !== 0) return walkFault(r, table, w, level, F_BAD_ENTRY);
     const ohi = ehi & OA_HI;

@@ -224,6 +224,8 @@ export const PTE = {
 export const PT_GRANULE_LG2 = 11;
 /** @linux PT_TABLEMEM_LG2SZ - 3 of the mock format */
 export const PT_BITS_PER_LEVEL = 9;
+/** Highest level whose entries may be leaves: level 0 maps 2 KiB pages, level 1 blocks of 1 MiB. @linux the mock format's leaf levels (MOCK_HUGE_PAGE_SIZE at level 1) */
+export const PT_MAX_LEAF_LEVEL = 1;
 /** Most levels a context may name (levels cover 2^(11 + 9 * levels) bytes of input). @linux PT_MAX_TOP_LEVEL + 1 of the mock format */
 export const PT_MAX_LEVELS = 5;
 
