@@ -9,6 +9,7 @@ import { type Module, modulePut, tryModuleGet } from "../kernel/module.js";
 import type { RefTracker } from "../kernel/ref-tracker.js";
 import type { Cred } from "./cred.js";
 import { currentProcess } from "./current.js";
+import type { Vma } from "./mm.js";
 import type { Process } from "./process.js";
 
 /**
@@ -39,6 +40,14 @@ export interface FileOperations {
   read?(file: File, length: number, current: Process): Promise<Uint8Array> | Uint8Array;
   /** Resolves to the number of bytes consumed. @linux .write */
   write?(file: File, bytes: Uint8Array, current: Process): Promise<number> | number;
+  /**
+   * Set up a new mapping of the file: `vma` covers [vma.start, vma.end) from file page `vma.pgoff`, with its
+   * protection and MAP_SHARED flag; the driver checks them, sets `vma.vmOps` / `vma.privateData` and maps physical
+   * memory with `vma.remapPfnRange`. Throw a KernelError to refuse (the mapping is then not created and no
+   * `vmOps.close` runs). Synchronous: Linux calls it under the mmap lock.
+   * @linux .mmap
+   */
+  mmap?(file: File, vma: Vma): void;
 }
 
 /** Open for reading. @linux O_RDONLY */

@@ -35,8 +35,8 @@ function tableOf(src: PageRefSource): UserPageRefs {
 
 /**
  * Pin `npages` pages of `mm` from `va` (rounded down to a page) and return their physical addresses, faulting
- * missing pages in (writable with `write`). All or nothing: EFAULT when a page is outside every mapping, or not
- * writable with `write` / not accessible at all, ENOMEM when a page cannot be allocated; nothing stays pinned then
+ * missing pages in (writable with `write`). All or nothing: EFAULT when a page is outside every mapping, in a
+ * mapping of physical memory (a driver's `remapPfnRange`), or not writable with `write` / not accessible at all, ENOMEM when a page cannot be allocated; nothing stays pinned then
  * (Linux may instead return a short count, after which the next call fails).
  * Synchronous: the page walk of GUP-fast plus its fault fallback in one step.
  * @linux pin_user_pages_fast
@@ -54,6 +54,8 @@ export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts:
       const a = start + i * PAGE_SIZE;
       const vma = mm.findVma(a);
       if (vma === undefined) throw kerr("EFAULT", `pin of unmapped address 0x${a.toString(16)}`);
+      // check_vma_flags: a mapping of raw physical memory (driver MMIO, VM_IO | VM_PFNMAP) has no pages to pin.
+      if (vma.pfnmap) throw kerr("EFAULT", `pin of 0x${a.toString(16)}: mapping of physical memory (VM_PFNMAP)`);
       if (write ? (vma.prot & PROT_WRITE) === 0 : (vma.prot & PROT_READ) === 0) {
         throw kerr("EFAULT", `pin of 0x${a.toString(16)}: mapping does not allow ${write ? "write" : "read"}`);
       }

@@ -92,10 +92,33 @@ function pageAlignUp(n: number): number {
 }
 
 /**
+ * A driver's hooks on the mappings of its file, set by its `FileOperations.mmap`.
+ * @linux struct vm_operations_struct
+ */
+export interface VmOperations {
+  /** A new mapping copies this one: the child's at fork, or the part a partial munmap split off. @linux .open */
+  open?(vma: Vma): void;
+  /** The mapping goes away: munmap of all of it, exit, or a failed fork unwinding. @linux .close */
+  close?(vma: Vma): void;
+}
+
+/**
  * One mapping: a range of the address space with its protection and backing.
  * @linux struct vm_area_struct
  */
 export class Vma implements ShmemMapping {
+  /** The driver's hooks (driver mappings only). @linux vm_ops */
+  vmOps: VmOperations | undefined;
+  /** The driver's per-mapping state. @linux vm_private_data */
+  privateData: unknown;
+  /**
+   * For a mapping of physical memory (a driver's MMIO or kernel pages, see {@link remapPfnRange}): the physical
+   * address file page 0 maps to; -1 for every other mapping. Such pages have no folio and no reference: they are
+   * not counted in RSS, not copied at fork beyond the mapping itself, and cannot be pinned.
+   * @linux VM_PFNMAP (with the pfn passed to remap_pfn_range)
+   */
+  pfnBase = -1;
+
   constructor(
     readonly mm: MmStruct,
     /** @linux vm_start */
@@ -122,6 +145,47 @@ export class Vma implements ShmemMapping {
   /** Whether this maps anonymous private memory. @linux vma_is_anonymous */
   get anonymous(): boolean {
     return this.file === undefined;
+  }
+
+  /** Whether this maps physical memory by frame number (no struct page behind it). @linux VM_PFNMAP | VM_IO */
+  get pfnmap(): boolean {
+    return this.pfnBase >= 0;
+  }
+
+  /**
+   * Map physical memory from `pa` (page aligned) at file page `pgoff` across the whole mapping, as a driver's
+   * `mmap` does for registers or pages it owns. The mapping becomes VM_IO | VM_PFNMAP: faults never allocate, GUP
+   * refuses it (EFAULT), and it cannot grow.
+   * @linux io_remap_pfn_range / remap_pfn_range (VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP)
+   */
+  remapPfnRange(pa: number): void {
+    if (!Number.isSafeInteger(pa) || pa < 0 || pa % PAGE_SIZE !== 0) {
+      throw kerr("EINVAL", `remap_pfn_range of unaligned address ${hex(pa)}`);
+    }
+    this.pfnBase = pa - this.pgoff * PAGE_SIZE;
+  }
+
+  /** The physical address `va` maps to in a PFN map. */
+  pfnAddress(va: number): number {
+    return this.pfnBase + this.indexOf(va - (va % PAGE_SIZE)) * PAGE_SIZE + (va % PAGE_SIZE);
+  }
+
+  /** A new mapping of the same backing over [start, end) (fork's copy or a split-off part), with the driver's state. */
+  cloneInto(mm: MmStruct, start: number, end: number): Vma {
+    const c = new Vma(
+      mm,
+      start,
+      end,
+      this.prot,
+      this.shared,
+      this.file && getFile(this.file),
+      this.indexOf(start),
+      this.thp,
+    );
+    c.vmOps = this.vmOps;
+    c.privateData = this.privateData;
+    if (this.pfnmap) c.pfnBase = this.pfnBase;
+    return c;
   }
 
   /** File page index of the page at `va`. @linux linear_page_index */
@@ -204,6 +268,8 @@ export class MmStruct {
    */
   lookupPhys(va: bigint): number | undefined {
     const a = Number(va);
+    const vma = this.findVma(a);
+    if (vma?.pfnmap) return vma.pfnAddress(a);
     const pa = this.ptes.get(Math.floor(a / PAGE_SIZE));
     return pa === undefined ? undefined : pa + (a % PAGE_SIZE);
   }
@@ -240,7 +306,9 @@ export class MmStruct {
     }
     const shared = opts.shared ?? false;
     const inode = file && shmemInodeOf(file);
-    if (file !== undefined && inode === undefined) throw kerr("ENODEV", `${file.name} does not support mmap`);
+    if (file !== undefined && inode === undefined && file.fops.mmap === undefined) {
+      throw kerr("ENODEV", `${file.name} does not support mmap`);
+    }
     const huge = opts.hugeAligned === true || inode?.hugetlb === true;
     if (inode?.hugetlb && offset % HPAGE_PMD_SIZE !== 0) throw kerr("EINVAL", "hugetlb offset must be 2 MiB aligned");
     let len = pageAlignUp(length);
@@ -266,8 +334,18 @@ export class MmStruct {
       vmFile = shmemFileSetup(this.ctx.files, this.pages, "dev/zero (deleted)", len);
       pgoff = 0;
     }
-    if (opts.fixed !== undefined) this.unmapRange(start, start + len);
     const vma = new Vma(this, start, start + len, prot, shared, vmFile, pgoff, huge && file === undefined && !shared);
+    if (file !== undefined && inode === undefined) {
+      // A driver's file: its mmap decides (and maps what it maps). On refusal nothing was changed but the file
+      // reference the mapping took.
+      try {
+        file.fops.mmap!(file, vma);
+      } catch (e) {
+        fputDeferred(vmFile!);
+        throw e;
+      }
+    }
+    if (opts.fixed !== undefined) this.unmapRange(start, start + len);
     this.insertVma(vma);
     if (opts.populate) {
       for (let a = start; a < start + len; a += PAGE_SIZE) this.faultPage(vma, a, (prot & PROT_WRITE) !== 0, false);
@@ -286,6 +364,7 @@ export class MmStruct {
     const i = this.vmas.indexOf(vma);
     if (i >= 0) this.vmas.splice(i, 1);
     vma.inode?.mappings.delete(vma);
+    vma.vmOps?.close?.(vma);
     if (vma.file) fputDeferred(vma.file);
   }
 
@@ -311,19 +390,11 @@ export class MmStruct {
       const keepLeft = vma.start < cutStart;
       const keepRight = vma.end > cutEnd;
       if (keepLeft && keepRight) {
-        // Split: the right part is a new VMA with its own file reference.
-        const right = new Vma(
-          this,
-          cutEnd,
-          vma.end,
-          vma.prot,
-          vma.shared,
-          vma.file && getFile(vma.file),
-          vma.indexOf(cutEnd),
-          vma.thp,
-        );
+        // Split: the right part is a new VMA with its own file reference (and the driver's open).
+        const right = vma.cloneInto(this, cutEnd, vma.end);
         vma.end = cutStart;
         this.insertVma(right);
+        right.vmOps?.open?.(right);
       } else if (keepLeft) {
         vma.end = cutStart;
       } else if (keepRight) {
@@ -372,6 +443,7 @@ export class MmStruct {
    * @linux handle_mm_fault
    */
   faultPage(vma: Vma, va: number, write: boolean, needPage: boolean): number {
+    if (vma.pfnmap) return vma.pfnAddress(va - (va % PAGE_SIZE));
     const vpn = Math.floor(va / PAGE_SIZE);
     const cur = this.ptes.get(vpn);
     if (cur !== undefined) {
@@ -501,17 +573,9 @@ export class MmStruct {
   dupInto(child: MmStruct): void {
     try {
       for (const vma of this.vmas) {
-        const c = new Vma(
-          child,
-          vma.start,
-          vma.end,
-          vma.prot,
-          vma.shared,
-          vma.file && getFile(vma.file),
-          vma.pgoff,
-          vma.thp,
-        );
+        const c = vma.cloneInto(child, vma.start, vma.end);
         child.insertVma(c);
+        c.vmOps?.open?.(c);
       }
       for (const [vpn, pa] of this.ptes) {
         const f = this.pages.folioOf(pa)!;
