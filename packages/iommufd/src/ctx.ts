@@ -7,6 +7,7 @@ import { kerr, kfree, Refcount, RwSemaphore, WaitQueue, XArray } from "@iommu-si
 import type { IommufdCore } from "./core.js";
 import type { IommufdGroup } from "./device.js";
 import type { IommufdIoas } from "./ioas.js";
+import type { IommufdMmap } from "./mmap.js";
 import { freeObject, IOMMUFD_OBJ_XA_SITE, type IommufdObject } from "./object.js";
 
 /** How pinned pages are charged. @linux enum iopt_pages_account_mode (NONE is decided per pin by CAP_IPC_LOCK) */
@@ -36,6 +37,8 @@ export class IommufdCtx {
   readonly ioasCreationLock: RwSemaphore;
   /** @linux iommufd_ctx.account_mode */
   accountMode = IOPT_PAGES_ACCOUNT_USER;
+  /** Registered mmap regions, in offset order. @linux iommufd_ctx.mt_mmap */
+  readonly mmaps: IommufdMmap[] = [];
   /** The IOAS the VFIO compatibility layer uses. @linux iommufd_ctx.vfio_ioas */
   vfioIoas: IommufdIoas | undefined = undefined;
   /** The file's reference count (the open fd plus kernel users). @linux iommufd_ctx.file's f_count */
@@ -121,6 +124,10 @@ export async function iommufdFopsRelease(ictx: IommufdCtx): Promise<void> {
   }
   // Tombstones left by iommufd_object_tombstone_user go with the table.
   ictx.objects.destroy();
+  // Every owner is gone, so a region left behind names freed memory (Linux frees it silently with the tree; a later
+  // mmap of it would be a use-after-free): a driver that forgot iommufd_viommu_destroy_mmap.
+  for (const m of ictx.mmaps) ictx.diag.report("warning", `${ictx.name}: mmap region of ${m.owner} left at release`);
+  ictx.mmaps.length = 0;
   ictx.diag.warnOn(ictx.groups.size !== 0, `${ictx.name}: groups left at release`);
   ictx.core.liveCtxs.delete(ictx);
   kfree(ictx.diag, ictx, ictx.name);

@@ -17,6 +17,7 @@ export * from "./io-pagetable.js";
 export * from "./ioas.js";
 export * from "./ioctl.js";
 export * from "./main.js";
+export * from "./mmap.js";
 export * from "./module.js";
 export * from "./nested.js";
 export * from "./object.js";

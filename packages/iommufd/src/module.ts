@@ -13,11 +13,13 @@ import {
   type Machine,
   type Module,
   type Process,
+  type Vma,
 } from "@iommu-sim/core";
 import { createIommufdCore, getIommufdCore, type IommufdCore } from "./core.js";
 import { IommufdCtx, iommufdCtxGet, iommufdCtxPut, iommufdFopsOpen } from "./ctx.js";
 import { iommufdFopsIoctl } from "./ioctl.js";
 import { registerIommufdTables } from "./main.js";
+import { iommufdFopsMmap } from "./mmap.js";
 import type { IoctlArg } from "./ucmd.js";
 import { type IommufdUser, userOfProcess } from "./user-glue.js";
 import { vfioCdevExit, vfioCdevInit } from "./vfio-cdev.js";
@@ -29,7 +31,7 @@ const fopsOfCore = new WeakMap<IommufdCore, FileOperations>();
 
 /**
  * The file operations of /dev/iommu: open makes a context (the file's private data), the last fput releases it,
- * ioctls run as the calling process.
+ * ioctls run as the calling process, mmap maps a driver's registered region.
  * @linux iommufd_fops
  */
 export function iommufdFops(core: IommufdCore, owner?: Module): FileOperations {
@@ -45,6 +47,7 @@ export function iommufdFops(core: IommufdCore, owner?: Module): FileOperations {
     },
     ioctl: (file: File, cmd: number, arg: CoreIoctlArg, current: Process): Promise<number> =>
       iommufdFopsIoctl(file.privateData as IommufdCtx, cmd, arg as IoctlArg | null, userOfProcess(current)),
+    mmap: (file: File, vma: Vma): void => iommufdFopsMmap(file.privateData as IommufdCtx, vma),
   };
   fopsOfCore.set(core, fops);
   return fops;

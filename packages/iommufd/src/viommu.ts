@@ -20,6 +20,7 @@ import {
 } from "@iommu-sim/core";
 import { iommufdGetDevice } from "./device.js";
 import { type IommufdHwptPaging, iommufdGetHwptPaging } from "./hw-pagetable.js";
+import { iommufdAllocMmap, iommufdDestroyMmap } from "./mmap.js";
 import { IOMMUFD_OBJ, IommufdObject, iommufdGetObject, iommufdObjectAllocUcmd, iommufdPutObject } from "./object.js";
 import { IOMMU_VIOMMU_TYPE_DEFAULT, type IommuViommuAlloc } from "./uapi.js";
 import type { IommufdUcmd } from "./ucmd.js";
@@ -80,6 +81,16 @@ export class IommufdViommu extends IommufdObject implements IommuViommu {
    */
   reportEvent(type: number, data: Uint8Array): Promise<void> {
     return iommufdViommuReportEvent(this, type, data);
+  }
+
+  /** Register a region of this vIOMMU for mmap (see {@link iommufdAllocMmap}). @linux iommufd_viommu_alloc_mmap */
+  allocMmap(mmioAddr: number, length: number): number {
+    return iommufdAllocMmap(this.ictx, this, mmioAddr, length);
+  }
+
+  /** Unregister it again. @linux iommufd_viommu_destroy_mmap */
+  destroyMmap(offset: number): void {
+    iommufdDestroyMmap(this.ictx, this, offset);
   }
 }
 

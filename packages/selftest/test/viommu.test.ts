@@ -181,10 +181,28 @@ for (const variant of [
         };
         const { IOMMU_VIOMMU_ALLOC } = await import("@iommu-sim/iommufd");
         await self.ioctl(IOMMU_VIOMMU_ALLOC, cmd);
-        const out = new DataView(s.p.readMemory(va, 8).buffer);
+        const out = new DataView(s.p.readMemory(va, 24).buffer);
         // ASSERT_EQ(data.out_data, data.in_data)
         expect(out.getUint32(4, true)).toBe(out.getUint32(0, true));
-        // The mmap of the vIOMMU's MMIO page (out_mmap_offset/length) is not modelled.
+        const offset = Number(out.getBigUint64(8, true));
+        const length = Number(out.getBigUint64(16, true));
+
+        // Negative mmap tests -- offset and length cannot be changed
+        const testErrMmap = (len: number, off: number) =>
+          errnoOf(Promise.resolve().then(() => s.p.mmap(len, { fd: self.fd, shared: true, offset: off })));
+        expect(await testErrMmap(length, offset + PAGE_SIZE)).toBe("ENXIO");
+        expect(await testErrMmap(length, offset + PAGE_SIZE * 2)).toBe("ENXIO");
+        expect(await testErrMmap(length / 2, offset)).toBe("ENXIO");
+        expect(await testErrMmap(length * 2, offset)).toBe("ENXIO");
+
+        // Now do a correct mmap for a loopback test
+        const test = s.p.mmap(length, { fd: self.fd, shared: true, offset });
+        expect(new DataView(s.p.readMemory(test, 4).buffer).getUint32(0, true)).toBe(0xbeef);
+
+        // The owner of the mmap region should be blocked
+        expect(await errnoOf(self.testIoctlDestroy(cmd.out_viommu_id))).toBe("EBUSY");
+        s.p.munmap(test, length);
+        await self.testIoctlDestroy(cmd.out_viommu_id);
       },
       true,
     );

@@ -183,6 +183,16 @@ export interface IommuViommu {
    * @linux iommufd_viommu_report_event
    */
   reportEvent(type: number, data: Uint8Array): Promise<void>;
+  /**
+   * Let user space mmap the physical range [mmioAddr, mmioAddr + length) (page aligned) through the iommufd file,
+   * and return the offset to report to it (with the length) in the driver's IOMMU_VIOMMU_ALLOC output. Each mapping
+   * keeps the vIOMMU busy (IOMMU_DESTROY answers EBUSY) until unmapped. EINVAL for an unaligned range. The driver
+   * undoes it with {@link destroyMmap} in its `destroy` (and on its own failure paths).
+   * @linux iommufd_viommu_alloc_mmap
+   */
+  allocMmap(mmioAddr: number, length: number): number;
+  /** Unregister the region at `offset`; mappings already made stay. @linux iommufd_viommu_destroy_mmap */
+  destroyMmap(offset: number): void;
 }
 
 /**

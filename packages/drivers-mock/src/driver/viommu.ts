@@ -15,6 +15,7 @@ import {
   type IommuViommu,
   type IommuViommuOps,
   kerr,
+  PAGE_SIZE,
 } from "@iommu-sim/core";
 import { MockPagingDomain } from "./domains.js";
 import type { MockIommu } from "./mock-iommu.js";
@@ -44,8 +45,12 @@ export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
 export const MOCK_VDEV_VIRT_ID_MAX = 0xffff_ffff;
 /** sizeof(struct iommu_viommu_selftest). @linux struct iommu_viommu_selftest { in_data; out_data; out_mmap_offset; out_mmap_length } */
 export const IOMMU_VIOMMU_SELFTEST_SIZE = 24;
-/** offsetofend(struct iommu_viommu_selftest, out_data): the part the mock reads and loops back. */
+/** offsetofend(struct iommu_viommu_selftest, out_data): what the mock reads (copy_struct_from_user's minimum). */
 const VIOMMU_SELFTEST_MIN = 8;
+/** The mock vIOMMU's mmap window: two pages (order 1), the first starting with in_data. */
+const MOCK_VIOMMU_PAGE_ORDER = 1;
+/** Site of the window's allocation in leak reports. */
+export const MOCK_VIOMMU_PAGE_SITE = "mock_viommu_page";
 /** sizeof(struct iommu_viommu_invalidate_selftest { flags; vdev_id; cache_id; }). */
 const VIOMMU_INV_SIZE = 12;
 /** Invalidate every cache entry. @linux IOMMU_TEST_INVALIDATE_FLAG_ALL */
@@ -73,6 +78,10 @@ export function mockDevCache(dev: Device): Uint32Array {
 export class MockViommu {
   /** @linux mock_viommu.hw_queue */
   readonly hwQueues: (IommuHwQueue | undefined)[] = new Array(IOMMU_TEST_HW_QUEUE_MAX).fill(undefined);
+  /** The two pages user space may mmap (allocated when IOMMU_VIOMMU_ALLOC passed data), or -1. @linux mock_viommu.page */
+  page = -1;
+  /** Their mmap offset in the iommufd file. @linux mock_viommu.mmap_offset */
+  mmapOffset = 0;
 
   constructor(
     readonly iommu: MockIommu | undefined,
@@ -104,6 +113,11 @@ export function createMockViommuOps(deps: MockViommuDeps): IommuViommuOps {
   return {
     /** @linux mock_viommu_destroy */
     destroy: (viommu) => {
+      const mv = mockOf(viommu);
+      if (mv.page >= 0) {
+        viommu.destroyMmap(mv.mmapOffset);
+        mv.iommu!.machine.pages.freePages(mv.page, MOCK_VIOMMU_PAGE_ORDER);
+      }
       viommu.priv = undefined;
     },
     /** @linux mock_viommu_alloc_domain_nested */
@@ -175,7 +189,9 @@ export async function mockViommuCacheInvalidate(viommu: IommuViommu, array: Iomm
 }
 
 /**
- * Build a mock vIOMMU on `parent` (a mock nest parent): loop driver data back (`out_data = in_data`).
+ * Build a mock vIOMMU on `parent` (a mock nest parent). With driver data: loop it back (`out_data = in_data`) and
+ * give user space a two-page window to mmap whose first word is `in_data` (`out_mmap_offset`, `out_mmap_length`);
+ * the output needs the whole struct (EINVAL otherwise, with everything undone).
  * @linux mock_get_viommu_size + mock_viommu_init
  */
 export async function mockViommuInit(
@@ -185,6 +201,8 @@ export async function mockViommuInit(
   ops: IommuViommuOps,
 ): Promise<void> {
   if (!(parent instanceof MockPagingDomain)) throw kerr("EINVAL", "mock: parent is not a mock domain");
+  const iommu = viommu.iommuDev as MockIommu | undefined;
+  const mv = new MockViommu(iommu, parent);
   if (userData) {
     // iommu_copy_struct_from_user(&data, user_data, IOMMU_VIOMMU_TYPE_SELFTEST, out_data)
     if (userData.type !== IOMMU_VIOMMU_TYPE_SELFTEST) throw kerr("EINVAL", "mock: bad data type");
@@ -192,11 +210,40 @@ export async function mockViommuInit(
     if (d.length < VIOMMU_SELFTEST_MIN || d.length > IOMMU_VIOMMU_SELFTEST_SIZE) {
       throw kerr("EINVAL", "mock: bad data length");
     }
-    const out = new Uint8Array(VIOMMU_SELFTEST_MIN);
-    out.set(d.subarray(0, 4), 0);
-    out.set(d.subarray(0, 4), 4);
-    userData.copyToUser?.(out);
+    if (!iommu) throw kerr("ENODEV", "mock: vIOMMU without a mock IOMMU");
+    const inData = u32(d, 0);
+    const pages = iommu.machine.pages;
+    const memory = iommu.machine.memory;
+    const length = PAGE_SIZE << MOCK_VIOMMU_PAGE_ORDER;
+    const page = pages.allocPages(MOCK_VIOMMU_PAGE_ORDER, MOCK_VIOMMU_PAGE_SITE);
+    let offset: number;
+    try {
+      memory.fill(page, length, 0); // __GFP_ZERO
+      offset = viommu.allocMmap(page, length);
+    } catch (e) {
+      pages.freePages(page, MOCK_VIOMMU_PAGE_ORDER);
+      throw e;
+    }
+    try {
+      // For loopback tests on both the page and out_data.
+      memory.write32(page, inData);
+      // iommu_copy_struct_to_user(user_data, &data, IOMMU_VIOMMU_TYPE_SELFTEST, out_mmap_length)
+      if (d.length < IOMMU_VIOMMU_SELFTEST_SIZE) throw kerr("EINVAL", "mock: data too short for the mmap window");
+      const out = new Uint8Array(IOMMU_VIOMMU_SELFTEST_SIZE);
+      const w = new DataView(out.buffer);
+      w.setUint32(0, inData, true);
+      w.setUint32(4, inData, true);
+      w.setBigUint64(8, BigInt(offset), true);
+      w.setBigUint64(16, BigInt(length), true);
+      userData.copyToUser?.(out);
+    } catch (e) {
+      viommu.destroyMmap(offset);
+      pages.freePages(page, MOCK_VIOMMU_PAGE_ORDER);
+      throw e;
+    }
+    mv.page = page;
+    mv.mmapOffset = offset;
   }
-  viommu.priv = new MockViommu(viommu.iommuDev as MockIommu | undefined, parent);
+  viommu.priv = mv;
   viommu.ops = ops;
 }
