@@ -13,6 +13,7 @@ export {
   IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
   IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_TEST_IOTLB_DEFAULT,
+  IOMMU_TEST_PASID_RESERVED,
   IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_APERTURE_LAST,
   MOCK_APERTURE_START,
@@ -117,8 +118,6 @@ export const MOCK_DEV_CACHE_ID_MAX = 3;
 export const MOCK_DEV_CACHE_NUM = 4;
 /** Initial value of a mock device's cache entries. @linux IOMMU_TEST_DEV_CACHE_DEFAULT */
 export const IOMMU_TEST_DEV_CACHE_DEFAULT = 0xbaddad;
-/** PASID reserved for the special PASID-replace test. @linux IOMMU_TEST_PASID_RESERVED */
-export const IOMMU_TEST_PASID_RESERVED = 1024;
 /** vEVENTQ type of the mock. @linux IOMMU_VEVENTQ_TYPE_SELFTEST */
 export const IOMMU_VEVENTQ_TYPE_SELFTEST = 0xbeefbeef;
 /** HW queue type of the mock. @linux IOMMU_HW_QUEUE_TYPE_SELFTEST */

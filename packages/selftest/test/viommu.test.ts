@@ -21,6 +21,7 @@ import {
   IOMMU_TEST_HW_QUEUE_MAX,
   IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_TEST_IOTLB_DEFAULT,
+  IOMMU_TEST_PASID_RESERVED,
   IOMMU_VEVENTQ_TYPE_SELFTEST,
   IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -617,8 +618,24 @@ for (const variant of [
       // cleanup pasid 200
       await detach(pasid);
 
-      // The negative replace of PASID 1024 (IOMMU_TEST_PASID_RESERVED, ENOMEM by design) is not ported: the mock
-      // driver has no reserved PASID.
+      // Negative tests for pasid replace, use pasid 1024 (IOMMU_TEST_PASID_RESERVED)
+
+      // Attach the s2 hwpt to pasid 1024, should succeed, domain should be valid.
+      pasid = IOMMU_TEST_PASID_RESERVED;
+      await attach(pasid, s2_hwpt_id);
+      expect(await checkHwpt(pasid, s2_hwpt_id)).toBe(0);
+
+      // Replace pasid 1024, should fail with the mock's designed ENOMEM, but keep the old valid domain. (Upstream
+      // replaced with self->ioas_id when that replace was otherwise allowed; it is EINVAL now, see pasid 200, so the
+      // nested hwpt that pasid 200 accepted stands in as the replacement that would otherwise succeed.)
+      expect(await errnoOf(replace(pasid, nested_hwpt_id[0]!))).toBe("ENOMEM");
+      expect(await checkHwpt(pasid, s2_hwpt_id)).toBe(0);
+
+      // Detach hwpt from pasid 1024; the next attach of it succeeds again (the detach re-armed the mock).
+      await detach(pasid);
+      await attach(pasid, nested_hwpt_id[0]!);
+      expect(await checkHwpt(pasid, nested_hwpt_id[0]!)).toBe(0);
+      await detach(pasid);
 
       // Attach to iopf-capable hwpt
 

@@ -16,6 +16,13 @@ export const MOCK_PGSIZE_BITMAP = MOCK_PAGE_SIZE | MOCK_HUGE_PAGE_SIZE;
 /** PASID width of the mock IOMMU. @linux MOCK_PASID_WIDTH (selftest.c) */
 export const MOCK_PASID_WIDTH = 20;
 
+/**
+ * The PASID whose every second set_dev_pasid fails with ENOMEM (attaching the blocked domain re-arms it), so a
+ * test can watch the core keep the old domain when a replace fails in the driver.
+ * @linux IOMMU_TEST_PASID_RESERVED (iommufd_test.h), mock_domain_set_dev_pasid_nop's pasid_1024_fake_error
+ */
+export const IOMMU_TEST_PASID_RESERVED = 1024;
+
 /** Mock device flags (a device's `platformData["mock-dev-flags"]`). @linux MOCK_FLAGS_DEVICE_* (iommufd_test.h) */
 export const MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0;
 /** @linux MOCK_FLAGS_DEVICE_PASID */

@@ -39,6 +39,7 @@ import {
   IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
   IOMMU_TEST_INVALIDATE_FLAG_ALL,
   IOMMU_TEST_IOTLB_DEFAULT,
+  IOMMU_TEST_PASID_RESERVED,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_IAS,
@@ -370,6 +371,15 @@ class MockDriverState {
     const iommu = master.iommu;
     if (master.pasidBits === 0 || pasid >= 2 ** master.pasidBits)
       throw kerr("EINVAL", `${dev.name}: bad PASID ${pasid}`);
+    if (pasid === IOMMU_TEST_PASID_RESERVED) {
+      // The selftest's designed failure: every second attach of this PASID fails before touching anything, so the
+      // core's rollback to the old domain is exercised; a detach (the blocked domain) re-arms it.
+      if (domain === this.blocked) master.pasidReservedFakeError = false;
+      else if (master.pasidReservedFakeError) {
+        master.pasidReservedFakeError = false;
+        throw kerr("ENOMEM", `${dev.name}: designed failure of PASID ${pasid}`);
+      } else master.pasidReservedFakeError = true;
+    }
     const prev = master.pasids.get(pasid) ?? old;
     if (domain === this.blocked) {
       iommu.writePasidEntry(master, pasid, undefined);

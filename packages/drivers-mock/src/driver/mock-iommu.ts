@@ -145,6 +145,8 @@ export class MockMaster {
   readonly pasidLeaves = new Map<number, number>();
   /** Attachments with a fault handler (IOPF enabled while > 0). @linux mock_dev.iopf_refcount */
   iopfRefs = 0;
+  /** The next set_dev_pasid of IOMMU_TEST_PASID_RESERVED fails. @linux mock_dev.pasid_1024_fake_error */
+  pasidReservedFakeError = false;
 
   constructor(
     readonly dev: Device,
