@@ -134,7 +134,7 @@ export class SelftestObj extends IommufdObject {
 }
 
 /** One pinned range of a selftest access. @linux struct selftest_access_item */
-interface SelftestAccessItem {
+export interface SelftestAccessItem {
   iova: number;
   length: number;
   id: number;

@@ -45,8 +45,12 @@ export type IommuFaultHandler = (
   token: unknown,
 ) => number;
 
-interface IopfHandlerHost {
-  // Method syntax keeps the parameter bivariant, so part C can install a handler typed on its `IopfGroup`.
+/**
+ * Where {@link IopfHandler}'s signature is declared (method syntax keeps the parameter bivariant, so io-pgfault can
+ * install a handler typed on its `IopfGroup`).
+ * @linux the iopf_handler member of struct iommu_domain
+ */
+export interface IopfHandlerHost {
   handler(group: unknown): unknown;
 }
 
