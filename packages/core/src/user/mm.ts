@@ -165,12 +165,16 @@ export class Vma implements ShmemMapping {
     this.pfnBase = pa - this.pgoff * PAGE_SIZE;
   }
 
-  /** The physical address `va` maps to in a PFN map. */
+  /** The physical address `va` maps to in a PFN map. @linux the pfn a remap_pfn_range PTE holds (follow_pfnmap_start) */
   pfnAddress(va: number): number {
     return this.pfnBase + this.indexOf(va - (va % PAGE_SIZE)) * PAGE_SIZE + (va % PAGE_SIZE);
   }
 
-  /** A new mapping of the same backing over [start, end) (fork's copy or a split-off part), with the driver's state. */
+  /**
+   * A new mapping of the same backing over [start, end) (fork's copy or a split-off part), with the driver's state
+   * and its own file reference; the caller runs `vmOps.open` once it is inserted.
+   * @linux vm_area_dup
+   */
   cloneInto(mm: MmStruct, start: number, end: number): Vma {
     const c = new Vma(
       mm,

@@ -160,7 +160,10 @@ export class MockIotlb {
     return s + v;
   }
 
-  /** Fill entry `e` with a translation (the caller chose `e`: the entry of the same key, or a {@link victim}). */
+  /**
+   * Fill entry `e` with a translation (the caller chose `e`: the entry of the same key, or a {@link victim}).
+   * @linux an IOTLB fill after a page walk
+   */
   write(e: number, tag: number, vpn: number, pa: number, span: number, perm: number): void {
     const fi = e << 2;
     const ii = e << 3;
