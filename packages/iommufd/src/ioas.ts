@@ -369,6 +369,8 @@ export async function iommufdIoasUnmap(ucmd: IommufdUcmd): Promise<void> {
       } else {
         unmapped = await ioptUnmapIova(ioas.iopt, iova, Number(cmd.length));
       }
+      // iopt_unmap_iova succeeds on an empty range; only this ioctl calls that ENOENT (VFIO's unmap does not).
+      if (!unmapped) throw kerr("ENOENT", "nothing mapped in the range");
     }
     cmd.length = BigInt(unmapped);
     ucmd.respond();

@@ -708,6 +708,13 @@ for (const variant of [
         // Negative tests
         expect(await errnoOf(self.testCmdHwptAlloc(s.ioas_id, s.device_id, 0))).toBe("ENOENT");
         expect(await errnoOf(self.testCmdHwptAlloc(s.device_id, s.device_id, 0))).toBe("EINVAL");
+        // iommufd_hwpt_paging_alloc: a nest parent with a fault ID is EOPNOTSUPP before the fault ID (here 0, no
+        // such object) is looked up.
+        expect(
+          await errnoOf(
+            self.testCmdHwptAlloc(s.device_id, s.ioas_id, IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_FAULT_ID_VALID),
+          ),
+        ).toBe("EOPNOTSUPP");
 
         parent_hwpt_id = await self.testCmdHwptAlloc(s.device_id, s.ioas_id, IOMMU_HWPT_ALLOC_NEST_PARENT);
         const parent_hwpt_id_not_work = await self.testCmdHwptAlloc(s.device_id, s.ioas_id, 0);
