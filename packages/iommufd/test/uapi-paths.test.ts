@@ -312,6 +312,41 @@ for (const mode of [0, 1] as const) {
   });
 }
 
+describe("change_process with several IOASes", () => {
+  // iommufd_take_all_iova_rwsem: CHANGE_PROCESS takes every IOAS's iova_rwsem (nested under ioas_creation_lock) and
+  // no ioas->mutex. IOAS_MAP records mutex -> iova_rwsem; taking the second IOAS's mutex under the first one's
+  // iova_rwsem would close a cycle the lock-order recorder reports (and teardown fails on).
+  it("moves the pins of file mappings in three IOASes, lockdep clean", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const caps = CAPABILITIES.filter((c) => c !== "CAP_IPC_LOCK");
+    const env = await openEnv(m, m.spawnProcess({ capabilities: caps }));
+    const { p, fd } = env;
+    const mfd = p.memfdCreate("m", 3 * PAGE_SIZE);
+    const ioases: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const ioas = await ioasAlloc(p, fd);
+      if (i === 0) await mockDomain(env, ioas);
+      await ioasMapFile(p, fd, { ioasId: ioas, memfd: mfd, start: i * PAGE_SIZE, length: PAGE_SIZE });
+      ioases.push(ioas);
+    }
+    // Only the IOAS with a domain pins its pages.
+    expect(p.mm.pinnedVm).toBe(1);
+    const child = p.fork();
+    await ioasChangeProcess(child, fd);
+    expect(p.mm.pinnedVm).toBe(0);
+    expect(child.mm.pinnedVm).toBe(1);
+    // Again, back to the parent: the same locks, in the same order.
+    await ioasChangeProcess(p, fd);
+    expect(child.mm.pinnedVm).toBe(0);
+    expect(m.diag.ofKind("lock-inversion")).toEqual([]);
+    expect(m.scheduler.lockdep.hasDependency("iommufd_ioas.mutex", "iopt.iova_rwsem")).toBe(true);
+    expect(m.scheduler.lockdep.hasDependency("iopt.iova_rwsem", "iommufd_ioas.mutex")).toBe(false);
+    await child.exit();
+    await env.close();
+    await done(m, p);
+  });
+});
+
 describe("vfio_compat_mock_domain", () => {
   it("type1 MAP_DMA / UNMAP_DMA through /dev/iommu reach the mock domain", async () => {
     const m = await bootMachine({ devices: 1 });
