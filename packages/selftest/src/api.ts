@@ -11,6 +11,8 @@ import {
   IOMMU_DESTROY,
   IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
+  IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+  IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
@@ -326,15 +328,25 @@ export class SelftestFixture {
     return r.out_nr_dirty;
   }
 
-  /** Resolves to the IOMMU_GET_HW_INFO reply. @linux test_cmd_get_hw_info / _test_cmd_get_hw_info */
-  async testCmdGetHwInfo(deviceId: number, data: bigint, dataLen: number): Promise<IommuHwInfo> {
+  /**
+   * Resolves to the IOMMU_GET_HW_INFO reply. A `dataType` other than DEFAULT is passed as `in_data_type` with
+   * IOMMU_HW_INFO_FLAG_INPUT_TYPE.
+   * @linux test_cmd_get_hw_info / _test_cmd_get_hw_info
+   */
+  async testCmdGetHwInfo(
+    deviceId: number,
+    data: bigint,
+    dataLen: number,
+    dataType = IOMMU_HW_INFO_TYPE_DEFAULT,
+  ): Promise<IommuHwInfo> {
     const cmd = {
       size: 0,
-      flags: 0,
+      flags: dataType !== IOMMU_HW_INFO_TYPE_DEFAULT ? IOMMU_HW_INFO_FLAG_INPUT_TYPE : 0,
       dev_id: deviceId,
       data_len: dataLen,
       data_uptr: data,
-      out_data_type: 0,
+      // in_data_type shares out_data_type's slot.
+      out_data_type: dataType,
       out_max_pasid_log2: 0,
       __reserved: [0, 0, 0],
       out_capabilities: 0n,

@@ -164,6 +164,13 @@ for (const variant of IOAS_VARIANTS) {
         expect(r.out_data_type).toBe(IOMMU_HW_INFO_TYPE_SELFTEST);
         const dv = new DataView(s.p.readMemory(info, 16).buffer);
         expect(dv.getUint32(4, true)).toBe(IOMMU_HW_INFO_SELFTEST_REGVAL);
+        // Request for a wrong data_type, and a correct one (mock_domain_hw_info answers EOPNOTSUPP for a type
+        // other than DEFAULT or SELFTEST).
+        expect(
+          await errnoOf(s.self.testCmdGetHwInfo(s.device_id, info, 8, (IOMMU_HW_INFO_TYPE_SELFTEST + 1) >>> 0)),
+        ).toBe("EOPNOTSUPP");
+        const typed = await s.self.testCmdGetHwInfo(s.device_id, info, 8, IOMMU_HW_INFO_TYPE_SELFTEST);
+        expect(typed.out_data_type).toBe(IOMMU_HW_INFO_TYPE_SELFTEST);
         // A larger buffer: the kernel zeroes the trailing bytes.
         s.p.writeMemory(info + 8n, new Uint8Array(8).fill(0xaa));
         await s.self.testCmdGetHwInfo(s.device_id, info, 16);

@@ -60,6 +60,8 @@ import {
 import { MockIommu, MockMaster } from "./mock-iommu.js";
 import { createMockViommuOps, IOMMU_VIOMMU_TYPE_SELFTEST, mockViommuInit } from "./viommu.js";
 
+/** The type IOMMU_GET_HW_INFO asks for without IOMMU_HW_INFO_FLAG_INPUT_TYPE. @linux IOMMU_HW_INFO_TYPE_DEFAULT */
+export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
 /** Hardware-info type of the mock. @linux IOMMU_HW_INFO_TYPE_SELFTEST (iommufd_test.h) */
 export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
 /** The mock's `test_reg` value in its hardware info. @linux IOMMU_HW_INFO_SELFTEST_REGVAL */
@@ -149,7 +151,11 @@ class MockDriverState {
     this.ops = {
       owner: ctx.owner,
       capable: (dev, cap) => this.capable(dev, cap),
-      hwInfo: () => {
+      // mock_domain_hw_info: only the default type or the selftest's own can be asked for.
+      hwInfo: (_dev, type) => {
+        if (type !== IOMMU_HW_INFO_TYPE_DEFAULT && type !== IOMMU_HW_INFO_TYPE_SELFTEST) {
+          throw kerr("EOPNOTSUPP", `mock: no hw_info of type 0x${type.toString(16)}`);
+        }
         const data = new Uint8Array(8);
         const v = new DataView(data.buffer);
         v.setUint32(0, 0, true);
