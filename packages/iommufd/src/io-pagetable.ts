@@ -562,10 +562,13 @@ export async function ioptSetAllowIova(iopt: IoPagetable, allowed: IovaSpan[]): 
 }
 
 /**
- * Reserve [start, last] for `owner`: EADDRINUSE when an area or an allowed range intersects it.
+ * Reserve [start, last] for `owner`: EADDRINUSE when an area or an allowed range intersects it. An end past the
+ * simulated IOVA space is clamped to its top ({@link IOPT_IOVA_MAX}); a range wholly past it reserves nothing.
  * @linux iopt_reserve_iova (iova_rwsem held for write)
  */
 export function ioptReserveIova(iopt: IoPagetable, start: number, last: number, owner: unknown): void {
+  if (start > IOPT_IOVA_MAX) return;
+  if (last > IOPT_IOVA_MAX) last = IOPT_IOVA_MAX;
   if (iopt.areaIterFirst(start, last)) throw kerr("EADDRINUSE", "reserved range is mapped");
   if (iopt.allowed.some((a) => a.start <= last && a.last >= start)) throw kerr("EADDRINUSE", "range is allowed");
   iopt.core.faults.check(IOPT_RESERVED_ALLOC_SITE);

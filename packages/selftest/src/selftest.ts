@@ -43,6 +43,7 @@ import {
   IOMMUFD_OBJ,
   IOMMUFD_OBJ_ANY,
   IOMMUFD_TYPE,
+  IOPT_IOVA_MAX,
   type IommufdAccess,
   type IommufdAccessOps,
   type IommufdCtx,
@@ -75,6 +76,7 @@ import {
   iommufdPutObject,
   ioptReserveIova,
   PAGE_SIZE,
+  U64_MAX,
 } from "@iommu-sim/iommufd";
 import {
   IOMMU_TEST_OP,
@@ -337,15 +339,22 @@ function callerProcess(): Process {
 
 // --- ops ---------------------------------------------------------------------------------------------------
 
-/** @linux iommufd_test_add_reserved */
+/**
+ * Reserve [start, start + length - 1] (u64 arithmetic, as the C unsigned longs). What lies past the simulated
+ * IOVA space is clamped to its top ({@link IOPT_IOVA_MAX}, ULONG_MAX here), so user space's ULONG_MAX-style ends
+ * work; a range wholly past it reserves nothing (nothing can be mapped there).
+ * @linux iommufd_test_add_reserved
+ */
 async function testAddReserved(ucmd: IommufdUcmd, c: IommuTestCmd<typeof IOMMU_TEST_OP.ADD_RESERVED>) {
   const ioas = iommufdGetIoas(ucmd.ictx, c.id);
   try {
-    const start = num(c.start, "start");
-    const last = num(c.start + c.length - 1n, "last");
+    const max = BigInt(IOPT_IOVA_MAX);
+    const last64 = (c.start + c.length - 1n) & U64_MAX;
     await ioas.iopt.iovaRwsem.downWrite();
     try {
-      ioptReserveIova(ioas.iopt, start, last, undefined);
+      if (c.start <= max && last64 >= c.start) {
+        ioptReserveIova(ioas.iopt, Number(c.start), Number(last64 > max ? max : last64), undefined);
+      }
     } finally {
       ioas.iopt.iovaRwsem.upWrite();
     }

@@ -307,6 +307,35 @@ for (const variant of IOAS_VARIANTS) {
       await self.ioctl(IOMMU_IOAS_COPY, copy);
     });
 
+    // iommufd_test_add_reserved: iopt_reserve_iova(start, start + length - 1) with the syzbot regression's range
+    // (start 6, length 0xffffffffffff8001): it succeeds (clamped to the top of the simulated IOVA space), the IOVA
+    // ranges report the hole below it, and an auto-IOVA map has nowhere to go: ENOSPC.
+    test("add_reserved_past_the_iova_space", async (s) => {
+      const self = s.self;
+      await self.testCmdAddReserved(self.ioasId, 6, 0xffff_ffff_ffff_8001n);
+      expect(await errnoOf(self.testIoctlIoasMap(s.buffer, BUFFER_SIZE))).toBe("ENOSPC");
+      expect(await errnoOf(self.testIoctlIoasMap(s.buffer, PAGE_SIZE))).toBe("ENOSPC");
+      const cmd = {
+        size: 0,
+        ioas_id: self.ioasId,
+        num_iovas: 4,
+        __reserved: 0,
+        allowed_iovas: s.buffer,
+        out_iova_alignment: 0n,
+      };
+      await self.ioctl(IOMMU_IOAS_IOVA_RANGES, cmd);
+      if (s.stdev_id) {
+        // The mock aperture's own reservations cover [0, 6) already: nothing is left.
+        expect(cmd.num_iovas).toBe(0);
+      } else {
+        expect(cmd.num_iovas).toBe(1);
+        expect(iommu_iova_range.decode(s.p.readMemory(s.buffer, 16))).toEqual({ start: 0n, last: 5n });
+      }
+      // ULONG_MAX-style ends clamp too; a range wholly past the space reserves nothing.
+      await self.testCmdAddReserved(self.ioasId, 0, SIZE_MAX);
+      await self.testCmdAddReserved(self.ioasId, 0xffff_ffff_0000_0000n, 0x1000n);
+    });
+
     test("iova_ranges", async (s) => {
       const self = s.self;
       const ranges = s.buffer;
