@@ -185,6 +185,9 @@ class MockDriverState {
         const pasid = fault.fault.prm.flags & 1 ? msg.pasid : -1;
         for (const sid of master.sids) master.iommu.pageResponse(sid, pasid, msg.grpid, msg.code);
       },
+      // The guest owns the PASID table of a nested domain (as with SMMUv3 CD tables): a page request with a PASID
+      // no domain is attached at goes to the nested domain at the RID. @linux mock_ops.user_pasid_table
+      userPasidTable: true,
       // vIOMMU (viommu.ts). @linux mock_get_viommu_size / mock_viommu_init
       getViommuSize: (_dev, type) => (type === IOMMU_VIOMMU_TYPE_SELFTEST ? 1 : 0),
       viommuInit: (viommu, parent, data) => mockViommuInit(viommu, parent, data, this.viommuOps),
