@@ -39,6 +39,7 @@ import {
 } from "@iommu-sim/iommufd";
 import { SELFTEST_DEFAULT_MEMORY_LIMIT } from "./selftest.js";
 import {
+  IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_TEST_CMD,
   IOMMU_TEST_CMD_LAYOUTS,
   IOMMU_TEST_OP,
@@ -231,6 +232,17 @@ export class SelftestFixture {
     };
     await this.ioctl(IOMMU_HWPT_ALLOC, cmd);
     return cmd.out_hwpt_id;
+  }
+
+  /**
+   * A paging HWPT with `struct iommu_hwpt_selftest { .pagetable_type }` (MOCK_IOMMUPT_DEFAULT or _HUGE).
+   * @linux test_cmd_hwpt_alloc_iommupt
+   */
+  async testCmdHwptAllocIommupt(deviceId: number, ptId: number, flags: number, iommuptType: number): Promise<number> {
+    const cfg = new Uint8Array(8);
+    new DataView(cfg.buffer).setUint32(4, iommuptType, true);
+    const uptr = this.userBuffer(cfg);
+    return this.testCmdHwptAlloc(deviceId, ptId, flags, { type: IOMMU_HWPT_DATA_SELFTEST, uptr, len: 8 });
   }
 
   /** @linux test_cmd_add_reserved */

@@ -42,8 +42,10 @@ import {
   IOMMU_TEST_PASID_RESERVED,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
+  MOCK_HUGE_IAS,
   MOCK_IAS,
   MOCK_IOMMUPT_DEFAULT,
+  MOCK_IOMMUPT_HUGE,
   MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
   MOCK_OAS,
   MOCK_PASID_WIDTH,
@@ -108,9 +110,16 @@ class MockDriverState {
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDev(d, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d, dev, pasid, old),
-      mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as MockPagingDomain).pt.map(iova, pa, pgsize, count, prot, gather),
-      unmapPages: (d, iova, pgsize, count, gather) => (d as MockPagingDomain).pt.unmap(iova, pgsize, count, gather),
+      mapPages: (d, iova, pa, pgsize, count, prot, gather) => {
+        const p = d as MockPagingDomain;
+        const leaf = p.leafSize(pgsize);
+        return p.pt.map(iova, pa, leaf, (count * pgsize) / leaf, prot, gather);
+      },
+      unmapPages: (d, iova, pgsize, count, gather) => {
+        const p = d as MockPagingDomain;
+        const leaf = p.leafSize(pgsize);
+        return p.pt.unmap(iova, leaf, (count * pgsize) / leaf, gather);
+      },
       iovaToPhys: (d, iova) => (d as MockPagingDomain).pt.iovaToPhys(iova),
       iotlbSync: (d, gather) => this.iotlbSync(d as MockPagingDomain, gather),
       flushIotlbAll: (d) => this.flushAll(d as MockPagingDomain),
@@ -269,10 +278,17 @@ class MockDriverState {
     if (flags & H.DIRTY_TRACKING && !this.capable(dev, IOMMU_CAP.DIRTY_TRACKING)) {
       throw kerr("EOPNOTSUPP", `${dev.name}: no dirty tracking`);
     }
+    // struct iommu_hwpt_selftest { iotlb; pagetable_type }, zero-extended (iommu_copy_struct_from_user).
+    let pagetableType = MOCK_IOMMUPT_DEFAULT;
     if (data) {
       if (data.type !== IOMMU_HWPT_DATA_SELFTEST || flags & H.NEST_PARENT) throw kerr("EOPNOTSUPP", "mock: bad data");
-      if (u32(data.data, 4) !== MOCK_IOMMUPT_DEFAULT) throw kerr("EOPNOTSUPP", "mock: unsupported pagetable_type");
+      if (data.data.length >= 8) pagetableType = u32(data.data, 4);
+      // MOCK_IOMMUPT_AMDV1 (the real AMD v1 format) is not modelled.
+      if (pagetableType !== MOCK_IOMMUPT_DEFAULT && pagetableType !== MOCK_IOMMUPT_HUGE) {
+        throw kerr("EOPNOTSUPP", "mock: unsupported pagetable_type");
+      }
     }
+    const ias = pagetableType === MOCK_IOMMUPT_HUGE ? MOCK_HUGE_IAS : MOCK_IAS;
     const core = this.core;
     core.faults.check(MOCK_SITES.domain);
     const token = {};
@@ -283,7 +299,7 @@ class MockDriverState {
     };
     let pt: ReturnType<typeof newMockPageTable>;
     try {
-      pt = newMockPageTable(master.iommu, MOCK_IAS, MOCK_OAS, sync);
+      pt = newMockPageTable(master.iommu, ias, MOCK_OAS, sync);
     } catch (e) {
       this.dids.erase(did);
       throw e;
@@ -294,6 +310,7 @@ class MockDriverState {
       did,
       (flags & H.NEST_PARENT) !== 0,
       flags & H.DIRTY_TRACKING ? this.dirtyOps : undefined,
+      pagetableType,
     );
     return domain;
   }
