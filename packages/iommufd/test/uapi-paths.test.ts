@@ -24,6 +24,7 @@ import {
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_CHANGE_PROCESS,
+  IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_RLIMIT_MODE,
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
@@ -477,6 +478,38 @@ describe("vfio_compat_mock_domain", () => {
       BigInt(MOCK_APERTURE_START),
       BigInt(MOCK_APERTURE_LAST),
     ]);
+    await env.close();
+    await done(m, p);
+  });
+
+  // iommufd_vfio_set_iommu(VFIO_TYPE1_IOMMU) -> iopt_disable_large_pages; iommufd_vfio_unmap_dma -> iopt_cut_iova:
+  // type1 v1 unmaps the middle of a mapping; the rest still translates and only the middle pages are unpinned.
+  it("type1 (v1): HUGE_PAGES reads 0 and UNMAP_DMA cuts a mapping in the middle", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const env = await openEnv(m, m.spawnProcess());
+    const { p, fd } = env;
+    const ioas = await ioasAlloc(p, fd);
+    await mockDomain(env, ioas);
+    await vfioIoas(p, fd, IOMMU_VFIO_IOAS_SET, ioas);
+    await p.ioctl(fd, VFIO_SET_IOMMU, { arg: VFIO_TYPE1_IOMMU });
+    expect(await option(p, fd, IOMMU_OPTION_HUGE_PAGES, ioas)).toBe(0n);
+    const buf = p.mmap(4 * PAGE_SIZE);
+    for (let i = 0; i < 4; i++) p.writeMemory(buf + BigInt(i * PAGE_SIZE), new Uint8Array([0x10 + i]));
+    const iova = MOCK_APERTURE_START;
+    await p.ioctl(fd, VFIO_IOMMU_MAP_DMA, { argsz: 32, flags: 3, vaddr: buf, iova: BigInt(iova), size: 16384n });
+    expect(m.userSpace.pages.pinnedCount).toBe(4);
+    const unmap = { argsz: 24, flags: 0, iova: BigInt(iova + PAGE_SIZE), size: BigInt(2 * PAGE_SIZE) };
+    await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, unmap);
+    expect(unmap.size).toBe(BigInt(2 * PAGE_SIZE));
+    expect(m.userSpace.pages.pinnedCount).toBe(2);
+    const dev = m.device("mock-t0");
+    expect([...dev.dmaRead(iova, 1), ...dev.dmaRead(iova + 3 * PAGE_SIZE, 1)]).toEqual([0x10, 0x13]);
+    expect(() => dev.dmaRead(iova + PAGE_SIZE, 1)).toThrow();
+    expect(() => dev.dmaRead(iova + 2 * PAGE_SIZE, 1)).toThrow();
+    // The two halves are mappings of their own now.
+    const all = { argsz: 24, flags: 2, iova: 0n, size: 0n };
+    await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, all);
+    expect(all.size).toBe(BigInt(2 * PAGE_SIZE));
     await env.close();
     await done(m, p);
   });
