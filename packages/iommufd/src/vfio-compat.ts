@@ -412,21 +412,17 @@ async function iommufdVfioMapDma(ictx: IommufdCtx, arg: IoctlArg | null | undefi
   if (flags & VFIO_DMA_MAP_FLAG_WRITE) f |= IOMMU_IOAS_MAP_WRITEABLE;
   const ioas = iommufdVfioGetIoas(ictx);
   try {
-    await ioas.mutex.lock();
-    try {
-      await ioptMapUserPages(
-        ictx,
-        ioas,
-        user,
-        Number(m.iova as bigint),
-        Number(m.vaddr as bigint),
-        Number(m.size as bigint),
-        convIommuProt(f),
-        0,
-      );
-    } finally {
-      ioas.mutex.unlock();
-    }
+    // No ioas->mutex: the io_pagetable's own locks serialise the map against attach (as in Linux).
+    await ioptMapUserPages(
+      ictx,
+      ioas,
+      user,
+      Number(m.iova as bigint),
+      Number(m.vaddr as bigint),
+      Number(m.size as bigint),
+      convIommuProt(f),
+      0,
+    );
   } finally {
     iommufdPutObject(ictx, ioas);
   }
