@@ -222,6 +222,14 @@ export function holesOf(used: readonly IovaSpan[], lo: number, hi: number): Iova
   return out;
 }
 
+/**
+ * The usable IOVA ranges: the holes between the reserved ranges over the whole IOVA space (iova_rwsem held).
+ * @linux interval_tree_for_each_span(&span, &iopt->reserved_itree, 0, ULONG_MAX) with span.is_hole
+ */
+export function ioptReservedHoles(iopt: IoPagetable): IovaSpan[] {
+  return holesOf(mergeSpans(iopt.reserved), 0, IOPT_IOVA_MAX);
+}
+
 function roundupPowOfTwo(x: number): number {
   let p = 1;
   while (p < x) p *= 2;

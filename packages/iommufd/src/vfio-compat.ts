@@ -9,10 +9,10 @@ import { kerr } from "@iommu-sim/core";
 import { UapiStruct } from "./core-user.js";
 import type { IommufdCtx } from "./ctx.js";
 import {
-  holesOf,
   IOPT_IOVA_MAX,
   ioptCutIova,
   ioptDisableLargePages,
+  ioptReservedHoles,
   ioptUnmapAll,
   ioptUnmapIovaRange,
 } from "./io-pagetable.js";
@@ -92,8 +92,6 @@ export const vfio_iommu_type1_info = new UapiStruct("vfio_iommu_type1_info", [
   { name: "cap_offset", type: "u32" },
   { name: "pad", type: "u32" },
 ]);
-/** sizeof(struct vfio_info_cap_header { __u16 id, version; __u32 next; }). */
-export const VFIO_INFO_CAP_HEADER_SIZE = 8;
 /** struct_size(struct vfio_iommu_type1_info_cap_iova_range, iova_ranges, 0): header, nr_iovas, reserved. */
 export const VFIO_CAP_IOVA_RANGE_SIZE = 16;
 /** sizeof(struct vfio_iova_range { __u64 start, end; }). */
@@ -288,15 +286,8 @@ function capHeader(cap: Uint8Array, id: number): DataView {
  * @linux iommufd_fill_cap_iova
  */
 function iommufdFillCapIova(ioas: IommufdIoas, ubuf: InfoUserBuffer | undefined, at: number, avail: number): number {
-  const used = ioas.iopt.reserved.map((r) => ({ start: r.start, last: r.last })).sort((a, b) => a.start - b.start);
-  const merged: { start: number; last: number }[] = [];
-  for (const x of used) {
-    const top = merged[merged.length - 1];
-    if (top && x.start <= top.last + 1) top.last = Math.max(top.last, x.last);
-    else merged.push({ ...x });
-  }
   let nr = 0;
-  for (const h of holesOf(merged, 0, IOPT_IOVA_MAX)) {
+  for (const h of ioptReservedHoles(ioas.iopt)) {
     const size = VFIO_CAP_IOVA_RANGE_SIZE + (nr + 1) * VFIO_IOVA_RANGE_SIZE;
     if (ubuf && avail >= size) {
       const r = new Uint8Array(VFIO_IOVA_RANGE_SIZE);
