@@ -241,6 +241,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private readonly cdS1: StageParams[];
   /** Address of the STE / CD each cache entry was fetched from (strict-mode refetch). */
   private readonly steFetchPa: Float64Array;
+  private readonly cdFetchPa: Float64Array;
 
   private readonly r1 = new WalkResult();
   private readonly r2 = new WalkResult();
@@ -310,6 +311,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     this.steS2 = Array.from({ length: this.steCache.entries }, () => new StageParams());
     this.cdS1 = Array.from({ length: this.cdCache.entries }, () => new StageParams());
     this.steFetchPa = new Float64Array(this.steCache.entries);
+    this.cdFetchPa = new Float64Array(this.cdCache.entries);
 
     const f = (b: boolean) => (b ? 1 : 0);
     this.idr[0] =
@@ -1070,6 +1072,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const c = this.cdCache;
     const e = c.fill(sid, cdIdx);
     c.words.set(w, e * DESC_WORDS);
+    this.cdFetchPa[e] = pa;
     let asid = getField(w, CD.ASID);
     if (!this.options.asid16) asid &= 0xff;
     c.info[e * DESC_INFO + CI_ASID] = asid;
@@ -1136,12 +1139,27 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     }
   }
 
-  /** Strict: the cached CD must still match memory. */
+  /**
+   * Strict: the cached CD must still be the one the STE in use locates, and must still match memory. A CD cached
+   * through an STE that was since repointed (at another CD table, or at one where this index no longer resolves)
+   * is stale even when the new table's words happen to agree.
+   */
   private checkCd(se: number, ce: number, sid: number, cdIdx: number): void {
     const c = this.cdCache;
     if (c.reported[ce]) return;
     const pa = this.cdAddress(se, sid, cdIdx, -1, false);
-    if (pa < 0) return;
+    const was = this.cdFetchPa[ce]!;
+    if (pa !== was) {
+      c.reported[ce] = 1;
+      const now = pa < 0 ? `now gives ${EVT_NAME[-pa] ?? "a fault"}` : `now locates it at ${hex(pa)}`;
+      this.stale(
+        "configuration cache entry (CD)",
+        `StreamID ${hex(sid)} SSID ${cdIdx}`,
+        `CD ${cdIdx} of StreamID ${hex(sid)} was cached from ${hex(was)}, but the STE in use ${now} ` +
+          `(missing CFGI_STE / CFGI_CD_ALL after repointing the STE's CD table?)`,
+      );
+      return;
+    }
     this.read64B(pa);
     for (let i = 0; i < 8; i++) {
       if (this.scratch[i] !== c.words[ce * DESC_WORDS + i]) {
@@ -1446,9 +1464,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       case CMDQ_OP.PREFETCH_ADDR:
         return CERROR.NONE;
       case CMDQ_OP.CFGI_STE: {
+        // Leaf only scopes the L1 stream-table descriptors; every CD (and L1CD) cached through this StreamID goes
+        // whatever Leaf says (SMMUv3 spec 4.3.1), or a repointed STE would keep serving the old CD table's CDs.
         const sid = getField(w, CMD.SID);
         this.steCache.invalidate(sid, sid);
-        if (getField(w, CMD.LEAF) === 0) this.cdCache.invalidate(sid, sid);
+        this.cdCache.invalidate(sid, sid);
         return CERROR.NONE;
       }
       case CMDQ_OP.CFGI_STE_RANGE: {
