@@ -937,7 +937,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     c.info[i + SI_VMID] = vmid;
     c.info[i + SI_FLAGS] =
       getField(w, STE.S1CDMAX) |
-      (getField(w, STE.S1DSS) << SF_S1DSS_SHIFT) |
+      (effectiveS1dss(getField(w, STE.S1DSS)) << SF_S1DSS_SHIFT) |
       (getField(w, STE.S1FMT) << SF_S1FMT_SHIFT) |
       (getField(w, STE.STRW) === STRW.EL2 ? SF_EL2 : 0) |
       (getField(w, STE.S2R) ? SF_S2R : 0) |
@@ -1602,6 +1602,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     sc.asid = asid;
     return sc;
   }
+}
+
+/** STE.S1DSS as the SMMU acts on it: the reserved 0b11 behaves as 0b00, terminate (SMMUv3 spec 5.2, S1DSS). */
+function effectiveS1dss(dss: number): number {
+  return dss === 3 ? S1DSS.TERMINATE : dss;
 }
 
 function copyStage(from: StageParams, to: StageParams): void {

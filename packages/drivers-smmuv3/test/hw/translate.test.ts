@@ -223,6 +223,34 @@ describe("stage 1", () => {
   });
 });
 
+describe("STE.S1DSS (spec 5.2)", () => {
+  /** SID0 with a linear table of 4 CDs (CD 0 → ptA, CD 1 → ptB) and the given S1DSS. */
+  function dssSetup(s1dss: number) {
+    const ptA = new PageTable(t, 12, 48);
+    const ptB = new PageTable(t, 12, 48);
+    ptA.map(0x1000, 0x6000_0000, 0x1000);
+    ptB.map(0x1000, 0x6100_0000, 0x1000);
+    const cds = t.alloc(64 * 4, 64 * 4);
+    t.writeDwords(cds, cdOf({ t0sz: 16, asid: 1, ttb0: ptA.root }));
+    t.writeDwords(cds + 64, cdOf({ t0sz: 16, asid: 2, ttb0: ptB.root }));
+    t.writeSte(SID0, { config: 5, s1ctx: cds, s1cdmax: 2, s1dss });
+  }
+
+  it("0b11 is reserved and behaves as 0b00: traffic without a SubstreamID is terminated, SubstreamID 0 uses CD 0", async () => {
+    await boot();
+    t.enable();
+    dssSetup(3);
+    const dev = m.device("smmu-dma0");
+    expect(dmaFault(() => dev.dmaRead(0x1000, 4)).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
+    expect(only(t.events())).toMatchObject({ id: 0x06, sid: SID0, ssv: false });
+    dev.dmaWrite(0x1000, bytes(4, 5), { pasid: 0 });
+    expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 5));
+    dev.dmaWrite(0x1000, bytes(4, 6), { pasid: 1 });
+    expect(m.memory.readBytes(0x6100_0000, 4)).toEqual(bytes(4, 6));
+    expect(t.events()).toHaveLength(0);
+  });
+});
+
 describe("stream table and configuration errors", () => {
   it("abort and bypass STEs; C_BAD_STREAMID, C_BAD_STE, F_STE_FETCH, F_CD_FETCH", async () => {
     await boot();
