@@ -578,9 +578,15 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       const cdMax = flags & SF_CDMAX_MASK;
       const dss = (flags >>> SF_S1DSS_SHIFT) & 3;
       if (ssid >= 0) {
-        if (cdMax === 0 || ssid >= 2 ** cdMax || (ssid === 0 && dss === S1DSS.SSID0)) {
+        if (cdMax === 0 || ssid >= 2 ** cdMax) {
           this.event(EVT_ID.C_BAD_SUBSTREAMID, sid, ssid, 0, 0, 0, 0);
           this.failConfig(out, EVT_ID.C_BAD_SUBSTREAMID);
+          return;
+        }
+        // S1DSS = 0b10 gives CD 0 to traffic without a SubstreamID; SubstreamID 0 itself is terminated (spec 5.2).
+        if (ssid === 0 && dss === S1DSS.SSID0) {
+          this.event(EVT_ID.F_STREAM_DISABLED, sid, ssid, 0, 0, 0, 0);
+          this.failConfig(out, EVT_ID.F_STREAM_DISABLED);
           return;
         }
         cdIdx = ssid;

@@ -203,8 +203,9 @@ describe("stage 1", () => {
     expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 2));
     expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 8 })).faultCode).toBe(EVT_ID.C_BAD_SUBSTREAMID);
     expect(only(t.events())).toMatchObject({ id: 0x08, ssv: true, ssid: 8, sid: SID0 });
-    expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 0 })).faultCode).toBe(EVT_ID.C_BAD_SUBSTREAMID);
-    t.events();
+    // SubstreamID 0 is CD 0's, which S1DSS = 0b10 gave to traffic without one: terminated, F_STREAM_DISABLED.
+    expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 0 })).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
+    expect(only(t.events())).toMatchObject({ id: 0x06, ssv: true, ssid: 0, sid: SID0 });
     expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 3 })).faultCode).toBe(EVT_ID.C_BAD_CD);
     expect(only(t.events())).toMatchObject({ id: 0x0a, ssid: 3 });
     // Two-level, 64K leaves (S1Fmt 2): SSID 1030 lives in leaf 1, entry 6.
@@ -248,6 +249,19 @@ describe("STE.S1DSS (spec 5.2)", () => {
     dev.dmaWrite(0x1000, bytes(4, 6), { pasid: 1 });
     expect(m.memory.readBytes(0x6100_0000, 4)).toEqual(bytes(4, 6));
     expect(t.events()).toHaveLength(0);
+  });
+
+  it("0b10: traffic without a SubstreamID uses CD 0; SubstreamID 0 is terminated with F_STREAM_DISABLED", async () => {
+    await boot();
+    t.enable();
+    dssSetup(2);
+    const dev = m.device("smmu-dma0");
+    dev.dmaWrite(0x1000, bytes(4, 7));
+    expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 7));
+    expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 0 })).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
+    expect(only(t.events())).toMatchObject({ id: 0x06, sid: SID0, ssv: true, ssid: 0 });
+    dev.dmaWrite(0x1000, bytes(4, 8), { pasid: 1 });
+    expect(m.memory.readBytes(0x6100_0000, 4)).toEqual(bytes(4, 8));
   });
 });
 
