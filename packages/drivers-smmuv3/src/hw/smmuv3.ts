@@ -935,7 +935,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     c.words.set(this.scratch, e * DESC_WORDS);
     this.steFetchPa[e] = pa;
     const w = this.scratch;
-    const cfg = getField(w, STE.CONFIG);
+    const rawCfg = getField(w, STE.CONFIG);
+    const cfg = rawCfg < STE_CFG.BYPASS ? STE_CFG.ABORT : rawCfg;
     const i = e * DESC_INFO;
     c.info[i + SI_CFG] = cfg;
     let vmid = this.s2p ? getField(w, STE.S2VMID) : 0;
@@ -959,8 +960,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private validateSte(w: Uint32Array, s2: StageParams): boolean {
     if (getField(w, STE.V) === 0) return false;
     const cfg = getField(w, STE.CONFIG);
-    if (cfg === STE_CFG.ABORT || cfg === STE_CFG.BYPASS) return true;
-    if (cfg < STE_CFG.BYPASS) return false;
+    // 0b000 aborts and the reserved 0b001-0b011 behave as 0b000 (spec 5.2, Config): legal, no other field checked.
+    if (cfg <= STE_CFG.BYPASS) return true;
     const s1 = (cfg & 1) !== 0;
     const st2 = (cfg & 2) !== 0;
     if ((s1 && !this.s1p) || (st2 && !this.s2p) || (s1 && st2 && !this.nesting)) return false;

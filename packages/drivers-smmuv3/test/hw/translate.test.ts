@@ -281,10 +281,14 @@ describe("stream table and configuration errors", () => {
     t.cfgiSte(SID0);
     expect(dmaFault(() => dev.dmaRead(0, 4)).faultCode).toBe(EVT_ID.C_BAD_STE);
     expect(only(t.events())).toMatchObject({ id: 0x04, sid: SID0 });
-    t.writeSte(SID0, { config: 2 }); // reserved Config
-    t.cfgiSte(SID0);
-    expect(dmaFault(() => dev.dmaRead(0, 4)).faultCode).toBe(EVT_ID.C_BAD_STE);
-    t.events();
+    // Reserved Config 0b001-0b011 behave as 0b000 (spec 5.2): abort, no event, whatever the other fields say.
+    for (const config of [1, 2, 3]) {
+      t.writeSte(SID0, { config, s1ctx: 0x20_0000_0000, s1fmt: 3, s1cdmax: 31, eats: 3, strw: 1, s2tg: 3 });
+      t.cfgiSte(SID0);
+      expect(dmaFault(() => dev.dmaRead(0, 4)).faultCode).toBe(SMMU_ABORT);
+      expect(dmaFault(() => dev.dmaRead(0, 4, { pasid: 1 })).faultCode).toBe(SMMU_ABORT);
+      expect(t.events()).toHaveLength(0);
+    }
     // nic0 (SID 0x108) is beyond a 2^8-entry table.
     t.w32(0x20, 0b1110);
     t.w32(0x88, 8);
