@@ -248,6 +248,22 @@ export class Machine {
     const report = this.diag.formatReport();
     if (report !== undefined) throw new TeardownError(report);
   }
+
+  /** Whether `teardown()` has been called. */
+  get tornDown(): boolean {
+    return this.state === "torn-down";
+  }
+
+  /**
+   * `await using m = await createMachine(...)`: tears the machine down when the scope ends, unless the code in the
+   * scope already called `teardown()`. A leak, unexpected warning or held lock rejects with the same
+   * {@link TeardownError} as `teardown()` (when the scope itself threw, JavaScript reports both in a
+   * `SuppressedError`).
+   * @linux kernel shutdown at the end of a test run (what `teardown()` mirrors)
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.state !== "torn-down") await this.teardown();
+  }
 }
 
 function toDescription(p: unknown): PlatformDescription {
