@@ -30,7 +30,7 @@ function markdownFiles(): string[] {
 }
 
 /** The fenced ts blocks of a markdown text, with the line each starts on. */
-export function tsBlocks(text: string): { line: number; code: string }[] {
+function tsBlocks(text: string): { line: number; code: string }[] {
   const blocks: { line: number; code: string }[] = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
