@@ -117,6 +117,27 @@ const BAD: [string, string, string, RegExp][] = [
     /StreamID 0x8 of smmu0 already used by devices\[2\] \(nic0\)/,
   ],
   [
+    "stream ID beyond what a 2-level SMMUv3 stream table covers",
+    edit((p) => {
+      opts(p, 1).options = { sidBits: 32 };
+      p.devices!.push({ name: "dma2", bus: "platform", iommus: [{ iommu: "smmu0", args: [0x2000000] }] });
+    }),
+    "devices[3].iommus[0].args[0]",
+    /StreamID beyond the 25-bit range of smmu0/,
+  ],
+  [
+    "SMMUv3 linear stream table too large to allocate",
+    edit((p) => (opts(p, 1).options = { sidBits: 20, twoLevelStreamTable: false })),
+    "iommus[1].options.sidBits",
+    /linear stream table of 2\^20 STEs exceeds the largest allocation \(4 MiB\): expected sidBits <= 16/,
+  ],
+  [
+    "SMMUv3 linear CD tables too large to allocate",
+    edit((p) => (opts(p, 1).options = { cd2l: false })),
+    "iommus[1].options.ssidBits",
+    /linear CD table of 2\^20 CDs exceeds the largest allocation \(4 MiB\): expected ssidBits <= 16 without cd2l/,
+  ],
+  [
     "platform device with two cells for a one-cell IOMMU",
     edit((p) => (p.devices![0]!.iommus = [{ iommu: "mock0", args: [1, 2] }])),
     "devices[0].iommus[0].args",
@@ -203,6 +224,19 @@ describe("edge values the schema accepts boot, and every mapped device gets its 
     ],
     ["a BOM-free file with a $schema", edit((p) => Object.assign(p, { $schema: "./platform.schema.json" })), 3],
     ["a name of 64 characters", edit((p) => (p.devices![0]!.name = "d".repeat(64))), 3],
+    [
+      "the last stream ID of a 2-level SMMUv3 stream table",
+      edit((p) => {
+        opts(p, 1).options = { sidBits: 32 };
+        p.devices!.push({ name: "dma2", bus: "platform", iommus: [{ iommu: "smmu0", args: [0x1ffffff] }] });
+      }),
+      4,
+    ],
+    [
+      "linear tables at the largest allocation",
+      edit((p) => (opts(p, 1).options = { sidBits: 16, twoLevelStreamTable: false, cd2l: false, ssidBits: 16 })),
+      3,
+    ],
   ];
   it.each(GOOD)("%s", async (_name, text, probed) => {
     const f = file(text);
@@ -218,5 +252,17 @@ describe("edge values the schema accepts boot, and every mapped device gets its 
     expect(topo.devices.filter((d) => d.group !== undefined)).toHaveLength(probed);
     expect(m.diag.formatReport()).toBeUndefined();
     await m.teardown();
+  });
+});
+
+describe("a platform that boots but makes the kernel WARN", () => {
+  it("topology prints the teardown report and exits 1, not an internal error", async () => {
+    // cmdqBatch 0: an SMMU that never consumes commands (a test knob), so the driver's CMD_SYNC times out.
+    const f = file(edit((p) => (opts(p, 1).options = { cmdqBatch: 0 })));
+    const t = await run("topology", "--platform", f);
+    expect(t.code).toBe(1);
+    expect(t.err).toMatch(/^iommu-sim: machine teardown found problems:\n/);
+    expect(t.err).toMatch(/CMD_SYNC timeout/);
+    expect(t.err).not.toMatch(/internal error/);
   });
 });

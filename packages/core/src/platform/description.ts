@@ -68,6 +68,15 @@ export const MIN_MEMORY_SIZE = 2 ** 20;
 export const MOCK_STREAM_ID_BITS = 8;
 /** StreamID width of an SMMUv3 when its options give no `sidBits` (the model's IDR1.SIDSIZE default). */
 export const SMMUV3_DEFAULT_SID_BITS = 16;
+/** SubstreamID width of an SMMUv3 when its options give no `ssidBits` (the model's IDR1.SSIDSIZE default). */
+export const SMMUV3_DEFAULT_SSID_BITS = 20;
+/**
+ * The StreamID bits a 2-level SMMUv3 stream table covers at most: a 1 MiB L1 table (STRTAB_L1_SZ_SHIFT) of 8-byte
+ * descriptors, each for 2^8 (STRTAB_SPLIT) StreamIDs.
+ */
+export const SMMUV3_2LVL_MAX_SID_BITS = 20 - 3 + 8;
+/** The largest table the kernel allocates in one piece: 2^10 pages (MAX_PAGE_ORDER), 4 MiB; 2^16 64-byte entries. */
+export const MAX_LINEAR_TABLE_BITS = 16;
 
 const nameSchema = z
   .string({ error: "expected a name (a string)" })
@@ -528,6 +537,7 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
     if (schema) {
       const r = schema.safeParse(io.options, { reportInput: true });
       if (!r.success) issues.push(...zodIssues(d, r.error.issues, ["iommus", i, "options"]));
+      else if (io.kind === "smmuv3") issues.push(...smmuv3TableIssues(io, ["iommus", i]));
     }
     if (io.mmio.size === 0) add(["iommus", i, "mmio", "size"], "MMIO window must not be empty", io.mmio.size);
     else if (!Number.isSafeInteger(io.mmio.base + io.mmio.size)) {
@@ -745,10 +755,44 @@ const REGISTER_FILE_SIZE = { mock: DEFAULT_MMIO_SIZE.mock, smmuv3: DEFAULT_MMIO_
 export function streamIdBits(io: IommuDesc): number | undefined {
   if (io.kind === "mock") return MOCK_STREAM_ID_BITS;
   if (io.kind === "smmuv3") {
-    const bits = io.options.sidBits;
-    return typeof bits === "number" ? bits : SMMUV3_DEFAULT_SID_BITS;
+    const bits = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
+    // arm_smmu_init_strtab_2lvl caps the L1 table; arm_smmu_sid_in_range then refuses StreamIDs above it.
+    return smmuv3LinearStreamTable(io) ? bits : Math.min(bits, SMMUV3_2LVL_MAX_SID_BITS);
   }
   return undefined;
+}
+
+/** Whether an SMMUv3's driver uses a linear stream table (no 2-level support, or too few SID bits to split). */
+function smmuv3LinearStreamTable(io: IommuDesc): boolean {
+  const bits = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
+  return io.options.twoLevelStreamTable === false || bits <= 8;
+}
+
+/**
+ * Tables an SMMUv3's driver allocates in one piece, whose size the options set: a linear stream table has 2^sidBits
+ * STEs and, without 2-level CD tables, a CD table has up to 2^ssidBits CDs (64 bytes each).
+ * @linux arm_smmu_init_strtab_linear, arm_smmu_alloc_cd_tables
+ */
+function smmuv3TableIssues(io: IommuDesc, at: readonly PropertyKey[]): PlatformIssue[] {
+  const out: PlatformIssue[] = [];
+  const max = MAX_LINEAR_TABLE_BITS;
+  const sid = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
+  const ssid = typeof io.options.ssidBits === "number" ? io.options.ssidBits : SMMUV3_DEFAULT_SSID_BITS;
+  if (smmuv3LinearStreamTable(io) && sid > max) {
+    out.push({
+      path: formatPath([...at, "options", "sidBits"]),
+      message: `a linear stream table of 2^${sid} STEs exceeds the largest allocation (4 MiB): expected sidBits <= ${max} without twoLevelStreamTable`,
+      value: sid,
+    });
+  }
+  if (io.options.cd2l === false && ssid > max) {
+    out.push({
+      path: formatPath([...at, "options", "ssidBits"]),
+      message: `a linear CD table of 2^${ssid} CDs exceeds the largest allocation (4 MiB): expected ssidBits <= ${max} without cd2l`,
+      value: ssid,
+    });
+  }
+  return out;
 }
 
 /** The candidate nearest to `word` by edit distance, when it is a likely typo (distance <= 2). */
