@@ -138,6 +138,33 @@ const BAD: [string, string, string, RegExp][] = [
     /linear CD table of 2\^20 CDs exceeds the largest allocation \(4 MiB\): expected ssidBits <= 16 without cd2l/,
   ],
   [
+    "platform device reaching two IOMMUs",
+    edit((p) => p.devices![0]!.iommus!.push({ iommu: "smmu0", args: [5] })),
+    "devices[0].iommus[1].iommu",
+    /a device has one IOMMU: expected mock0 as in iommus\[0\]/,
+  ],
+  [
+    "PCI DMA alias outside the iommu-map",
+    edit((p) => {
+      (p.buses![1] as { iommuMap: unknown[] }).iommuMap = [{ ridBase: 0, iommu: "smmu0", sidBase: 0, length: 0x10 }];
+      p.devices![2]!.aliases = ["00:02.0"];
+    }),
+    "devices[2].aliases[0]",
+    /DMA alias not in the iommu-map of pci0 while the device's own RID is/,
+  ],
+  [
+    "PCI DMA alias mapped to another IOMMU",
+    edit((p) => {
+      (p.buses![1] as { iommuMap: unknown[] }).iommuMap = [
+        { ridBase: 0, iommu: "smmu0", sidBase: 0, length: 0x10 },
+        { ridBase: 0x10, iommu: "mock0", sidBase: 0x10, length: 0x10 },
+      ];
+      p.devices![2]!.aliases = ["00:02.0"];
+    }),
+    "devices[2].aliases[0]",
+    /DMA alias mapped to mock0: expected the device's IOMMU smmu0/,
+  ],
+  [
     "platform device with two cells for a one-cell IOMMU",
     edit((p) => (p.devices![0]!.iommus = [{ iommu: "mock0", args: [1, 2] }])),
     "devices[0].iommus[0].args",
@@ -231,6 +258,20 @@ describe("edge values the schema accepts boot, and every mapped device gets its 
         p.devices!.push({ name: "dma2", bus: "platform", iommus: [{ iommu: "smmu0", args: [0x1ffffff] }] });
       }),
       4,
+    ],
+    [
+      "a PCI function outside the iommu-map bypasses translation (not an error)",
+      edit((p) => {
+        (p.buses![1] as { iommuMap: unknown[] }).iommuMap = [{ ridBase: 0, iommu: "smmu0", sidBase: 0, length: 8 }];
+      }),
+      2,
+    ],
+    [
+      "a PCI DMA alias mapped to the same IOMMU",
+      edit((p) => {
+        p.devices![2]!.aliases = ["00:01.1"];
+      }),
+      3,
     ],
     [
       "linear tables at the largest allocation",

@@ -671,6 +671,11 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
     }
     dev.iommus?.forEach((s, k) => {
       const io = refIommu(at("iommus", k, "iommu"), s.iommu);
+      const first = dev.iommus![0]!.iommu;
+      if (s.iommu !== first && !isPciBus(bus)) {
+        // iommu_fwspec_init refuses a second IOMMU for a device (EINVAL): the device would get none.
+        add(at("iommus", k, "iommu"), `a device has one IOMMU: expected ${first} as in iommus[0]`, s.iommu);
+      }
       if (!io || streamIdBits(io) === undefined || isPciBus(bus)) return;
       if (s.args.length !== 1) {
         add(at("iommus", k, "args"), `expected one StreamID (#iommu-cells = 1 for ${io.kind})`, s.args);
@@ -710,18 +715,38 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
     }
     // How many mechanisms reach this device?
     const rid = parseBdf(dev.bdf)!.rid;
-    // Its StreamIDs through the iommu-map: its own RID, then its DMA aliases (pci_for_each_dma_alias).
-    [dev.bdf, ...(dev.aliases ?? [])].forEach((b, k) => {
-      const r = parseBdf(b)!.rid;
-      const e = bus.iommuMap?.find((m) => {
+    // Its StreamIDs through the iommu-map: its own RID, then its DMA aliases (pci_for_each_dma_alias). A RID the
+    // map does not cover bypasses translation; an alias the map does not cover, or maps to another IOMMU, fails
+    // the whole of_iommu_configure (ENODEV / EINVAL), so the device would silently get no IOMMU.
+    const mapEntry = (r: number) =>
+      bus.iommuMap?.find((m) => {
         const masked = ((m.ridMask ?? 0xffffffff) & r) >>> 0;
         return masked >= m.ridBase && masked < m.ridBase + m.length;
       });
-      const io = e && iommus.get(e.iommu);
-      if (!e || !io || streamIdBits(io) === undefined) return;
-      const sid = ((((e.ridMask ?? 0xffffffff) & r) >>> 0) - e.ridBase + e.sidBase) >>> 0;
-      claimSid(k === 0 ? at("bdf") : at("aliases", k - 1), io, sid, i);
-    });
+    const own = mapEntry(rid);
+    if (own) {
+      [dev.bdf, ...(dev.aliases ?? [])].forEach((b, k) => {
+        const r = parseBdf(b)!.rid;
+        const path = k === 0 ? at("bdf") : at("aliases", k - 1);
+        const e = mapEntry(r);
+        if (!e) {
+          add(
+            path,
+            `DMA alias not in the iommu-map of ${bus.name} while the device's own RID is (it would get no IOMMU)`,
+            b,
+          );
+          return;
+        }
+        if (e.iommu !== own.iommu) {
+          add(path, `DMA alias mapped to ${e.iommu}: expected the device's IOMMU ${own.iommu}`, b);
+          return;
+        }
+        const io = iommus.get(e.iommu);
+        if (!io || streamIdBits(io) === undefined) return;
+        const sid = ((((e.ridMask ?? 0xffffffff) & r) >>> 0) - e.ridBase + e.sidBase) >>> 0;
+        claimSid(path, io, sid, i);
+      });
+    }
     const how: string[] = [];
     bus.iommuMap?.forEach((e, k) => {
       const m = (e.ridMask ?? 0xffffffff) & rid;
