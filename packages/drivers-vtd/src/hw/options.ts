@@ -34,7 +34,7 @@ export interface VtdOptions {
   dirty?: boolean;
   /** ECAP.PT: pass-through. Default true. */
   passThrough?: boolean;
-  /** CAP.FL5LP: 5-level first-stage paging. Default true. */
+  /** CAP.FL5LP: 5-level first-stage paging. Default false. */
   fl5lp?: boolean;
   /** CAP.FL1GP: 1 GiB first-stage pages. Default true. */
   fl1gp?: boolean;
@@ -52,7 +52,7 @@ export interface VtdOptions {
   rwbf?: boolean;
   /** ECAP.C: page walks are coherent. Default true. */
   coherent?: boolean;
-  /** MGAW, bits of the largest guest address. Default 48 (57 with 5-level first stage). */
+  /** MGAW, bits of the largest guest address. Default 48 (57 with 5-level first stage or 5-level SAGAW). */
   mgaw?: number;
   /** Cache geometry. */
   tlbEntries?: number;
@@ -95,7 +95,7 @@ export function resolveVtdOptions(o: Record<string, unknown>): ResolvedVtdOption
   const sagaw = Array.isArray(o.sagaw)
     ? (o.sagaw as unknown[]).filter((l): l is number => l === 3 || l === 4 || l === 5)
     : [3, 4];
-  const fl5lp = bool(o, "fl5lp", true);
+  const fl5lp = bool(o, "fl5lp", false);
   const batch = o.qiBatch;
   const rep = o.replacement === "lru" ? "lru" : "round-robin";
   return {
@@ -120,7 +120,7 @@ export function resolveVtdOptions(o: Record<string, unknown>): ResolvedVtdOption
     qi: bool(o, "qi", true),
     rwbf: bool(o, "rwbf", false),
     coherent: bool(o, "coherent", true),
-    mgaw: Math.max(39, Math.min(57, Math.trunc(num(o, "mgaw", fl5lp ? 57 : 48)))),
+    mgaw: Math.max(39, Math.min(57, Math.trunc(num(o, "mgaw", fl5lp || sagaw.includes(5) ? 57 : 48)))),
     tlbEntries: Math.max(1, num(o, "tlbEntries", 256)),
     tlbWays: Math.max(1, num(o, "tlbWays", 4)),
     contextEntries: Math.max(1, num(o, "contextEntries", 64)),

@@ -1199,7 +1199,8 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     sc.did = did;
     sc.pasid = pasid;
     if (g === EIOTLB_GRAN.PAGE) {
-      if (am > this.options.mamv || addr % 2 ** (12 + am) !== 0) return false;
+      // AM is not bounded by MAMV here (Linux sends PASID-based masks up to the full width).
+      if (addr % 2 ** (12 + am) !== 0) return false;
       sc.lo = addr;
       sc.hi = addr + 2 ** (12 + am);
       sc.walk = !ih;

@@ -176,7 +176,7 @@ describe("legacy mode: root -> context -> second stage", () => {
 
 describe("scalable mode: root -> context -> PASID entry -> walks", () => {
   async function scalable(opts: Record<string, unknown> = {}) {
-    await boot({ scalableMode: true, sagaw: [3, 4, 5], ...opts });
+    await boot({ scalableMode: true, sagaw: [3, 4, 5], fl5lp: true, ...opts });
     const s = new Setup(t, true);
     const pd = new PasidDir(t);
     s.writeCtx(NVME, smCtx({ pasidDir: pd.dir, pasidE: true, pre: true, dte: true, pdts: 7 }));
