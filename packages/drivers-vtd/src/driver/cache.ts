@@ -103,6 +103,7 @@ function iotlbDesc(
   ih: boolean,
   b: QiBatch,
 ): void {
+  if (iommu.options.skipIotlbFlush) return;
   if (usePiotlb(d) && !tag.nesting) {
     if (pages === -1 || mask >= MAX_AGAW_PFN_WIDTH) b.add(iommu, qiDescPiotlbAll(tag.did, tag.pasid));
     else b.add(iommu, qiDescPiotlb(tag.did, tag.pasid, addr, mask, ih));
@@ -120,7 +121,7 @@ function iotlbDesc(
 
 function devtlbDesc(iommu: IntelIommu, tag: CacheTag, addr: number, mask: number, b: QiBatch): void {
   const info = tag.info;
-  if (!info.atsEnabled || !iommu.queued) return;
+  if (!info.atsEnabled || !iommu.queued || iommu.options.skipIotlbFlush) return;
   const sid = info.rid;
   if (tag.pasid === 0) b.add(iommu, qiDescDevIotlb(sid, sid, info.atsQdep, addr, mask));
   else if (mask >= MAX_AGAW_PFN_WIDTH) b.add(iommu, qiDescDevIotlbPasidAll(sid, sid, info.atsQdep, tag.pasid));

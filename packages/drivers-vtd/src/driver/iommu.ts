@@ -81,6 +81,11 @@ export interface IntelIommuOptions {
   smOff?: boolean;
   /** Force register-based invalidation (no QI). */
   noQi?: boolean;
+  /**
+   * Test-only mutant: leave out the IOTLB and device-TLB invalidations after unmap (the strict stale-cache checker
+   * must notice). Never set outside tests.
+   */
+  skipIotlbFlush?: boolean;
 }
 
 /**
