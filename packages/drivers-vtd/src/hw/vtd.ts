@@ -245,6 +245,8 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   private readonly desc = new Uint32Array(8);
   private readonly scratch = new Uint32Array(16);
   private lastFpd = false;
+  /** The fault recording register the next fault goes to. */
+  private nextFr = 0;
 
   private nTranslations = 0;
   private nHits = 0;
@@ -1009,7 +1011,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     priv: boolean,
   ): void {
     const fsts = this.r(VTD_REG.FSTS);
-    const idx = fieldGet(fsts, FSTS.FRI);
+    const idx = this.nextFr;
     const at = this.frcdBase() + idx * FRCD_SIZE;
     if ((this.r(at + 12) & maskOf(FRCD.F)) !== 0) {
       this.nFaultsLost++;
@@ -1017,6 +1019,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       return;
     }
     this.nFaults++;
+    const wasPending = this.anyFaultPending();
     const page = addr - (addr % 4096);
     this.set(at, page % TWO_32);
     this.set(at + 4, Math.floor(page / TWO_32));
@@ -1034,7 +1037,9 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         fieldPrep(FRCD.T, write ? 0 : 1) |
         fieldPrep(FRCD.F, 1),
     );
-    this.set(VTD_REG.FSTS, (fsts & ~maskOf(FSTS.FRI)) | fieldPrep(FSTS.FRI, (idx + 1) % this.nfr));
+    // FRI names the first pending record: set when this record makes a fault pending.
+    if (!wasPending) this.set(VTD_REG.FSTS, (fsts & ~maskOf(FSTS.FRI)) | fieldPrep(FSTS.FRI, idx));
+    this.nextFr = (idx + 1) % this.nfr;
     this.raise(VTD_REG.FECTL, "fault");
   }
 

@@ -26,7 +26,15 @@ import { boot, teardownAll } from "./helpers.js";
 
 afterEach(teardownAll);
 
-const TINY = { strict: true, tlbEntries: 2, tlbWays: 1, contextEntries: 2, pasidEntries: 2, cacheWays: 1, pagingCacheEntries: 2 };
+const TINY = {
+  strict: true,
+  tlbEntries: 2,
+  tlbWays: 1,
+  contextEntries: 2,
+  pasidEntries: 2,
+  cacheWays: 1,
+  pagingCacheEntries: 2,
+};
 const RW = IOMMU_READ | IOMMU_WRITE;
 const BASE = 0x100_0000;
 const NPAGES = 6;

@@ -31,7 +31,12 @@ const TINY = { tlbEntries: 1, tlbWays: 1, contextEntries: 1, pasidEntries: 1, ca
 const IOVA = 0x20_0000;
 const RW = IOMMU_READ | IOMMU_WRITE;
 /** Faults a DMA may see while an entry is being replaced: the entry is not present (blocked). */
-const NOT_PRESENT: readonly number[] = [FR.CTX_NOT_PRESENT, FR.SM_CTX_NOT_PRESENT, FR.SM_PTE_NOT_PRESENT, FR.SM_PDIR_NOT_PRESENT];
+const NOT_PRESENT: readonly number[] = [
+  FR.CTX_NOT_PRESENT,
+  FR.SM_CTX_NOT_PRESENT,
+  FR.SM_PTE_NOT_PRESENT,
+  FR.SM_PDIR_NOT_PRESENT,
+];
 
 describe.each([
   ["scalable mode", {}],
@@ -97,7 +102,14 @@ describe.each([
         }
       }
     };
-    const order: (IommuDomain | "identity" | "blocked")[] = [domains[0]!, domains[1]!, "identity", domains[2]!, "blocked", domains[0]!];
+    const order: (IommuDomain | "identity" | "blocked")[] = [
+      domains[0]!,
+      domains[1]!,
+      "identity",
+      domains[2]!,
+      "blocked",
+      domains[0]!,
+    ];
     try {
       for (const t of order) {
         const d = t === "identity" ? b.drv.identity : t === "blocked" ? b.drv.blocked : t;
