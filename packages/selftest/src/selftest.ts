@@ -7,6 +7,7 @@ import {
   anonInodeGetFile,
   createToken,
   currentProcess,
+  type DependencyContainer,
   type Device,
   type FileOperations,
   fdInstallAt,
@@ -883,7 +884,7 @@ export const IOMMU_TEST_CMD_OP: IommufdIoctlOp = {
 };
 
 /** Register the SELFTEST object type and IOMMU_TEST_CMD in a machine's container. */
-export function registerSelftestTables(c: import("tsyringe").DependencyContainer): void {
+export function registerSelftestTables(c: DependencyContainer): void {
   c.register(IommufdTokens.objectType, { useValue: SELFTEST_OBJECT_TYPE });
   c.register(IommufdTokens.ioctlOp, { useValue: IOMMU_TEST_CMD_OP });
 }
