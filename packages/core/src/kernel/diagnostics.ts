@@ -114,6 +114,13 @@ export class Diagnostics {
   readonly records: Diagnostic[] = [];
   /** Names the running task; the scheduler installs its own. */
   currentTask: () => string = () => "main";
+  /**
+   * Whether `kfree` / `kfree_rcu` capture the freeing stack, shown by later use-after-free and double-free reports
+   * (a capture costs about a microsecond; it is rendered only when a report shows it). On by default; machines take
+   * it from `createMachine({ trackFreeStacks })`. A use-after-free or double-free report turns it back on, so the
+   * next one names where the object was freed.
+   */
+  captureFreeStacks = true;
   /** Checks run at teardown; each returns leak descriptions (empty when clean). */
   private readonly teardownChecks: { name: string; check: () => Diagnostic[] | string[] }[] = [];
   private expecting: DiagnosticMatch[] = [];

@@ -49,7 +49,10 @@ export interface MachineOptions {
   seed?: number;
   /** The scheduling strategy. Default FIFO (deterministic). */
   scheduler?: SchedulerChoice;
-  /** Capture a stack on every page free, for double-free reports (default true; off for soaks and benches). */
+  /**
+   * Capture a stack on every page free and every `kfree`, shown by double-free and use-after-free reports (default
+   * true; off for soaks and benches: a report then says how to turn it on, and turns it on for the frees after it).
+   */
   trackFreeStacks?: boolean;
 }
 
@@ -117,6 +120,7 @@ export class Machine {
     this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform);
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
+    this.diag.captureFreeStacks = opts.trackFreeStacks ?? true;
     this.faults = new FaultInjector();
     this.scheduler = new Scheduler(this.diag, { strategy: strategyFor(opts.scheduler, this.seed) });
     this.rcu = new Rcu(this.scheduler, this.diag);
