@@ -116,9 +116,9 @@ export class Diagnostics {
   currentTask: () => string = () => "main";
   /**
    * Whether `kfree` / `kfree_rcu` capture the freeing stack, shown by later use-after-free and double-free reports
-   * (a capture costs about a microsecond; it is rendered only when a report shows it). On by default; machines take
-   * it from `createMachine({ trackFreeStacks })`. A use-after-free or double-free report turns it back on, so the
-   * next one names where the object was freed.
+   * (a capture costs about a microsecond; it is rendered only when a report shows it). On for a standalone log;
+   * machines take it from `createMachine({ trackFreeStacks })` (off by default). A use-after-free or double-free
+   * report turns it on, so the next one names where the object was freed.
    */
   captureFreeStacks = true;
   /** Checks run at teardown; each returns leak descriptions (empty when clean). */

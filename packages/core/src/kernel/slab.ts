@@ -6,7 +6,7 @@ export interface FreeSite {
   stack: string;
 }
 
-/** What a free site shows when its stack was not captured. */
+/** What a free site shows when its stack was not captured. @linux none: simulation message */
 export const FREE_STACK_NOT_RECORDED =
   "(free stack not recorded: createMachine({ trackFreeStacks: true }) or diag.captureFreeStacks records it)";
 
@@ -50,12 +50,16 @@ function renderFrames(e: Error, from: number): string {
 /**
  * The stack of the caller's caller, captured unformatted when `diag.captureFreeStacks` is on, as a value for
  * {@link setFreeStack}: what `kfree_rcu` records at its call so the deferred free names it.
+ * @linux kasan_save_free_info (the free track a KASAN report prints)
  */
 export function captureFreeSite(diag: Diagnostics): { task: string; where: Error | undefined } {
   return { task: diag.currentTask(), where: diag.captureFreeStacks ? new Error() : undefined };
 }
 
-/** Point an object's free site at a site captured earlier by {@link captureFreeSite} (its caller's frames). */
+/**
+ * Point an object's free site at a site captured earlier by {@link captureFreeSite} (its caller's frames).
+ * @linux kasan_save_free_info
+ */
 export function setFreeStack(obj: object, site: { task: string; where: Error | undefined }): void {
   const f = (obj as Tracked)[FREED];
   if (f === undefined) return;
