@@ -17,6 +17,7 @@ import type {
   MmioHandler,
   PhysicalMemory,
 } from "@iommu-sim/core";
+import { StaleCacheReporter } from "@iommu-sim/core";
 import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
 import { fieldGet, fieldPrep, getAddr, getField, maskOf, TWO_32 } from "./fields.js";
 import {
@@ -255,6 +256,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private readonly tmpStage = new StageParams();
   private nextStag = 0;
   private readonly strict: boolean;
+  private readonly staleReporter: StaleCacheReporter;
   /**
    * Commands consumed per CMDQ_PROD write and per CMDQ_CONS read (each poll of CONS is a slice of time in which the
    * SMMU makes progress); 0 = only {@link step}. Starts at the `cmdqBatch` option; tests may change it at run time
@@ -281,7 +283,6 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private nPageRequests = 0;
   private nCommands = 0;
   private nSyncs = 0;
-  private nStale = 0;
 
   constructor(ctx: HwModelContext) {
     const o = resolveSmmuv3Options(ctx.options);
@@ -291,6 +292,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     this.diag = ctx.diag;
     this.mmio = this;
     this.strict = o.strict;
+    this.staleReporter = new StaleCacheReporter(ctx.diag, ctx.name);
     this.cmdqBatch = o.cmdqBatch;
     this.s1p = o.stages !== "s2";
     this.s2p = o.stages !== "s1";
@@ -367,7 +369,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       pageRequests: this.nPageRequests,
       commands: this.nCommands,
       syncs: this.nSyncs,
-      staleReports: this.nStale,
+      staleReports: this.staleReporter.count,
     };
   }
 
@@ -1128,8 +1130,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   // --- strict mode --------------------------------------------------------------------------------------------
 
   private stale(what: string, culprit: string, detail: string): void {
-    this.nStale++;
-    this.diag.report("warning", `${this.name}: stale ${what}: ${detail}`, { culprit: `${this.name} ${culprit}` });
+    this.staleReporter.report(what, culprit, detail);
   }
 
   /** Strict: the cached STE must still match memory. */
