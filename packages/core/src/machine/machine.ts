@@ -55,6 +55,12 @@ export interface MachineOptions {
    * frees after it. Every use-after-free and double free is detected and reported either way.
    */
   trackFreeStacks?: boolean;
+  /**
+   * Capture a stack at every lock acquisition, shown by lock-held and recursion reports. Default false (a capture
+   * costs more than the lock operation): such a report then says how to turn it on, and turns it on after it.
+   * Every lock check (lockdep order, held at exit or teardown, assertHeld) runs either way.
+   */
+  trackLockSites?: boolean;
 }
 
 /** Thrown by `teardown()` when the machine leaked, warned unexpectedly, or still held a lock. */
@@ -124,6 +130,7 @@ export class Machine {
     this.diag.captureFreeStacks = opts.trackFreeStacks ?? false;
     this.faults = new FaultInjector();
     this.scheduler = new Scheduler(this.diag, { strategy: strategyFor(opts.scheduler, this.seed) });
+    this.scheduler.lockdep.captureSites = opts.trackLockSites ?? false;
     this.rcu = new Rcu(this.scheduler, this.diag);
     this.refs = new RefTracker(this.diag);
     this.refs.install();
