@@ -1,0 +1,240 @@
+/**
+ * One connected client: a simulated process with its own fd table and address space, and the system calls the
+ * shim forwards. Fd numbers are the client's: before a call the fds the client holds for itself are reserved in
+ * the simulated table, so an fd the simulated kernel installs (open, or an anonymous fd handed out in an ioctl
+ * struct) is free in the client too, and the shim places a stand-in there.
+ */
+
+import { readdirSync } from "node:fs";
+import { formatDiagnostic, KernelError, type Machine, PAGE_SIZE, type Process } from "@iommu-sim/core";
+import { ClientMemory } from "./client-memory.js";
+import { encodeReply, Op, type Request, SERVE_PROTOCOL_VERSION } from "./protocol.js";
+
+const EPROTO = 71;
+const EINVAL = 22;
+const ENOSYS = 38;
+const MAP_SHARED = 1;
+const POLLIN = 0x1;
+const POLLOUT = 0x4;
+const POLLRDNORM = 0x40;
+const POLLWRNORM = 0x100;
+/** The fd limit used for the stand-in reservations (RLIMIT_NOFILE of the simulated process still applies). */
+const RESERVE_LIMIT = 1 << 20;
+
+/** What the server reports when a client goes away. */
+export interface ClientReport {
+  /** The client's real pid (from HELLO). */
+  clientPid: number;
+  /** The simulated process's pid. */
+  pid: number;
+  /** Leaks left by the process once it exited (pinned or locked memory still accounted to it). */
+  leaks: string[];
+  /** Unexpected diagnostics (warnings, refcount errors) recorded while it was connected. */
+  warnings: string[];
+}
+
+/** A request's outcome: the result and optional payload. */
+interface Outcome {
+  result: number;
+  payload?: Uint8Array;
+}
+
+function errnoOf(e: unknown): number {
+  if (e instanceof KernelError) return e.errno;
+  throw e;
+}
+
+/**
+ * A client session.
+ * @linux struct task_struct of a process whose system calls arrive over the socket
+ */
+export class ClientSession {
+  private process: Process | undefined;
+  private memory: ClientMemory | undefined;
+  private clientPid = 0;
+  private readonly reserved = new Set<number>();
+  private readonly diagStart: number;
+
+  constructor(private readonly machine: Machine) {
+    this.diagStart = machine.diag.unexpected().length;
+  }
+
+  /** The simulated process (after HELLO). */
+  get simProcess(): Process | undefined {
+    return this.process;
+  }
+
+  /** Handle one request and return the encoded reply; `shutdown` is set for SHUTDOWN. */
+  async handle(req: Request): Promise<{ reply: Buffer; shutdown: boolean }> {
+    if (req.op === Op.SHUTDOWN) return { reply: encodeReply(req.seq, 0, []), shutdown: true };
+    if (req.op === Op.HELLO) {
+      const version = req.payload.getUint32(0, true);
+      const pid = req.payload.getUint32(4, true);
+      if (version !== SERVE_PROTOCOL_VERSION || this.process !== undefined) {
+        return { reply: encodeReply(req.seq, -EPROTO, []), shutdown: false };
+      }
+      const p = this.machine.spawnProcess();
+      try {
+        this.memory = new ClientMemory(this.machine, pid, p);
+      } catch (e) {
+        await p.exit();
+        return { reply: encodeReply(req.seq, -(e as NodeJS.ErrnoException).errno! || -EPROTO, []), shutdown: false };
+      }
+      this.process = p;
+      this.clientPid = pid;
+      return { reply: encodeReply(req.seq, SERVE_PROTOCOL_VERSION, []), shutdown: false };
+    }
+    const p = this.process;
+    const mem = this.memory;
+    if (p === undefined || mem === undefined) return { reply: encodeReply(req.seq, -EPROTO, []), shutdown: false };
+    const before = new Set(p.files.entries().map(([fd]) => fd));
+    let out: Outcome;
+    try {
+      this.reserveClientFds(before);
+      mem.syncIn();
+      out = await this.dispatch(p, mem, req);
+    } catch (e) {
+      out = { result: -errnoOf(e) };
+    } finally {
+      this.releaseReservations();
+    }
+    mem.syncOut();
+    const installed = p.files
+      .entries()
+      .map(([fd]) => fd)
+      .filter((fd) => !before.has(fd));
+    return { reply: encodeReply(req.seq, out.result, installed, out.payload), shutdown: false };
+  }
+
+  private async dispatch(p: Process, mem: ClientMemory, req: Request): Promise<Outcome> {
+    const d = req.payload;
+    switch (req.op) {
+      case Op.OPEN: {
+        const flags = d.getUint32(0, true);
+        const path = Buffer.from(d.buffer, d.byteOffset + 4, d.byteLength - 4)
+          .toString("utf8")
+          .replace(/\0.*$/s, "");
+        return { result: await p.open(path, flags) };
+      }
+      case Op.CLOSE:
+        await p.close(d.getInt32(0, true));
+        return { result: 0 };
+      case Op.IOCTL: {
+        const fd = d.getInt32(0, true);
+        const cmd = d.getUint32(4, true);
+        const argp = d.getBigUint64(8, true);
+        if (argp === 0n) return { result: await p.ioctl(fd, cmd, null) };
+        // Every iommufd and VFIO struct starts with its size (`size` or `argsz`): read that much, as
+        // copy_struct_from_user does, and copy back what the kernel changed.
+        const size = new DataView(p.readMemory(argp, 4).buffer).getUint32(0, true);
+        const bytes = p.readMemory(argp, Math.min(Math.max(size, 4), PAGE_SIZE * 16));
+        const orig = Uint8Array.from(bytes);
+        const writeBack = () => {
+          if (Buffer.compare(bytes, orig) !== 0) p.writeMemory(argp, bytes);
+        };
+        let r: number;
+        try {
+          r = await p.ioctl(fd, cmd, bytes);
+        } catch (e) {
+          writeBack(); // Linux copies some structs back before failing (num_iovas, entry_num)
+          throw e;
+        }
+        writeBack();
+        return { result: r };
+      }
+      case Op.READ: {
+        const fd = d.getInt32(0, true);
+        const buf = d.getBigUint64(8, true);
+        const count = Number(d.getBigUint64(16, true));
+        const data = await p.read(fd, Math.min(count, 1 << 20));
+        p.writeMemory(buf, data);
+        return { result: data.byteLength };
+      }
+      case Op.WRITE: {
+        const fd = d.getInt32(0, true);
+        const buf = d.getBigUint64(8, true);
+        const count = Number(d.getBigUint64(16, true));
+        return { result: await p.write(fd, p.readMemory(buf, Math.min(count, 1 << 20))) };
+      }
+      case Op.MMAP: {
+        const fd = d.getInt32(0, true);
+        const prot = d.getUint32(4, true);
+        const flags = d.getUint32(8, true);
+        const addr = d.getBigUint64(16, true);
+        const length = Number(d.getBigUint64(24, true));
+        const offset = d.getBigUint64(32, true);
+        const end = Number(addr) + Math.ceil(length / PAGE_SIZE) * PAGE_SIZE;
+        mem.addFileRange(Number(addr), end);
+        try {
+          mem.syncIn(); // drop the mirror of the client's stand-in mapping
+          p.mmap(length, { fd, prot, offset, shared: (flags & MAP_SHARED) !== 0, fixed: addr });
+        } catch (e) {
+          mem.removeFileRange(Number(addr), end);
+          throw e;
+        }
+        mem.copyRangeOut(Number(addr), end);
+        return { result: 0 };
+      }
+      case Op.MUNMAP: {
+        const addr = d.getBigUint64(0, true);
+        const length = Number(d.getBigUint64(8, true));
+        // Only mappings of simulated files are unmapped here; the mirror of anonymous memory follows the client's
+        // maps at the next request.
+        if (mem.removeFileRange(Number(addr), Number(addr) + length)) p.munmap(addr, length);
+        return { result: 0 };
+      }
+      case Op.POLL: {
+        const fd = d.getInt32(0, true);
+        const events = d.getUint32(4, true);
+        if (p.files.lookup(fd) === undefined) return { result: 0x20 }; // POLLNVAL
+        // Without a wait queue model every simulated fd polls ready (see docs/serve-protocol.md).
+        return { result: events & (POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM) };
+      }
+      default:
+        return { result: req.op === 0 ? -EINVAL : -ENOSYS };
+    }
+  }
+
+  /** Reserve the client's own fd numbers in the simulated table so the kernel allocates only free ones. */
+  private reserveClientFds(simFds: Set<number>): void {
+    let clientFds: number[];
+    try {
+      clientFds = readdirSync(`/proc/${this.clientPid}/fd`).map(Number);
+    } catch {
+      return;
+    }
+    const want = new Set(clientFds.filter((fd) => !simFds.has(fd)));
+    if (want.size === 0) return;
+    const max = Math.max(...want);
+    const extra: number[] = [];
+    for (;;) {
+      const fd = this.process!.files.allocFd(RESERVE_LIMIT);
+      if (want.has(fd)) this.reserved.add(fd);
+      else extra.push(fd);
+      if (fd >= max) break;
+    }
+    for (const fd of extra) this.process!.files.putUnused(fd);
+  }
+
+  private releaseReservations(): void {
+    for (const fd of this.reserved) this.process!.files.putUnused(fd);
+    this.reserved.clear();
+  }
+
+  /**
+   * The client went away: exit its process (closing every fd, releasing every pin) and report what it left.
+   * @linux do_exit
+   */
+  async disconnect(): Promise<ClientReport | undefined> {
+    const p = this.process;
+    if (p === undefined) return undefined;
+    this.process = undefined;
+    this.memory?.close();
+    await p.exit();
+    const leaks: string[] = [];
+    if (p.mm.pinnedVm !== 0) leaks.push(`pinned_vm is ${p.mm.pinnedVm} pages after exit`);
+    if (p.mm.lockedVm !== 0) leaks.push(`locked_vm is ${p.mm.lockedVm} pages after exit`);
+    const warnings = this.machine.diag.unexpected().slice(this.diagStart).map(formatDiagnostic);
+    return { clientPid: this.clientPid, pid: p.pid, leaks, warnings };
+  }
+}
