@@ -65,7 +65,7 @@ export function encodeReply(seq: number, result: number, newFds: readonly number
   out.writeInt32LE(result, 4);
   out.writeUInt32LE(seq, 8);
   out.writeUInt32LE(newFds.length, 12);
-  newFds.forEach((fd, i) => out.writeInt32LE(fd, HEADER_SIZE + 4 * i));
+  for (const [i, fd] of newFds.entries()) out.writeInt32LE(fd, HEADER_SIZE + 4 * i);
   if (payload) out.set(payload, HEADER_SIZE + 4 * newFds.length);
   return out;
 }
