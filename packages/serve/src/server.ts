@@ -127,9 +127,12 @@ export async function startServer(opts: ServeOptions): Promise<Server> {
 
   const shutdownNow = (): Promise<ShutdownResult> => {
     shutdownPromise ??= (async () => {
-      await new Promise<void>((r) => server.close(() => r()));
-      for (const s of [...sessions]) s.socket.destroy();
-      await Promise.all([...sessions].map((s) => s.done));
+      // server.close() completes only once every connection has ended, so end them first.
+      const listening = new Promise<void>((r) => server.close(() => r()));
+      const ending = [...sessions];
+      for (const s of ending) s.socket.destroy();
+      await Promise.all(ending.map((s) => s.done));
+      await listening;
       rmSync(opts.socket, { force: true });
       let result: ShutdownResult = { exitStatus: 0, report: "" };
       try {
