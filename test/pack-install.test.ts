@@ -84,6 +84,7 @@ describe("packed and installed outside the monorepo", () => {
       "@iommu-sim/drivers-smmuv3",
       "@iommu-sim/iommufd",
       "@iommu-sim/selftest",
+      "@iommu-sim/serve",
     ]);
     for (const p of packed) {
       const files = p.files.map((f) => f.path);
