@@ -13,15 +13,25 @@
 #define IOMMUFD_CMD(nr) _IO(IOMMUFD_TYPE, 0x80 + (nr))
 #define IOMMU_DESTROY IOMMUFD_CMD(0x00)
 #define IOMMU_IOAS_ALLOC IOMMUFD_CMD(0x01)
+#define IOMMU_IOAS_ALLOW_IOVAS IOMMUFD_CMD(0x02)
+#define IOMMU_IOAS_COPY IOMMUFD_CMD(0x03)
 #define IOMMU_IOAS_IOVA_RANGES IOMMUFD_CMD(0x04)
 #define IOMMU_IOAS_MAP IOMMUFD_CMD(0x05)
 #define IOMMU_IOAS_UNMAP IOMMUFD_CMD(0x06)
+#define IOMMU_OPTION IOMMUFD_CMD(0x07)
+#define IOMMU_VFIO_IOAS IOMMUFD_CMD(0x08)
 #define IOMMU_HWPT_ALLOC IOMMUFD_CMD(0x09)
 #define IOMMU_GET_HW_INFO IOMMUFD_CMD(0x0a)
+#define IOMMU_HWPT_SET_DIRTY_TRACKING IOMMUFD_CMD(0x0b)
+#define IOMMU_HWPT_GET_DIRTY_BITMAP IOMMUFD_CMD(0x0c)
 #define IOMMU_HWPT_INVALIDATE IOMMUFD_CMD(0x0d)
 #define IOMMU_FAULT_QUEUE_ALLOC IOMMUFD_CMD(0x0e)
+#define IOMMU_IOAS_MAP_FILE IOMMUFD_CMD(0x0f)
 #define IOMMU_VIOMMU_ALLOC IOMMUFD_CMD(0x10)
 #define IOMMU_VDEVICE_ALLOC IOMMUFD_CMD(0x11)
+#define IOMMU_IOAS_CHANGE_PROCESS IOMMUFD_CMD(0x12)
+#define IOMMU_VEVENTQ_ALLOC IOMMUFD_CMD(0x13)
+#define IOMMU_HW_QUEUE_ALLOC IOMMUFD_CMD(0x14)
 #define IOMMU_TEST_CMD IOMMUFD_CMD(0x20)
 
 #define VFIO_TYPE (';')
@@ -43,6 +53,46 @@ struct iommu_ioas_iova_ranges {
 struct iommu_ioas_map {
 	uint32_t size, flags, ioas_id, __reserved;
 	uint64_t user_va, length, iova;
+};
+struct iommu_ioas_allow_iovas {
+	uint32_t size, ioas_id, num_iovas, __reserved;
+	uint64_t allowed_iovas;
+};
+struct iommu_ioas_copy {
+	uint32_t size, flags, dst_ioas_id, src_ioas_id;
+	uint64_t length, dst_iova, src_iova;
+};
+struct iommu_ioas_map_file {
+	uint32_t size, flags, ioas_id;
+	int32_t fd;
+	uint64_t start, length, iova;
+};
+#define IOMMU_OPTION_RLIMIT_MODE 0
+#define IOMMU_OPTION_OP_GET 1
+struct iommu_option {
+	uint32_t size, option_id;
+	uint16_t op, __reserved;
+	uint32_t object_id;
+	uint64_t val64;
+};
+#define IOMMU_VFIO_IOAS_GET 0
+#define IOMMU_VFIO_IOAS_SET 1
+struct iommu_vfio_ioas { uint32_t size, ioas_id; uint16_t op, __reserved; };
+#define IOMMU_HWPT_ALLOC_DIRTY_TRACKING 2
+#define IOMMU_HWPT_DIRTY_TRACKING_ENABLE 1
+struct iommu_hwpt_set_dirty_tracking { uint32_t size, flags, hwpt_id, __reserved; };
+struct iommu_hwpt_get_dirty_bitmap {
+	uint32_t size, hwpt_id, flags, __reserved;
+	uint64_t iova, length, page_size, data;
+};
+struct iommu_ioas_change_process { uint32_t size, __reserved; };
+struct iommu_veventq_alloc {
+	uint32_t size, flags, viommu_id, type, veventq_depth, out_veventq_id, out_veventq_fd, __reserved;
+};
+struct iommufd_vevent_header { uint32_t flags, sequence; };
+struct iommu_hw_queue_alloc {
+	uint32_t size, flags, viommu_id, type, index, out_hw_queue_id;
+	uint64_t nesting_parent_iova, length;
 };
 struct iommu_ioas_unmap { uint32_t size, ioas_id; uint64_t iova, length; };
 #define IOMMU_HWPT_ALLOC_NEST_PARENT 1
@@ -87,7 +137,9 @@ enum {
 	IOMMU_TEST_OP_CREATE_ACCESS = 5,
 	IOMMU_TEST_OP_ACCESS_RW = 8,
 	IOMMU_TEST_OP_MD_CHECK_IOTLB = 14,
+	IOMMU_TEST_OP_DIRTY = 13,
 	IOMMU_TEST_OP_TRIGGER_IOPF = 15,
+	IOMMU_TEST_OP_TRIGGER_VEVENT = 17,
 };
 #define MOCK_APERTURE_START (1UL << 24)
 #define MOCK_ACCESS_RW_WRITE (1 << 0)
@@ -96,6 +148,9 @@ enum {
 #define IOMMU_VIOMMU_TYPE_SELFTEST 0xdeadbeef
 #define IOMMU_HWPT_INVALIDATE_DATA_SELFTEST 0xdeadbeef
 #define IOMMU_TEST_INVALIDATE_FLAG_ALL (1 << 0)
+#define IOMMU_VEVENTQ_TYPE_SELFTEST 0xbeefbeef
+#define IOMMU_HW_QUEUE_TYPE_SELFTEST 0xdeadbeef
+struct iommu_test_hw_info { uint32_t flags, test_reg; };
 struct iommu_hwpt_selftest { uint32_t iotlb, pagetable_type; };
 struct iommu_hwpt_invalidate_selftest { uint32_t flags, iotlb_id; };
 struct iommu_test_cmd {
@@ -106,6 +161,8 @@ struct iommu_test_cmd {
 		struct { uint64_t iova, length, uptr; uint32_t flags; } access_rw;
 		struct { uint32_t id, iotlb; } check_iotlb;
 		struct { uint32_t dev_id, pasid, grpid, perm; uint64_t addr; } trigger_iopf;
+		struct { uint32_t dev_id; } trigger_vevent;
+		struct { uint32_t flags; uint64_t iova, length, page_size, uptr, out_nr_dirty; } dirty;
 		uint8_t pad[48];
 	};
 	uint32_t last;

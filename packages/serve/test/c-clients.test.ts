@@ -2,20 +2,36 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_pr
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createMachine, type Process } from "@iommu-sim/core";
+import { createMachine, KernelError, type Process } from "@iommu-sim/core";
 import { MOCK_APERTURE_START, mockIommuDriver } from "@iommu-sim/drivers-mock";
 import {
   destroy,
   hwptAlloc,
   IOMMU_FAULT_QUEUE_ALLOC,
+  IOMMU_GET_HW_INFO,
+  IOMMU_HW_QUEUE_ALLOC,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
+  IOMMU_HWPT_SET_DIRTY_TRACKING,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_CHANGE_PROCESS,
+  IOMMU_IOAS_COPY,
+  IOMMU_IOAS_IOVA_RANGES,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_OPTION,
   IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VFIO_IOAS,
   IOMMU_VIOMMU_ALLOC,
   ioasAlloc,
   ioasIovaRanges,
   ioasMap,
   ioasUnmap,
   iommufdModule,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   vfioDeviceAttachPt,
   vfioDeviceBindIommufd,
   vfioDeviceDetachPt,
@@ -48,7 +64,7 @@ function build(): void {
   shim = join(dir, "libiommu-shim.so");
   const native = join(root, "packages", "serve", "native", "iommu-shim.c");
   execFileSync("cc", ["-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-o", shim, native, "-ldl", "-lpthread"]);
-  for (const ex of ["vmm-flow", "uapi-errors"]) {
+  for (const ex of ["vmm-flow", "uapi-errors", "ioctl-tour"]) {
     execFileSync("cc", ["-O2", "-Wall", "-Werror", "-o", bin(ex), join(root, "examples", "c", `${ex}.c`)]);
   }
 }
@@ -180,6 +196,124 @@ async function tsVmmFlow(): Promise<string[]> {
   return out;
 }
 
+/** -errno of a rejected call, 0 when it succeeds (the C program's `rc()`). */
+async function rc(call: Promise<unknown>): Promise<number> {
+  try {
+    await call;
+    return 0;
+  } catch (e) {
+    if (e instanceof KernelError) return -e.errno;
+    throw e;
+  }
+}
+
+/** examples/c/ioctl-tour.c from TypeScript: the lines it prints. */
+async function tsIoctlTour(): Promise<string[]> {
+  const m = await createMachine({ modules: [mockIommuDriver, iommufdModule, iommufdSelftestModule], seed: 1 });
+  await m.boot();
+  const p: Process = m.spawnProcess();
+  const out: string[] = [];
+  const fd = await p.open("/dev/iommu");
+  const devfd = await p.open(vfioDeviceOf(m, m.driverCore.deviceFor("mock-dev0")!)!.path);
+  const dev = await vfioDeviceBindIommufd(p, devfd, fd);
+  const alloc = { size: 0, flags: 0, out_ioas_id: 0 };
+  await p.ioctl(fd, IOMMU_IOAS_ALLOC, alloc);
+  const ioas = alloc.out_ioas_id;
+  const scratch = p.mmap(4096);
+  const info = { size: 0, flags: 0, dev_id: dev, data_len: 8, data_uptr: scratch, out_data_type: 0 };
+  const infoCmd = { ...info, out_max_pasid_log2: 0, __reserved: [0, 0, 0], out_capabilities: 0n };
+  let r = await rc(p.ioctl(fd, IOMMU_GET_HW_INFO, infoCmd));
+  const testReg = new DataView(p.readMemory(scratch + 4n, 4).buffer).getUint32(0, true);
+  out.push(
+    `get_hw_info ${r} type=${infoCmd.out_data_type} data_len=${infoCmd.data_len} test_reg=${testReg} ` +
+      `pasid_log2=${infoCmd.out_max_pasid_log2} caps=${infoCmd.out_capabilities}`,
+  );
+  const range = new DataView(new ArrayBuffer(16));
+  range.setBigUint64(0, BigInt(MOCK_APERTURE_START), true);
+  range.setBigUint64(8, BigInt(MOCK_APERTURE_START + (1 << 20) - 1), true);
+  p.writeMemory(scratch, new Uint8Array(range.buffer));
+  const aw = { size: 0, ioas_id: ioas, num_iovas: 1, __reserved: 0, allowed_iovas: scratch };
+  out.push(`allow_iovas ${await rc(p.ioctl(fd, IOMMU_IOAS_ALLOW_IOVAS, aw))}`);
+  const ranges = { size: 0, ioas_id: ioas, num_iovas: 0, __reserved: 0, allowed_iovas: 0n, out_iova_alignment: 0n };
+  r = await rc(p.ioctl(fd, IOMMU_IOAS_IOVA_RANGES, ranges));
+  out.push(`iova_ranges_too_small ${r} num_iovas=${ranges.num_iovas}`);
+  const ram = p.mmap(RAM_SIZE);
+  p.writeMemory(ram, new Uint8Array(RAM_SIZE).fill(0x5a));
+  const rw = 1 | 2 | 4;
+  const map = { size: 0, flags: rw, ioas_id: ioas, __reserved: 0, user_va: ram, length: BigInt(RAM_SIZE) };
+  out.push(`ioas_map ${await rc(p.ioctl(fd, IOMMU_IOAS_MAP, { ...map, iova: BigInt(MOCK_APERTURE_START) }))}`);
+  const alloc2 = { size: 0, flags: 0, out_ioas_id: 0 };
+  await p.ioctl(fd, IOMMU_IOAS_ALLOC, alloc2);
+  const apStart = BigInt(MOCK_APERTURE_START);
+  const copy = { size: 0, flags: rw, dst_ioas_id: alloc2.out_ioas_id, src_ioas_id: ioas, length: BigInt(RAM_SIZE) };
+  r = await rc(p.ioctl(fd, IOMMU_IOAS_COPY, { ...copy, dst_iova: apStart, src_iova: apStart }));
+  out.push(`ioas_copy ${r} dst=${alloc2.out_ioas_id}`);
+  const opt = { size: 0, option_id: 0, op: 1, __reserved: 0, object_id: 0, val64: 0n };
+  r = await rc(p.ioctl(fd, IOMMU_OPTION, opt));
+  out.push(`option_rlimit_mode ${r} val64=${opt.val64}`);
+  const vi = { size: 0, ioas_id: 0, op: 0, __reserved: 0 };
+  out.push(`vfio_ioas_get_unset ${await rc(p.ioctl(fd, IOMMU_VFIO_IOAS, { ...vi }))}`);
+  out.push(`vfio_ioas_set ${await rc(p.ioctl(fd, IOMMU_VFIO_IOAS, { ...vi, op: 1, ioas_id: ioas }))}`);
+  r = await rc(p.ioctl(fd, IOMMU_VFIO_IOAS, vi));
+  out.push(`vfio_ioas_get ${r} ioas_id=${vi.ioas_id}`);
+  const hwpt = { size: 0, flags: 1 | 2, dev_id: dev, pt_id: ioas, out_hwpt_id: 0, __reserved: 0 };
+  const parent = { ...hwpt, data_type: 0, data_len: 0, data_uptr: 0n, fault_id: 0, __reserved2: 0 };
+  r = await rc(p.ioctl(fd, IOMMU_HWPT_ALLOC, parent));
+  out.push(`hwpt_alloc_dirty ${r} id=${parent.out_hwpt_id}`);
+  const at = { argsz: 0, flags: 0, pt_id: parent.out_hwpt_id, pasid: 0 };
+  out.push(`attach ${await rc(p.ioctl(devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, at))}`);
+  const dt = { size: 0, flags: 1, hwpt_id: parent.out_hwpt_id, __reserved: 0 };
+  out.push(`set_dirty_tracking ${await rc(p.ioctl(fd, IOMMU_HWPT_SET_DIRTY_TRACKING, dt))}`);
+  p.writeMemory(scratch, new Uint8Array(8).fill(0).fill(5, 0, 1));
+  const dirty = { id: parent.out_hwpt_id, iova: apStart, length: BigInt(RAM_SIZE), page_size: 4096n, uptr: scratch };
+  let nr = -1n;
+  r = await rc(testCmd(p, fd, IOMMU_TEST_OP.DIRTY, dirty).then((d) => (nr = d.out_nr_dirty)));
+  out.push(`test_dirty ${r} nr=${nr}`);
+  p.writeMemory(scratch, new Uint8Array(8));
+  const gd = { size: 0, hwpt_id: parent.out_hwpt_id, flags: 0, __reserved: 0, iova: apStart };
+  r = await rc(
+    p.ioctl(fd, IOMMU_HWPT_GET_DIRTY_BITMAP, { ...gd, length: BigInt(RAM_SIZE), page_size: 4096n, data: scratch }),
+  );
+  out.push(`get_dirty_bitmap ${r} bitmap=${new DataView(p.readMemory(scratch, 8).buffer).getBigUint64(0, true)}`);
+  const va = { size: 0, flags: 0, type: IOMMU_VIOMMU_TYPE_SELFTEST, dev_id: dev, hwpt_id: parent.out_hwpt_id };
+  const viommu = { ...va, out_viommu_id: 0, data_len: 0, __reserved: 0, data_uptr: 0n };
+  r = await rc(p.ioctl(fd, IOMMU_VIOMMU_ALLOC, viommu));
+  out.push(`viommu_alloc ${r} id=${viommu.out_viommu_id}`);
+  const vd = { size: 0, viommu_id: viommu.out_viommu_id, dev_id: dev, out_vdevice_id: 0, virt_id: 0x99n };
+  r = await rc(p.ioctl(fd, IOMMU_VDEVICE_ALLOC, vd));
+  out.push(`vdevice_alloc ${r} id=${vd.out_vdevice_id}`);
+  const vq = { size: 0, flags: 0, viommu_id: viommu.out_viommu_id, type: 0xbeefbeef, veventq_depth: 2 };
+  const vqCmd = { ...vq, out_veventq_id: 0, out_veventq_fd: 0, __reserved: 0 };
+  r = await rc(p.ioctl(fd, IOMMU_VEVENTQ_ALLOC, vqCmd));
+  out.push(`veventq_alloc ${r} id=${vqCmd.out_veventq_id}`);
+  p.writeMemory(scratch, new Uint8Array(new Uint32Array([IOMMU_TEST_IOTLB_DEFAULT, 0]).buffer));
+  const nested = { ...parent, flags: 0, pt_id: viommu.out_viommu_id, out_hwpt_id: 0 };
+  Object.assign(nested, { data_type: IOMMU_HWPT_DATA_SELFTEST, data_len: 8, data_uptr: scratch });
+  r = await rc(p.ioctl(fd, IOMMU_HWPT_ALLOC, nested));
+  out.push(`nested_alloc ${r} id=${nested.out_hwpt_id}`);
+  const atNested = { ...at, pt_id: nested.out_hwpt_id };
+  out.push(`attach_nested ${await rc(p.ioctl(devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, atNested))}`);
+  out.push(`trigger_vevent ${await rc(testCmd(p, fd, IOMMU_TEST_OP.TRIGGER_VEVENT, { dev_id: dev }))}`);
+  const ev = new DataView((await p.read(vqCmd.out_veventq_fd, 12)).buffer);
+  const evLine = `flags=${ev.getUint32(0, true)} sequence=${ev.getUint32(4, true)} virt_id=${ev.getUint32(8, true)}`;
+  out.push(`veventq_read ${ev.byteLength} ${evLine}`);
+  const hq = { size: 0, flags: 0, viommu_id: viommu.out_viommu_id, type: 0xdeadbeef, index: 0, out_hw_queue_id: 0 };
+  const hqCmd = { ...hq, nesting_parent_iova: apStart, length: 4096n };
+  r = await rc(p.ioctl(fd, IOMMU_HW_QUEUE_ALLOC, hqCmd));
+  out.push(`hw_queue_alloc ${r} id=${hqCmd.out_hw_queue_id}`);
+  // The C program passes a real memfd, which the simulated process does not have: EBADF, like any closed fd.
+  const mf = { size: 0, flags: 4, ioas_id: alloc2.out_ioas_id, fd: 1000, start: 0n, length: BigInt(RAM_SIZE) };
+  out.push(`ioas_map_file_real_memfd ${await rc(p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { ...mf, iova: 0n }))}`);
+  out.push(`ioas_change_process ${await rc(p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, { size: 0, __reserved: 0 }))}`);
+  await p.close(vqCmd.out_veventq_fd);
+  await p.close(devfd);
+  await p.close(fd);
+  out.push("done");
+  await p.exit();
+  await m.teardown();
+  return out;
+}
+
 describe.skipIf(!hasCc)("unmodified C clients through the preload shim (skipped: no C compiler `cc`)", () => {
   let server: Server;
   let sockDir: string;
@@ -215,6 +349,18 @@ describe.skipIf(!hasCc)("unmodified C clients through the preload shim (skipped:
     expect(r.code).toBe(0);
     expect(await s.close()).toMatchObject({ exitStatus: 0 });
     expect(r.stdout.trim().split("\n")).toEqual(await tsVmmFlow());
+  });
+
+  it("issues every other iommufd ioctl once, with the results of the same sequence from TypeScript", async () => {
+    const s = await serve("tour");
+    const r = await runClient(s, bin("ioctl-tour")).done;
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(await s.close()).toMatchObject({ exitStatus: 0 });
+    const lines = r.stdout.trim().split("\n");
+    expect(lines).toContain("get_dirty_bitmap 0 bitmap=5");
+    expect(lines).toContain("veventq_read 12 flags=0 sequence=0 virt_id=153");
+    expect(lines).toEqual(await tsIoctlTour());
   });
 
   it("answers errors as the kernel does, and fails calls with EIO once the server is gone", async () => {
