@@ -133,6 +133,10 @@ int main(int argc, char **argv)
 		.flags = IOMMU_IOAS_MAP_READABLE };
 	printf("ioas_map_file_real_memfd %d\n", rc(ioctl(fd, IOMMU_IOAS_MAP_FILE, &mf)));
 
+	/* VFIO type1 compatibility on /dev/iommu: ioctls whose argument is a value. */
+	printf("vfio_api_version %d\n", ioctl(fd, VFIO_GET_API_VERSION));
+	printf("vfio_check_type1v2 %d\n", ioctl(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU));
+
 	struct iommu_ioas_change_process cp = { .size = sizeof(cp) };
 	printf("ioas_change_process %d\n", rc(ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, &cp)));
 

@@ -7,6 +7,7 @@
 
 import { readdirSync } from "node:fs";
 import { formatDiagnostic, KernelError, type Machine, PAGE_SIZE, type Process } from "@iommu-sim/core";
+import { VFIO_CHECK_EXTENSION, VFIO_GET_API_VERSION, VFIO_SET_IOMMU } from "@iommu-sim/iommufd";
 import { ClientMemory } from "./client-memory.js";
 import { encodeReply, Op, type Request, SERVE_PROTOCOL_VERSION } from "./protocol.js";
 
@@ -18,6 +19,8 @@ const POLLIN = 0x1;
 const POLLOUT = 0x4;
 const POLLRDNORM = 0x40;
 const POLLWRNORM = 0x100;
+/** ioctls whose argument is a value, not a pointer (the VFIO type1 compatibility on /dev/iommu). */
+const VALUE_IOCTLS = new Set([VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_SET_IOMMU]);
 /** The fd limit used for the stand-in reservations (RLIMIT_NOFILE of the simulated process still applies). */
 const RESERVE_LIMIT = 1 << 20;
 
@@ -123,6 +126,7 @@ export class ClientSession {
         const fd = d.getInt32(0, true);
         const cmd = d.getUint32(4, true);
         const argp = d.getBigUint64(8, true);
+        if (VALUE_IOCTLS.has(cmd)) return { result: await p.ioctl(fd, cmd, { arg: Number(argp) }) };
         if (argp === 0n) return { result: await p.ioctl(fd, cmd, null) };
         // Every iommufd and VFIO struct starts with its size (`size` or `argsz`): read that much, as
         // copy_struct_from_user does, and copy back what the kernel changed.

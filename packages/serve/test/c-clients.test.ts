@@ -31,7 +31,9 @@ import {
   ioasMap,
   ioasUnmap,
   iommufdModule,
+  VFIO_CHECK_EXTENSION,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_GET_API_VERSION,
   vfioDeviceAttachPt,
   vfioDeviceBindIommufd,
   vfioDeviceDetachPt,
@@ -304,6 +306,8 @@ async function tsIoctlTour(): Promise<string[]> {
   // The C program passes a real memfd, which the simulated process does not have: EBADF, like any closed fd.
   const mf = { size: 0, flags: 4, ioas_id: alloc2.out_ioas_id, fd: 1000, start: 0n, length: BigInt(RAM_SIZE) };
   out.push(`ioas_map_file_real_memfd ${await rc(p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { ...mf, iova: 0n }))}`);
+  out.push(`vfio_api_version ${await p.ioctl(fd, VFIO_GET_API_VERSION)}`);
+  out.push(`vfio_check_type1v2 ${await p.ioctl(fd, VFIO_CHECK_EXTENSION, { arg: 3 })}`);
   out.push(`ioas_change_process ${await rc(p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, { size: 0, __reserved: 0 }))}`);
   await p.close(vqCmd.out_veventq_fd);
   await p.close(devfd);
@@ -360,6 +364,7 @@ describe.skipIf(!hasCc)("unmodified C clients through the preload shim (skipped:
     const lines = r.stdout.trim().split("\n");
     expect(lines).toContain("get_dirty_bitmap 0 bitmap=5");
     expect(lines).toContain("veventq_read 12 flags=0 sequence=0 virt_id=153");
+    expect(lines).toContain("vfio_check_type1v2 1");
     expect(lines).toEqual(await tsIoctlTour());
   });
 
