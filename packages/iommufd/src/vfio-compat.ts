@@ -19,6 +19,7 @@ import {
   type IommuVfioIoas,
 } from "./uapi.js";
 import type { IoctlArg, IommufdUcmd } from "./ucmd.js";
+import { isUserPointer, userPointer } from "./user-ptr.js";
 import type { IommufdUser } from "./user-glue.js";
 
 /** @linux VFIO_TYPE */
@@ -110,8 +111,14 @@ export async function iommufdVfioIoas(ucmd: IommufdUcmd): Promise<void> {
   }
 }
 
-function argBytes(arg: IoctlArg | null | undefined, st: UapiStruct): { cmd: Record<string, unknown>; argsz: number } {
+function argBytes(
+  arg: IoctlArg | null | undefined,
+  st: UapiStruct,
+  user: IommufdUser,
+): { cmd: Record<string, unknown>; argsz: number } {
   if (arg === null || arg === undefined) throw kerr("EFAULT", "null argument");
+  // A user pointer: copy_from_user(minsz) from the caller's memory.
+  if (isUserPointer(arg)) arg = user.read(userPointer(arg), st.size);
   if (arg instanceof Uint8Array) {
     if (arg.byteLength < st.size) throw kerr("EFAULT", "short argument");
     return { cmd: st.decode(arg) as Record<string, unknown>, argsz: (st.decode(arg) as { argsz: number }).argsz };
@@ -149,7 +156,7 @@ export async function iommufdVfioIoctl(
       return 0;
     }
     case VFIO_IOMMU_MAP_DMA: {
-      const { cmd: m, argsz } = argBytes(arg, vfio_iommu_type1_dma_map);
+      const { cmd: m, argsz } = argBytes(arg, vfio_iommu_type1_dma_map, user);
       const flags = m.flags as number;
       if (argsz < vfio_iommu_type1_dma_map.size || flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) {
         throw kerr("EINVAL", "bad argsz or flags");
@@ -180,7 +187,7 @@ export async function iommufdVfioIoctl(
       return 0;
     }
     case VFIO_IOMMU_UNMAP_DMA: {
-      const { cmd: u, argsz } = argBytes(arg, vfio_iommu_type1_dma_unmap);
+      const { cmd: u, argsz } = argBytes(arg, vfio_iommu_type1_dma_unmap, user);
       const flags = u.flags as number;
       if (argsz < vfio_iommu_type1_dma_unmap.size || flags & ~VFIO_DMA_UNMAP_FLAG_ALL) {
         throw kerr("EINVAL", "bad argsz or flags");
@@ -194,7 +201,11 @@ export async function iommufdVfioIoctl(
         } else {
           n = await ioptUnmapIova(ioas.iopt, Number(u.iova as bigint), Number(u.size as bigint));
         }
-        if (arg && !(arg instanceof Uint8Array)) (arg as Record<string, unknown>).size = BigInt(n);
+        if (isUserPointer(arg)) {
+          const out = new Uint8Array(8);
+          new DataView(out.buffer).setBigUint64(0, BigInt(n), true);
+          user.write(userPointer(arg) + 16n, out);
+        } else if (arg && !(arg instanceof Uint8Array)) (arg as Record<string, unknown>).size = BigInt(n);
         else if (arg instanceof Uint8Array) new DataView(arg.buffer, arg.byteOffset).setBigUint64(16, BigInt(n), true);
       } finally {
         iommufdPutObject(ictx, ioas);
