@@ -288,7 +288,7 @@ export async function iommufdAccessPinPages(
         const lastIdx = area.iovaToIndex(p.to);
         await area.pages!.mutex.lock();
         try {
-          ioptPagesAddUsers(area.pages!, first, lastIdx);
+          ioptPagesAddUsers(area.pages!, first, lastIdx, "access");
         } finally {
           area.pages!.mutex.unlock();
         }

@@ -7,11 +7,11 @@ import { kerr } from "@iommu-sim/core";
 import { copyStructFromUser } from "./core-user.js";
 import { assertCtxLive, type IommufdCtx } from "./ctx.js";
 import { iommufdObjectAbortAndDestroy, iommufdObjectFinalize } from "./object.js";
+import type { IommufdIoctlOp } from "./tokens.js";
 import { _IOC_NR, _IOC_TYPE, IOMMUFD_CMD_BASE, IOMMUFD_TYPE } from "./uapi.js";
 import { type IoctlArg, IommufdUcmd } from "./ucmd.js";
-import { copyStructFromUserPtr, getUserU32, isUserPointer, userPointer } from "./user-ptr.js";
-import type { IommufdIoctlOp } from "./tokens.js";
 import type { IommufdUser } from "./user-glue.js";
+import { copyStructFromUserPtr, getUserU32, isUserPointer, userPointer } from "./user-ptr.js";
 import { iommufdVfioIoctl } from "./vfio-compat.js";
 
 /**

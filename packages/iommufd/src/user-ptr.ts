@@ -6,8 +6,8 @@
  * @linux get_user / copy_struct_from_user / check_zeroed_user / copy_to_user on `(void __user *)arg`
  */
 import { kerr } from "@iommu-sim/core";
-import { PAGE_SIZE } from "./user-glue.js";
 import type { IommufdUser } from "./user-glue.js";
+import { PAGE_SIZE } from "./user-glue.js";
 
 /** Whether an ioctl argument is a user pointer (a number or a bigint) rather than a struct object or its bytes. */
 export function isUserPointer(arg: unknown): arg is number | bigint {

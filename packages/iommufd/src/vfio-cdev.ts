@@ -23,7 +23,6 @@ import {
   UapiStruct,
 } from "@iommu-sim/core";
 import { type IommufdCtx, iommufdCtxPut } from "./ctx.js";
-import { isUserPointer, userPointer } from "./user-ptr.js";
 import {
   type IommufdDevice,
   iommufdDeviceAttach,
@@ -34,6 +33,7 @@ import {
 } from "./device.js";
 import { iommufdCtxFromFd } from "./module.js";
 import { _IO } from "./uapi.js";
+import { isUserPointer, userPointer } from "./user-ptr.js";
 import { VFIO_BASE, VFIO_TYPE } from "./vfio-compat.js";
 
 /** @linux VFIO_DEVICE_BIND_IOMMUFD */

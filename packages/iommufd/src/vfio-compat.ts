@@ -19,8 +19,8 @@ import {
   type IommuVfioIoas,
 } from "./uapi.js";
 import type { IoctlArg, IommufdUcmd } from "./ucmd.js";
-import { isUserPointer, userPointer } from "./user-ptr.js";
 import type { IommufdUser } from "./user-glue.js";
+import { isUserPointer, userPointer } from "./user-ptr.js";
 
 /** @linux VFIO_TYPE */
 export const VFIO_TYPE = 0x3b;

@@ -2,6 +2,8 @@
  * Hostile input (issue #11): what a syzkaller-style program reaches in a few calls. Each case answers as Linux does,
  * with nothing leaked and no WARN (the machine teardown fails on either).
  */
+
+import { KernelError, type Process } from "@iommu-sim/core";
 import {
   IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC_PASID,
@@ -9,6 +11,7 @@ import {
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
@@ -17,12 +20,116 @@ import {
   iommu_ioas_map,
 } from "@iommu-sim/iommufd";
 import { describe, expect, it } from "vitest";
-import { MOCK_APERTURE_START, MOCK_FLAGS_DEVICE_PASID } from "../src/index.js";
+import {
+  IOMMU_TEST_OP,
+  MOCK_APERTURE_START,
+  MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+  MOCK_FLAGS_DEVICE_PASID,
+} from "../src/index.js";
 import { BUFFER_SIZE, bootMachine, PAGE_SIZE, setup, teardown } from "./helpers.js";
 
 const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
 
+/** `length` bytes of anonymous memory with a hole right after them. */
+function unmappedAfter(p: Process, length: number): bigint {
+  const va = p.mmap(length + PAGE_SIZE);
+  p.munmap(va + BigInt(length), PAGE_SIZE);
+  return va;
+}
+
 describe("hostile input (issue #11)", () => {
+  describe("IOAS_MAP / IOAS_MAP_FILE with a huge length: pins stay sparse, EFAULT at the first unmapped page", () => {
+    const HUGE = 0xffffffffff000n;
+
+    it("no domain: the map succeeds without pinning (iopt_fill_domains_pages has nothing to fill)", async () => {
+      const env = await setup();
+      const { self, p } = env;
+      self.ioasId = await self.testIoctlIoasAlloc();
+      const small = unmappedAfter(p, 2 * PAGE_SIZE);
+      await self.testIoctlIoasMapRaw(
+        self.ioasId,
+        small,
+        HUGE,
+        BigInt(MOCK_APERTURE_START),
+        RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+      );
+      // An access reaching past the 8 KiB the process mapped: EFAULT, nothing left pinned (iopt_pages_fill_xarray).
+      const access = await self.testCmdCreateAccess(self.ioasId, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES);
+      const pages = (length: number) =>
+        self.cmd(IOMMU_TEST_OP.ACCESS_PAGES, {
+          id: access,
+          iova: BigInt(MOCK_APERTURE_START),
+          length: BigInt(length),
+          uptr: small,
+        });
+      await expect(pages(3 * PAGE_SIZE)).rejects.toMatchObject({ code: "EFAULT" });
+      await expect(pages(16 * PAGE_SIZE)).rejects.toMatchObject({ code: "EFAULT" });
+      await self.checkRefs(small, 2 * PAGE_SIZE, 0);
+      const r = await pages(2 * PAGE_SIZE);
+      await self.checkRefs(small, 2 * PAGE_SIZE, 1);
+      await self.testCmdDestroyAccessPages(access, r.out_access_pages_id);
+      await self.testCmdDestroyAccess(access);
+      expect(await self.testIoctlIoasUnmap(0n, 0xffff_ffff_ffff_ffffn)).toBe(HUGE);
+      await teardown(env);
+    });
+
+    it("a mock domain: the fill pins in runs and stops with EFAULT; no pin, no mapping is left", async () => {
+      const env = await setup();
+      const { self, p } = env;
+      self.ioasId = await self.testIoctlIoasAlloc();
+      const { hwptId } = await self.testCmdMockDomain(self.ioasId);
+      const small = unmappedAfter(p, 2 * PAGE_SIZE);
+      // 1 GiB fits the mock aperture; the process mapped 8 KiB of it.
+      await expect(
+        self.testIoctlIoasMapRaw(
+          self.ioasId,
+          small,
+          1n << 30n,
+          BigInt(MOCK_APERTURE_START),
+          RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+        ),
+      ).rejects.toMatchObject({ code: "EFAULT" });
+      // Past the aperture: refused before any pin (the domain reserves the rest of the IOVA space).
+      await expect(
+        self.testIoctlIoasMapRaw(self.ioasId, small, HUGE, BigInt(MOCK_APERTURE_START), RW | IOMMU_IOAS_MAP_FIXED_IOVA),
+      ).rejects.toMatchObject({ code: "EADDRINUSE" });
+      await self.checkRefs(small, 2 * PAGE_SIZE, 0);
+      // The IOVA is free again and the 8 KiB map normally.
+      await self.testIoctlIoasMapFixed(small, 2 * PAGE_SIZE, MOCK_APERTURE_START);
+      await self.testCmdMdCheckMap(hwptId, small, MOCK_APERTURE_START, 2 * PAGE_SIZE);
+      await teardown(env);
+    });
+
+    it("IOAS_MAP_FILE of a huge length from an 8 KiB memfd answers an errno, never an exception", async () => {
+      const env = await setup();
+      const { self, p } = env;
+      self.ioasId = await self.testIoctlIoasAlloc();
+      const memfd = p.memfdCreate("small", 2 * PAGE_SIZE);
+      const cmd = (length: bigint) => ({
+        size: 0,
+        flags: RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+        ioas_id: self.ioasId,
+        fd: memfd,
+        start: 0n,
+        length,
+        iova: BigInt(MOCK_APERTURE_START),
+      });
+      // Without a domain nothing is pinned at map time: either an errno or a mapping, never an exception.
+      const err = await self.ioctl(IOMMU_IOAS_MAP_FILE, cmd(HUGE)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      if (err !== undefined) expect(err).toBeInstanceOf(KernelError);
+      await self.testIoctlIoasUnmap(0n, 0xffff_ffff_ffff_ffffn).catch(() => 0n);
+      await self.testCmdMockDomain(self.ioasId);
+      // With a domain the pin reaches past the file and fails; the first pages stay unpinned.
+      await expect(self.ioctl(IOMMU_IOAS_MAP_FILE, cmd(1n << 30n))).rejects.toBeInstanceOf(KernelError);
+      await self.ioctl(IOMMU_IOAS_MAP_FILE, cmd(2n * BigInt(PAGE_SIZE)));
+      await p.close(memfd);
+      await teardown(env);
+    });
+  });
+
   it("IOAS_COPY without READABLE or WRITEABLE is EINVAL at the ioctl (iommufd_ioas_copy)", async () => {
     const env = await setup();
     const { self } = env;
@@ -176,5 +283,31 @@ describe("hostile input (issue #11)", () => {
       await p.close(mfd);
       await teardown(env);
     });
+  });
+});
+
+describe("fidelity (issue #10)", () => {
+  it("a read-only IOAS_MAP of a private file mapping pins the process's copy: its later writes reach the domain (gup_must_unshare)", async () => {
+    const env = await setup();
+    const { self, p } = env;
+    self.ioasId = await self.testIoctlIoasAlloc();
+    const { hwptId } = await self.testCmdMockDomain(self.ioasId);
+    const memfd = p.memfdCreate("private", PAGE_SIZE);
+    const va = p.mmap(PAGE_SIZE, { fd: memfd });
+    p.readMemory(va, 1);
+    await self.testIoctlIoasMapRaw(
+      self.ioasId,
+      va,
+      PAGE_SIZE,
+      BigInt(MOCK_APERTURE_START),
+      IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_FIXED_IOVA,
+    );
+    p.writeMemory(va, new Uint8Array([0x5a]));
+    // The domain maps the page now under the VA (MD_CHECK_MAP compares the physical pages).
+    await self.testCmdMdCheckMap(hwptId, va, MOCK_APERTURE_START, PAGE_SIZE);
+    await self.testIoctlIoasUnmap(0n, 0xffff_ffff_ffff_ffffn);
+    p.munmap(va, PAGE_SIZE);
+    await p.close(memfd);
+    await teardown(env);
   });
 });

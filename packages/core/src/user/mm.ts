@@ -444,14 +444,16 @@ export class MmStruct {
   /**
    * Make the page at `va` (inside `vma`) present and return its physical address. `write` breaks copy-on-write
    * and allocates; a read of an untouched private anonymous page returns -1 (the zero page) unless `needPage`.
-   * @linux handle_mm_fault
+   * `unshare` breaks copy-on-write of a private file page without a write (the page stays read-only to the
+   * process, but is its own copy from now on).
+   * @linux handle_mm_fault (FAULT_FLAG_WRITE, FAULT_FLAG_UNSHARE)
    */
-  faultPage(vma: Vma, va: number, write: boolean, needPage: boolean): number {
+  faultPage(vma: Vma, va: number, write: boolean, needPage: boolean, unshare = false): number {
     if (vma.pfnmap) return vma.pfnAddress(va - (va % PAGE_SIZE));
     const vpn = Math.floor(va / PAGE_SIZE);
     const cur = this.ptes.get(vpn);
     if (cur !== undefined) {
-      if (!write || vma.shared) return cur;
+      if ((!write && !unshare) || vma.shared) return cur;
       const f = this.pages.folioOf(cur)!;
       if (f.mapping === undefined) return cur;
       // Private mapping of a file page: copy it on the first write.
@@ -466,7 +468,7 @@ export class MmStruct {
     const inode = vma.inode;
     if (inode !== undefined) {
       const index = vma.indexOf(vpn * PAGE_SIZE);
-      if (!vma.shared && write) {
+      if (!vma.shared && (write || unshare)) {
         // do_cow_fault: a private copy of the file page.
         const src = inode.getFolio(index);
         const copy = this.pages.alloc(0, "user_page", `anon of pid ${this.ownerPid}`);
