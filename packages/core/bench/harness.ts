@@ -47,6 +47,10 @@ export interface BenchResult {
   ratio: number;
   /** Each round's ns/op, for judging noise. */
   roundsNsPerOp: number[];
+  /** The smallest `ratio` this case should reach (e.g. 1/3: at most 3x the baseline's time), when it has a target. */
+  target?: number;
+  /** Whether `ratio` meets `target`. */
+  met?: boolean;
   date: string;
 }
 
