@@ -453,7 +453,8 @@ export class MmStruct {
     const vpn = Math.floor(va / PAGE_SIZE);
     const cur = this.ptes.get(vpn);
     if (cur !== undefined) {
-      if ((!write && !unshare) || vma.shared) return cur;
+      // A present page of a private anonymous mapping is the process's own (fork copies at once): nothing to break.
+      if ((!write && !unshare) || vma.shared || vma.inode === undefined) return cur;
       const f = this.pages.folioOf(cur)!;
       if (f.mapping === undefined) return cur;
       // Private mapping of a file page: copy it on the first write.
