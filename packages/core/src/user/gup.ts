@@ -64,7 +64,7 @@ export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts:
       // write by the process lands in the pinned page rather than in a fresh copy-on-write page.
       const unshare = longterm && !write && !vma.shared && vma.inode !== undefined;
       const pa = mm.faultPage(vma, a, write, true, unshare);
-      const record: PinRecord = { pid: mm.ownerPid, va: BigInt(a), longterm };
+      const record: PinRecord = { pid: mm.ownerPid, va: a, longterm };
       table.pin(pa, record);
       out.push(pa);
     }

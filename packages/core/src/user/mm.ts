@@ -18,10 +18,12 @@
  * (do_huge_pmd_anonymous_page) and `kernel/fork.c` (dup_mmap, with private anonymous pages copied at fork rather
  * than shared copy-on-write).
  */
+
 import { KernelError, kerr } from "../kernel/errno.js";
 import { PAGE_SIZE } from "../platform/memory.js";
 import { type File, type FileContext, fputDeferred, getFile } from "./file.js";
 import { type Folio, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE, type UserPageRefs } from "./page-refs.js";
+import { PteTable } from "./pte-table.js";
 import { type ShmemInode, type ShmemMapping, shmemFileSetup, shmemInodeOf } from "./shmem.js";
 
 /** Page can not be accessed. @linux PROT_NONE */
@@ -221,7 +223,7 @@ export class MmStruct {
   pinnedVm = 0;
   private readonly vmas: Vma[] = [];
   /** User page number -> physical address of the mapped page. @linux the page tables (pgd) */
-  private readonly ptes = new Map<number, number>();
+  private readonly ptes = new PteTable();
 
   constructor(
     readonly ctx: MmContext,
@@ -427,7 +429,7 @@ export class MmStruct {
       this.pages.put(f);
     };
     if (last - first > this.ptes.size) {
-      for (const [vpn, pa] of [...this.ptes]) if (vpn >= first && vpn < last) zap(vpn, pa);
+      for (const [vpn, pa] of this.ptes.entries()) if (vpn >= first && vpn < last) zap(vpn, pa);
     } else {
       for (let vpn = first; vpn < last; vpn++) {
         const pa = this.ptes.get(vpn);
@@ -584,7 +586,7 @@ export class MmStruct {
         child.insertVma(c);
         c.vmOps?.open?.(c);
       }
-      for (const [vpn, pa] of this.ptes) {
+      for (const [vpn, pa] of this.ptes.entries()) {
         const f = this.pages.folioOf(pa)!;
         const vma = this.findVma(vpn * PAGE_SIZE)!;
         if (vma.shared || f.mapping !== undefined) {
