@@ -15,6 +15,7 @@ export * from "./kernel/ref-tracker.js";
 export * from "./kernel/refcount.js";
 export * from "./kernel/sched/index.js";
 export * from "./kernel/slab.js";
+export * from "./kernel/trace.js";
 export * from "./kernel/xarray.js";
 export * from "./machine/di.js";
 export * from "./machine/kernel-module.js";

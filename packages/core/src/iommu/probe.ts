@@ -37,6 +37,9 @@ export async function iommuProbeDevice(core: IommuCore, dev: Device): Promise<vo
     core.probeLock.unlock();
   }
   devIommuOps(dev).probeFinalize?.(dev);
+  const trace = core.diag.trace;
+  if (trace.enabled)
+    trace.emit("iommu:probe_device", { device: dev.name, group: (dev.iommuGroup as { id?: number } | undefined)?.id });
 }
 
 /**
