@@ -1,3 +1,12 @@
+export type { Command } from "./command.js";
+export { COMMANDS } from "./commands/index.js";
+export { formatPath, type InspectedPath, inspectTranslation } from "./inspect/inspect.js";
 export type { CliIo } from "./io.js";
-export { EXIT } from "./io.js";
-export { type Command, helpText, main } from "./main.js";
+export { EXIT, useColor } from "./io.js";
+export { commandHelp, helpText, main } from "./main.js";
+export { BUILTIN_MODULES, loadModuleArg, resolveModules } from "./modules.js";
+export { DEFAULT_SCENARIO } from "./scenario/default-scenario.js";
+export { parseScenario, parseScenarioText, ScenarioError } from "./scenario/load.js";
+export { type RunResult, runScenario } from "./scenario/runner.js";
+export { type Scenario, type Step, scenarioSchema } from "./scenario/schema.js";
+export { cliVersion } from "./version.js";

@@ -33,4 +33,5 @@ export * from "./platform/memory.js";
 export * from "./platform/mmio.js";
 export * from "./platform/page-alloc.js";
 export * from "./platform/topology.js";
+export * from "./platform/translation-path.js";
 export * from "./user/index.js";
