@@ -42,6 +42,7 @@ function issueMessage(i: z.core.$ZodIssue, input: unknown): string {
   if (i.code === "invalid_union" && i.path.length >= 2 && i.path[0] === "steps") {
     return `a step needs "do": one of ${KINDS.join(", ")}`;
   }
+  if (i.code === "invalid_type" && valueAt(input, i.path) === undefined) return `missing (expected ${i.expected})`;
   if (i.code === "unrecognized_keys") return `unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.join(", ")}`;
   const v = valueAt(input, i.path);
   return v === undefined ? i.message : `${i.message} (got ${JSON.stringify(v)})`;

@@ -20,6 +20,8 @@ export interface RunOptions {
   /** Overrides the scenario's seed. */
   seed?: number;
   io: CliIo;
+  /** Called right before the teardown step runs, with the live machine (tests check it against the run). */
+  beforeTeardown?: (ctx: RunContext) => void | Promise<void>;
 }
 
 /** The step that stopped a run. */
@@ -83,6 +85,7 @@ export async function runScenario(sc: Scenario, opts: RunOptions): Promise<RunRe
     ctx.stepIndex = i;
     progress.start(i, label);
     try {
+      if (s.do === "teardown" && ctx.machine && !ctx.tornDown) await opts.beforeTeardown?.(ctx);
       const detail = await runOne(ctx, s);
       progress.ok(i, label, detail);
     } catch (e) {

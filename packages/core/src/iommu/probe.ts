@@ -37,9 +37,6 @@ export async function iommuProbeDevice(core: IommuCore, dev: Device): Promise<vo
     core.probeLock.unlock();
   }
   devIommuOps(dev).probeFinalize?.(dev);
-  const trace = core.diag.trace;
-  if (trace.enabled)
-    trace.emit("iommu:probe_device", { device: dev.name, group: (dev.iommuGroup as { id?: number } | undefined)?.id });
 }
 
 /**
@@ -65,6 +62,10 @@ export async function iommuProbeDeviceLocked(
     if (devHasIommu(dev)) iommuInitDeviceUnwind(core, dev);
     else if (devIommu(dev)) devIommuFree(core, dev);
     throw e;
+  }
+  const trace = core.diag.trace;
+  if (trace.enabled) {
+    trace.emit("iommu:probe_device", { device: dev.name, group: (dev.iommuGroup as { id?: number } | undefined)?.id });
   }
 }
 

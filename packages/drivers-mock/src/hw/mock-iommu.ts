@@ -778,7 +778,7 @@ export class MockIommuHw implements IommuHwModel {
     if (this.diag.trace.enabled) {
       this.diag.trace.emit("hw:fault", {
         iommu: this.name,
-        event: out.faultReason,
+        reason: out.faultReason,
         sid: req.requesterId,
         ssid: req.pasid,
         iova: `0x${req.iova.toString(16)}`,

@@ -1295,7 +1295,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if (this.diag.trace.enabled) {
       this.diag.trace.emit("hw:fault", {
         iommu: this.name,
-        event: EVT_NAME[id] ?? `0x${id.toString(16)}`,
+        reason: EVT_NAME[id] ?? `0x${id.toString(16)}`,
         sid,
         ssid,
         iova: `0x${addr.toString(16)}`,

@@ -2,18 +2,33 @@
 import { DmaFault } from "@iommu-sim/core";
 import type { RunContext } from "../context.js";
 import { StepError } from "../context.js";
+import type { Smmuv3Guest } from "./smmuv3-guest.js";
 import { hex, type StepRunner } from "./types.js";
+
+const GUEST_PAGE = 4096;
 
 const DEFAULT_DATA = [0xa5, 0x5a, 0xc3, 0x3c];
 
-/** The region a device's DMA at `iova` lands in, when the device is attached to (a HWPT on) its IOAS. */
-function landing(ctx: RunContext, device: string, iova: number) {
+/**
+ * Where a device's DMA at `iova` lands in the VMM's memory (its VA and a description), when the device is attached
+ * to an IOAS (or a HWPT on one) with a region there, or to a guest whose stage 1 maps `iova`.
+ */
+function landing(ctx: RunContext, device: string, iova: number): { name: string; va: bigint } | undefined {
   const pt = ctx.attached.get(device);
   if (!pt) return undefined;
+  const guest = ctx.guests.get(pt) as Smmuv3Guest | undefined;
+  if (guest) {
+    if (iova < guest.giova || iova >= guest.giova + GUEST_PAGE) return undefined;
+    const r = ctx.region(guest.ram);
+    const off = guest.page * GUEST_PAGE + (iova - guest.giova);
+    return { name: `${guest.ram} at guest page ${guest.page} +${hex(iova - guest.giova)}`, va: r.va + BigInt(off) };
+  }
   const ioas = ctx.objects.get(pt)?.kind === "ioas" ? pt : ctx.hwptIoas.get(pt);
-  if (!ioas || ctx.guests.has(pt)) return undefined;
+  if (!ioas) return undefined;
   for (const [name, r] of ctx.regions) {
-    if (r.ioas === ioas && iova >= r.iova && iova < r.iova + r.size) return { name, r };
+    if (r.ioas === ioas && iova >= r.iova && iova < r.iova + r.size) {
+      return { name: `${name} at +${hex(iova - r.iova)}`, va: r.va + BigInt(iova - r.iova) };
+    }
   }
   return undefined;
 }
@@ -61,11 +76,11 @@ export const dma: StepRunner<"dma"> = async (ctx, s) => {
   ctx.note({ kind: "dma", device: s.device, text: `${what}: ok` });
   const land = landing(ctx, s.device, s.iova);
   if (s.op === "write" && land) {
-    const back = ctx.p.readMemory(land.r.va + BigInt(s.iova - land.r.iova), data.length);
+    const back = ctx.p.readMemory(land.va, data.length);
     if (!back.every((b, i) => b === data[i])) {
       throw new StepError(`the write completed but ${land.name} does not hold the bytes written`);
     }
-    return `${what} → landed in ${land.name} at +${hex(s.iova - land.r.iova)}`;
+    return `${what} → landed in ${land.name}`;
   }
   return `${what} → ok${read ? ` [${[...read].map((b) => b.toString(16).padStart(2, "0")).join(" ")}]` : ""}`;
 };
