@@ -32,9 +32,20 @@ export interface FailedStep {
   message: string;
 }
 
+/** One step as it ran. */
+export interface StepRecord {
+  /** 1-based. */
+  index: number;
+  label: string;
+  ok: boolean;
+  detail: string;
+}
+
 /** The outcome of a run. */
 export interface RunResult {
   ok: boolean;
+  /** Every step that ran, in order (the failing one last). */
+  steps: StepRecord[];
   failed?: FailedStep;
   summary: IommuSummary[];
   ctx: RunContext;
@@ -79,6 +90,7 @@ export async function runScenario(sc: Scenario, opts: RunOptions): Promise<RunRe
   if (implicitTeardown) steps.push({ do: "teardown", name: "teardown (implicit)" });
   const progress = new Progress(opts.io, steps.length);
   let failed: FailedStep | undefined;
+  const log: StepRecord[] = [];
   for (let i = 0; i < steps.length; i++) {
     const s = steps[i]!;
     const label = stepLabel(s);
@@ -88,9 +100,11 @@ export async function runScenario(sc: Scenario, opts: RunOptions): Promise<RunRe
       if (s.do === "teardown" && ctx.machine && !ctx.tornDown) await opts.beforeTeardown?.(ctx);
       const detail = await runOne(ctx, s);
       progress.ok(i, label, detail);
+      log.push({ index: i + 1, label, ok: true, detail: detail ?? "" });
     } catch (e) {
       const message = describeError(e);
       progress.fail(i, label, message);
+      log.push({ index: i + 1, label, ok: false, detail: message });
       failed = { index: i + 1, label, message };
       break;
     }
@@ -102,5 +116,5 @@ export async function runScenario(sc: Scenario, opts: RunOptions): Promise<RunRe
     await ctx.machine.teardown().catch(() => undefined);
   }
   const summary = ctx.machine ? summarize(ctx.machine) : [];
-  return { ok: failed === undefined, ...(failed ? { failed } : {}), summary, ctx, tracer };
+  return { ok: failed === undefined, steps: log, ...(failed ? { failed } : {}), summary, ctx, tracer };
 }
