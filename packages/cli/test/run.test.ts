@@ -68,8 +68,9 @@ describe("the default scenario", () => {
     expect(j.ok).toBe(true);
     const smmu = j.summary.find((s) => s.name === "smmu0")!.counters;
     const mock = j.summary.find((s) => s.name === "mock0")!.counters;
-    // Four SMMUv3 DMAs (stage 2, nested, nested after TLBI, the guest fault); one recorded fault; commands issued.
-    expect(smmu.translations).toBe(4);
+    // Five SMMUv3 DMAs (stage 2, nested twice, nested after TLBI, the guest fault): one IOTLB hit, one fault.
+    expect(smmu.translations).toBe(5);
+    expect(smmu.iotlbHits).toBe(1);
     expect(smmu.faults).toBe(1);
     expect(smmu.commands).toBeGreaterThan(0);
     expect(smmu.invalidations).toBeGreaterThan(0);

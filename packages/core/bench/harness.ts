@@ -20,6 +20,11 @@ export interface BenchCase {
   ops: number;
   /** Runs once before the timed rounds (allocation, warming). Not timed. */
   setup?: () => void;
+  /**
+   * The least `ratio` (ops/s of this case / ops/s of the baseline) this case should reach, e.g. 0.5 = at most twice
+   * the baseline's time. Carried into results.json; `npm run bench` shows whether it was met.
+   */
+  target?: number;
 }
 
 /** A suite of cases compared with one baseline. */
@@ -47,6 +52,8 @@ export interface BenchResult {
   ratio: number;
   /** Each round's ns/op, for judging noise. */
   roundsNsPerOp: number[];
+  /** The case's target ratio, when it has one (see {@link BenchCase.target}). */
+  target?: number;
   date: string;
 }
 
@@ -101,6 +108,7 @@ export function runBench(suite: BenchSuite): BenchResult[] {
       ratio: baseNs / nsPerOp,
       roundsNsPerOp: per.map((x) => Math.round(x * 1000) / 1000),
       date,
+      ...(c.target !== undefined ? { target: c.target } : {}),
     };
   });
 

@@ -79,6 +79,7 @@ const readResults = runBench({
     {
       name: "PhysicalMemory.read32",
       ops: ACCESSES,
+      target: TARGET_RATIO,
       fn: () => {
         let s = 0;
         for (let i = 0; i < ACCESSES; i++) s = (s + mem.read32(pas[i]!)) | 0;
@@ -106,6 +107,7 @@ const writeResults = runBench({
     {
       name: "PhysicalMemory.write32",
       ops: ACCESSES,
+      target: TARGET_RATIO,
       fn: () => {
         for (let i = 0; i < ACCESSES; i++) mem.write32(pas[i]!, i);
         return mem.touchedFrames;

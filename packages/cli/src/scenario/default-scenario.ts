@@ -17,9 +17,8 @@ const GUEST_IOVA = 0x1000_0000;
 export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
   name: "default",
   description:
-    "A VMM on the default platform: boot, iommufd, devices behind the mock IOMMU and the SMMUv3 bound through VFIO, " +
-    "guest RAM mapped, DMA (mapped, unmapped, read-only), a nested guest on the SMMUv3 vIOMMU, page requests through " +
-    "a fault queue, an unbind under a live vDEVICE, and a teardown that must find nothing leaked.",
+    "a VMM drives iommufd on the mock IOMMU and the SMMUv3: VFIO bind, guest RAM, DMA and faults, a nested SMMUv3 " +
+    "guest, page requests, an unbind under a live vDEVICE, and a teardown that must find nothing leaked",
   steps: [
     { do: "boot" },
     { do: "spawn" },
@@ -71,6 +70,7 @@ export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
       op: "write",
       iova: GUEST_IOVA + 0x10,
     },
+    { do: "dma", name: "guest DMA again (an IOTLB hit)", device: "smmu-dma0", op: "read", iova: GUEST_IOVA + 0x10 },
     { do: "inspect", device: "smmu-dma0", iova: GUEST_IOVA + 0x10 },
     { do: "smmuv3-guest-remap", guest: "guest0", page: 6 },
     { do: "dma", name: "guest DMA after its invalidation", device: "smmu-dma0", op: "write", iova: GUEST_IOVA + 0x20 },

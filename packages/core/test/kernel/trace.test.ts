@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createMachine, type TraceRecord, Tracepoints } from "../../src/index.js";
+import { createMachine, Tracepoints, type TraceRecord } from "../../src/index.js";
 
 describe("tracepoints", () => {
   it("are disabled until a sink attaches, number records from 1, and disable again when the last sink goes", () => {
