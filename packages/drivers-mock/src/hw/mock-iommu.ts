@@ -193,6 +193,9 @@ export interface MockIommuStats {
   invalidations: number;
 }
 
+/** Invalidation op names by value, for trace records. */
+const INV_OP_NAME: Record<number, string> = Object.fromEntries(Object.entries(INV_OP).map(([k, v]) => [v, k]));
+
 function numOption(o: Record<string, unknown>, key: string, dflt: number): number {
   const v = o[key];
   return typeof v === "number" && Number.isFinite(v) ? v : dflt;
@@ -457,6 +460,9 @@ export class MockIommuHw implements IommuHwModel {
         return; // unknown op: ignored, not counted
     }
     this.nInvalidations++;
+    if (this.diag.trace.enabled) {
+      this.diag.trace.emit("hw:command", { iommu: this.name, op: `INV_${INV_OP_NAME[op] ?? op}`, did, rid, pasid });
+    }
     this.regs[REG.INV_COUNT.offset >>> 2] = (this.r(REG.INV_COUNT) + 1) >>> 0;
   }
 
