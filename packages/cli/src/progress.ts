@@ -28,6 +28,13 @@ export class Progress {
     this.pending = true;
   }
 
+  /** What the running step is doing now (a terminal only). */
+  status(i: number, label: string, text: string): void {
+    if (!this.io.isTTY) return;
+    this.io.out(`\r\u001b[2K${this.prefix(i)} ${label} … ${this.s.dim(text)}`);
+    this.pending = true;
+  }
+
   private clear(): void {
     if (this.pending) this.io.out("\r\u001b[2K");
     this.pending = false;

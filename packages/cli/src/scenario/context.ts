@@ -99,6 +99,8 @@ export class RunContext {
   stepIndex = 0;
   /** Whether the teardown step ran (the runner tears down otherwise). */
   tornDown = false;
+  /** Shows what a long step is doing now (the terminal's status line; nothing elsewhere). */
+  status: (text: string) => void = () => {};
 
   constructor(
     readonly platform: PlatformDescription,

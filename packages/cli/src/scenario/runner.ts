@@ -96,6 +96,7 @@ export async function runScenario(sc: Scenario, opts: RunOptions): Promise<RunRe
     const label = stepLabel(s);
     ctx.stepIndex = i;
     progress.start(i, label);
+    ctx.status = (text) => progress.status(i, label, text);
     try {
       if (s.do === "teardown" && ctx.machine && !ctx.tornDown) await opts.beforeTeardown?.(ctx);
       const detail = await runOne(ctx, s);

@@ -9,7 +9,16 @@ export const boot: StepRunner<"boot"> = async (ctx) => {
   const m = await createMachine({ platform: ctx.platform, modules: ctx.modules, seed: ctx.seed });
   ctx.machine = m;
   ctx.tracer?.attach(m);
-  await m.boot();
+  // Progress while booting: each module as it loads (its probe events) and each device as it is probed.
+  let nProbed = 0;
+  const detach = m.diag.trace.attach((r) => {
+    if (r.event === "iommu:probe_device") ctx.status(`probed ${String(r.fields.device)} (${++nProbed})`);
+  });
+  try {
+    await m.boot();
+  } finally {
+    detach();
+  }
   const topo = describeIommuTopology(m);
   const probed = topo.devices.filter((d) => d.group !== undefined).length;
   const drivers = topo.iommus.map((i) => `${i.name}:${i.driver ?? "-"}`).join(" ");
