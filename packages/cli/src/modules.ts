@@ -8,11 +8,17 @@ import { pathToFileURL } from "node:url";
 import type { DriverModule, KernelModule } from "@iommu-sim/core";
 import { mockIommuDriver } from "@iommu-sim/drivers-mock";
 import { armSmmuV3Driver } from "@iommu-sim/drivers-smmuv3";
+import { intelIommuDriver } from "@iommu-sim/drivers-vtd";
 import { iommufdModule } from "@iommu-sim/iommufd";
 import { UsageError } from "./args.js";
 
 /** The modules shipped with the CLI, by module name: the IOMMU drivers of every landed kind, then iommufd. */
-export const BUILTIN_MODULES: readonly KernelModule[] = [mockIommuDriver, armSmmuV3Driver, iommufdModule];
+export const BUILTIN_MODULES: readonly KernelModule[] = [
+  mockIommuDriver,
+  armSmmuV3Driver,
+  intelIommuDriver,
+  iommufdModule,
+];
 
 /** Whether `m` is an IOMMU driver module (it names the platform kinds it binds to). */
 export function isDriverModule(m: KernelModule): m is DriverModule {
@@ -29,6 +35,11 @@ function isKernelModule(v: unknown): v is KernelModule {
     (m.init === undefined || typeof m.init === "function") &&
     (m.init !== undefined || m.register !== undefined || m.hardware !== undefined)
   );
+}
+
+/** The IOMMU kinds `modules` ship hardware models for (what a platform file may name besides the known kinds). */
+export function driverKinds(modules: readonly KernelModule[]): string[] {
+  return [...new Set(modules.flatMap((m) => (m.hardware ?? []).map((h) => h.kind)))];
 }
 
 /** The IOMMU driver modules among the built-ins. */

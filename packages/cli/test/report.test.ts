@@ -54,7 +54,7 @@ describe("the HTML report", () => {
       // The object graph after the unbind: eleven boxes, the vDEVICE a (dashed) tombstone, references drawn.
       const after = page.locator('section.snapshot[data-label="after the unbind"]');
       await expect(after.locator("svg.graph").isVisible()).resolves.toBe(true);
-      expect(await after.locator("g.node").count()).toBe(11);
+      expect(await after.locator("g.node").count()).toBe(14);
       const tomb = after.locator("g.node.tombstone");
       expect(await tomb.count()).toBe(1);
       expect(await tomb.locator("text").first().textContent()).toMatch(/^VDEVICE#\d+$/);

@@ -160,7 +160,7 @@ describe("modules", () => {
   });
 
   it("the built-in modules are drivers for every landed kind, then iommufd", () => {
-    expect(BUILTIN_MODULES.map((m) => m.name)).toEqual(["mock-iommu", "arm-smmu-v3", "iommufd"]);
+    expect(BUILTIN_MODULES.map((m) => m.name)).toEqual(["mock-iommu", "arm-smmu-v3", "intel-iommu", "iommufd"]);
   });
 });
 

@@ -2,7 +2,7 @@ import { parseSize } from "@iommu-sim/core";
 import { intOption, listOption, parseCommandArgs, strOption, UsageError } from "../args.js";
 import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import { resolveModules } from "../modules.js";
+import { driverKinds, resolveModules } from "../modules.js";
 import { DEFAULT_SCENARIO } from "../scenario/default-scenario.js";
 import { loadScenarioFile, parseScenario } from "../scenario/load.js";
 import { runScenario } from "../scenario/runner.js";
@@ -68,11 +68,12 @@ export const inspectCommand: Command = {
         ...(cut >= 0 ? sc.steps.slice(0, cut) : sc.steps.filter((s) => s.do !== "teardown")),
         probe,
       ];
+      const modules = await resolveModules(listOption(values.module));
       const r = await runScenario(
         { ...sc, steps },
         {
-          platform: await loadPlatformArg(strOption(values.platform)),
-          modules: await resolveModules(listOption(values.module)),
+          platform: await loadPlatformArg(strOption(values.platform), driverKinds(modules)),
+          modules,
           io: QUIET,
         },
       );

@@ -1,12 +1,18 @@
 import { readFile } from "node:fs/promises";
-import { defaultPlatform, type PlatformDescription, PlatformError, parsePlatform } from "@iommu-sim/core";
+import { defaultPlatform, type PlatformDescription, PlatformError, parsePlatformText } from "@iommu-sim/core";
 import { UsageError } from "../args.js";
+import { BUILTIN_MODULES, driverKinds } from "../modules.js";
 
 /**
  * Load the platform named by `--platform FILE`, or the embedded default. A file that is not JSON or fails the
- * schema throws `PlatformError` (exit code 2); a missing file throws `UsageError`.
+ * schema throws `PlatformError` naming the file (exit code 2); a missing file throws `UsageError`. `validate` and
+ * `topology` both load through here, with the kinds of the drivers the CLI loads (`kinds`: by default the
+ * built-in drivers'; `run` and `topology` add those of `--module` drivers), so they accept the same files.
  */
-export async function loadPlatformArg(file: string | true | undefined): Promise<PlatformDescription> {
+export async function loadPlatformArg(
+  file: string | true | undefined,
+  kinds: Iterable<string> = driverKinds(BUILTIN_MODULES),
+): Promise<PlatformDescription> {
   if (file === undefined) return defaultPlatform();
   if (file === true) throw new UsageError("option --platform needs a file");
   let text: string;
@@ -15,13 +21,10 @@ export async function loadPlatformArg(file: string | true | undefined): Promise<
   } catch (e) {
     throw new UsageError(`cannot read platform file ${file}: ${(e as Error).message}`);
   }
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return parsePlatformText(text, { kinds });
   } catch (e) {
-    throw new PlatformError([
-      { path: "(root)", message: `${file} is not valid JSON: ${(e as Error).message}`, value: undefined },
-    ]);
+    if (e instanceof PlatformError) throw new PlatformError(e.issues, file);
+    throw e;
   }
-  return parsePlatform(json);
 }

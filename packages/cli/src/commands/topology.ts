@@ -2,7 +2,7 @@ import { createMachine, describeIommuTopology, formatTopology } from "@iommu-sim
 import { intOption, listOption, parseCommandArgs, strOption } from "../args.js";
 import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import { builtinDrivers, resolveModules } from "../modules.js";
+import { BUILTIN_MODULES, builtinDrivers, driverKinds, resolveModules } from "../modules.js";
 import { loadPlatformArg } from "./platform-arg.js";
 import { runGuarded } from "./run-guarded.js";
 
@@ -36,9 +36,9 @@ export const topologyCommand: Command = {
           "no-drivers": { type: "boolean" },
         },
       });
-      const platform = await loadPlatformArg(strOption(values.platform));
       const seed = intOption("seed", values.seed, 1);
       const modules = await resolveModules(listOption(values.module), { noBuiltins: values["no-drivers"] === true });
+      const platform = await loadPlatformArg(strOption(values.platform), driverKinds([...BUILTIN_MODULES, ...modules]));
       const m = await createMachine({ platform, seed, modules });
       await m.boot();
       const topo = describeIommuTopology(m);

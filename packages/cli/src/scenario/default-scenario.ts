@@ -10,6 +10,8 @@ import type { scenarioSchema } from "./schema.js";
 const MOCK_RAM = 0x0100_0000;
 /** Guest RAM of the SMMUv3 guest: IPA 1 GiB. */
 const SMMU_RAM = 0x4000_0000;
+/** Guest RAM of the VT-d device. */
+const VTD_RAM = 0x2000_0000;
 /** The IOVA the SMMUv3 guest's own stage 1 maps. */
 const GUEST_IOVA = 0x1000_0000;
 
@@ -17,7 +19,7 @@ const GUEST_IOVA = 0x1000_0000;
 export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
   name: "default",
   description:
-    "a VMM drives iommufd on the mock IOMMU and the SMMUv3: VFIO bind, guest RAM, DMA and faults, a nested SMMUv3 " +
+    "a VMM drives iommufd on the mock IOMMU, the SMMUv3 and VT-d: VFIO bind, guest RAM, DMA and faults, a nested SMMUv3 " +
     "guest, page requests, an unbind under a live vDEVICE, and a teardown that must find nothing leaked",
   steps: [
     { do: "boot" },
@@ -84,6 +86,20 @@ export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
       fault: "translation",
     },
     { do: "veventq-read", queue: "veventq0", count: 1, virtId: "0x42" },
+    // VT-d: a PCI device on the DMAR unit, its own IOAS.
+    { do: "bind", device: "xhci0" },
+    { do: "ioas-alloc", as: "ioas2" },
+    { do: "map", ioas: "ioas2", iova: VTD_RAM, size: "256KiB", as: "ram2" },
+    { do: "attach", device: "xhci0", pt: "ioas2" },
+    { do: "dma", name: "VT-d DMA write to guest RAM", device: "xhci0", op: "write", iova: VTD_RAM + 0x100 },
+    {
+      do: "dma",
+      name: "VT-d DMA to an unmapped IOVA",
+      device: "xhci0",
+      op: "read",
+      iova: VTD_RAM + 0x10_0000,
+      outcome: "fault",
+    },
     // Page requests: a fault-capable HWPT; the VMM maps the page on demand and answers.
     { do: "bind", device: "mock-dev1" },
     { do: "fault-queue-alloc", as: "fq0" },
