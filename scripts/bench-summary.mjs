@@ -5,6 +5,7 @@
 //   node scripts/bench-summary.mjs             print the table, write bench/results.json
 //   node scripts/bench-summary.mjs --markdown  print the table as Markdown (for the README)
 //   node scripts/bench-summary.mjs --readme    also replace the table between the bench markers in README.md
+//   node scripts/bench-summary.mjs --json      print bench/results.json's content instead of a table
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, platform, release, totalmem } from "node:os";
 import { join } from "node:path";
@@ -67,7 +68,9 @@ function markdown() {
     "\n",
   );
 }
-if (args.has("--markdown") || args.has("--readme")) {
+if (args.has("--json")) {
+  console.log(JSON.stringify({ machine, date, results }, null, 2));
+} else if (args.has("--markdown") || args.has("--readme")) {
   const md = markdown();
   console.log(md);
   if (args.has("--readme")) {

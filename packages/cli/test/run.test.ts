@@ -253,3 +253,31 @@ describe("colour", () => {
     expect((await runWith({ isTTY: false, env: {} }, "run")).out).not.toContain(esc);
   });
 });
+
+describe("progress", () => {
+  it("on a terminal the running step (and each device boot probes) is a status line rewritten in place", async () => {
+    const tty = (await runWith({ isTTY: true, env: { NO_COLOR: "1" } }, "run", join(examples, "basic-mock.yaml"))).out;
+    expect(tty).toMatch(/\r\u001b\[2K\[ ?1\/15\] boot … probed mock-dev0 \(1\)/);
+    expect(tty).toMatch(/\r\u001b\[2K\[ ?1\/15\] ok +boot:/);
+    const plain = (await run("run", join(examples, "basic-mock.yaml"))).out;
+    expect(plain).not.toContain("\r");
+    expect(plain).not.toContain("probed mock-dev0 (1)");
+    expect(plain.split("\n").filter((l) => /^\[ ?\d+\/15\] ok /.test(l))).toHaveLength(15);
+  });
+});
+
+describe("inspect at a chosen point", () => {
+  it("--scenario and --at stop the scenario at that snapshot; an unknown label is a usage error", async () => {
+    const f = join(examples, "basic-mock.yaml");
+    const r = await run("inspect", "--device", "mock-dev0", "--iova", "0x1000100", "--scenario", f, "--at", "mapped");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/L0 leaf .*\n.*R=true W=true/);
+    expect(r.out).toMatch(/→ PA 0x[0-9a-f]+ \(2 KiB page, rwx\)/);
+    const bad = await run("inspect", "--device", "mock-dev0", "--iova", "0x1000100", "--scenario", f, "--at", "nope");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/no snapshot step labelled "nope"/);
+    const noDecoder = await run("inspect", "--device", "uart0", "--iova", "0x1000");
+    expect(noDecoder.code).toBe(1);
+    expect(noDecoder.err).toMatch(/uart0 has no IOMMU/);
+  });
+});

@@ -77,7 +77,8 @@ export const inspectCommand: Command = {
           io: QUIET,
         },
       );
-      const insp = r.ctx.inspections.at(-1);
+      // The probe is the last step of the cut scenario (the scenario's own inspect steps come before it).
+      const insp = r.ctx.inspections.find((i) => i.step === steps.length);
       if (!insp) {
         io.err(
           `iommu-sim: ${r.failed ? `step ${r.failed.index} (${r.failed.label}) failed: ${r.failed.message}` : "nothing inspected"}\n`,
