@@ -65,7 +65,10 @@ export class Tracepoints {
   }
 }
 
-/** `0x…` for addresses in trace records (JSON numbers lose nothing below 2^53, but people read hex). */
+/**
+ * `0x…` for addresses in trace records (JSON numbers lose nothing below 2^53, but people read hex).
+ * @linux the `%llx` of the iommu tracepoints' TP_printk
+ */
 export function traceHex(n: number): string {
   return `0x${n.toString(16)}`;
 }

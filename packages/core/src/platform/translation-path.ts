@@ -56,7 +56,10 @@ export type TranslationDecoder = (args: {
   iova: number;
 }) => Omit<TranslationPath, "iommu" | "kind" | "requesterId" | "pasid" | "iova">;
 
-/** `0x…` of a 64-bit value read as two 32-bit halves (no bigint on the caller's side). */
+/**
+ * `0x…` of a 64-bit value read as two 32-bit halves (no bigint on the caller's side).
+ * @linux none: how a debugger prints a raw descriptor word
+ */
 export function hex64(lo: number, hi: number): string {
   return `0x${((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString(16).padStart(16, "0")}`;
 }
