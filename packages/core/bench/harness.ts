@@ -21,8 +21,8 @@ export interface BenchCase {
   /** Runs once before the timed rounds (allocation, warming). Not timed. */
   setup?: () => void;
   /**
-   * The least `ratio` (ops/s of this case / ops/s of the baseline) this case should reach, e.g. 0.5 = at most twice
-   * the baseline's time. Carried into results.json; `npm run bench` shows whether it was met.
+   * The least `ratio` (baseline ns / case ns) that meets the performance target set for this case, e.g. 0.5 for
+   * "at most 2x the baseline's cost". Copied to the result; absent when the case has no target.
    */
   target?: number;
 }
@@ -52,9 +52,9 @@ export interface BenchResult {
   ratio: number;
   /** Each round's ns/op, for judging noise. */
   roundsNsPerOp: number[];
-  /** The case's target ratio, when it has one (see {@link BenchCase.target}). */
-  target?: number;
   date: string;
+  /** The least `ratio` that meets this case's target (see {@link BenchCase.target}); absent without a target. */
+  target?: number;
 }
 
 function median(xs: number[]): number {
@@ -100,7 +100,7 @@ export function runBench(suite: BenchSuite): BenchResult[] {
   const results: BenchResult[] = suite.cases.map((c) => {
     const per = times.get(c.name)!;
     const nsPerOp = median(per);
-    return {
+    const r: BenchResult = {
       name: `${suite.name}/${c.name}`,
       opsPerSec: 1e9 / nsPerOp,
       nsPerOp,
@@ -108,12 +108,19 @@ export function runBench(suite: BenchSuite): BenchResult[] {
       ratio: baseNs / nsPerOp,
       roundsNsPerOp: per.map((x) => Math.round(x * 1000) / 1000),
       date,
-      ...(c.target !== undefined ? { target: c.target } : {}),
     };
+    if (c.target !== undefined) r.target = c.target;
+    return r;
   });
 
-  const rows = results.map((r) => [r.name, r.nsPerOp.toFixed(2), fmt(r.opsPerSec), r.ratio.toFixed(3)]);
-  const head = ["name", "ns/op", "ops/s", `ratio vs ${suite.baseline}`];
+  const rows = results.map((r) => [
+    r.name,
+    r.nsPerOp.toFixed(2),
+    fmt(r.opsPerSec),
+    r.ratio.toFixed(3),
+    r.target === undefined ? "" : `>= ${r.target.toFixed(3)} ${r.ratio >= r.target ? "met" : "MISSED"}`,
+  ]);
+  const head = ["name", "ns/op", "ops/s", `ratio vs ${suite.baseline}`, "target"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
