@@ -1,7 +1,7 @@
 import { startServer } from "@iommu-sim/serve";
 import { parseArgs, UsageError } from "../args.js";
 import { EXIT } from "../io.js";
-import type { Command } from "../main.js";
+import type { Command } from "../command.js";
 import { loadPlatformArg } from "./platform-arg.js";
 import { runGuarded } from "./run-guarded.js";
 
@@ -19,6 +19,7 @@ export const serveCommand: Command = {
     "Stops on SIGINT, SIGTERM or a SHUTDOWN request; the exit status is the machine's teardown (0 clean, 1 not).",
     "Client: LD_PRELOAD=packages/serve/native/build/libiommu-shim.so IOMMU_SIM_SOCKET=PATH ./program",
   ].join("\n"),
+  examples: ["serve --socket /tmp/iommu-sim.sock", "serve --platform my-platform.json --socket /tmp/iommu-sim.sock"],
   run: (args, io) =>
     runGuarded(io, async () => {
       const { options, positional } = parseArgs(args, ["socket", "platform", "seed"], []);
