@@ -79,11 +79,11 @@ export class ClientMemory {
     this.memFd = openSync(`/proc/${pid}/mem`, "r+");
     const mm = process.mm;
     const fault = mm.faultPage.bind(mm);
-    mm.faultPage = (vma: Vma, va: number, write: boolean, needPage: boolean): number => {
-      if (vma.file !== undefined || vma.shared || vma.pfnmap) return fault(vma, va, write, needPage);
+    mm.faultPage = (vma: Vma, va: number, write: boolean, needPage: boolean, unshare?: boolean): number => {
+      if (vma.file !== undefined || vma.shared || vma.pfnmap) return fault(vma, va, write, needPage, unshare);
       const vpn = Math.floor(va / PAGE_SIZE);
       // A mirrored page always exists: reads of it must see the client's bytes, not the zero page.
-      const pa = fault(vma, va, write, true);
+      const pa = fault(vma, va, write, true, unshare);
       if (!this.pages.has(vpn)) {
         const bytes = this.readClient(vpn * PAGE_SIZE, PAGE_SIZE);
         const base = pa - (pa % PAGE_SIZE);

@@ -7,7 +7,6 @@
 
 import { readdirSync } from "node:fs";
 import { formatDiagnostic, KernelError, type Machine, PAGE_SIZE, type Process } from "@iommu-sim/core";
-import { VFIO_CHECK_EXTENSION, VFIO_GET_API_VERSION, VFIO_SET_IOMMU } from "@iommu-sim/iommufd";
 import { ClientMemory } from "./client-memory.js";
 import { encodeReply, Op, type Request, SERVE_PROTOCOL_VERSION } from "./protocol.js";
 
@@ -19,8 +18,6 @@ const POLLIN = 0x1;
 const POLLOUT = 0x4;
 const POLLRDNORM = 0x40;
 const POLLWRNORM = 0x100;
-/** ioctls whose argument is a value, not a pointer (the VFIO type1 compatibility on /dev/iommu). */
-const VALUE_IOCTLS = new Set([VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_SET_IOMMU]);
 /** The fd limit used for the stand-in reservations (RLIMIT_NOFILE of the simulated process still applies). */
 const RESERVE_LIMIT = 1 << 20;
 
@@ -126,25 +123,9 @@ export class ClientSession {
         const fd = d.getInt32(0, true);
         const cmd = d.getUint32(4, true);
         const argp = d.getBigUint64(8, true);
-        if (VALUE_IOCTLS.has(cmd)) return { result: await p.ioctl(fd, cmd, { arg: Number(argp) }) };
-        if (argp === 0n) return { result: await p.ioctl(fd, cmd, null) };
-        // Every iommufd and VFIO struct starts with its size (`size` or `argsz`): read that much, as
-        // copy_struct_from_user does, and copy back what the kernel changed.
-        const size = new DataView(p.readMemory(argp, 4).buffer).getUint32(0, true);
-        const bytes = p.readMemory(argp, Math.min(Math.max(size, 4), PAGE_SIZE * 16));
-        const orig = Uint8Array.from(bytes);
-        const writeBack = () => {
-          if (Buffer.compare(bytes, orig) !== 0) p.writeMemory(argp, bytes);
-        };
-        let r: number;
-        try {
-          r = await p.ioctl(fd, cmd, bytes);
-        } catch (e) {
-          writeBack(); // Linux copies some structs back before failing (num_iovas, entry_num)
-          throw e;
-        }
-        writeBack();
-        return { result: r };
+        // The user pointer as the kernel gets it: iommufd reads the struct from the process's memory (its size
+        // first, copy_struct_from_user) and copies out fields back there; value ioctls take it as the value.
+        return { result: await p.ioctl(fd, cmd, argp) };
       }
       case Op.READ: {
         const fd = d.getInt32(0, true);
