@@ -6,4 +6,10 @@ import { topologyCommand } from "./topology.js";
 import { validateCommand } from "./validate.js";
 
 /** Every command, in the order help lists them. A new command: one import and one entry here. */
-export const COMMANDS: readonly Command[] = [runCommand, inspectCommand, serveCommand, topologyCommand, validateCommand];
+export const COMMANDS: readonly Command[] = [
+  runCommand,
+  inspectCommand,
+  serveCommand,
+  topologyCommand,
+  validateCommand,
+];

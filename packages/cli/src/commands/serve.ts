@@ -1,7 +1,7 @@
 import { startServer } from "@iommu-sim/serve";
 import { parseArgs, UsageError } from "../args.js";
-import { EXIT } from "../io.js";
 import type { Command } from "../command.js";
+import { EXIT } from "../io.js";
 import { loadPlatformArg } from "./platform-arg.js";
 import { runGuarded } from "./run-guarded.js";
 
