@@ -33,6 +33,7 @@ enum { OP_HELLO = 1, OP_OPEN, OP_CLOSE, OP_IOCTL, OP_READ, OP_WRITE, OP_MMAP, OP
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int sock = -1;
+static pid_t owner; /* the process that said HELLO; a forked child is not it */
 static int broken;
 static uint32_t seq;
 static unsigned char simfd[MAX_FDS];
@@ -139,7 +140,7 @@ dead:
 static int connect_locked(void)
 {
 	if (sock >= 0)
-		return broken ? -EIO : 0;
+		return broken || owner != getpid() ? -EIO : 0;
 	const char *path = getenv("IOMMU_SIM_SOCKET");
 	if (!path)
 		return -ENODEV;
@@ -156,6 +157,7 @@ static int connect_locked(void)
 	/* The server reads our memory through /proc/PID/mem; allow it where Yama restricts ptrace. */
 	prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
 	sock = s;
+	owner = getpid();
 	uint32_t hello[2] = { PROTO_VERSION, (uint32_t)getpid() };
 	long r = call_locked(OP_HELLO, hello, sizeof(hello), 0);
 	if (r != PROTO_VERSION) {

@@ -107,9 +107,13 @@ export async function startServer(opts: ServeOptions): Promise<Server> {
       for (const req of parsed.requests) {
         chain = chain.then(async () => {
           if (ended) return;
-          const { reply, shutdown } = await session.handle(req);
-          if (!socket.destroyed) socket.write(reply);
-          if (shutdown) void shutdownNow();
+          try {
+            const { reply, shutdown } = await session.handle(req);
+            if (!socket.destroyed) socket.write(reply);
+            if (shutdown) void shutdownNow();
+          } catch {
+            socket.destroy(); // the client's calls fail with EIO; the session still ends through "close"
+          }
         });
       }
       if (pending.length > MAX_MESSAGE) socket.destroy();

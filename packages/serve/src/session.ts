@@ -29,7 +29,10 @@ export interface ClientReport {
   pid: number;
   /** Leaks left by the process once it exited (pinned or locked memory still accounted to it). */
   leaks: string[];
-  /** Unexpected diagnostics (warnings, refcount errors) recorded while it was connected. */
+  /**
+   * Unexpected diagnostics (warnings, refcount errors) recorded while it was connected, and requests that failed
+   * other than with a kernel errno (answered EIO).
+   */
   warnings: string[];
 }
 
@@ -39,10 +42,7 @@ interface Outcome {
   payload?: Uint8Array;
 }
 
-function errnoOf(e: unknown): number {
-  if (e instanceof KernelError) return e.errno;
-  throw e;
-}
+const EIO = 5;
 
 /**
  * A client session.
@@ -54,6 +54,8 @@ export class ClientSession {
   private clientPid = 0;
   private readonly reserved = new Set<number>();
   private readonly diagStart: number;
+  /** Failures that were not the simulated kernel's answer (the client vanished mid-call, a simulator bug). */
+  private readonly serverErrors: string[] = [];
 
   constructor(private readonly machine: Machine) {
     this.diagStart = machine.diag.unexpected().length;
@@ -78,7 +80,8 @@ export class ClientSession {
         this.memory = new ClientMemory(this.machine, pid, p);
       } catch (e) {
         await p.exit();
-        return { reply: encodeReply(req.seq, -(e as NodeJS.ErrnoException).errno! || -EPROTO, []), shutdown: false };
+        const errno = Math.abs((e as NodeJS.ErrnoException).errno ?? EPROTO); // EACCES/EPERM: no ptrace access
+        return { reply: encodeReply(req.seq, -errno, []), shutdown: false };
       }
       this.process = p;
       this.clientPid = pid;
@@ -94,11 +97,15 @@ export class ClientSession {
       mem.syncIn();
       out = await this.dispatch(p, mem, req);
     } catch (e) {
-      out = { result: -errnoOf(e) };
+      out = { result: -this.errnoOf(e, req) };
     } finally {
       this.releaseReservations();
     }
-    mem.syncOut();
+    try {
+      mem.syncOut();
+    } catch (e) {
+      out = { result: -this.errnoOf(e, req) };
+    }
     const installed = p.files
       .entries()
       .map(([fd]) => fd)
@@ -180,6 +187,13 @@ export class ClientSession {
     }
   }
 
+  /** The errno to answer with: the kernel's, or EIO (recorded for the report) for anything else. */
+  private errnoOf(e: unknown, req: Request): number {
+    if (e instanceof KernelError) return e.errno;
+    this.serverErrors.push(`request op ${req.op}: ${e instanceof Error ? e.message : String(e)}`);
+    return EIO;
+  }
+
   /** Reserve the client's own fd numbers in the simulated table so the kernel allocates only free ones. */
   private reserveClientFds(simFds: Set<number>): void {
     let clientFds: number[];
@@ -219,7 +233,10 @@ export class ClientSession {
     const leaks: string[] = [];
     if (p.mm.pinnedVm !== 0) leaks.push(`pinned_vm is ${p.mm.pinnedVm} pages after exit`);
     if (p.mm.lockedVm !== 0) leaks.push(`locked_vm is ${p.mm.lockedVm} pages after exit`);
-    const warnings = this.machine.diag.unexpected().slice(this.diagStart).map(formatDiagnostic);
+    const warnings = [
+      ...this.serverErrors,
+      ...this.machine.diag.unexpected().slice(this.diagStart).map(formatDiagnostic),
+    ];
     return { clientPid: this.clientPid, pid: p.pid, leaks, warnings };
   }
 }
