@@ -68,8 +68,6 @@ export const MIN_MEMORY_SIZE = 2 ** 20;
 export const MOCK_STREAM_ID_BITS = 8;
 /** StreamID width of an SMMUv3 when its options give no `sidBits` (the model's IDR1.SIDSIZE default). */
 export const SMMUV3_DEFAULT_SID_BITS = 16;
-/** SubstreamID width of an SMMUv3 when its options give no `ssidBits` (the model's IDR1.SSIDSIZE default). */
-export const SMMUV3_DEFAULT_SSID_BITS = 20;
 /**
  * The StreamID bits a 2-level SMMUv3 stream table covers at most: a 1 MiB L1 table (STRTAB_L1_SZ_SHIFT) of 8-byte
  * descriptors, each for 2^8 (STRTAB_SPLIT) StreamIDs.
@@ -794,30 +792,21 @@ function smmuv3LinearStreamTable(io: IommuDesc): boolean {
 }
 
 /**
- * Tables an SMMUv3's driver allocates in one piece, whose size the options set: a linear stream table has 2^sidBits
- * STEs and, without 2-level CD tables, a CD table has up to 2^ssidBits CDs (64 bytes each).
- * @linux arm_smmu_init_strtab_linear, arm_smmu_alloc_cd_tables
+ * The linear stream table an SMMUv3's driver allocates in one piece when it has no 2-level stream tables: 2^sidBits
+ * STEs of 64 bytes. (A linear CD table needs no rule: the driver caps ssid_bits at CTXDESC_LINEAR_CDMAX.)
+ * @linux arm_smmu_init_strtab_linear
  */
 function smmuv3TableIssues(io: IommuDesc, at: readonly PropertyKey[]): PlatformIssue[] {
-  const out: PlatformIssue[] = [];
   const max = MAX_LINEAR_TABLE_BITS;
   const sid = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
-  const ssid = typeof io.options.ssidBits === "number" ? io.options.ssidBits : SMMUV3_DEFAULT_SSID_BITS;
-  if (smmuv3LinearStreamTable(io) && sid > max) {
-    out.push({
+  if (!smmuv3LinearStreamTable(io) || sid <= max) return [];
+  return [
+    {
       path: formatPath([...at, "options", "sidBits"]),
       message: `a linear stream table of 2^${sid} STEs exceeds the largest allocation (4 MiB): expected sidBits <= ${max} without twoLevelStreamTable`,
       value: sid,
-    });
-  }
-  if (io.options.cd2l === false && ssid > max) {
-    out.push({
-      path: formatPath([...at, "options", "ssidBits"]),
-      message: `a linear CD table of 2^${ssid} CDs exceeds the largest allocation (4 MiB): expected ssidBits <= ${max} without cd2l`,
-      value: ssid,
-    });
-  }
-  return out;
+    },
+  ];
 }
 
 /** The candidate nearest to `word` by edit distance, when it is a likely typo (distance <= 2). */
