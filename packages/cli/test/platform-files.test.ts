@@ -162,7 +162,7 @@ const BAD: [string, string, string, RegExp][] = [
     "platform device with two cells for a one-cell IOMMU",
     edit((p) => (p.devices![0]!.iommus = [{ iommu: "mock0", args: [1, 2] }])),
     "devices[0].iommus[0].args",
-    /expected one StreamID \(#iommu-cells = 1 for mock\)/,
+    /expected 1 cell\(s\) \(#iommu-cells of mock\)/,
   ],
   [
     "unknown IOMMU kind",

@@ -6,7 +6,8 @@ import { DRIVERS } from "./drivers.js";
 /**
  * Load the platform named by `--platform FILE`, or the embedded default. A file that is not JSON or fails the
  * schema throws `PlatformError` naming the file (exit code 2); a missing file throws `UsageError`. `validate` and
- * `topology` both load through here, with the kinds of the drivers the CLI loads, so they accept the same files.
+ * `topology` both load through here, with the kinds and platform rules of the drivers the CLI loads, so they accept
+ * the same files.
  */
 export async function loadPlatformArg(file: string | true | undefined): Promise<PlatformDescription> {
   if (file === undefined) return defaultPlatform();
@@ -18,7 +19,10 @@ export async function loadPlatformArg(file: string | true | undefined): Promise<
     throw new UsageError(`cannot read platform file ${file}: ${(e as Error).message}`);
   }
   try {
-    return parsePlatformText(text, { kinds: DRIVERS.map((d) => d.kind) });
+    return parsePlatformText(text, {
+      kinds: DRIVERS.map((d) => d.kind),
+      rules: DRIVERS.flatMap((d) => d.module.platformRules ?? []),
+    });
   } catch (e) {
     if (e instanceof PlatformError) throw new PlatformError(e.issues, file);
     throw e;

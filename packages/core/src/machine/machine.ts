@@ -14,6 +14,7 @@ import type { ScheduleStrategy } from "../kernel/sched/strategy.js";
 import { defaultPlatform } from "../platform/default-platform.js";
 import {
   isPlatformDescription,
+  type ParsePlatformOptions,
   type PlatformDescription,
   type PlatformInput,
   parsePlatform,
@@ -116,7 +117,8 @@ export class Machine {
   constructor(opts: MachineOptions = {}) {
     this.seed = opts.seed ?? 1;
     const kinds = (opts.modules ?? []).flatMap((km) => (km.hardware ?? []).map((h) => h.kind));
-    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, kinds);
+    const rules = (opts.modules ?? []).flatMap((km) => km.platformRules ?? []);
+    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, { kinds, rules });
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
     this.faults = new FaultInjector();
@@ -268,8 +270,8 @@ export class Machine {
   }
 }
 
-function toDescription(p: unknown, kinds: readonly string[]): PlatformDescription {
-  return isPlatformDescription(p) ? p : parsePlatform(p, { kinds });
+function toDescription(p: unknown, opts: ParsePlatformOptions): PlatformDescription {
+  return isPlatformDescription(p) ? p : parsePlatform(p, opts);
 }
 
 /**
