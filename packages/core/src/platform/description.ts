@@ -293,6 +293,14 @@ const dmarSchema = z.strictObject({
   scope: z.array(bdfSchema).default([]),
 });
 
+/** One DMAR RMRR: memory a device keeps DMA-ing to (firmware buffers), identity-mapped for it. */
+const rmrrSchema = z.strictObject({
+  segment: z.number().int().min(0).max(0xffff).default(0),
+  base: sizeSchema,
+  size: sizeSchema,
+  scope: z.array(bdfSchema),
+});
+
 const ivrsEntrySchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("select"), bdf: bdfSchema }),
   z.strictObject({ type: z.literal("range"), start: bdfSchema, end: bdfSchema }),
@@ -325,6 +333,7 @@ export const platformSchema = z.strictObject({
   acpi: z
     .strictObject({
       dmar: z.array(dmarSchema).default([]),
+      rmrr: z.array(rmrrSchema).default([]),
       ivrs: z.array(ivrsSchema).default([]),
     })
     .optional(),
@@ -368,6 +377,8 @@ export type IommuMapEntryDesc = NonNullable<PciBusDesc["iommuMap"]>[number];
 export type DeviceDesc = PlatformDescription["devices"][number];
 /** One DMAR DRHD unit. @linux struct acpi_dmar_hardware_unit */
 export type DmarUnitDesc = NonNullable<PlatformDescription["acpi"]>["dmar"][number];
+/** One DMAR RMRR. @linux struct acpi_dmar_reserved_memory */
+export type DmarRmrrDesc = NonNullable<PlatformDescription["acpi"]>["rmrr"][number];
 /** One IVRS IVHD block. @linux struct ivhd_header */
 export type IvrsUnitDesc = NonNullable<PlatformDescription["acpi"]>["ivrs"][number];
 /** One IVHD device entry. @linux struct ivhd_entry */
