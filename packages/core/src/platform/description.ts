@@ -205,8 +205,29 @@ export const IOMMU_OPTION_SCHEMAS = {
     firstStage: z.boolean().optional(),
     secondStage: z.boolean().optional(),
     cachingMode: z.boolean().optional(),
-    sagaw: z.array(z.union([z.literal(3), z.literal(4), z.literal(5)])).optional(),
+    sagaw: z
+      .array(z.union([z.literal(3), z.literal(4), z.literal(5)]))
+      .min(1)
+      .optional(),
     domainIdBits: z.number().int().min(4).max(16).optional(),
+    passThrough: z.boolean().optional(),
+    fl5lp: z.boolean().optional(),
+    fl1gp: z.boolean().optional(),
+    sllps: bits(3).optional(),
+    psi: z.boolean().optional(),
+    mamv: bits(63).optional(),
+    faultRecords: z.number().int().min(1).max(256).optional(),
+    qi: z.boolean().optional(),
+    rwbf: z.boolean().optional(),
+    mgaw: z.number().int().min(39).max(57).optional(),
+    tlbWays: ways.optional(),
+    contextEntries: entries.optional(),
+    pasidEntries: entries.optional(),
+    cacheWays: ways.optional(),
+    pagingCacheEntries: entries.optional(),
+    replacement: z.enum(["round-robin", "lru"]).optional(),
+    strict: z.boolean().optional(),
+    qiBatch: z.number().int().min(0).optional(),
   }),
   amd: z.strictObject({
     ...common,
@@ -773,7 +794,11 @@ function crossCheck(
 }
 
 /** Register file sizes of the kinds with a model: a smaller MMIO window would overlap the next device. */
-const REGISTER_FILE_SIZE = { mock: DEFAULT_MMIO_SIZE.mock, smmuv3: DEFAULT_MMIO_SIZE.smmuv3 } as const;
+const REGISTER_FILE_SIZE = {
+  mock: DEFAULT_MMIO_SIZE.mock,
+  smmuv3: DEFAULT_MMIO_SIZE.smmuv3,
+  vtd: DEFAULT_MMIO_SIZE.vtd,
+} as const;
 
 /** The candidate nearest to `word` by edit distance, when it is a likely typo (distance <= 2). */
 function closest(word: string, candidates: readonly string[]): string | undefined {
