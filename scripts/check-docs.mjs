@@ -67,7 +67,8 @@ for (const doc of ["architecture", "divergences", "foundation-contracts", "user-
 // A markdown file a README links to but the site does not render is copied to media/ and opens as a raw file.
 const media = join(out, "media");
 if (existsSync(media)) {
-  for (const f of readdirSync(media)) if (f.endsWith(".md")) problems.push(`media/${f}: a linked page opens as a raw file`);
+  for (const f of readdirSync(media))
+    if (f.endsWith(".md")) problems.push(`media/${f}: a linked page opens as a raw file`);
 }
 
 if (problems.length > 0) {
