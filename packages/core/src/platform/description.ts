@@ -694,10 +694,14 @@ function crossCheck(
     }
     dev.iommus?.forEach((s, k) => {
       const io = refIommu(at("iommus", k, "iommu"), s.iommu);
-      const first = dev.iommus![0]!.iommu;
-      if (s.iommu !== first && !isPciBus(bus)) {
-        // iommu_fwspec_init refuses a second IOMMU for a device (EINVAL): the device would get none.
-        add(at("iommus", k, "iommu"), `a device has one IOMMU: expected ${first} as in iommus[0]`, s.iommu);
+      const first = iommus.get(dev.iommus![0]!.iommu);
+      if (io && first && io.kind !== first.kind && !isPciBus(bus)) {
+        // iommu_fwspec_init refuses an IOMMU of another driver than the device's first (EINVAL): it would get none.
+        add(
+          at("iommus", k, "iommu"),
+          `a device's IOMMUs share one driver: expected an IOMMU of kind ${first.kind} as iommus[0] (${first.name})`,
+          s.iommu,
+        );
       }
       const r = io && !isPciBus(bus) ? rules.get(io.kind) : undefined;
       if (!io || !r) return;
@@ -761,8 +765,9 @@ function crossCheck(
           );
           return;
         }
-        if (e.iommu !== own.iommu) {
-          add(path, `DMA alias mapped to ${e.iommu}: expected the device's IOMMU ${own.iommu}`, b);
+        const ownKind = iommus.get(own.iommu)?.kind;
+        if (e.iommu !== own.iommu && iommus.get(e.iommu)?.kind !== ownKind) {
+          add(path, `DMA alias mapped to ${e.iommu}: expected an IOMMU of kind ${ownKind} like ${own.iommu}`, b);
           return;
         }
         const io = iommus.get(e.iommu);
