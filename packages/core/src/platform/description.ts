@@ -448,7 +448,19 @@ function showValue(v: unknown): string {
     return v.length > 80 ? `${q.slice(0, -1)}..." (${v.length} characters)` : q;
   }
   if (typeof v === "number") return Number.isInteger(v) && v > 0xffff ? `0x${v.toString(16)}` : String(v);
-  if (typeof v === "object" && v !== null) return Array.isArray(v) ? `an array of ${v.length}` : "an object";
+  if (typeof v === "object" && v !== null) {
+    const what = Array.isArray(v) ? `an array of ${v.length}` : "an object";
+    // Small values are shown as JSON; huge or deeply nested ones (a hostile file) only by their shape.
+    if ((Array.isArray(v) ? v.length : Object.keys(v).length) <= 16) {
+      try {
+        const s = JSON.stringify(v);
+        if (s.length <= 80) return s;
+      } catch {
+        // nested too deep to print
+      }
+    }
+    return what;
+  }
   return String(v);
 }
 
