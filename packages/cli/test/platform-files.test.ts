@@ -272,6 +272,12 @@ describe("edge values the schema accepts boot, and every mapped device gets its 
       edit((p) => (opts(p, 1).options = { sidBits: 16, twoLevelStreamTable: false, cd2l: false })),
       3,
     ],
+    [
+      // arm_smmu_probe_device caps a master at CTXDESC_LINEAR_CDMAX: the CD table stays 64 KiB.
+      "no 2-level CD tables with 20 SubstreamID bits",
+      edit((p) => (opts(p, 1).options = { cd2l: false, ssidBits: 20 })),
+      3,
+    ],
   ];
   it.each(GOOD)("%s", async (_name, text, probed) => {
     const f = file(text);
