@@ -1,0 +1,79 @@
+/**
+ * The conformance target of the mock IOMMU (drivers-mock): what it claims and how its devices page-request.
+ */
+import { IOMMU_HWPT_ALLOC, type Machine } from "@iommu-sim/core";
+import {
+  IOMMU_HWPT_DATA_SELFTEST,
+  MOCK_APERTURE_LAST,
+  MOCK_APERTURE_START,
+  MOCK_FLAGS_DEVICE_PASID,
+  MOCK_HUGE_PAGE_SIZE,
+  MOCK_PAGE_SIZE,
+  type MockIommu,
+  type MockIommuHw,
+  mockIommuDriver,
+} from "@iommu-sim/drivers-mock";
+import type { ConformanceTarget } from "../target.js";
+
+/** The mock's PASID-capable device the target adds after boot. */
+export const MOCK_PASID_DEVICE = "mock-pasid0";
+
+function hw(m: Machine): MockIommuHw {
+  return m.hw.get("mock0") as MockIommuHw;
+}
+
+/**
+ * The mock driver as a conformance target: mock0 with mock-dev0/mock-dev1, a PASID device added at boot.
+ * @linux drivers/iommu/iommufd/selftest.c's mock driver, as the suite sees it
+ */
+export function mockTarget(): ConformanceTarget {
+  return {
+    name: "mock",
+    driver: mockIommuDriver,
+    iommu: "mock0",
+    devices: { primary: "mock-dev0", secondary: "mock-dev1" },
+    spareIds: [40, 41],
+    async setup(m) {
+      const iommu = m.driverCore.deviceFor("mock0")!;
+      await m.driverCore.deviceRegister({
+        name: MOCK_PASID_DEVICE,
+        bus: m.driverCore.busFor("platform")!,
+        iommus: [{ fwnode: iommu.fwnode!, args: [30] }],
+        platformData: { "mock-dev-flags": MOCK_FLAGS_DEVICE_PASID, "pasid-num-bits": 20 },
+      });
+    },
+    settle: (m) => (mockIommuDriver.instanceFor(m, "mock0") as MockIommu).drainFaultQueue(),
+    caps: {
+      pageSizes: [MOCK_PAGE_SIZE, MOCK_HUGE_PAGE_SIZE],
+      iova: { base: MOCK_APERTURE_START, size: MOCK_APERTURE_LAST + 1 - MOCK_APERTURE_START },
+      identity: true,
+      blocked: true,
+      pasid: { device: MOCK_PASID_DEVICE, pasids: [1000, 1001] },
+      nested: {
+        parentFlags: IOMMU_HWPT_ALLOC.NEST_PARENT,
+        alloc: (m, dev, parent) =>
+          mockIommuDriver.driverFor(m)!.ops.domainAllocNested!(dev, parent, 0, {
+            type: IOMMU_HWPT_DATA_SELFTEST,
+            data: new Uint8Array(4),
+          }),
+      },
+      iopf: {
+        device: "mock-dev0",
+        pageRequest: (m, _dev, r) =>
+          hw(m).pageRequest({
+            requesterId: 1,
+            pasid: r.pasid,
+            addr: r.addr,
+            read: !r.write,
+            write: r.write,
+            prgi: r.grpid,
+            last: r.last,
+          }),
+        responses: (m) => hw(m).responses.map((x) => ({ grpid: x.prgi, code: x.code })),
+      },
+      dirty: true,
+      cachesTranslations: true,
+      iommufd: true,
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * The conformance target of the SMMUv3 driver (drivers-smmuv3): smmu0 of the default platform.
+ */
+import { IOMMU_HWPT_ALLOC, IOMMU_PAGE_RESP, type Machine } from "@iommu-sim/core";
+import {
+  type ArmSmmuDevice,
+  type ArmSmmuDriver,
+  armSmmuV3Driver,
+  CMD_VAL,
+  IOMMU_HWPT_DATA_ARM_SMMUV3,
+  type Smmuv3Hw,
+  STE_VAL,
+} from "@iommu-sim/drivers-smmuv3";
+import type { ConformanceTarget } from "../target.js";
+
+const PRI_READ = 1;
+const PRI_WRITE = 2;
+/** nic0 is 00:01.0 (RID 0x08) on pci0, whose iommu-map starts at SID 0x100. */
+const NIC0_SID = 0x108;
+
+function hw(m: Machine): Smmuv3Hw {
+  return m.hw.get("smmu0") as Smmuv3Hw;
+}
+
+const RESP: Record<number, number> = {
+  [CMD_VAL.PRI_RESP_SUCC]: IOMMU_PAGE_RESP.SUCCESS,
+  [CMD_VAL.PRI_RESP_DENY]: IOMMU_PAGE_RESP.INVALID,
+  [CMD_VAL.PRI_RESP_FAIL]: IOMMU_PAGE_RESP.FAILURE,
+};
+
+/** A vSTE with V=1, Config=bypass: the nested domain translates with the parent's stage 2 only. */
+function bypassVste(): Uint8Array {
+  const b = new Uint8Array(16);
+  new DataView(b.buffer).setBigUint64(0, 1n | (BigInt(STE_VAL.CFG_BYPASS) << 1n), true);
+  return b;
+}
+
+/**
+ * The SMMUv3 driver as a conformance target: smmu-dma0/smmu-dma1, nic0 for PASID and PRI.
+ * @linux drivers/iommu/arm/arm-smmu-v3, as the suite sees it
+ */
+export function smmuv3Target(): ConformanceTarget {
+  return {
+    name: "smmuv3",
+    driver: armSmmuV3Driver,
+    iommu: "smmu0",
+    devices: { primary: "smmu-dma0", secondary: "smmu-dma1" },
+    spareIds: [0x20, 0x21],
+    settle: (m) => (armSmmuV3Driver.instanceFor(m, "smmu0") as ArmSmmuDevice).drainQueues(),
+    caps: {
+      pageSizes: [4096, 2 * 1024 * 1024, 1024 * 1024 * 1024],
+      iova: { base: 0x100_0000, size: 2 ** 36 },
+      identity: true,
+      blocked: true,
+      pasid: { device: "nic0", pasids: [1, 2] },
+      nested: {
+        parentFlags: IOMMU_HWPT_ALLOC.NEST_PARENT,
+        alloc: (m, dev, parent) => {
+          const drv = (armSmmuV3Driver.driverFor(m) as unknown as { state: ArmSmmuDriver }).state;
+          return drv.domainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_ARM_SMMUV3, data: bypassVste() });
+        },
+      },
+      iopf: {
+        device: "nic0",
+        pageRequest: (m, _dev, r) =>
+          hw(m).pageRequest(NIC0_SID, r.pasid, r.addr, r.write ? PRI_WRITE | PRI_READ : PRI_READ, r.grpid, r.last),
+        responses: (m) => hw(m).priResponses.map((x) => ({ grpid: x.grpIdx, code: RESP[x.resp] ?? -1 })),
+      },
+      dirty: true,
+      strict: {
+        options: {
+          strict: true,
+          tlbEntries: 2,
+          tlbWays: 1,
+          cfgEntries: 2,
+          cfgWays: 1,
+          walkCacheEntries: 2,
+          walkCacheWays: 1,
+        },
+      },
+      cachesTranslations: true,
+      iommufd: true,
+    },
+  };
+}
