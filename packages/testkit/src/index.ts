@@ -8,6 +8,7 @@ export { pageTableOf } from "./checks/invalidation.js";
 export { openVmmSession, type VmmSession } from "./checks/iommufd.js";
 export { addDeviceBehind } from "./checks/probe.js";
 export * from "./errors.js";
+export * from "./fixture.js";
 export * from "./rig.js";
 export * from "./run-check.js";
 export * from "./suite.js";

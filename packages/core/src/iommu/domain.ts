@@ -143,6 +143,16 @@ export class IommuDomain {
   toString(): string {
     return `${this.name} (${iommuDomainTypeStr(this.type)})`;
   }
+
+  /** A short form for test-runner diffs and JSON (the object graph reaches the whole machine). */
+  toJSON(): string {
+    return `IommuDomain(${this.toString()})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
+  }
 }
 
 /**

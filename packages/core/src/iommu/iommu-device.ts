@@ -55,6 +55,16 @@ export class IommuDevice {
   toString(): string {
     return this.name;
   }
+
+  /** A short form for test-runner diffs and JSON (the object graph reaches the whole machine). */
+  toJSON(): string {
+    return `IommuDevice(${this.name})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
+  }
 }
 
 /**

@@ -212,6 +212,63 @@ export class Machine {
     return this.userSpace.spawn(opts);
   }
 
+  /**
+   * Load a kernel module into a booted machine (a driver module binds the IOMMUs of its kind at once, and its
+   * devices are probed). Hardware kinds it ships get models for the platform IOMMUs of those kinds that have none
+   * yet. EEXIST when a module of that name is loaded; EINVAL before boot or after teardown.
+   * @linux insmod (finit_module → do_init_module)
+   */
+  async insmod(km: KernelModule): Promise<void> {
+    if (this.state !== "booted") throw kerr("EINVAL", `insmod ${km.name}: machine is ${this.state}`);
+    if (this.kernelModules.some((k) => k.km.name === km.name)) throw kerr("EEXIST", `module ${km.name} is loaded`);
+    const models = this.hw as Map<string, IommuHwModel>;
+    for (const h of km.hardware ?? []) {
+      if (!this.hwKinds.has(h.kind)) this.hwKinds.register(h.kind, h.factory);
+      for (const io of this.platform.iommus) {
+        if (io.kind !== h.kind || models.has(io.name)) continue;
+        const ctx = { name: io.name, memory: this.memory, diag: this.diag, options: { ...io.options } };
+        const model = this.hwKinds.get(h.kind)!(ctx);
+        this.mmio.map(io.mmio.base, model.mmioSize, model.mmio, io.name);
+        models.set(io.name, model);
+      }
+    }
+    km.register?.(this.container);
+    const owner = new Module(km.name, this.diag);
+    const entry = { km, owner };
+    this.kernelModules.push(entry);
+    const ctx: ModuleContext = { machine: this, owner };
+    try {
+      await this.modules.load(owner, {
+        init: km.init ? () => km.init!(ctx) : undefined,
+        exit: km.exit ? () => km.exit!(ctx) : undefined,
+      } as Parameters<ModuleRegistry["load"]>[1]);
+    } catch (e) {
+      this.kernelModules.splice(this.kernelModules.indexOf(entry), 1);
+      throw e;
+    }
+  }
+
+  /**
+   * Unload the module `name` (its exit unbinds what it bound). EBUSY while it is referenced (a probed device holds
+   * its IOMMU driver), ENOENT when it is not loaded. It may be loaded again with {@link insmod}.
+   * @linux rmmod (delete_module)
+   */
+  async rmmod(name: string): Promise<void> {
+    await this.modules.unload(name);
+    const i = this.kernelModules.findIndex((k) => k.km.name === name);
+    if (i >= 0) this.kernelModules.splice(i, 1);
+  }
+
+  /** A short form for test-runner diffs and JSON. */
+  toJSON(): string {
+    return `Machine(seed ${this.seed}, ${this.state})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
+  }
+
   /** The per-machine owner `Module` of a kernel module passed to `createMachine`. */
   moduleOwner(name: string): Module | undefined {
     return this.kernelModules.find((k) => k.km.name === name)?.owner;
