@@ -47,11 +47,15 @@ export interface ConformanceCapabilities {
    * The suite only relies on isolation: a DMA through it reaches memory the parent maps, or faults.
    */
   nested?: { alloc(m: Machine, dev: Device, parent: IommuDomain): Promise<IommuDomain>; parentFlags: number };
-  /** IOPF (PRI or stall) on `device`: how the device sends a page request and how to see the responses. */
+  /**
+   * IOPF (PRI) on `device`. By default the device sends page requests through its endpoint
+   * (`m.device(name).pageRequest`, which its model must accept) and responses are read back the same way; a target
+   * whose model predates that may pass both hooks.
+   */
   iopf?: {
     device: string;
-    pageRequest(m: Machine, dev: Device, req: PageRequestSpec): boolean | Promise<boolean>;
-    responses(m: Machine): readonly PageResponseSeen[];
+    pageRequest?(m: Machine, dev: Device, req: PageRequestSpec): boolean | Promise<boolean>;
+    responses?(m: Machine): readonly PageResponseSeen[];
   };
   /** Dirty tracking on paging domains allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING. */
   dirty?: boolean;

@@ -29,6 +29,17 @@ describe("machine fixture and the API around it", () => {
   });
 });
 
+describe("page requests from the device side", () => {
+  it("routes a page request to the device's IOMMU model and reads its responses back", ({ machine }) => {
+    // No IOPF handler attached: the driver (or the model, when PRI is off) answers INVALID.
+    const ep = machine.device("mock-dev0");
+    ep.pageRequest({ addr: 1 << 24, grpid: 3 });
+    expect(ep.pageResponses().at(-1)).toMatchObject({ grpid: 3, code: 1 });
+    expect(machine.device("mock-dev1").pageResponses()).toEqual([]);
+    expect(() => machine.device("uart0").pageRequest({ addr: 0, grpid: 1 })).toThrow(/no page requests/);
+  });
+});
+
 describe("insmod and rmmod", () => {
   it("loads a driver after boot, probes its devices, and unloads it once unbound", async () => {
     const m = await createMachine({});

@@ -14,6 +14,8 @@ import type {
   HwModelContext,
   IommuHwModel,
   MmioHandler,
+  PageRequestMessage,
+  PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
 import {
@@ -858,6 +860,21 @@ export class MockIommuHw implements IommuHwModel {
     }
     if (pr.last) this.responses.push({ requesterId: rid, pasid, prgi: pr.prgi & 511, code: 1 });
     return false;
+  }
+
+  /** A device's page request, as the platform routes it (see {@link pageRequest}). @linux Page Request Message */
+  acceptPageRequest(msg: PageRequestMessage): boolean {
+    return this.pageRequest({ ...msg, prgi: msg.grpid });
+  }
+
+  /** Responses delivered, in IOMMU_PAGE_RESP_* codes (the mock's PRESP codes are those). */
+  pageResponses(): PageResponseRecord[] {
+    return this.responses.map((r) => ({
+      requesterId: r.requesterId,
+      pasid: r.pasid,
+      grpid: r.prgi,
+      code: r.code,
+    }));
   }
 
   /** PRESP_SEND: deliver the response described by PRESP_RID/PASID/INFO. */

@@ -15,6 +15,8 @@ import type {
   HwModelContext,
   IommuHwModel,
   MmioHandler,
+  PageRequestMessage,
+  PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
 import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
@@ -1304,6 +1306,28 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   }
 
   // --- PRI queue ----------------------------------------------------------------------------------------------
+
+  /** A device's page request, as the platform routes it (see {@link pageRequest}). @linux Page Request Message */
+  acceptPageRequest(msg: PageRequestMessage): boolean {
+    let perms = 0;
+    if (msg.read) perms |= PRI_PERM.READ;
+    if (msg.write) perms |= PRI_PERM.WRITE;
+    if (msg.exec) perms |= PRI_PERM.EXEC;
+    if (msg.privileged) perms |= PRI_PERM.PRIV;
+    return this.pageRequest(msg.requesterId, msg.pasid, msg.addr, perms, msg.grpid, msg.last);
+  }
+
+  /** PRI responses delivered, in IOMMU_PAGE_RESP_* codes (SUCC → success, DENY → invalid, FAIL → failure). */
+  pageResponses(): PageResponseRecord[] {
+    const code = (resp: number) => (resp === PRI_RESP.SUCC ? 0 : resp === PRI_RESP.DENY ? 1 : 2);
+    return this.priResponses.map((r) => ({
+      requesterId: r.sid,
+      pasid: r.ssid,
+      grpid: r.grpIdx,
+      code: code(r.resp),
+      auto: r.auto,
+    }));
+  }
 
   /**
    * A PRI-capable endpoint sends a page request (PCIe Page Request Message) for `iova`. Queued on the PRI queue

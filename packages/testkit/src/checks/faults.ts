@@ -27,6 +27,7 @@ import {
 } from "@iommu-sim/core";
 import { check, hex } from "../errors.js";
 import { type Rig, withRig } from "../rig.js";
+import type { PageRequestSpec, PageResponseSeen } from "../target.js";
 import type { ConformanceCheck } from "./types.js";
 
 function iovaOf(rig: Rig): number {
@@ -70,6 +71,21 @@ const reported: ConformanceCheck = {
     }),
 };
 
+/** The device sends a page request (through the target's hook, else its endpoint). */
+async function sendPageRequest(rig: Rig, req: PageRequestSpec): Promise<boolean> {
+  const iopf = rig.target.caps.iopf!;
+  const dev = rig.dev(iopf.device);
+  if (iopf.pageRequest) return iopf.pageRequest(rig.m, dev, req);
+  return rig.ep(iopf.device).pageRequest({ ...req, read: !req.write });
+}
+
+/** The page responses the IOPF device received. */
+function responsesSeen(rig: Rig): readonly PageResponseSeen[] {
+  const iopf = rig.target.caps.iopf!;
+  if (iopf.responses) return iopf.responses(rig.m);
+  return rig.ep(iopf.device).pageResponses();
+}
+
 async function iopfRig(rig: Rig) {
   const { device } = rig.target.caps.iopf!;
   const dev = rig.dev(device);
@@ -95,10 +111,9 @@ const iopfRoundTrip: ConformanceCheck = {
   applies: (t) => (t.caps.iopf ? undefined : "PRI/IOPF not claimed"),
   run: ({ target }) =>
     withRig(target, {}, async (rig) => {
-      const iopf = target.caps.iopf!;
-      const { dev, d, groups, done } = await iopfRig(rig);
+      const { d, groups, done } = await iopfRig(rig);
       const iova = iovaOf(rig);
-      const queued = await iopf.pageRequest(rig.m, dev, { pasid: -1, addr: iova, write: true, grpid: 5, last: true });
+      const queued = await sendPageRequest(rig, { pasid: -1, addr: iova, write: true, grpid: 5, last: true });
       check(queued, "the hardware refused the page request of a device with IOPF enabled");
       await rig.settle();
       check(groups.length === 1, `the IOPF handler got ${groups.length} group(s), want 1`);
@@ -108,7 +123,7 @@ const iopfRoundTrip: ConformanceCheck = {
       await iopfGroupResponse(g, IOMMU_PAGE_RESP.SUCCESS);
       iopfFreeGroup(g);
       await rig.settle();
-      const last = iopf.responses(rig.m).at(-1);
+      const last = responsesSeen(rig).at(-1);
       check(
         last?.grpid === 5 && last.code === IOMMU_PAGE_RESP.SUCCESS,
         `the device saw response ${JSON.stringify(last)}, want group 5 SUCCESS`,
@@ -124,13 +139,12 @@ const iopfRemoval: ConformanceCheck = {
   applies: (t) => (t.caps.iopf ? undefined : "PRI/IOPF not claimed"),
   async run(ctx) {
     const { target } = ctx;
-    const iopf = target.caps.iopf!;
     for (let r = 0; r < ctx.runs(6, 100); r++) {
       const seed = ctx.seed + r;
       await withRig(target, { seed, scheduler: { kind: "random", seed } }, async (rig) => {
         const { dev, d, groups, done } = await iopfRig(rig);
-        const before = iopf.responses(rig.m).length;
-        await iopf.pageRequest(rig.m, dev, { pasid: -1, addr: iovaOf(rig), write: false, grpid: 9, last: true });
+        const before = responsesSeen(rig).length;
+        await sendPageRequest(rig, { pasid: -1, addr: iovaOf(rig), write: false, grpid: 9, last: true });
         await rig.settle();
         check(groups.length === 1, `the IOPF handler got ${groups.length} group(s), want 1`, seed);
         const g = groups[0]!;
@@ -143,8 +157,7 @@ const iopfRemoval: ConformanceCheck = {
         const detacher = s.spawn("testkit-detach", () => iommuDetachGroupHandle(d, dev.iommuGroup as IommuGroup));
         await s.joinAll([responder, detacher]);
         await rig.settle();
-        const answers = iopf
-          .responses(rig.m)
+        const answers = responsesSeen(rig)
           .slice(before)
           .filter((x) => x.grpid === 9);
         check(answers.length === 1, `group 9 was answered ${answers.length} times, want exactly once`, seed);

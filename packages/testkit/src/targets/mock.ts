@@ -1,7 +1,7 @@
 /**
  * The conformance target of the mock IOMMU (drivers-mock): what it claims and how its devices page-request.
  */
-import { IOMMU_HWPT_ALLOC, type Machine } from "@iommu-sim/core";
+import { IOMMU_HWPT_ALLOC } from "@iommu-sim/core";
 import {
   IOMMU_HWPT_DATA_SELFTEST,
   MOCK_APERTURE_LAST,
@@ -10,17 +10,12 @@ import {
   MOCK_HUGE_PAGE_SIZE,
   MOCK_PAGE_SIZE,
   type MockIommu,
-  type MockIommuHw,
   mockIommuDriver,
 } from "@iommu-sim/drivers-mock";
 import type { ConformanceTarget } from "../target.js";
 
 /** The mock's PASID-capable device the target adds after boot. */
 export const MOCK_PASID_DEVICE = "mock-pasid0";
-
-function hw(m: Machine): MockIommuHw {
-  return m.hw.get("mock0") as MockIommuHw;
-}
 
 /**
  * The mock driver as a conformance target: mock0 with mock-dev0/mock-dev1, a PASID device added at boot.
@@ -57,20 +52,8 @@ export function mockTarget(): ConformanceTarget {
             data: new Uint8Array(4),
           }),
       },
-      iopf: {
-        device: "mock-dev0",
-        pageRequest: (m, _dev, r) =>
-          hw(m).pageRequest({
-            requesterId: 1,
-            pasid: r.pasid,
-            addr: r.addr,
-            read: !r.write,
-            write: r.write,
-            prgi: r.grpid,
-            last: r.last,
-          }),
-        responses: (m) => hw(m).responses.map((x) => ({ grpid: x.prgi, code: x.code })),
-      },
+      // Page requests go through mock-dev0's endpoint (the model's acceptPageRequest).
+      iopf: { device: "mock-dev0" },
       dirty: true,
       cachesTranslations: true,
       iommufd: true,

@@ -1,32 +1,15 @@
 /**
  * The conformance target of the SMMUv3 driver (drivers-smmuv3): smmu0 of the default platform.
  */
-import { IOMMU_HWPT_ALLOC, IOMMU_PAGE_RESP, type Machine } from "@iommu-sim/core";
+import { IOMMU_HWPT_ALLOC } from "@iommu-sim/core";
 import {
   type ArmSmmuDevice,
   type ArmSmmuDriver,
   armSmmuV3Driver,
-  CMD_VAL,
   IOMMU_HWPT_DATA_ARM_SMMUV3,
-  type Smmuv3Hw,
   STE_VAL,
 } from "@iommu-sim/drivers-smmuv3";
 import type { ConformanceTarget } from "../target.js";
-
-const PRI_READ = 1;
-const PRI_WRITE = 2;
-/** nic0 is 00:01.0 (RID 0x08) on pci0, whose iommu-map starts at SID 0x100. */
-const NIC0_SID = 0x108;
-
-function hw(m: Machine): Smmuv3Hw {
-  return m.hw.get("smmu0") as Smmuv3Hw;
-}
-
-const RESP: Record<number, number> = {
-  [CMD_VAL.PRI_RESP_SUCC]: IOMMU_PAGE_RESP.SUCCESS,
-  [CMD_VAL.PRI_RESP_DENY]: IOMMU_PAGE_RESP.INVALID,
-  [CMD_VAL.PRI_RESP_FAIL]: IOMMU_PAGE_RESP.FAILURE,
-};
 
 /** A vSTE with V=1, Config=bypass: the nested domain translates with the parent's stage 2 only. */
 function bypassVste(): Uint8Array {
@@ -60,12 +43,8 @@ export function smmuv3Target(): ConformanceTarget {
           return drv.domainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_ARM_SMMUV3, data: bypassVste() });
         },
       },
-      iopf: {
-        device: "nic0",
-        pageRequest: (m, _dev, r) =>
-          hw(m).pageRequest(NIC0_SID, r.pasid, r.addr, r.write ? PRI_WRITE | PRI_READ : PRI_READ, r.grpid, r.last),
-        responses: (m) => hw(m).priResponses.map((x) => ({ grpid: x.grpIdx, code: RESP[x.resp] ?? -1 })),
-      },
+      // nic0's page requests go through its endpoint (PRI on the SMMU's PRI queue).
+      iopf: { device: "nic0" },
       dirty: true,
       strict: {
         options: {
