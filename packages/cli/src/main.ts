@@ -1,3 +1,4 @@
+import { conformanceCommand } from "./commands/conformance.js";
 import { topologyCommand } from "./commands/topology.js";
 import { validateCommand } from "./commands/validate.js";
 import { type CliIo, EXIT } from "./io.js";
@@ -12,7 +13,7 @@ export interface Command {
   run(args: string[], io: CliIo): Promise<number>;
 }
 
-const COMMANDS: Command[] = [topologyCommand, validateCommand];
+const COMMANDS: Command[] = [topologyCommand, validateCommand, conformanceCommand];
 
 /** The top-level help text listing every command. */
 export function helpText(): string {

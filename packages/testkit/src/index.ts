@@ -11,6 +11,7 @@ export * from "./errors.js";
 export * from "./fixture.js";
 export * from "./rig.js";
 export * from "./run-check.js";
+export * from "./runner.js";
 export * from "./suite.js";
 export * from "./target.js";
 export * from "./targets/mock.js";

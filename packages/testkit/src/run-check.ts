@@ -8,9 +8,9 @@ export function envScale(): "ci" | "soak" {
   return process.env.IOMMU_SIM_SOAK === "1" ? "soak" : "ci";
 }
 
-/** The base seed: the option, else IOMMU_SIM_SEED, else 1. */
-export function baseSeed(opts: ConformanceOptions): number {
-  return opts.seed ?? (Number(process.env.IOMMU_SIM_SEED) || 1);
+/** The seed asked for: the option, else IOMMU_SIM_SEED, else none. */
+export function askedSeed(opts: ConformanceOptions): number | undefined {
+  return opts.seed ?? (Number(process.env.IOMMU_SIM_SEED) || undefined);
 }
 
 /** One entry of a planned suite: the check, and why it does not apply (undefined when it does). */
@@ -25,10 +25,12 @@ export interface PlannedCheck {
  * @linux kunit_suite's case list with its skip reasons
  */
 export function planConformance(target: ConformanceTarget, opts: ConformanceOptions = {}): PlannedCheck[] {
-  const seed = baseSeed(opts);
+  // A seed asked for is every check's own seed, so the seed a failure prints replays it (with `only`); by default
+  // each check gets its own seed derived from its id.
+  const seed = askedSeed(opts);
   return conformanceChecks(target)
     .filter((c) => !opts.only || opts.only.some((p) => c.id.startsWith(p)))
-    .map((check) => ({ check, na: check.applies(target), seed: hashSeed(seed, check.id) }));
+    .map((check) => ({ check, na: check.applies(target), seed: seed ?? hashSeed(1, check.id) }));
 }
 
 /** Run one planned check. */

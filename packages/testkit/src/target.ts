@@ -98,7 +98,10 @@ export interface ConformanceTarget {
 
 /** Options of a suite run. */
 export interface ConformanceOptions {
-  /** Base seed of every random check (each check derives its own). Default 1, or IOMMU_SIM_SEED. */
+  /**
+   * Seed of the random checks: a failure names the seed that replays it; pass it here (or as IOMMU_SIM_SEED) with
+   * `only` set to the check. Default: each check's own seed, derived from its id.
+   */
   seed?: number;
   /** Scale of random campaigns: "ci" (bounded, npm test) or "soak" (IOMMU_SIM_SOAK=1). */
   scale?: "ci" | "soak";
