@@ -128,6 +128,7 @@ export async function bootTarget(target: ConformanceTarget, opts: RigOptions = {
     modules,
     seed: opts.seed ?? 1,
     ...(opts.scheduler ? { scheduler: opts.scheduler } : {}),
+    ...(target.enabledMutants ? { mutants: target.enabledMutants } : {}),
   });
   await m.boot();
   const rig = new Rig(m, target);

@@ -4,6 +4,7 @@
  */
 export * from "./checks/index.js";
 export * from "./errors.js";
+export * from "./mutants.js";
 export * from "./rig.js";
 export * from "./run-check.js";
 export * from "./runner.js";

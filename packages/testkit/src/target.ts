@@ -94,6 +94,13 @@ export interface ConformanceTarget {
   settle?(m: Machine): Promise<void>;
   /** Claimed capabilities. */
   caps: ConformanceCapabilities;
+  /**
+   * Test-only deliberate bugs the driver offers (names it checks with `machine.mutant(name)`): the mutation run
+   * switches each on alone and expects the suite to fail.
+   */
+  mutants?: readonly string[];
+  /** Mutants switched on in every machine the checks boot (set by `runMutants`, not by hand). */
+  enabledMutants?: readonly string[];
 }
 
 /** Options of a suite run. */

@@ -51,6 +51,11 @@ export interface MachineOptions {
   scheduler?: SchedulerChoice;
   /** Capture a stack on every page free, for double-free reports (default true; off for soaks and benches). */
   trackFreeStacks?: boolean;
+  /**
+   * Test-only: deliberate driver bugs to switch on ("mock:skip-invalidation", ...), read by drivers through
+   * {@link Machine.mutant}, so the conformance testkit can prove it catches each one. Never set outside tests.
+   */
+  mutants?: readonly string[];
 }
 
 /** Thrown by `teardown()` when the machine leaked, warned unexpectedly, or still held a lock. */
@@ -106,6 +111,8 @@ export class Machine {
   readonly userSpace: UserSpace;
   /** IOMMU hardware models by IOMMU name (only kinds some loaded package registered). */
   readonly hw: ReadonlyMap<string, IommuHwModel>;
+  /** Test-only deliberate bugs switched on for this machine (see {@link MachineOptions.mutants}). */
+  readonly mutants: ReadonlySet<string>;
   /** Modules in load order, with their per-machine owners. */
   private readonly kernelModules: { km: KernelModule; owner: Module }[];
   private state: "created" | "booting" | "booted" | "torn-down" = "created";
@@ -114,6 +121,7 @@ export class Machine {
   /** Use {@link createMachine}. */
   constructor(opts: MachineOptions = {}) {
     this.seed = opts.seed ?? 1;
+    this.mutants = new Set(opts.mutants ?? []);
     this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform);
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
@@ -167,6 +175,14 @@ export class Machine {
     provide(c, Tokens.chrdevs, this.chrdevs);
     provide(c, Tokens.userSpace, this.userSpace);
     for (const { km } of this.kernelModules) km.register?.(c);
+  }
+
+  /**
+   * Whether the test-only deliberate bug `name` is switched on. Drivers guard each mutant they offer with it.
+   * @linux none: a mutation-testing hook
+   */
+  mutant(name: string): boolean {
+    return this.mutants.size !== 0 && this.mutants.has(name);
   }
 
   /** Whether `boot()` has completed. */

@@ -517,10 +517,13 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
     const pa = this.stePa(sid);
     const mem = this.machine.memory;
     const hook = this.options.onEntryWrite;
+    // Test-only mutant "smmuv3:half-written-entry": the store of qword 0 that makes an STE valid never happens.
+    const half = this.machine.mutant("smmuv3:half-written-entry");
     const writer: EntryWriter = {
       getUsed: armSmmuGetSteUsed,
       read: (i) => mem.read64(pa + 8 * i),
       write: (i, v) => {
+        if (half && i === 0 && (v & 1n) === 1n && (mem.read64(pa) & 1n) === 0n) return;
         mem.write64(pa + 8 * i, v);
         hook?.({ kind: "ste", smmu: this, sid, ssid: 0, qword: i, value: v });
       },

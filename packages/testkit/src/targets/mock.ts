@@ -38,6 +38,7 @@ export function mockTarget(): ConformanceTarget {
       });
     },
     settle: (m) => (mockIommuDriver.instanceFor(m, "mock0") as MockIommu).drainFaultQueue(),
+    mutants: ["mock:skip-invalidation", "mock:leaked-device-ref", "mock:wrong-permission", "mock:half-written-entry"],
     caps: {
       pageSizes: [MOCK_PAGE_SIZE, MOCK_HUGE_PAGE_SIZE],
       iova: { base: MOCK_APERTURE_START, size: MOCK_APERTURE_LAST + 1 - MOCK_APERTURE_START },

@@ -30,6 +30,12 @@ export function smmuv3Target(): ConformanceTarget {
     devices: { primary: "smmu-dma0", secondary: "smmu-dma1" },
     spareIds: [0x20, 0x21],
     settle: (m) => (armSmmuV3Driver.instanceFor(m, "smmu0") as ArmSmmuDevice).drainQueues(),
+    mutants: [
+      "smmuv3:skip-invalidation",
+      "smmuv3:leaked-device-ref",
+      "smmuv3:wrong-permission",
+      "smmuv3:half-written-entry",
+    ],
     caps: {
       pageSizes: [4096, 2 * 1024 * 1024, 1024 * 1024 * 1024],
       iova: { base: 0x100_0000, size: 2 ** 36 },
