@@ -9,6 +9,7 @@ export { openVmmSession, type VmmSession } from "./checks/iommufd.js";
 export { addDeviceBehind } from "./checks/probe.js";
 export * from "./errors.js";
 export * from "./fixture.js";
+export * from "./iommufd-helpers.js";
 export * from "./mutants.js";
 export * from "./rig.js";
 export * from "./run-check.js";

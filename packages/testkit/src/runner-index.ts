@@ -4,6 +4,7 @@
  */
 export * from "./checks/index.js";
 export * from "./errors.js";
+export * from "./iommufd-helpers.js";
 export * from "./mutants.js";
 export * from "./rig.js";
 export * from "./run-check.js";

@@ -10,6 +10,8 @@ import {
   hwptGetDirtyBitmap,
   hwptSetDirtyTracking,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_FAULT_ID_VALID,
   ioasAlloc,
   ioasMap,
   ioasUnmap,
@@ -18,6 +20,14 @@ import {
   vfioDeviceOf,
 } from "@iommu-sim/iommufd";
 import { ConformanceError, check, hex } from "../errors.js";
+import {
+  faultQueueAlloc,
+  nestedHwptAlloc,
+  readFaults,
+  vdeviceAlloc,
+  viommuAlloc,
+  writeFaultResponse,
+} from "../iommufd-helpers.js";
 import { type Rig, withRig } from "../rig.js";
 import type { ConformanceCheck } from "./types.js";
 
@@ -172,5 +182,99 @@ const closeInFlight: ConformanceCheck = {
   },
 };
 
+const viommuTombstone: ConformanceCheck = {
+  id: "iommufd/viommu-vdevice-tombstone",
+  title: "a nested HWPT on a vIOMMU isolates like its parent; unbinding with a live vDEVICE tombstones it cleanly",
+  applies: (t) => (!t.caps.iommufd ? "iommufd not claimed" : !t.caps.viommu ? "vIOMMU not claimed" : undefined),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const v = target.caps.viommu!;
+      const name = target.devices.primary;
+      const s = await openVmmSession(rig.m, name);
+      const va = s.p.mmap(PAGE);
+      s.p.writeMemory(va, new Uint8Array(PAGE).fill(0x5e));
+      const iova = iovaOf(rig);
+      await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: PAGE, iova });
+      const parent = await hwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: s.ioas,
+        flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+      });
+      const { viommuId } = await viommuAlloc(s.p, s.iommufd, { type: v.type, devId: s.devId, hwptId: parent });
+      const vdev = await vdeviceAlloc(s.p, s.iommufd, { viommuId, devId: s.devId, virtId: v.virtId ?? 1 });
+      const data = v.nestedData();
+      const nested = await nestedHwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: viommuId,
+        dataType: data.type,
+        data: data.data,
+      });
+      await vfioDeviceAttachPt(s.p, s.devfd, nested);
+      const o = rig.read(name, iova, 1);
+      check(o === "fault" || o[0] === 0x5e, "DMA through the nested HWPT reached memory its parent does not map");
+      const code = (p: Promise<unknown>) =>
+        p.then(
+          () => "ok",
+          (e: { code?: string }) => e.code ?? String(e),
+        );
+      check((await code(destroy(s.p, s.iommufd, viommuId))) === "EBUSY", "a vIOMMU with a vDEVICE was destroyed");
+      // Unbind (close the device) with the vDEVICE alive: it becomes a tombstone.
+      await s.p.close(s.devfd);
+      const gone = await code(destroy(s.p, s.iommufd, vdev));
+      check(gone === "ENOENT", `IOMMU_DESTROY of the tombstoned vDEVICE gave ${gone}, want ENOENT`);
+      for (const [what, id] of [
+        ["nested HWPT", nested],
+        ["vIOMMU", viommuId],
+        ["parent HWPT", parent],
+      ] as const) {
+        const r = await code(destroy(s.p, s.iommufd, id));
+        check(r === "ok", `destroying the ${what} after the unbind gave ${r}: something still holds it`);
+      }
+      await s.p.exit();
+    }),
+};
+
+const faultQueue: ConformanceCheck = {
+  id: "iommufd/fault-queue",
+  title: "a page request on a fault-capable HWPT reaches the fault queue, and the VMM's response reaches the device",
+  applies: (t) => (!t.caps.iommufd ? "iommufd not claimed" : !t.caps.iopf ? "PRI/IOPF not claimed" : undefined),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const name = target.caps.iopf!.device;
+      const s = await openVmmSession(rig.m, name);
+      const fq = await faultQueueAlloc(s.p, s.iommufd);
+      const h = await hwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: s.ioas,
+        flags: IOMMU_HWPT_FAULT_ID_VALID,
+        faultId: fq.id,
+      });
+      await vfioDeviceAttachPt(s.p, s.devfd, h);
+      const iova = iovaOf(rig);
+      rig.ep(name).pageRequest({ addr: iova, write: true, grpid: 7 });
+      await rig.settle();
+      const faults = await readFaults(s.p, fq.fd);
+      check(faults.length === 1, `the fault queue holds ${faults.length} record(s), want 1`);
+      const f = faults[0]!;
+      check(f.addr === BigInt(iova) && f.grpid === 7, `fault record addr ${hex(Number(f.addr))} grpid ${f.grpid}`);
+      check(f.dev_id === s.devId, `fault record dev_id ${f.dev_id}, want ${s.devId}`);
+      await writeFaultResponse(s.p, fq.fd, f.cookie, 0);
+      await rig.settle();
+      const last = rig.ep(name).pageResponses().at(-1);
+      check(
+        last?.grpid === 7 && last.code === 0,
+        `the device saw response ${JSON.stringify(last)}, want group 7 success`,
+      );
+      await s.p.exit();
+    }),
+};
+
 /** The iommufd checks. */
-export const iommufdChecks: readonly ConformanceCheck[] = [ioasDma, hwptReplace, dirty, closeInFlight];
+export const iommufdChecks: readonly ConformanceCheck[] = [
+  ioasDma,
+  hwptReplace,
+  dirty,
+  viommuTombstone,
+  faultQueue,
+  closeInFlight,
+];

@@ -4,6 +4,7 @@
 import { IOMMU_HWPT_ALLOC } from "@iommu-sim/core";
 import {
   IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_APERTURE_LAST,
   MOCK_APERTURE_START,
   MOCK_FLAGS_DEVICE_PASID,
@@ -55,6 +56,10 @@ export function mockTarget(): ConformanceTarget {
       },
       // Page requests go through mock-dev0's endpoint (the model's acceptPageRequest).
       iopf: { device: "mock-dev0" },
+      viommu: {
+        type: IOMMU_VIOMMU_TYPE_SELFTEST,
+        nestedData: () => ({ type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) }),
+      },
       dirty: true,
       cachesTranslations: true,
       iommufd: true,

@@ -7,6 +7,7 @@ import {
   type ArmSmmuDriver,
   armSmmuV3Driver,
   IOMMU_HWPT_DATA_ARM_SMMUV3,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   STE_VAL,
 } from "@iommu-sim/drivers-smmuv3";
 import type { ConformanceTarget } from "../target.js";
@@ -51,6 +52,10 @@ export function smmuv3Target(): ConformanceTarget {
       },
       // nic0's page requests go through its endpoint (PRI on the SMMU's PRI queue).
       iopf: { device: "nic0" },
+      viommu: {
+        type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+        nestedData: () => ({ type: IOMMU_HWPT_DATA_ARM_SMMUV3, data: bypassVste() }),
+      },
       dirty: true,
       strict: {
         options: {
