@@ -1,4 +1,5 @@
 import { conformanceCommand } from "./commands/conformance.js";
+import { newDriverCommand } from "./commands/new-driver.js";
 import { topologyCommand } from "./commands/topology.js";
 import { validateCommand } from "./commands/validate.js";
 import { type CliIo, EXIT } from "./io.js";
@@ -13,7 +14,7 @@ export interface Command {
   run(args: string[], io: CliIo): Promise<number>;
 }
 
-const COMMANDS: Command[] = [topologyCommand, validateCommand, conformanceCommand];
+const COMMANDS: Command[] = [topologyCommand, validateCommand, conformanceCommand, newDriverCommand];
 
 /** The top-level help text listing every command. */
 export function helpText(): string {

@@ -42,3 +42,16 @@ describe("iommu-sim conformance", () => {
     expect((await run("conformance", "--bogus")).code).toBe(2);
   });
 });
+
+describe("iommu-sim new-driver", () => {
+  it("refuses a bad name or a non-empty directory with exit 2", async () => {
+    const bad = await run("new-driver", "Bad-Name", "--dir", "/tmp/never-created-iommu-sim");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/bad driver name/);
+    expect((await run("new-driver")).code).toBe(2);
+    const here = fileURLToPath(new URL(".", import.meta.url));
+    const full = await run("new-driver", "acme", "--dir", here);
+    expect(full.code).toBe(2);
+    expect(full.err).toMatch(/not empty/);
+  });
+});

@@ -14,6 +14,7 @@ export * from "./mutants.js";
 export * from "./rig.js";
 export * from "./run-check.js";
 export * from "./runner.js";
+export * from "./scaffold.js";
 export * from "./suite.js";
 export * from "./target.js";
 export * from "./targets/mock.js";

@@ -9,6 +9,7 @@ export * from "./mutants.js";
 export * from "./rig.js";
 export * from "./run-check.js";
 export * from "./runner.js";
+export * from "./scaffold.js";
 export * from "./target.js";
 export * from "./targets/mock.js";
 export * from "./targets/smmuv3.js";
