@@ -27,10 +27,12 @@ describe("new-driver scaffold", () => {
     await rm(dir, { recursive: true, force: true });
     const files = await scaffoldDriver("acme", { dir });
     expect(files).toContain("src/hw/acme-iommu.ts");
-    expect(files).toContain("test/target.ts");
+    expect(files).toContain("src/conformance-target.ts");
     expect(existsSync(`${dir}/src/driver/acme-iommu.ts`)).toBe(true);
     await expect(scaffoldDriver("acme", { dir })).rejects.toThrow(/not empty/);
-    const { conformanceTarget } = (await import(`${dir}/test/target.ts`)) as { conformanceTarget(): ConformanceTarget };
+    const { conformanceTarget } = (await import(`${dir}/src/conformance-target.ts`)) as {
+      conformanceTarget(): ConformanceTarget;
+    };
     const target = conformanceTarget();
     expect(target.driver.compatible).toEqual(["acme"]);
     const report = await runConformance({ drivers: [target] });

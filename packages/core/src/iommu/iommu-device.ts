@@ -97,26 +97,24 @@ export async function iommuDeviceRegister(
 }
 
 /**
- * Unregister an IOMMU instance: release every device it translates first (release_device, group removal, module
- * reference dropped), then remove it from the registry, then release any device a concurrent probe added meanwhile.
+ * Unregister an IOMMU instance, under the probe-device lock: release every device it translates first
+ * (release_device, group removal, module reference dropped), then remove it from the registry.
  * @linux iommu_device_unregister
  */
 export async function iommuDeviceUnregister(core: IommuCore, iommu: IommuDevice): Promise<void> {
-  const releaseAll = async () => {
+  // Under the probe-device lock, so a probe in flight either finishes first (and its device is released by the
+  // walk) or runs after the instance left the list (and finds no IOMMU). Linux walks without it; see
+  // docs/divergences.md.
+  await core.probeLock.withLock(async () => {
     for (const bus of core.attachBuses()) {
       for (const dev of [...bus.devices]) {
         if (devIommu(dev)?.iommuDev === iommu) await iommuReleaseDevice(core, dev);
       }
     }
-  };
-  await releaseAll();
-  const i = core.iommuDevices.indexOf(iommu);
-  if (i >= 0) core.iommuDevices.splice(i, 1);
-  iommu.ready = false;
-  // A probe that found the instance during the walk above may finish after it: wait it out on the probe lock
-  // (no later probe can find the unlisted instance) and release what it probed. Linux has this window open.
-  await core.probeLock.withLock(() => {});
-  await releaseAll();
+    const i = core.iommuDevices.indexOf(iommu);
+    if (i >= 0) core.iommuDevices.splice(i, 1);
+    iommu.ready = false;
+  });
   core.groupHooks.unregisterIommu?.(core, iommu);
   core.diag.warnOn(
     iommu.devices.size > 0,
