@@ -84,7 +84,14 @@ function targetSource(name: string): string {
  * driver module and the capabilities it claims. Trim \`caps\` to what your hardware does: an unclaimed capability
  * is reported n/a, a claimed one must pass.
  */
-import { type Device, defaultPlatformInput, IOMMU_HWPT_ALLOC, type IommuDomain, type Machine } from "@iommu-sim/core";
+import {
+  type Device,
+  defaultPlatformInput,
+  IOMMU_HWPT_ALLOC,
+  type IommuDomain,
+  iommuDomainAllocNested,
+  type Machine,
+} from "@iommu-sim/core";
 import {
   ${N}_APERTURE_LAST,
   ${N}_APERTURE_START,
@@ -136,11 +143,8 @@ export function conformanceTarget() {
       pasid: { device: "${name}-pasid0", pasids: [1000, 1001] },
       nested: {
         parentFlags: IOMMU_HWPT_ALLOC.NEST_PARENT,
-        alloc: (m: Machine, dev: Device, parent: IommuDomain) =>
-          ${name}IommuDriver.driverFor(m)!.ops.domainAllocNested!(dev, parent, 0, {
-            type: IOMMU_HWPT_DATA_SELFTEST,
-            data: new Uint8Array(4),
-          }),
+        alloc: (_m: Machine, dev: Device, parent: IommuDomain) =>
+          iommuDomainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) }),
       },
       iopf: { device: "${name}-dev0" },
       dirty: true,

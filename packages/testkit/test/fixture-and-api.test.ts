@@ -3,8 +3,18 @@
  * kernel objects print as (a failing expect on one must not walk the whole machine).
  */
 import { inspect } from "node:util";
-import { createMachine, devIommu, getIommuCore, IOMMU_DOMAIN } from "@iommu-sim/core";
-import { mockIommuDriver } from "@iommu-sim/drivers-mock";
+import {
+  createMachine,
+  devIommu,
+  getIommuCore,
+  IOMMU_DOMAIN,
+  IOMMU_HWPT_ALLOC,
+  IommuDomain,
+  iommuDomainAllocNested,
+  iommuDomainFree,
+  iommuPagingDomainAllocFlags,
+} from "@iommu-sim/core";
+import { IOMMU_HWPT_DATA_SELFTEST, mockIommuDriver } from "@iommu-sim/drivers-mock";
 import { describe, expect } from "vitest";
 import { machineTest } from "../src/index.js";
 
@@ -26,6 +36,22 @@ describe("machine fixture and the API around it", () => {
     );
     expect(inspect(dev)).toBe("Device(mock-dev0)");
     expect(inspect(mockIommuDriver.instanceFor(machine, "mock0"))).toBe("IommuDevice(mock0)");
+  });
+});
+
+describe("nested domains through the core", () => {
+  it("allocates a nested domain through the driver's ops, refusing foreign parents and drivers without it", async ({
+    machine,
+  }) => {
+    const dev = machine.driverCore.deviceFor("mock-dev0")!;
+    const parent = await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.NEST_PARENT);
+    const data = { type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) };
+    const nested = await iommuDomainAllocNested(dev, parent, 0, data);
+    expect(nested.type).toBe(IOMMU_DOMAIN.NESTED);
+    const foreign = new IommuDomain({ name: "foreign" });
+    await expect(iommuDomainAllocNested(dev, foreign, 0, data)).rejects.toMatchObject({ code: "EINVAL" });
+    iommuDomainFree(nested);
+    iommuDomainFree(parent);
   });
 });
 

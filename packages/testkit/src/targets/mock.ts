@@ -1,7 +1,7 @@
 /**
  * The conformance target of the mock IOMMU (drivers-mock): what it claims and how its devices page-request.
  */
-import { IOMMU_HWPT_ALLOC } from "@iommu-sim/core";
+import { IOMMU_HWPT_ALLOC, iommuDomainAllocNested } from "@iommu-sim/core";
 import {
   IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_VIOMMU_TYPE_SELFTEST,
@@ -48,11 +48,8 @@ export function mockTarget(): ConformanceTarget {
       pasid: { device: MOCK_PASID_DEVICE, pasids: [1000, 1001] },
       nested: {
         parentFlags: IOMMU_HWPT_ALLOC.NEST_PARENT,
-        alloc: (m, dev, parent) =>
-          mockIommuDriver.driverFor(m)!.ops.domainAllocNested!(dev, parent, 0, {
-            type: IOMMU_HWPT_DATA_SELFTEST,
-            data: new Uint8Array(4),
-          }),
+        alloc: (_m, dev, parent) =>
+          iommuDomainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) }),
       },
       // Page requests go through mock-dev0's endpoint (the model's acceptPageRequest).
       iopf: { device: "mock-dev0" },
