@@ -244,7 +244,7 @@ export class EndpointDevice {
 
   /** Page responses this device received, oldest first (IOMMU_PAGE_RESP_* codes). @linux PRG Response Messages */
   pageResponses(): PageResponseRecord[] {
-    const all = this.model?.pageResponses?.() ?? [];
+    const all = this.model?.devicePageResponses?.() ?? [];
     return all.filter((r) => r.requesterId === this.route.requesterId);
   }
 

@@ -96,7 +96,7 @@ export interface IommuHwModel {
    */
   acceptPageRequest?(msg: PageRequestMessage): boolean;
   /** Page responses delivered to devices so far, oldest first, in IOMMU_PAGE_RESP_* codes. */
-  pageResponses?(): PageResponseRecord[];
+  devicePageResponses?(): PageResponseRecord[];
 }
 
 /**

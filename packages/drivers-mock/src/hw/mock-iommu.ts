@@ -868,7 +868,7 @@ export class MockIommuHw implements IommuHwModel {
   }
 
   /** Responses delivered, in IOMMU_PAGE_RESP_* codes (the mock's PRESP codes are those). */
-  pageResponses(): PageResponseRecord[] {
+  devicePageResponses(): PageResponseRecord[] {
     return this.responses.map((r) => ({
       requesterId: r.requesterId,
       pasid: r.pasid,
