@@ -82,8 +82,10 @@ describe("packed and installed outside the monorepo", () => {
       "@iommu-sim/core",
       "@iommu-sim/drivers-mock",
       "@iommu-sim/drivers-smmuv3",
+      "@iommu-sim/drivers-vtd",
       "@iommu-sim/iommufd",
       "@iommu-sim/selftest",
+      "@iommu-sim/testkit",
     ]);
     for (const p of packed) {
       const files = p.files.map((f) => f.path);
