@@ -19,3 +19,4 @@ export * from "./suite.js";
 export * from "./target.js";
 export * from "./targets/mock.js";
 export * from "./targets/smmuv3.js";
+export * from "./targets/vtd.js";

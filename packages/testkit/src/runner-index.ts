@@ -13,3 +13,4 @@ export * from "./scaffold.js";
 export * from "./target.js";
 export * from "./targets/mock.js";
 export * from "./targets/smmuv3.js";
+export * from "./targets/vtd.js";

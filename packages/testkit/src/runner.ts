@@ -8,6 +8,7 @@ import { planConformance, runPlanned } from "./run-check.js";
 import type { ConformanceOptions, ConformanceTarget } from "./target.js";
 import { mockTarget } from "./targets/mock.js";
 import { smmuv3Target } from "./targets/smmuv3.js";
+import { vtdTarget } from "./targets/vtd.js";
 
 /** The outcome of one check on one driver. */
 export interface ConformanceResult {
@@ -44,10 +45,11 @@ export interface RunConformanceOptions extends ConformanceOptions {
   onProgress?(e: ConformanceProgress): void;
 }
 
-/** The shipped targets by name. VT-d and AMD-Vi join as their drivers land. */
+/** The shipped targets by name. AMD-Vi joins when its driver lands. */
 export const conformanceTargets: Readonly<Record<string, () => ConformanceTarget>> = {
   mock: mockTarget,
   smmuv3: smmuv3Target,
+  vtd: vtdTarget,
 };
 
 function isTarget(v: unknown): v is ConformanceTarget {

@@ -147,6 +147,7 @@ export function conformanceTarget() {
           iommuDomainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) }),
       },
       iopf: { device: "${name}-dev0" },
+      reportsFaults: true,
       dirty: true,
       cachesTranslations: true,
       iommufd: true,

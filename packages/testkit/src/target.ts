@@ -57,6 +57,11 @@ export interface ConformanceCapabilities {
     pageRequest?(m: Machine, dev: Device, req: PageRequestSpec): boolean | Promise<boolean>;
     responses?(m: Machine): readonly PageResponseSeen[];
   };
+  /**
+   * Translation and permission faults are reported to the domain's fault handler (report_iommu_fault). Linux's
+   * Intel driver only logs them, so VT-d does not claim it.
+   */
+  reportsFaults?: boolean;
   /** Dirty tracking on paging domains allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING. */
   dirty?: boolean;
   /** The hardware model's strict mode (every cache hit re-checked against memory): its platform options. */

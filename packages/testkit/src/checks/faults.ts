@@ -38,7 +38,7 @@ function iovaOf(rig: Rig): number {
 const reported: ConformanceCheck = {
   id: "faults/reported",
   title: "translation and permission faults reach the domain's fault handler with the IOVA and direction",
-  applies: () => undefined,
+  applies: (t) => (t.caps.reportsFaults ? undefined : "report_iommu_fault not claimed"),
   run: ({ target }) =>
     withRig(target, {}, async (rig) => {
       const name = target.devices.primary;
@@ -72,7 +72,7 @@ const reported: ConformanceCheck = {
 };
 
 /** The device sends a page request (through the target's hook, else its endpoint). */
-async function sendPageRequest(rig: Rig, req: PageRequestSpec): Promise<boolean> {
+export async function sendPageRequest(rig: Rig, req: PageRequestSpec): Promise<boolean> {
   const iopf = rig.target.caps.iopf!;
   const dev = rig.dev(iopf.device);
   if (iopf.pageRequest) return iopf.pageRequest(rig.m, dev, req);
@@ -80,7 +80,7 @@ async function sendPageRequest(rig: Rig, req: PageRequestSpec): Promise<boolean>
 }
 
 /** The page responses the IOPF device received. */
-function responsesSeen(rig: Rig): readonly PageResponseSeen[] {
+export function responsesSeen(rig: Rig): readonly PageResponseSeen[] {
   const iopf = rig.target.caps.iopf!;
   if (iopf.responses) return iopf.responses(rig.m);
   return rig.ep(iopf.device).pageResponses();

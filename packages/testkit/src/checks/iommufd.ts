@@ -29,6 +29,7 @@ import {
   writeFaultResponse,
 } from "../iommufd-helpers.js";
 import { type Rig, withRig } from "../rig.js";
+import { responsesSeen, sendPageRequest } from "./faults.js";
 import type { ConformanceCheck } from "./types.js";
 
 const PAGE = 4096;
@@ -251,7 +252,7 @@ const faultQueue: ConformanceCheck = {
       });
       await vfioDeviceAttachPt(s.p, s.devfd, h);
       const iova = iovaOf(rig);
-      rig.ep(name).pageRequest({ addr: iova, write: true, grpid: 7 });
+      await sendPageRequest(rig, { pasid: -1, addr: iova, write: true, grpid: 7, last: true });
       await rig.settle();
       const faults = await readFaults(s.p, fq.fd);
       check(faults.length === 1, `the fault queue holds ${faults.length} record(s), want 1`);
@@ -260,7 +261,7 @@ const faultQueue: ConformanceCheck = {
       check(f.dev_id === s.devId, `fault record dev_id ${f.dev_id}, want ${s.devId}`);
       await writeFaultResponse(s.p, fq.fd, f.cookie, 0);
       await rig.settle();
-      const last = rig.ep(name).pageResponses().at(-1);
+      const last = responsesSeen(rig).at(-1);
       check(
         last?.grpid === 7 && last.code === 0,
         `the device saw response ${JSON.stringify(last)}, want group 7 success`,

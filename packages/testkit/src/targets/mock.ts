@@ -57,6 +57,7 @@ export function mockTarget(): ConformanceTarget {
         type: IOMMU_VIOMMU_TYPE_SELFTEST,
         nestedData: () => ({ type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) }),
       },
+      reportsFaults: true,
       dirty: true,
       cachesTranslations: true,
       iommufd: true,

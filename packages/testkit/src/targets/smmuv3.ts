@@ -56,6 +56,7 @@ export function smmuv3Target(): ConformanceTarget {
         type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
         nestedData: () => ({ type: IOMMU_HWPT_DATA_ARM_SMMUV3, data: bypassVste() }),
       },
+      reportsFaults: true,
       dirty: true,
       strict: {
         options: {
