@@ -816,6 +816,8 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
 
   /** Event IDs Linux forwards to the fault handler. */
   static isFaultEvent(id: number): boolean {
-    return id === EVT_ID.TRANSLATION || id === EVT_ID.ADDR_SIZE || id === EVT_ID.ACCESS || id === EVT_ID.PERMISSION;
+    return (
+      id === EVT_ID.F_TRANSLATION || id === EVT_ID.F_ADDR_SIZE || id === EVT_ID.F_ACCESS || id === EVT_ID.F_PERMISSION
+    );
   }
 }

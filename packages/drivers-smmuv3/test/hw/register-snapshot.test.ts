@@ -29,3 +29,9 @@ it("snapshots registers without consuming commands; an MMIO read of CMDQ_CONS do
   expect(b.m.mmio.read32(base + SMMU_REG.CMDQ_CONS)).toBe(prod);
   await b.smmu.drainQueues();
 });
+
+it("names every event ID the same in the driver's exports and the model's", async () => {
+  const { EVT_ID } = await import("../../src/index.js");
+  const { smmuv3Hw } = await import("../../src/index.js");
+  for (const [name, id] of Object.entries(smmuv3Hw.EVT_ID)) expect(EVT_ID[name as keyof typeof EVT_ID]).toBe(id);
+});
