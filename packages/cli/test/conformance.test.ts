@@ -13,8 +13,11 @@ async function run(...argv: string[]): Promise<{ code: number; out: string; err:
   return { code, out, err };
 }
 
+// Each run boots many machines; on a loaded 2-core box that takes longer than vitest's 5 s default.
+const SLOW = { timeout: 120_000 };
+
 describe("iommu-sim conformance", () => {
-  it("prints the check x driver table with progress, n/a rows and a summary", async () => {
+  it("prints the check x driver table with progress, n/a rows and a summary", SLOW, async () => {
     const r = await run("conformance", "--driver", "mock,smmuv3", "--only", "domains/identity", "--only", "mapping/");
     expect(r.code).toBe(0);
     const lines = r.out.split("\n");
@@ -26,7 +29,7 @@ describe("iommu-sim conformance", () => {
     expect(r.err).toMatch(/\[1\/\d+\] mock domains\/identity: pass/);
   });
 
-  it("prints a JSON report and loads a target from a module path", async () => {
+  it("prints a JSON report and loads a target from a module path", SLOW, async () => {
     const path = fileURLToPath(new URL("./fixtures/custom-target.ts", import.meta.url));
     const r = await run("conformance", "--driver", path, "--only", "probe/probed", "--json");
     expect(r.code).toBe(0);

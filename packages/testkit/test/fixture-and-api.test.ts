@@ -67,7 +67,7 @@ describe("page requests from the device side", () => {
 });
 
 describe("insmod and rmmod", () => {
-  it("loads a driver after boot, probes its devices, and unloads it once unbound", async () => {
+  it("loads a driver after boot, probes its devices, and unloads it once unbound", { timeout: 60_000 }, async () => {
     const m = await createMachine({});
     getIommuCore(m);
     await m.boot();
