@@ -11,7 +11,6 @@ import {
   type IommuGroup,
   type KernelModule,
   type Machine,
-  parsePlatform,
   type SchedulerChoice,
 } from "@iommu-sim/core";
 import { iommufdModule } from "@iommu-sim/iommufd";
@@ -123,8 +122,9 @@ export async function bootTarget(target: ConformanceTarget, opts: RigOptions = {
   opts.edit?.(input);
   const modules: KernelModule[] = [...(target.modules ?? []), target.driver];
   if (opts.iommufd) modules.push(iommufdModule);
+  // The raw description: the machine validates it knowing the hardware kinds its modules ship (a new driver's kind).
   const m = await createMachine({
-    platform: parsePlatform(input),
+    platform: input,
     modules,
     seed: opts.seed ?? 1,
     ...(opts.scheduler ? { scheduler: opts.scheduler } : {}),
