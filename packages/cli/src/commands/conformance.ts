@@ -9,8 +9,8 @@ import {
   type RunConformanceOptions,
   runConformance,
 } from "@iommu-sim/testkit/runner";
+import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import type { Command } from "../main.js";
 
 interface ConformanceArgs {
   drivers: string[];
@@ -60,8 +60,12 @@ export const conformanceCommand: Command = {
     "  --json              print the report as JSON instead of the table",
     "",
     "Exits 0 when every applicable check passes, 1 when one fails, 2 on bad usage.",
-    "Example: iommu-sim conformance --driver smmuv3 --only isolation/ --seed 1234",
   ].join("\n"),
+  examples: [
+    "conformance",
+    "conformance --driver smmuv3 --only isolation/ --seed 1234",
+    "conformance --driver ./dist/conformance-target.js --json",
+  ],
   async run(args, io) {
     const parsed = parseConformanceArgs(args);
     if (typeof parsed === "string") {

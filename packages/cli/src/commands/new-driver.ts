@@ -5,8 +5,8 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { scaffoldDriver } from "@iommu-sim/testkit/runner";
+import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import type { Command } from "../main.js";
 
 /** The `new-driver` command. */
 export const newDriverCommand: Command = {
@@ -18,6 +18,7 @@ export const newDriverCommand: Command = {
     "inside the iommu-sim repository, or ./drivers-NAME elsewhere. Then: npm install, npm run build, and",
     "npx vitest run in the package runs the conformance suite. docs/writing-a-driver.md walks through the rest.",
   ].join("\n"),
+  examples: ["new-driver acme", "new-driver acme --dir ../drivers-acme"],
   async run(args, io) {
     let name: string | undefined;
     let dir: string | undefined;
