@@ -1,4 +1,5 @@
 import type { KernelModule } from "@iommu-sim/core";
+import { amdIommuDriver } from "@iommu-sim/drivers-amd";
 import { mockIommuDriver } from "@iommu-sim/drivers-mock";
 import { armSmmuV3Driver } from "@iommu-sim/drivers-smmuv3";
 import { intelIommuDriver } from "@iommu-sim/drivers-vtd";
@@ -8,6 +9,7 @@ export const DRIVERS: readonly { kind: string; module: KernelModule }[] = [
   { kind: "mock", module: mockIommuDriver },
   { kind: "smmuv3", module: armSmmuV3Driver },
   { kind: "vtd", module: intelIommuDriver },
+  { kind: "amd", module: amdIommuDriver },
 ];
 
 /** The driver modules to load: every known driver, or none with `--no-drivers`. */
