@@ -84,7 +84,12 @@ it("a DTE update is never seen half-written (v1 → v1, v1 → GV, GV → v1)", 
     hw.dteCache.invalidate(-1);
     hw.iotlb.invalidate(-1, -2, 0, Number.POSITIVE_INFINITY);
     try {
-      seen.push(m.device("amd-gpu0").dmaRead(X + 8, 1)[0]!.toString(16));
+      seen.push(
+        m
+          .device("amd-gpu0")
+          .dmaRead(X + 8, 1)[0]!
+          .toString(16),
+      );
     } catch (e) {
       if (!(e instanceof DmaFault)) throw e;
       seen.push(`fault:${e.faultReason}`);
