@@ -43,6 +43,7 @@ import {
 import { IommuDevData, ProtectionDomain } from "./domain.js";
 import { amdv1Format } from "./io-pgtable-amd.js";
 import { AmdIommu, type AmdIommuOptions, type AmdIommuSink } from "./iommu.js";
+import { amdIommuHwInfo } from "./iommufd.js";
 import {
   type AmdEvent,
   type AmdPprEntry,
@@ -132,6 +133,7 @@ export class AmdIommuDriver implements AmdIommuSink {
     });
     this.ops = {
       owner: ctx.owner,
+      hwInfo: (dev, type) => amdIommuHwInfo(this.devData(dev).iommu, type),
       capable: (_dev, cap) => cap === IOMMU_CAP.CACHE_COHERENCY || cap === IOMMU_CAP.DEFERRED_FLUSH,
       domainAllocPaging: (dev) => this.domainAllocPagingFlags(dev, 0, undefined),
       domainAllocPagingFlags: (dev, flags, data) => this.domainAllocPagingFlags(dev, flags, data),

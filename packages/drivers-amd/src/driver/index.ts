@@ -11,6 +11,7 @@ export * from "./domain.js";
 export * from "./driver.js";
 export * from "./io-pgtable-amd.js";
 export * from "./iommu.js";
+export * from "./iommufd.js";
 export * from "./regs.js";
 
 /** What {@link createAmdIommuDriver} takes: driver options plus the hardware models to ship. */

@@ -91,6 +91,9 @@ export class AmdIommu extends IommuDevice {
   /** EFR halves. @linux amd_iommu.features */
   efrLo = 0;
   efrHi = 0;
+  /** EFR2 halves. @linux amd_iommu.features2 */
+  efr2Lo = 0;
+  efr2Hi = 0;
   /** Device table: physical address and entries. @linux amd_iommu_pci_seg.dev_table / dev_table_size */
   devTablePa = -1;
   devTableEntries = 0;
@@ -203,6 +206,8 @@ export class AmdIommu extends IommuDevice {
   init(): void {
     this.efrLo = this.readl(MMIO.EXT_FEATURES);
     this.efrHi = this.readl(MMIO.EXT_FEATURES + 4);
+    this.efr2Lo = this.readl(MMIO.EXT_FEATURES2);
+    this.efr2Hi = this.readl(MMIO.EXT_FEATURES2 + 4);
     this.maxPasids = 2 ** this.pasidBits;
     // One DTE per DeviceID up to the last one the IVHD names, in a power-of-two number of pages.
     const bytes = (ivhdLastDevid(this.unit) + 1) * DEV_TABLE_ENTRY_SIZE;
