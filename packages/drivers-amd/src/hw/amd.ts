@@ -48,7 +48,7 @@ import {
   PPR_FLAG,
   PPR_REQ_FAULT,
 } from "./structures.js";
-import { AMD_PERM, AmdWalkResult, gcr3Lookup, v1Walk, v2Walk } from "./walk.js";
+import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v2Walk } from "./walk.js";
 
 /** Interrupt lines of the unit. @linux the IOMMU's MSI, raised for the event log, the PPR log and COMPLETION_WAIT */
 export type AmdIrqLine = "event" | "ppr" | "comwait";
@@ -98,6 +98,17 @@ const PPRLOG_EN = maskOf(CONTROL.PPRLOG_EN);
 const PPR_EN = maskOf(CONTROL.PPR_EN);
 const CMDBUF_RUN = maskOf(STATUS.CMDBUF_RUN);
 const NO_PASID = -1;
+/** Decoded DTE bits kept per DTE-cache entry. */
+const F_V = 1;
+const F_TV = 2;
+const F_IR = 4; // = AMD_PERM.R << 2
+const F_IW = 8; // = AMD_PERM.W << 2
+const F_GV = 16;
+const F_GIOV = 32;
+const F_NOPF = 64;
+const F_GPT5 = 128;
+const F_MODE_SHIFT = 8;
+const F_GLX_SHIFT = 12;
 
 /**
  * One AMD-Vi IOMMU.
@@ -296,42 +307,65 @@ export class AmdHw implements IommuHwModel, MmioHandler {
 
   // --- translation ----------------------------------------------------------------------------------------------
 
-  /** Fetch the DTE of `devid` into `this.dte` (through the cache); returns 0 or an event code. */
+  /** Fetch the DTE of `devid` through the cache; returns its cache entry, or -(event code). */
   private fetchDte(devid: number, req: DmaRequest): number {
     const c = this.dteCache;
-    const dte = this.dte;
     const e = c.lookup(devid);
-    const pa = getAddr(this.regs, DEV_TAB_BASE.BASE_LO, DEV_TAB_BASE.BASE_HI) + DTE_SIZE * devid;
     if (e >= 0) {
-      for (let i = 0; i < DTE_WORDS; i++) dte[i] = c.raw[e * DTE_WORDS + i]!;
-      if (this.options.strict && c.reported[e] === 0 && pa + DTE_SIZE <= this.memory.size) {
-        for (let i = 0; i < DTE_WORDS; i++) {
-          if (this.memory.read32(pa + 4 * i) >>> 0 !== dte[i]) {
-            c.reported[e] = 1;
-            this.reporter.report(
-              "DTE cache entry",
-              `devid 0x${devid.toString(16)}`,
-              `DeviceID 0x${devid.toString(16)}: cached word ${i} 0x${dte[i]!.toString(16)}, memory 0x${(this.memory.read32(pa + 4 * i) >>> 0).toString(16)} (missing INVALIDATE_DEVTAB_ENTRY)`,
-            );
-            break;
-          }
-        }
-      }
-      return 0;
+      if (this.options.strict && c.reported[e] === 0) this.checkDte(e, devid);
+      return e;
     }
     this.nDteMisses++;
+    const dte = this.dte;
+    const pa = getAddr(this.regs, DEV_TAB_BASE.BASE_LO, DEV_TAB_BASE.BASE_HI) + DTE_SIZE * devid;
     const entries = ((getField(this.regs, DEV_TAB_BASE.SIZE) + 1) * 4096) / DTE_SIZE;
     if (devid >= entries || pa + DTE_SIZE > this.memory.size) {
       this.logEvent(EVT_CODE.DEV_TAB_HARDWARE_ERROR, devid, 0, req.write ? EVT_FLAG.RW : 0, pa);
-      return EVT_CODE.DEV_TAB_HARDWARE_ERROR;
+      return -EVT_CODE.DEV_TAB_HARDWARE_ERROR;
     }
     for (let i = 0; i < DTE_WORDS; i++) dte[i] = this.memory.read32(pa + 4 * i) >>> 0;
     if (getField(dte, DTE.V) && getField(dte, DTE.TV) && getField(dte, DTE.MODE) === DTE_MODE_RESERVED) {
       this.logEvent(EVT_CODE.ILLEGAL_DEV_TABLE_ENTRY, devid, 0, req.write ? EVT_FLAG.RW : 0, req.iova);
-      return EVT_CODE.ILLEGAL_DEV_TABLE_ENTRY;
+      return -EVT_CODE.ILLEGAL_DEV_TABLE_ENTRY;
     }
-    c.fill(devid, dte);
-    return 0;
+    const f = c.fill(devid, dte);
+    c.flags[f] =
+      (getField(dte, DTE.V) ? F_V : 0) |
+      (getField(dte, DTE.TV) ? F_TV : 0) |
+      (getField(dte, DTE.IR) ? F_IR : 0) |
+      (getField(dte, DTE.IW) ? F_IW : 0) |
+      (getField(dte, DTE.GV) && this.options.v2 ? F_GV : 0) |
+      (getField(dte, DTE.GIOV) ? F_GIOV : 0) |
+      (getField(dte, DTE.NO_PAGE_FAULT) ? F_NOPF : 0) |
+      (getField(dte, DTE.GPT_LEVEL) === 1 ? F_GPT5 : 0) |
+      (getField(dte, DTE.MODE) << F_MODE_SHIFT) |
+      (getField(dte, DTE.GLX) << F_GLX_SHIFT);
+    c.did[f] = getField(dte, DTE.DOMAIN_ID);
+    c.root[f] = getAddr(dte, DTE.ROOT_LO, DTE.ROOT_HI);
+    c.gcr3[f] =
+      getField(dte, DTE.GCR3_51_31) * 2 ** 31 +
+      getField(dte, DTE.GCR3_30_15) * 2 ** 15 +
+      getField(dte, DTE.GCR3_14_12) * 4096;
+    return f;
+  }
+
+  /** Strict mode: compare a cached DTE with memory. */
+  private checkDte(e: number, devid: number): void {
+    const c = this.dteCache;
+    const pa = getAddr(this.regs, DEV_TAB_BASE.BASE_LO, DEV_TAB_BASE.BASE_HI) + DTE_SIZE * devid;
+    if (pa + DTE_SIZE > this.memory.size) return;
+    for (let i = 0; i < DTE_WORDS; i++) {
+      const mem = this.memory.read32(pa + 4 * i) >>> 0;
+      const raw = c.raw[e * DTE_WORDS + i]!;
+      if (mem === raw) continue;
+      c.reported[e] = 1;
+      this.reporter.report(
+        "DTE cache entry",
+        `devid 0x${devid.toString(16)}`,
+        `DeviceID 0x${devid.toString(16)}: cached word ${i} 0x${raw.toString(16)}, memory 0x${mem.toString(16)} (missing INVALIDATE_DEVTAB_ENTRY)`,
+      );
+      return;
+    }
   }
 
   /** Hot path. @linux the IOMMU translating one DMA (QEMU amdvi_translate / amdvi_do_translate) */
@@ -346,27 +380,28 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       return;
     }
     const devid = req.requesterId & 0xffff;
-    const f = this.fetchDte(devid, req);
-    if (f) {
-      this.fail(out, f);
+    const de = this.fetchDte(devid, req);
+    if (de < 0) {
+      this.fail(out, -de);
       return;
     }
-    const dte = this.dte;
-    if (!getField(dte, DTE.V)) {
+    const c = this.dteCache;
+    const fl = c.flags[de]!;
+    if (!(fl & F_V)) {
       // V=0: the device's DMA is not translated.
       out.pa = iova;
       out.length = PA_LIMIT - iova;
       return;
     }
-    const did = getField(dte, DTE.DOMAIN_ID);
+    const did = c.did[de]!;
     const rw = req.write ? EVT_FLAG.RW : 0;
-    const quiet = getField(dte, DTE.NO_PAGE_FAULT) !== 0;
-    if (!getField(dte, DTE.TV)) {
+    const quiet = (fl & F_NOPF) !== 0;
+    if (!(fl & F_TV)) {
       this.pageFault(out, devid, did, rw, iova, quiet);
       return;
     }
-    const dtePerm = (getField(dte, DTE.IR) ? AMD_PERM.R : 0) | (getField(dte, DTE.IW) ? AMD_PERM.W : 0);
-    const gv = getField(dte, DTE.GV) !== 0 && this.options.v2;
+    const dtePerm = (fl >>> 2) & 3;
+    const gv = (fl & F_GV) !== 0;
     let pasid = NO_PASID;
     if (req.pasid >= 0) {
       if (!gv || req.pasid >= 2 ** this.options.pasidBits) {
@@ -375,8 +410,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         return;
       }
       pasid = req.pasid;
-    } else if (gv && getField(dte, DTE.GIOV)) pasid = 0;
-    const mode = getField(dte, DTE.MODE);
+    } else if (gv && fl & F_GIOV) pasid = 0;
+    const mode = (fl >>> F_MODE_SHIFT) & 7;
     if (pasid === NO_PASID && mode === 0) {
       // No host translation: IR/IW alone gate the access.
       if (!this.permits(dtePerm, req)) {
@@ -398,11 +433,11 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = tl.pa[e]!;
       sizeLg2 = tl.sizeLg2[e]!;
       perm = tl.perm[e]!;
-      if (this.options.strict && tl.reported[e] === 0) this.checkIotlb(e, dte, pasid, devid);
+      if (this.options.strict && tl.reported[e] === 0) this.checkIotlb(e, de, pasid, devid);
     } else {
       this.nMisses++;
       const r = this.r;
-      const code = this.walk(dte, pasid, iova, dtePerm, r);
+      const code = this.walk(de, pasid, iova, dtePerm, r);
       if (code) {
         if (code === EVT_CODE.IO_PAGE_FAULT) {
           this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | r.flags, iova, quiet);
@@ -415,7 +450,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = r.pa;
       sizeLg2 = r.sizeLg2;
       perm = r.perm;
-      const size = 2 ** sizeLg2;
+      const size = POW2[sizeLg2]!;
       tl.fill(did, pasid, vpn, iova - (iova % size), sizeLg2, pa, perm);
     }
     if (!this.permits(perm, req)) {
@@ -423,7 +458,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | gn | EVT_FLAG.PR | EVT_FLAG.PE, iova, quiet);
       return;
     }
-    const size = 2 ** sizeLg2;
+    const size = POW2[sizeLg2]!;
     const off = iova % size;
     out.pa = pa + off;
     out.length = size - off;
@@ -434,29 +469,25 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   }
 
   /** The walk behind an IOTLB miss: v1 from the DTE, or GCR3 + v2 (then v1 on the result when Mode is not 0). */
-  private walk(dte: Uint32Array, pasid: number, iova: number, dtePerm: number, r: AmdWalkResult): number {
+  private walk(de: number, pasid: number, iova: number, dtePerm: number, r: AmdWalkResult): number {
     this.nWalks++;
     const mem = this.memory;
-    const mode = getField(dte, DTE.MODE);
-    if (pasid === NO_PASID) return v1Walk(mem, getAddr(dte, DTE.ROOT_LO, DTE.ROOT_HI), mode, iova, dtePerm, r);
-    const gcr3 =
-      getField(dte, DTE.GCR3_51_31) * 2 ** 31 +
-      getField(dte, DTE.GCR3_30_15) * 2 ** 15 +
-      getField(dte, DTE.GCR3_14_12) * 4096;
+    const c = this.dteCache;
+    const fl = c.flags[de]!;
+    const mode = (fl >>> F_MODE_SHIFT) & 7;
+    if (pasid === NO_PASID) return v1Walk(mem, c.root[de]!, mode, iova, dtePerm, r);
     r.flags = 0;
     r.addr = iova;
-    const cr3 = gcr3Lookup(mem, gcr3, getField(dte, DTE.GLX), pasid, r);
+    const cr3 = gcr3Lookup(mem, c.gcr3[de]!, (fl >>> F_GLX_SHIFT) & 3, pasid, r);
     if (cr3 < 0) return r.code;
-    const levels = getField(dte, DTE.GPT_LEVEL) === 1 ? 5 : 4;
-    const code = v2Walk(mem, cr3, levels, iova, r);
+    const code = v2Walk(mem, cr3, fl & F_GPT5 ? 5 : 4, iova, r);
     if (code) return code;
     r.perm &= dtePerm;
     if (mode === 0) return 0;
     // The guest page's physical address goes through the host table (table pointers are not: see the README).
     const gpa = r.pa + (iova % 2 ** r.sizeLg2);
-    const gPerm = r.perm;
     const gLg2 = r.sizeLg2;
-    const h = v1Walk(mem, getAddr(dte, DTE.ROOT_LO, DTE.ROOT_HI), mode, gpa, gPerm, r);
+    const h = v1Walk(mem, c.root[de]!, mode, gpa, r.perm, r);
     if (h) return h;
     const lg2 = Math.min(gLg2, r.sizeLg2);
     r.pa = r.pa + (gpa % 2 ** r.sizeLg2) - (gpa % 2 ** lg2);
@@ -477,12 +508,12 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   }
 
   /** Strict mode: re-walk an IOTLB hit and report it if memory now says otherwise. */
-  private checkIotlb(e: number, dte: Uint32Array, pasid: number, devid: number): void {
+  private checkIotlb(e: number, de: number, pasid: number, devid: number): void {
     const tl = this.iotlb;
     const va = tl.vpn[e]! * 4096;
-    const dtePerm = (getField(dte, DTE.IR) ? AMD_PERM.R : 0) | (getField(dte, DTE.IW) ? AMD_PERM.W : 0);
+    const dtePerm = (this.dteCache.flags[de]! >>> 2) & 3;
     const rs = this.rs;
-    const code = this.walk(dte, pasid, va, dtePerm, rs);
+    const code = this.walk(de, pasid, va, dtePerm, rs);
     this.nWalks--;
     const base = tl.pa[e]! + (va % 2 ** tl.sizeLg2[e]!);
     const now = code ? -1 : rs.pa + (va % 2 ** rs.sizeLg2);

@@ -26,6 +26,12 @@ export class AmdDteCache {
   readonly raw: Uint32Array;
   /** Strict mode: a stale use of this entry was already reported. */
   readonly reported: Uint8Array;
+  /** Decoded at fill time (the model's DTE_F_* bits, Mode and GLX), so a hit reads no bit fields. */
+  readonly flags: Int32Array;
+  readonly did: Int32Array;
+  /** Host page-table root and GCR3 table root. */
+  readonly root: Float64Array;
+  readonly gcr3: Float64Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
@@ -33,6 +39,10 @@ export class AmdDteCache {
     this.devid = new Int32Array(n).fill(-1);
     this.raw = new Uint32Array(n * DTE_WORDS);
     this.reported = new Uint8Array(n);
+    this.flags = new Int32Array(n);
+    this.did = new Int32Array(n);
+    this.root = new Float64Array(n);
+    this.gcr3 = new Float64Array(n);
   }
 
   /** The entry caching `devid`, or -1. */
@@ -116,7 +126,8 @@ export class AmdIotlb {
   }
 
   private hash(did: number, pasid: number, vpn: number): number {
-    return cacheHash(did ^ (pasid << 16), vpn % 0x100000000);
+    // vpn | 0 keeps the page number's low 32 bits: enough to spread sets, and cheaper than a float modulo.
+    return cacheHash(did ^ (pasid << 16), vpn | 0);
   }
 
   /** The entry for (did, pasid, vpn), or -1. */

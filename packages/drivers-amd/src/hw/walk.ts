@@ -37,10 +37,17 @@ const PR = maskOf(V1_PTE.PR);
 const IR_HI = maskOf(V1_PTE.IR);
 const IW_HI = maskOf(V1_PTE.IW);
 const w2 = new Uint32Array(2);
+/** 2^i for i < 64, so the hot paths never call Math.pow. */
+export const POW2 = Float64Array.from({ length: 64 }, (_, i) => 2 ** i);
 
 /** Bits [lo, lo + n) of `iova` (iova < 2^53), as an integer. */
 function ivaBits(iova: number, lo: number, n: number): number {
-  return Math.floor(iova / 2 ** lo) % 2 ** n;
+  return Math.floor(iova / POW2[lo]!) % POW2[n]!;
+}
+
+/** Address bits 51:12 of the entry in `w2`. */
+function entryAddr(): number {
+  return (w2[1]! & 0xfffff) * TWO_32 + ((w2[0]! & 0xfffff000) >>> 0);
 }
 
 function pageTableError(out: AmdWalkResult, pa: number): number {
@@ -73,7 +80,7 @@ export function v1Walk(
   out.flags = 0;
   out.addr = iova;
   out.perm = perm;
-  if (mode < 6 && iova >= 2 ** (12 + 9 * mode)) return pageFault(out, 0);
+  if (mode < 6 && iova >= POW2[12 + 9 * mode]!) return pageFault(out, 0);
   let table = root;
   let level = mode;
   for (;;) {
@@ -87,12 +94,12 @@ export function v1Walk(
     if ((lo & PR) === 0) return pageFault(out, 0);
     out.perm &= (hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0);
     const nl = (lo & NL_MASK) >>> V1_PTE.NL.bit;
-    const addr = getAddr(w2, V1_PTE.ADDR_LO, V1_PTE.ADDR_HI);
+    const addr = entryAddr();
     if (nl === 0 || level === 1) {
       if (nl !== 0 && nl !== NL_SIZE) return pageFault(out, EVT_FLAG.RZ);
       if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
       out.sizeLg2 = shift;
-      out.pa = addr - (addr % 2 ** shift);
+      out.pa = addr - (addr % POW2[shift]!);
       return 0;
     }
     if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
@@ -172,7 +179,7 @@ export function v2Walk(mem: PhysicalMemory, cr3: number, levels: number, iova: n
     const lo = w2[0]!;
     if ((lo & P) === 0) return pageFault(out, 0);
     if ((lo & RW) === 0) out.perm &= ~AMD_PERM.W;
-    const addr = getAddr(w2, X86_PTE.ADDR_LO, X86_PTE.ADDR_HI);
+    const addr = entryAddr();
     if (level === 1 || ((lo & PS) !== 0 && level <= 3)) {
       out.sizeLg2 = shift;
       out.pa = addr - (addr % 2 ** shift);
