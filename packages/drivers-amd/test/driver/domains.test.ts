@@ -98,6 +98,23 @@ describe("paging domains", () => {
     });
   });
 
+  it("an ATS device gets the DTE's I bit and an INVALIDATE_IOTLB_PAGES with every unmap flush", async () => {
+    const b = await boot();
+    await withDomain(b, "amd-gpu0", async (d) => {
+      expect(b.iommu.readDte(0x0100)[3]! & 1).toBe(1);
+      const pa = b.m.pages.allocPages(0, "t");
+      await iommuMap(d, 0x20_0000, pa, 4096, RW);
+      const before = b.hw.devTlbInvalidations.length;
+      await iommuUnmap(d, 0x20_0000, 4096);
+      expect(b.hw.devTlbInvalidations.slice(before)).toEqual([
+        { devid: 0x0100, pasid: -1, start: 0x20_0000, end: 0x20_0fff },
+      ]);
+      b.m.pages.freePages(pa, 0);
+    });
+    // amd-nic0 has no ATS: no I bit.
+    expect(b.iommu.readDte(0x0008)[3]! & 1).toBe(0);
+  });
+
   it("identity and blocked domains", async () => {
     const b = await boot();
     const dev = b.m.driverCore.deviceFor("amd-nic0")!;

@@ -246,6 +246,31 @@ describe("command buffer and caches", () => {
     expect(t.r32(0x2000)).toBe(16);
   });
 
+  it("COMPLETION_WAIT with I sets ComWaitInt (write 1 to clear); INVALIDATE_IOTLB_PAGES reaches the device", async () => {
+    const s = await boot();
+    let irqs = 0;
+    hw.connectIrq("comwait", () => irqs++);
+    t.w64(0x0018, t.r64(0x0018) | (1n << 4n)); // ComWaitIntEn
+    s.cmd(2n | (0x1n << 60n), 0n);
+    expect(t.r32(0x2020) & 4).toBe(4);
+    expect(irqs).toBe(1);
+    t.w32(0x2020, 4);
+    expect(t.r32(0x2020) & 4).toBe(0);
+    // INVALIDATE_IOTLB_PAGES for DeviceID 0x100 with S: bit 12 clear, so 8 KiB at 0x4000.
+    s.cmd(BigInt(GPU) | (BigInt(GPU) << 32n) | (0x4n << 60n), 1n | 0x4000n);
+    expect(hw.devTlbInvalidations).toEqual([{ devid: GPU, pasid: -1, start: 0x4000, end: 0x5fff }]);
+  });
+
+  it("a full PPR log sets PPROverflow and the unit answers the request itself", async () => {
+    ({ m, t, hw } = await bootAmd());
+    const s = new Setup(t, { pprLen: 3 }); // 8 entries: 7 usable
+    s.setDte(GPU, { gv: true, ppr: true });
+    for (let i = 0; i < 8; i++) hw.pageRequest(GPU, 1, 0x1000 * i, 1, i);
+    expect(t.r32(0x2038)).toBe(7 * 16);
+    expect(t.r32(0x2020) & 0x20).toBe(0x20);
+    expect(hw.pprResponses).toEqual([{ devid: GPU, pasid: 1, tag: 7, status: 1, auto: true }]);
+  });
+
   it("an illegal command is logged with its address and stops the buffer", async () => {
     const s = await boot();
     const sem = t.alloc(4096);
