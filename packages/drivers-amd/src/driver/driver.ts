@@ -72,9 +72,18 @@ export const AMD_V1_LEVELS = 4;
 /** Driver options. */
 export interface AmdIommuDriverOptions extends AmdIommuOptions {}
 
-const EVENT_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(EVENT_TYPE).map(([k, v]) => [v, k]),
-) as Record<number, string>;
+/** The names iommu_print_event logs. @linux iommu_print_event */
+const EVENT_NAMES: Record<number, string> = {
+  [EVENT_TYPE.ILL_DEV]: "ILLEGAL_DEV_TABLE_ENTRY",
+  [EVENT_TYPE.IO_FAULT]: "IO_PAGE_FAULT",
+  [EVENT_TYPE.DEV_TAB_ERR]: "DEV_TAB_HARDWARE_ERROR",
+  [EVENT_TYPE.PAGE_TAB_ERR]: "PAGE_TAB_HARDWARE_ERROR",
+  [EVENT_TYPE.ILL_CMD]: "ILLEGAL_COMMAND_ERROR",
+  [EVENT_TYPE.CMD_HARD_ERR]: "COMMAND_HARDWARE_ERROR",
+  [EVENT_TYPE.IOTLB_INV_TO]: "IOTLB_INV_TIMEOUT",
+  [EVENT_TYPE.INV_DEV_REQ]: "INVALID_DEVICE_REQUEST",
+  [EVENT_TYPE.INV_PPR_REQ]: "INVALID_PPR_REQUEST",
+};
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
@@ -394,9 +403,11 @@ export class AmdIommuDriver implements AmdIommuSink {
   handleEvent(iommu: AmdIommu, ev: AmdEvent): void {
     const name = EVENT_NAMES[ev.type] ?? `UNKNOWN type=${hex(ev.type)}`;
     const dev = (iommu.devDataById.get(ev.devid) as IommuDevData | undefined)?.dev.name;
+    // IO_PAGE_FAULT carries the domain ID in the PASID field (amd_iommu_report_page_fault prints it so).
+    const id = ev.type === EVENT_TYPE.IO_FAULT ? `domain=${hex(ev.pasid)}` : `pasid=${hex(ev.pasid)}`;
     this.machine.diag.printk(
       "err",
-      `Event logged [${name} device=${bdf(ev.devid)} pasid/domain=${hex(ev.pasid)} address=${hex(ev.address)} flags=${hex(ev.flags)}]`,
+      `Event logged [${name} device=${bdf(ev.devid)} ${id} address=${hex(ev.address)} flags=${hex(ev.flags)}]`,
       dev ?? iommu.pdev.name,
     );
   }

@@ -80,7 +80,7 @@ describe("paging domains", () => {
     });
     // The event log reported the faults and the driver printed them.
     expect(b.iommu.events.filter((e) => e.type === 2).length).toBeGreaterThanOrEqual(2);
-    expect(b.m.diag.kernelLog.some((l) => /IO_FAULT device=00:01.0/.test(l.message))).toBe(true);
+    expect(b.m.diag.kernelLog.some((l) => /IO_PAGE_FAULT device=00:01.0/.test(l.message))).toBe(true);
   });
 
   it("unmapping 1 GiB of 2 MiB pages costs O(1) commands: one size-encoded INVALIDATE_IOMMU_PAGES", async () => {

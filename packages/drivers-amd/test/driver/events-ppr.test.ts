@@ -21,7 +21,7 @@ it("a DMA fault is read from the event log, zeroed, and printed", async () => {
   expect(b.iommu.events).toEqual([expect.objectContaining({ type: 2, devid: 0x0008, address: 0x7777_0000 })]);
   expect(b.m.memory.read32(b.iommu.evtBufPa + 4)).toBe(0); // consumed entries are zeroed
   expect(
-    b.m.diag.kernelLog.some((l) => /Event logged \[IO_FAULT device=00:01\.0 .*address=0x77770000/.test(l.message)),
+    b.m.diag.kernelLog.some((l) => /Event logged \[IO_PAGE_FAULT device=00:01\.0 .*address=0x77770000/.test(l.message)),
   ).toBe(true);
 });
 
