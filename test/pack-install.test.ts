@@ -80,6 +80,7 @@ describe("packed and installed outside the monorepo", () => {
     expect(packed.map((p) => p.name).sort()).toEqual([
       "@iommu-sim/cli",
       "@iommu-sim/core",
+      "@iommu-sim/drivers-amd",
       "@iommu-sim/drivers-mock",
       "@iommu-sim/drivers-smmuv3",
       "@iommu-sim/iommufd",
