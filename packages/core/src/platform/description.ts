@@ -236,6 +236,10 @@ export const IOMMU_OPTION_SCHEMAS = {
     guestTranslation: z.boolean().optional(),
     hostLevels: z.union([z.literal(4), z.literal(5), z.literal(6)]).optional(),
     domainIdBits: z.number().int().min(4).max(16).optional(),
+    tlbWays: ways.optional(),
+    dteEntries: entries.optional(),
+    replacement: z.enum(["round-robin", "lru"]).optional(),
+    strict: z.boolean().optional(),
   }),
 } satisfies Record<KnownIommuKind, z.ZodType>;
 
