@@ -10,10 +10,12 @@ import { join } from "node:path";
 import { avoidOptions, KNOWN_FINDINGS, type KnownFinding, knownFinding } from "./allowlist.js";
 import { callName, Execution, type ExecutionOptions, type Finding } from "./executor.js";
 import { type GenContext, type GenOptions, generate, mutateCall, prologue } from "./generator.js";
+import { runLoadCase } from "./load.js";
 import { supportsIntegerPointer } from "./machine.js";
 import { type Call, type Program, programToJson } from "./program.js";
 import { reproducerFile } from "./reproducer.js";
 import { Rng } from "./rng.js";
+import { seedPrograms } from "./seeds.js";
 import { shrink } from "./shrink.js";
 import { IOCTL_SPECS } from "./spec.js";
 
@@ -36,6 +38,12 @@ export interface CampaignOptions {
   exec?: ExecutionOptions;
   /** Replays to spend shrinking each new finding (default 300; 0 keeps programs as found). */
   shrinkBudget?: number;
+  /** Start the corpus with the seed programs (default true). */
+  seeds?: boolean;
+  /** Stop once this many new findings are in (tests). */
+  stopAfterFindings?: number;
+  /** Run the multi-process load case every this many programs (default 40; 0 never). */
+  loadEvery?: number;
   /** Progress lines. */
   log?: (line: string) => void;
 }
@@ -68,6 +76,8 @@ export interface CampaignReport {
   /** Whether integer user pointers reach the kernel (probed at the start). */
   uptr: boolean | undefined;
   corpus: number;
+  /** Runs of the multi-process load case (its operations count as calls). */
+  loadRuns: number;
 }
 
 function bump(m: Map<string, Map<string, number>>, name: string, errno: string): boolean {
@@ -106,6 +116,11 @@ export async function runOne(
         const x = rng.float();
         if (x < 0.08) continue;
         if (x < 0.16) going = await runAll(generate(ctx));
+        else if (x < 0.22) {
+          // Issue an earlier ioctl again with one argument re-drawn (A -> B, then B -> A).
+          const prev = ex.executed.filter((e) => e.op === "ioctl");
+          if (prev.length) going = await runAll([mutateCall(ctx, { ...rng.pick(prev), id: ctx.nextId() })]);
+        }
         if (going) going = await runAll([x < 0.3 ? mutateCall(ctx, c) : c]);
       }
     } else going = await runAll(prologue(ctx));
@@ -135,6 +150,7 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
     uncovered: [],
     uptr: undefined,
     corpus: 0,
+    loadRuns: 0,
   };
   const gen: GenOptions = { hugeLengths: true, hugeSizes: true, ...opts.gen, ...avoidOptions(allow) };
   if (gen.uptr === undefined) {
@@ -148,11 +164,12 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
   const deadline = opts.seconds ? performance.now() + opts.seconds * 1000 : Number.POSITIVE_INFINITY;
   const start = performance.now();
   const bySig = new Map<string, ReportedFinding>();
-  const corpus: Program[] = [];
+  const corpus: Program[] = opts.seeds === false ? [] : seedPrograms();
   let lastLog = start;
-  while (report.calls < maxCalls && performance.now() < deadline) {
+  const stopAt = opts.stopAfterFindings ?? Number.POSITIVE_INFINITY;
+  while (report.calls < maxCalls && performance.now() < deadline && report.findings.length < stopAt) {
     const pseed = rng.fork();
-    const base = corpus.length && rng.chance(0.35) ? rng.pick(corpus) : undefined;
+    const base = corpus.length && rng.chance(0.4) ? rng.pick(corpus) : undefined;
     const { program, ex } = await runOne(pseed, { length, gen, exec, allow, ...(base ? { base } : {}) });
     report.programs++;
     report.calls += ex.executed.length;
@@ -185,6 +202,28 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
       opts.log?.(`  shrunk to ${rf.program.calls.length} calls${rf.reproducer ? `: ${rf.reproducer}` : ""}`);
       bySig.set(f.signature, rf);
       report.findings.push(rf);
+    }
+    const every = opts.loadEvery ?? 40;
+    if (every > 0 && report.programs % every === 0) {
+      const lr = await runLoadCase(rng.fork());
+      report.loadRuns++;
+      report.calls += lr.ops;
+      for (const f of lr.findings) {
+        if (knownFinding(f, allow)) continue;
+        const seen = bySig.get(f.signature);
+        if (seen) seen.count++;
+        else {
+          opts.log?.(`new finding in the load case (seed ${lr.seed}, ${lr.schedule}): ${f.signature}`);
+          const rf: ReportedFinding = {
+            finding: f,
+            program: { seed: lr.seed, calls: [] },
+            originalLength: 0,
+            count: 1,
+          };
+          bySig.set(f.signature, rf);
+          report.findings.push(rf);
+        }
+      }
     }
     const now = performance.now();
     if (opts.log && now - lastLog > 10_000) {
@@ -241,6 +280,7 @@ export function formatReport(r: CampaignReport): string {
   const covered = names.filter((n) => r.errnos.has(n));
   let paths = 0;
   for (const n of names) paths += [...(r.errnos.get(n)?.keys() ?? [])].filter((e) => e !== "0").length;
+  lines.push(`load case: ${r.loadRuns} runs (3 processes on one iommufd, random scheduler, checked against the model)`);
   lines.push(`coverage: ${covered.length}/${names.length} ioctls issued; ${paths} distinct (ioctl, errno) error paths`);
   if (r.uncovered.length) lines.push(`  never issued: ${r.uncovered.join(", ")}`);
   lines.push(

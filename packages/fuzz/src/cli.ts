@@ -72,7 +72,7 @@ export async function fuzzMain(argv: readonly string[], log: (s: string) => void
     log(msg === "help" ? USAGE : `${msg}\n${USAGE}`);
     return msg === "help" ? 0 : 2;
   }
-  const exec = { slowMs: args.slowMs ?? 2000 };
+  const exec = { slowMs: args.slowMs ?? 1000 };
   if (args.replay) {
     const program = programFromJson(readFileSync(args.replay, "utf8"));
     const found = await replay(program, exec);

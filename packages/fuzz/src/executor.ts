@@ -46,8 +46,8 @@ export interface ExecutionOptions extends FuzzMachineOptions {
   blockBoundNs?: number;
   /** Report calls slower than this many wall-clock ms (campaigns only; tests leave it unset). */
   slowMs?: number;
-  /** A test-only hook run after each call: return a message to plant a finding (proves shrinking and replay). */
-  plant?: (call: Call, outcome: CallOutcome, ex: Execution) => string | undefined;
+  /** Run on each fresh machine after boot (tests plant a bug with it to prove finding, shrinking and replay). */
+  setup?: (m: Machine) => void;
 }
 
 /** A resource in the pool: which call produced it and under which field. */
@@ -103,6 +103,7 @@ export class Execution {
   /** Boot the machine and start process 0 with its scratch pages. */
   static async start(opts: ExecutionOptions = {}): Promise<Execution> {
     const m = await bootFuzzMachine(opts);
+    opts.setup?.(m);
     const ex = new Execution(m, opts);
     const p0 = m.spawnProcess();
     ex.procs.set(0, p0);
@@ -180,6 +181,7 @@ export class Execution {
     } catch (e) {
       if (e instanceof KernelError) {
         outcome.errno = e.code;
+        if (process.env.FUZZ_DEBUG) console.log(name, e.message);
         if (errnoName(e.errno) !== e.code || e.errno <= 0 || e.errno >= 512) {
           outcome.findings.push(this.finding("bad-errno", name, `errno ${e.errno} (${e.code}) reached user space`));
         }
@@ -208,8 +210,6 @@ export class Execution {
       d.expected = true;
       outcome.findings.push(this.finding("warning", name, `${d.kind}: ${d.message}`));
     }
-    const planted = this.opts.plant?.(call, outcome, this);
-    if (planted) outcome.findings.push(this.finding("exception", name, `planted: ${planted}`));
     for (const f of outcome.findings) {
       f.at = this.executed.length - 1;
       if (call.op === "ioctl") f.form = call.form;
@@ -311,13 +311,19 @@ export class Execution {
       const lines = msg.split("\n").filter((l) => l.trim() && !/unexpected diagnostic|teardown found problems/.test(l));
       out.push({
         kind: "teardown",
-        signature: `teardown:${normalizeMessage(lines[0] ?? msg)}`,
+        signature: `teardown:${normalizeMessage(teardownHeadline(lines[0] ?? msg))}`,
         message: msg.slice(0, 4000),
       });
     }
     this.findings.push(...out);
     return out;
   }
+}
+
+/** `[leak] what (culprit: who) — task main` as `leak: what`. */
+export function teardownHeadline(line: string): string {
+  const m = /^\s*\[([\w-]+)\]\s*(.*?)(\s+\(culprit:.*?\))?(\s+— task .*)?$/.exec(line);
+  return m ? `${m[1]}: ${m[2]}` : line;
 }
 
 /** The name a call is counted and reported under. */

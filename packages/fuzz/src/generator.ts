@@ -8,7 +8,7 @@
 import { MOCK_APERTURE_START } from "@iommu-sim/drivers-mock";
 import type { Execution, PoolEntry } from "./executor.js";
 import { bytesToHex } from "./executor.js";
-import { type Call, cloneCall, type IoctlForm, isRef, type Val } from "./program.js";
+import { type Call, cloneCall, type IoctlForm, isRef, type Ref, type Val } from "./program.js";
 import type { Rng } from "./rng.js";
 import { type FieldGen, IOCTL_SPECS, type IoctlSpec, type ResourceKind } from "./spec.js";
 
@@ -50,7 +50,7 @@ export interface GenOptions {
   uptr?: boolean;
   /** Offer the multi-terabyte lengths of {@link HUGE_LENGTHS}. */
   hugeLengths?: boolean;
-  /** Offer object-form sizes far past the struct (64 MiB, 4 GiB). */
+  /** Offer object-form sizes far past the struct (256 MiB). */
   hugeSizes?: boolean;
 }
 
@@ -98,8 +98,10 @@ function genFd(ctx: GenContext, of: readonly ResourceKind[], proc: number): Val 
   return r.pick([-1, 0, 1, 2, 3, 1000, 0x7fff_ffff]);
 }
 
-function genLen(ctx: GenContext, proc: number): Val {
+function genLen(ctx: GenContext, proc: number, hint?: Ref): Val {
   const r = ctx.rng;
+  // The length of the mapping or map call this call's VA or IOVA came from: what user space usually passes.
+  if (hint && r.chance(0.5)) return { $ref: hint.$ref, field: "length" };
   const x = r.float();
   if (x < 0.6) return BigInt(PAGE * r.range(1, 16));
   if (x < 0.75) {
@@ -150,11 +152,20 @@ function genSize(ctx: GenContext, spec: IoctlSpec, form: IoctlForm): Val {
   const x = r.float();
   if (x < 0.85) return form === "object" ? (r.chance(0.8) ? 0 : full) : full;
   const odd = [full - 1, full - 4, full + 8, 4, 8, 16, full + 1];
-  if (form === "object" && ctx.opts.hugeSizes && r.chance(0.1)) return r.pick([0x400_0000, 0xffff_ffff]);
+  // 256 MiB: far past any struct, and a size a model that allocates by `size` takes seconds over.
+  if (form === "object" && ctx.opts.hugeSizes && r.chance(0.1)) return 0x1000_0000;
   return Math.max(0, r.pick(odd));
 }
 
-function genField(ctx: GenContext, g: FieldGen, spec: IoctlSpec, form: IoctlForm, proc: number, pre: Call[]): Val {
+function genField(
+  ctx: GenContext,
+  g: FieldGen,
+  spec: IoctlSpec,
+  form: IoctlForm,
+  proc: number,
+  pre: Call[],
+  hint: { len?: Ref } = {},
+): Val {
   const r = ctx.rng;
   switch (g.k) {
     case "size":
@@ -175,12 +186,18 @@ function genField(ctx: GenContext, g: FieldGen, spec: IoctlSpec, form: IoctlForm
       return r.chance(0.97) ? 0 : r.pick([1, 0x80, 0xffff_ffff]);
     case "out":
       return r.chance(0.95) ? 0 : genU32(r);
-    case "va":
-      return genVa(ctx, proc);
+    case "va": {
+      const v = genVa(ctx, proc);
+      if (isRef(v) && !v.add) hint.len = v;
+      return v;
+    }
     case "len":
-      return genLen(ctx, proc);
-    case "iova":
-      return genIova(ctx, proc);
+      return genLen(ctx, proc, hint.len);
+    case "iova": {
+      const v = genIova(ctx, proc);
+      if (isRef(v) && !v.add) hint.len = v;
+      return v;
+    }
     case "u32":
       return genU32(r);
     case "u64":
@@ -238,7 +255,9 @@ export function genIoctl(ctx: GenContext, spec: IoctlSpec, proc: number): Call[]
   if (spec.struct) form = r.weighted({ object: 6, bytes: 2, uptr: ctx.opts.uptr === false ? 0.05 : 2 });
   const args: Record<string, Val> = {};
   if (spec.intArgs) args.arg = r.chance(0.9) ? r.pick(spec.intArgs) : genU32(r);
-  for (const [k, g] of Object.entries(spec.fields)) args[k] = genField(ctx, g, spec, form, proc, pre);
+  const hint: { len?: Ref } = {};
+  const fields = spec.presets && r.chance(0.5) ? { ...spec.fields, ...r.pick(spec.presets) } : spec.fields;
+  for (const [k, g] of Object.entries(fields)) args[k] = genField(ctx, g, spec, form, proc, pre, hint);
   const call: Call = {
     id: ctx.nextId(),
     proc,
@@ -345,7 +364,9 @@ export function mutateCall(ctx: GenContext, c: Call): Call {
     if (spec.struct) m.form = r.pick<IoctlForm>(["object", "bytes", ctx.opts.uptr === false ? "bytes" : "uptr"]);
     return m;
   }
-  const k = r.pick(keys);
+  // Flags decide which path a call takes: re-draw them more often than other fields.
+  const flagKeys = keys.filter((k) => spec.fields[k]!.k === "flags");
+  const k = flagKeys.length && r.chance(0.3) ? r.pick(flagKeys) : r.pick(keys);
   const cur = m.args[k];
   if (isRef(cur) && r.chance(0.3)) {
     m.args[k] = { ...cur, add: r.pick([0, 1, -1, PAGE]) };

@@ -70,6 +70,11 @@ export interface IoctlSpec {
   intArgs?: readonly number[];
   /** Relative frequency. */
   weight: number;
+  /**
+   * Typical uses, each overriding some fields with tighter choices (a paging HWPT on an IOAS, a nested one on a
+   * parent): one is applied to about half the generated calls, so deep objects get made at all.
+   */
+  presets?: Record<string, FieldGen>[];
 }
 
 const size: FieldGen = { k: "size" };
@@ -87,8 +92,10 @@ function iommufd(
   weight: number,
   fields: Record<string, FieldGen>,
   outs?: Record<string, ResourceKind>,
+  presets?: Record<string, FieldGen>[],
 ): IoctlSpec {
   return {
+    ...(presets ? { presets } : {}),
     name,
     // biome-ignore lint/performance/noDynamicNamespaceImportAccess: specs name uAPI exports by their kernel names
     cmd: I[name] as number,
@@ -242,15 +249,35 @@ const IOMMUFD_IOCTLS: IoctlSpec[] = [
     page_size: en(4096, 0, 8192, 3),
     data: { k: "ptr", bytes: 0 },
   }),
-  iommufd("IOMMU_HWPT_INVALIDATE", "iommu_hwpt_invalidate", 3, {
-    size,
-    hwpt_id: id("hwpt", "viommu"),
-    data_uptr: { k: "ptr", bytes: 32 },
-    data_type: en(S.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST, 0, 1),
-    entry_len: en(8, 0, 4, 16),
-    entry_num: { k: "small", max: 4 },
-    __reserved: zero,
-  }),
+  iommufd(
+    "IOMMU_HWPT_INVALIDATE",
+    "iommu_hwpt_invalidate",
+    3,
+    {
+      size,
+      hwpt_id: id("hwpt", "viommu"),
+      data_uptr: { k: "ptr", bytes: 32 },
+      data_type: en(S.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, S.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST, 0, 1),
+      entry_len: en(8, 0, 4, 16),
+      entry_num: { k: "small", max: 4 },
+      __reserved: zero,
+    },
+    undefined,
+    [
+      {
+        hwpt_id: id("hwpt"),
+        data_type: en(S.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST),
+        entry_len: en(8),
+        entry_num: en(1, 2),
+      },
+      {
+        hwpt_id: id("viommu"),
+        data_type: en(S.IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST),
+        entry_len: en(8),
+        entry_num: en(1, 2),
+      },
+    ],
+  ),
   iommufd(
     "IOMMU_FAULT_QUEUE_ALLOC",
     "iommu_fault_alloc",
@@ -332,8 +359,10 @@ function testOp(
   weight: number,
   fields: Record<string, FieldGen>,
   outs?: Record<string, ResourceKind>,
+  presets?: Record<string, FieldGen>[],
 ): IoctlSpec {
   return {
+    ...(presets ? { presets } : {}),
     name: `IOMMU_TEST_OP_${opName}`,
     cmd: S.IOMMU_TEST_CMD,
     on: "fd_iommufd",
@@ -370,6 +399,7 @@ const TEST_OPS: IoctlSpec[] = [
       dev_flags: flags(S.MOCK_FLAGS_DEVICE_NO_DIRTY | S.MOCK_FLAGS_DEVICE_HUGE_IOVA | S.MOCK_FLAGS_DEVICE_PASID),
     },
     { out_stdev_id: "stdev", out_hwpt_id: "hwpt", out_idev_id: "dev" },
+    [{ id: id("ioas"), dev_flags: en(S.MOCK_FLAGS_DEVICE_PASID, 0) }],
   ),
   testOp("MD_CHECK_MAP", 2, { id: id("hwpt", "ioas"), iova: { k: "iova" }, length: { k: "len" }, uptr: { k: "va" } }),
   testOp("MD_CHECK_REFS", 1, { id: id("ioas"), length: { k: "len" }, uptr: { k: "va" }, refs: { k: "small", max: 2 } }),
