@@ -27,6 +27,8 @@ export * from "./platform/description.js";
 export * from "./platform/dma.js";
 export * from "./platform/driver-core/index.js";
 export * from "./platform/hw-kind.js";
+export * from "./platform/hw-ring.js";
+export * from "./platform/hwcache.js";
 export * from "./platform/iommu-hw.js";
 export * from "./platform/memory.js";
 export * from "./platform/mmio.js";

@@ -15,9 +15,7 @@ import {
   IOMMU_CAP,
   IOMMU_DIRTY_NO_CLEAR,
   IOMMU_DOMAIN,
-  IOMMU_FAULT_PAGE_REQ,
   IOMMU_FAULT_PAGE_REQUEST,
-  IOMMU_FAULT_PERM,
   IOMMU_FAULT_READ,
   IOMMU_FAULT_WRITE,
   IOMMU_HWPT_ALLOC,
@@ -39,11 +37,12 @@ import {
   iommuDeviceUnregister,
   iommuFwspecAddIds,
   iommuGetDomainForDev,
-  iommuReportDeviceFault,
+  iopfFaultFromRequest,
   iopfQueueAddDevice,
   iopfQueueAlloc,
   iopfQueueFree,
   iopfQueueRemoveDevice,
+  iopfReportFromDriver,
   KernelError,
   kerr,
   type ModuleContext,
@@ -57,7 +56,7 @@ import { armLpaeFormat, armLpaeRestrictPgsizes } from "./io-pgtable-arm.js";
 import { type ArmSmmuVste, armSmmuHwInfo, armSmmuValidateVste } from "./iommufd.js";
 import { ArmSmmuMaster, type ArmSmmuMasterDomain } from "./master.js";
 import { type CmdEnt, newCmdEnt } from "./queue.js";
-import { CMD_VAL, CMDQ_OP, STE, STE_VAL } from "./regs.js";
+import { CMD_VAL, CMDQ_OP, CTXDESC, STE, STE_VAL } from "./regs.js";
 import {
   ArmSmmuDevice,
   type ArmSmmuEvent,
@@ -312,6 +311,8 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     if (typeof prop === "number") ssidBits = prop;
     if (dev.pci) ssidBits = dev.pci.pasidBits; // arm_smmu_enable_pasid: from pci_max_pasids
     ssidBits = Math.min(smmu.ssidBits, ssidBits);
+    // Without 2-level CD tables the whole CD table is one linear allocation: keep it within 64 KiB.
+    if (!smmu.feat.twoLvlCdtab) ssidBits = Math.min(ssidBits, CTXDESC.LINEAR_CDMAX);
     const stall = (smmu.feat.stalls && this.deviceReadBool(dev, "dma-can-stall")) || smmu.feat.stallForce;
     const ats = dev.pci?.ats === true && smmu.feat.ats;
     const pri = dev.pci?.pri === true && smmu.feat.pri && ats;
@@ -907,18 +908,20 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     const master = smmu.streams.get(evt.sid);
     if (!master) return;
     if (evt.stall && !evt.s2) {
-      let perm = evt.rnw ? IOMMU_FAULT_PERM.READ : IOMMU_FAULT_PERM.WRITE;
-      if (evt.ind) perm |= IOMMU_FAULT_PERM.EXEC;
-      if (evt.pnu) perm |= IOMMU_FAULT_PERM.PRIV;
-      let flags: number = IOMMU_FAULT_PAGE_REQUEST.LAST_PAGE;
-      if (evt.ssv) flags |= IOMMU_FAULT_PAGE_REQUEST.PASID_VALID;
-      const f: IopfFault = {
-        fault: {
-          type: IOMMU_FAULT_PAGE_REQ,
-          prm: { flags, grpid: evt.stag, perm, addr: evt.addr, pasid: evt.ssv ? evt.ssid : 0 },
-        },
-      };
-      await this.report(master, f);
+      await iopfReportFromDriver(
+        master.dev,
+        iopfFaultFromRequest({
+          pasid: evt.ssv ? evt.ssid : -1,
+          grpid: evt.stag,
+          addr: evt.addr,
+          read: evt.rnw,
+          write: !evt.rnw,
+          exec: evt.ind,
+          priv: evt.pnu,
+          last: true,
+          responseNeedsPasid: false,
+        }),
+      );
       return;
     }
     const vmaster = this.vmasters.get(master);
@@ -947,26 +950,20 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
       if (pri.last) this.sendPriResp(smmu, pri.sid, pri.ssv ? pri.ssid : -1, pri.grpid, CMD_VAL.PRI_RESP_DENY);
       return;
     }
-    let perm = 0;
-    if (pri.read) perm |= IOMMU_FAULT_PERM.READ;
-    if (pri.write) perm |= IOMMU_FAULT_PERM.WRITE;
-    if (pri.exec) perm |= IOMMU_FAULT_PERM.EXEC;
-    if (pri.priv) perm |= IOMMU_FAULT_PERM.PRIV;
-    let flags = 0;
-    if (pri.ssv) flags |= IOMMU_FAULT_PAGE_REQUEST.PASID_VALID | IOMMU_FAULT_PAGE_REQUEST.RESPONSE_NEEDS_PASID;
-    if (pri.last) flags |= IOMMU_FAULT_PAGE_REQUEST.LAST_PAGE;
-    await this.report(master, {
-      fault: { type: IOMMU_FAULT_PAGE_REQ, prm: { flags, pasid: pri.ssid, grpid: pri.grpid, perm, addr: pri.addr } },
-    });
-  }
-
-  private async report(master: ArmSmmuMaster, f: IopfFault): Promise<void> {
-    try {
-      await iommuReportDeviceFault(master.dev, f);
-    } catch (e) {
-      // The core answered the request already (no handler); Linux only logs it.
-      if (!(e instanceof KernelError)) throw e;
-    }
+    await iopfReportFromDriver(
+      master.dev,
+      iopfFaultFromRequest({
+        pasid: pri.ssv ? pri.ssid : -1,
+        grpid: pri.grpid,
+        addr: pri.addr,
+        read: pri.read,
+        write: pri.write,
+        exec: pri.exec,
+        priv: pri.priv,
+        last: pri.last,
+        responseNeedsPasid: true,
+      }),
+    );
   }
 
   private sendPriResp(smmu: ArmSmmuDevice, sid: number, ssid: number, grpid: number, resp: number): void {

@@ -5,7 +5,7 @@
  * @linux arm-smmu-v3.c: struct arm_smmu_queue / arm_smmu_ll_queue, queue_* helpers, arm_smmu_cmdq_build_cmd,
  * arm_smmu_cmdq_issue_cmdlist, arm_smmu_cmdq_poll_until_sync, arm_smmu_cmdq_skip_err
  */
-import { kerr, type PhysicalMemory } from "@iommu-sim/core";
+import { HwRing, kerr, type PhysicalMemory, pollHwProgress } from "@iommu-sim/core";
 import { CMD, CMD_VAL, CMDQ_OP, GERROR, get32, prep32, Q_REG, SMMU_REG } from "./regs.js";
 
 const TWO_32 = 4294967296;
@@ -17,7 +17,8 @@ export interface SmmuRegs {
 }
 
 /**
- * One queue: memory, entry size, the driver's copy of PROD and CONS.
+ * One queue: memory, entry size, the driver's copy of PROD and CONS. The index arithmetic (index, wrap bit) is
+ * core's {@link HwRing}; SMMUv3 adds the overflow flag above the wrap bit.
  * @linux struct arm_smmu_queue + struct arm_smmu_ll_queue
  */
 export class ArmSmmuQueue {
@@ -29,6 +30,8 @@ export class ArmSmmuQueue {
   readonly entWords: number;
   readonly idxMask: number;
   readonly wrpBit: number;
+  /** The ring's index arithmetic. */
+  readonly ring: HwRing;
 
   constructor(
     readonly name: string,
@@ -44,18 +47,19 @@ export class ArmSmmuQueue {
     readonly consReg: number,
   ) {
     this.entWords = entBytes >>> 2;
-    this.idxMask = (1 << maxNShift) - 1;
-    this.wrpBit = 1 << maxNShift;
+    this.ring = new HwRing(maxNShift, true);
+    this.idxMask = this.ring.idxMask;
+    this.wrpBit = this.ring.wrpBit;
   }
 
   /** @linux Q_IDX */
   idx(p: number): number {
-    return p & this.idxMask;
+    return this.ring.idx(p);
   }
 
   /** @linux Q_WRP */
   wrp(p: number): number {
-    return p & this.wrpBit;
+    return this.ring.wrp(p);
   }
 
   /** Physical address of the entry at index `p`. @linux Q_ENT */
@@ -65,33 +69,27 @@ export class ArmSmmuQueue {
 
   /** @linux queue_full */
   full(): boolean {
-    return this.idx(this.prod) === this.idx(this.cons) && this.wrp(this.prod) !== this.wrp(this.cons);
+    return this.ring.isFull(this.prod, this.cons);
   }
 
   /** @linux queue_empty */
   empty(): boolean {
-    return this.idx(this.prod) === this.idx(this.cons) && this.wrp(this.prod) === this.wrp(this.cons);
+    return this.ring.isEmpty(this.prod, this.cons);
   }
 
   /** Free slots. @linux queue_has_space */
   space(): number {
-    const p = this.idx(this.prod);
-    const c = this.idx(this.cons);
-    const n = 1 << this.maxNShift;
-    return this.wrp(this.prod) === this.wrp(this.cons) ? n - (p - c) : c - p;
+    return this.ring.freeSlots(this.prod, this.cons);
   }
 
   /** `p` advanced by `n`, keeping the overflow flag. @linux queue_inc_prod_n */
   inc(p: number, n: number): number {
-    return ((p & Q_REG.OVF) | (((p & (this.wrpBit | this.idxMask)) + n) & (this.wrpBit | this.idxMask))) >>> 0;
+    return ((p & Q_REG.OVF) | this.ring.advance(p & (this.wrpBit | this.idxMask), n)) >>> 0;
   }
 
   /** Whether the entry at `idx` has been consumed by hardware CONS `cons`. @linux queue_consumed */
   consumed(cons: number, idx: number): boolean {
-    return (
-      (this.wrp(cons) === this.wrp(idx) && this.idx(cons) > this.idx(idx)) ||
-      (this.wrp(cons) !== this.wrp(idx) && this.idx(cons) <= this.idx(idx))
-    );
+    return this.ring.consumed(this.prod, cons, idx);
   }
 }
 
@@ -305,18 +303,21 @@ export class ArmSmmuCmdq {
    * arm_smmu_cmdq_poll_until_not_full
    */
   private waitSpace(n: number): void {
-    let idle = 0;
-    while (this.q.space() < n) {
-      const before = this.q.cons;
-      this.syncConsIn();
-      if (this.q.cons !== before) idle = 0;
-      else if (++idle >= POLL_LIMIT) {
+    pollHwProgress(
+      this.q.cons,
+      () => {
+        this.syncConsIn();
+        return this.q.cons;
+      },
+      () => this.q.space() >= n,
+      POLL_LIMIT,
+      () => {
         this.gerr.warn(
           `${this.q.name}: CMDQ timeout at prod 0x${this.q.prod.toString(16)} cons 0x${this.q.cons.toString(16)} (need ${n} slots)`,
         );
-        throw kerr("ETIMEDOUT", `${this.q.name}: command queue full`);
-      }
-    }
+        return `${this.q.name}: command queue full`;
+      },
+    );
   }
 
   /**
@@ -386,18 +387,23 @@ export class ArmSmmuCmdq {
    * @linux __arm_smmu_cmdq_poll_until_consumed
    */
   private pollUntilSync(syncIdx: number): void {
-    let idle = 0;
-    for (;;) {
-      const before = this.q.cons;
-      this.syncConsIn();
-      if (this.q.consumed(this.q.cons, syncIdx)) return;
-      if (this.q.cons !== before) idle = 0;
-      else if (++idle >= POLL_LIMIT) break;
-    }
-    this.gerr.warn(
-      `${this.q.name}: CMD_SYNC timeout at 0x${syncIdx.toString(16)} [hwprod 0x${this.q.prod.toString(16)}, hwcons 0x${this.q.cons.toString(16)}]`,
+    let synced = false;
+    pollHwProgress(
+      this.q.cons,
+      () => {
+        this.syncConsIn();
+        synced = this.q.consumed(this.q.cons, syncIdx);
+        return this.q.cons;
+      },
+      () => synced,
+      POLL_LIMIT,
+      () => {
+        this.gerr.warn(
+          `${this.q.name}: CMD_SYNC timeout at 0x${syncIdx.toString(16)} [hwprod 0x${this.q.prod.toString(16)}, hwcons 0x${this.q.cons.toString(16)}]`,
+        );
+        return `${this.q.name}: CMD_SYNC timeout`;
+      },
     );
-    throw kerr("ETIMEDOUT", `${this.q.name}: CMD_SYNC timeout`);
   }
 
   /**

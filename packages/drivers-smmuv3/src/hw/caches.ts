@@ -9,91 +9,15 @@
  * - {@link WalkCache}: pointers to last-level tables keyed by (kind, tag, input region).
  *
  * Entries are dropped only by the invalidation commands that cover them (and by replacement).
+ * The set-associative organisation, hash and replacement are core's (platform/hwcache.ts), shared with the other
+ * vendors' models.
  * @linux the SMMU configuration and TLB caches that CMDQ_OP_CFGI_* and CMDQ_OP_TLBI_* invalidate
  */
+import { type CacheGeometry, cacheHash, CacheSetIndex as SetIndex } from "@iommu-sim/core";
 
-/**
- * Replacement policy inside a set.
- * @linux none: a property of the implementation (SMMU caches are IMPLEMENTATION DEFINED)
- */
-export type Replacement = "round-robin" | "lru";
+export type { CacheGeometry, Replacement } from "@iommu-sim/core";
 
-/**
- * Geometry of one cache.
- * @linux none: IMPLEMENTATION DEFINED cache geometry
- */
-export interface CacheGeometry {
-  /** Total entries (rounded up to a power of two, at least `ways`). */
-  entries: number;
-  /** Associativity (rounded down to a power of two, at most `entries`). */
-  ways: number;
-  replacement: Replacement;
-}
-
-function pow2AtLeast(n: number): number {
-  let p = 1;
-  while (p < n) p <<= 1;
-  return p;
-}
-
-function pow2AtMost(n: number): number {
-  let p = 1;
-  while (p * 2 <= n) p <<= 1;
-  return p;
-}
-
-/** Set selection and victim choice shared by the caches. */
-class SetIndex {
-  readonly entries: number;
-  readonly ways: number;
-  readonly setMask: number;
-  readonly lru: boolean;
-  /** Per entry: last use (LRU). */
-  readonly stamp: Float64Array;
-  /** Per set: next way to replace (round-robin). */
-  readonly victim: Uint8Array;
-  private clock = 0;
-
-  constructor(g: CacheGeometry) {
-    const entries = pow2AtLeast(Math.max(1, g.entries));
-    const ways = Math.min(entries, pow2AtMost(Math.max(1, g.ways)));
-    this.entries = entries;
-    this.ways = ways;
-    this.setMask = entries / ways - 1;
-    this.lru = g.replacement === "lru";
-    this.stamp = new Float64Array(entries);
-    this.victim = new Uint8Array(entries / ways);
-  }
-
-  /** First entry of the set of `hash`. */
-  first(hash: number): number {
-    return (hash & this.setMask) * this.ways;
-  }
-
-  touch(e: number): void {
-    if (this.lru) this.stamp[e] = ++this.clock;
-  }
-
-  /** The entry to fill in the set starting at `s`, preferring a free one (`keys[e] === -1`). */
-  pick(s: number, keys: Float64Array | Int32Array): number {
-    for (let w = 0; w < this.ways; w++) if (keys[s + w] === -1) return s + w;
-    if (this.lru) {
-      let best = s;
-      for (let w = 1; w < this.ways; w++) if (this.stamp[s + w]! < this.stamp[best]!) best = s + w;
-      return best;
-    }
-    const set = s / this.ways;
-    const v = this.victim[set]!;
-    this.victim[set] = (v + 1) % this.ways;
-    return s + v;
-  }
-}
-
-function mix(a: number, b: number): number {
-  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x7f4a7c15, 0xc2b2ae35);
-  h ^= h >>> 15;
-  return Math.imul(h, 0x27d4eb2d) ^ (h >>> 13);
-}
+const mix = cacheHash;
 
 /** 32-bit words kept per descriptor (64 bytes). */
 export const DESC_WORDS = 16;

@@ -1,0 +1,131 @@
+/**
+ * Building blocks of hardware-model caches (TLBs, configuration caches, paging-structure caches): set-associative
+ * typed-array tables indexed by a small integer hash of the key, round-robin or LRU replacement inside a set, and
+ * the strict-mode "stale hit" report every model files the same way. No `Map`, no object per entry, no allocation
+ * on lookup or fill: a model keeps its entry fields in its own typed arrays and asks {@link CacheSetIndex} where
+ * an entry lives and which one to evict.
+ *
+ * The one rule: an entry is dropped only by the invalidation the architecture defines for it (or by replacement);
+ * the strict mode re-checks every hit against memory and reports an entry that outlived a table change.
+ * @linux none: the IMPLEMENTATION DEFINED caches of IOMMU hardware (SMMU TLB/config cache, VT-d IOTLB/context/PASID
+ * caches, AMD IOTLB/DTE cache) that the drivers' invalidation commands target
+ */
+import type { Diagnostics } from "../kernel/diagnostics.js";
+
+/**
+ * Replacement policy inside a set.
+ * @linux none: a property of the implementation (IOMMU caches are IMPLEMENTATION DEFINED)
+ */
+export type Replacement = "round-robin" | "lru";
+
+/**
+ * Geometry of one cache.
+ * @linux none: IMPLEMENTATION DEFINED cache geometry
+ */
+export interface CacheGeometry {
+  /** Total entries (rounded up to a power of two, at least `ways`). */
+  entries: number;
+  /** Associativity (rounded down to a power of two, at most `entries`). */
+  ways: number;
+  replacement: Replacement;
+}
+
+function pow2AtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+function pow2AtMost(n: number): number {
+  let p = 1;
+  while (p * 2 <= n) p <<= 1;
+  return p;
+}
+
+/**
+ * Set selection and victim choice of a set-associative cache: entry `e` of a cache lives in the set
+ * `first(hash)` .. `first(hash) + ways - 1`; `pick` chooses the entry to fill.
+ * @linux none: the set-associative organisation of an IOMMU TLB
+ */
+export class CacheSetIndex {
+  readonly entries: number;
+  readonly ways: number;
+  readonly setMask: number;
+  readonly lru: boolean;
+  /** Per entry: last use (LRU). */
+  readonly stamp: Float64Array;
+  /** Per set: next way to replace (round-robin). */
+  readonly victim: Uint8Array;
+  private clock = 0;
+
+  constructor(g: CacheGeometry) {
+    const entries = pow2AtLeast(Math.max(1, g.entries));
+    const ways = Math.min(entries, pow2AtMost(Math.max(1, g.ways)));
+    this.entries = entries;
+    this.ways = ways;
+    this.setMask = entries / ways - 1;
+    this.lru = g.replacement === "lru";
+    this.stamp = new Float64Array(entries);
+    this.victim = new Uint8Array(entries / ways);
+  }
+
+  /** First entry of the set of `hash`. */
+  first(hash: number): number {
+    return (hash & this.setMask) * this.ways;
+  }
+
+  /** Record a use of entry `e` (LRU). */
+  touch(e: number): void {
+    if (this.lru) this.stamp[e] = ++this.clock;
+  }
+
+  /** The entry to fill in the set starting at `s`, preferring a free one (`keys[e] === -1`). */
+  pick(s: number, keys: Float64Array | Int32Array): number {
+    for (let w = 0; w < this.ways; w++) if (keys[s + w] === -1) return s + w;
+    if (this.lru) {
+      let best = s;
+      for (let w = 1; w < this.ways; w++) if (this.stamp[s + w]! < this.stamp[best]!) best = s + w;
+      return best;
+    }
+    const set = s / this.ways;
+    const v = this.victim[set]!;
+    this.victim[set] = (v + 1) % this.ways;
+    return s + v;
+  }
+}
+
+/**
+ * A 32-bit mix of two integers, for set selection (keys above 2^32 fold their high part into `b` by the caller).
+ * @linux none: the index hash of a set-associative cache
+ */
+export function cacheHash(a: number, b: number): number {
+  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x7f4a7c15, 0xc2b2ae35);
+  h ^= h >>> 15;
+  return Math.imul(h, 0x27d4eb2d) ^ (h >>> 13);
+}
+
+/**
+ * The strict stale-cache diagnostic of a hardware model: a cache hit that no longer matches the tables in memory
+ * (an invalidation the driver forgot) becomes a warning in the machine's diagnostics naming the unit and the key,
+ * counted in `count`. Each model reports each entry once (it keeps its own "reported" flag per entry).
+ * @linux none: the simulation's check of the invalidation rules the IOMMU architectures state
+ */
+export class StaleCacheReporter {
+  /** Stale hits reported so far. */
+  count = 0;
+
+  constructor(
+    private readonly diag: Diagnostics,
+    /** The unit's name, prefixed to every message. */
+    readonly unit: string,
+  ) {}
+
+  /**
+   * Report one stale entry: `what` names the cache ("TLB entry", "context-cache entry"), `culprit` the key, and
+   * `detail` what the cache says against what memory says, with the invalidation that was probably missing.
+   */
+  report(what: string, culprit: string, detail: string): void {
+    this.count++;
+    this.diag.report("warning", `${this.unit}: stale ${what}: ${detail}`, { culprit: `${this.unit} ${culprit}` });
+  }
+}

@@ -1,0 +1,87 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { CacheSetIndex, HwRing, pollHwProgress } from "../../src/index.js";
+
+/** A reference queue: a plain array with a capacity. */
+function model(capacity: number) {
+  const items: number[] = [];
+  return { items, capacity };
+}
+
+describe("HwRing", () => {
+  for (const wrap of [true, false]) {
+    it(`${wrap ? "wrap-bit" : "one-slot-empty"} ring agrees with an array model`, () => {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 4 }),
+          fc.array(fc.integer({ min: -3, max: 3 }), { maxLength: 60 }),
+          (shift, ops) => {
+            const r = new HwRing(shift, wrap);
+            const m = model(wrap ? r.size : r.size - 1);
+            let prod = 0;
+            let cons = 0;
+            for (const op of ops) {
+              if (op > 0) {
+                const n = Math.min(op, r.freeSlots(prod, cons));
+                expect(n).toBe(Math.min(op, m.capacity - m.items.length));
+                const before = prod;
+                prod = r.advance(prod, n);
+                for (let i = 0; i < n; i++) m.items.push(r.idx(before + i));
+              } else if (op < 0) {
+                const n = Math.min(-op, r.used(prod, cons));
+                expect(n).toBe(Math.min(-op, m.items.length));
+                const first = cons;
+                cons = r.advance(cons, n);
+                m.items.splice(0, n);
+                if (n > 0) expect(r.consumed(prod, cons, first)).toBe(true);
+              }
+              expect(r.isEmpty(prod, cons)).toBe(m.items.length === 0);
+              expect(r.isFull(prod, cons)).toBe(m.items.length === m.capacity);
+              expect(r.used(prod, cons)).toBe(m.items.length);
+              if (m.items.length > 0) expect(r.consumed(prod, cons, cons)).toBe(false);
+            }
+          },
+        ),
+      );
+    });
+  }
+
+  it("pollHwProgress waits for a slow unit and gives up on a stopped one", () => {
+    let hw = 0;
+    pollHwProgress(
+      0,
+      () => ++hw,
+      () => hw >= 100,
+      3,
+      () => "stuck",
+    );
+    expect(hw).toBe(100);
+    let polls = 0;
+    expect(() =>
+      pollHwProgress(
+        0,
+        () => {
+          polls++;
+          return 0;
+        },
+        () => false,
+        5,
+        () => "unit stopped",
+      ),
+    ).toThrow(/unit stopped/);
+    expect(polls).toBe(5);
+  });
+});
+
+describe("CacheSetIndex", () => {
+  it("fills free ways first, then evicts round-robin or least recently used", () => {
+    const keys = new Int32Array(4).fill(-1);
+    const rr = new CacheSetIndex({ entries: 4, ways: 4, replacement: "round-robin" });
+    for (let i = 0; i < 4; i++) keys[rr.pick(0, keys)] = i;
+    expect([...keys]).toEqual([0, 1, 2, 3]);
+    expect([rr.pick(0, keys), rr.pick(0, keys), rr.pick(0, keys)]).toEqual([0, 1, 2]);
+    const lru = new CacheSetIndex({ entries: 4, ways: 4, replacement: "lru" });
+    for (const e of [0, 1, 2, 3, 0, 2]) lru.touch(e);
+    expect(lru.pick(0, keys)).toBe(1);
+  });
+});
