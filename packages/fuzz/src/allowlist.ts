@@ -86,12 +86,12 @@ export const KNOWN_FINDINGS: KnownFinding[] = [
   },
 ];
 
-/** The entry a finding matches, if any. */
+/** The entry a finding matches, if any. @linux none (syzkaller's suppression matching) */
 export function knownFinding(f: Finding, list: readonly KnownFinding[] = KNOWN_FINDINGS): KnownFinding | undefined {
   return list.find((k) => k.match(f));
 }
 
-/** Generator options forced by the listed entries. */
+/** Generator options forced by the listed entries. @linux none (fuzzer configuration) */
 export function avoidOptions(list: readonly KnownFinding[] = KNOWN_FINDINGS): Partial<GenOptions> {
   const out: Partial<GenOptions> = {};
   for (const k of list) Object.assign(out, k.avoid ?? {});

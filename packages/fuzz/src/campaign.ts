@@ -91,6 +91,7 @@ function bump(m: Map<string, Map<string, number>>, name: string, errno: string):
 /**
  * Run one program: generated from `seed`, or `base` mutated. Stops after the first finding (the program is then
  * torn down and its teardown checked too).
+ * @linux none (syz-fuzzer: generate or mutate, then execute one program)
  */
 export async function runOne(
   seed: number,
@@ -190,7 +191,8 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
         continue;
       }
       opts.log?.(`new finding: ${f.signature} (program of ${program.calls.length} calls, seed ${pseed})`);
-      const budget = opts.shrinkBudget ?? 300;
+      // A slow call costs its time on every replay: shrink those with a small budget.
+      const budget = Math.min(opts.shrinkBudget ?? 300, f.kind === "slow" ? 30 : Number.POSITIVE_INFINITY);
       const shrunk = budget > 0 ? await shrink(program, f, { ...exec, budget }) : { program, finding: f };
       const rf: ReportedFinding = {
         finding: shrunk.finding,
@@ -238,7 +240,7 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
   return report;
 }
 
-/** Whether this build's `p.ioctl` takes integer user pointers (a throwaway machine answers). */
+/** Whether this build's `p.ioctl` takes integer user pointers (a throwaway machine answers). @linux none (a probe of the ioctl argument forms) */
 export async function probeIntegerPointers(): Promise<boolean> {
   const ex = await Execution.start({});
   try {
@@ -250,7 +252,7 @@ export async function probeIntegerPointers(): Promise<boolean> {
   }
 }
 
-/** A file name for a finding: its kind and call plus a short hash of the signature. */
+/** A file name for a finding: its kind and call plus a short hash of the signature. @linux none (syz-manager crash directory naming) */
 export function findingFileName(f: Finding): string {
   let h = 2166136261;
   for (let i = 0; i < f.signature.length; i++) h = Math.imul(h ^ f.signature.charCodeAt(i), 16777619) >>> 0;
@@ -258,7 +260,7 @@ export function findingFileName(f: Finding): string {
   return `${f.kind}-${call}-${h.toString(16).padStart(8, "0")}`;
 }
 
-/** Write `program` as `<out>/<name>.test.ts` (the reproducer) and `<name>.json` (for --replay); returns the .ts path. */
+/** Write `program` as `<out>/<name>.test.ts` (the reproducer) and `<name>.json` (for --replay); returns the .ts path. @linux none (syz-repro output: prog2c) */
 export function writeReproducer(out: string, program: Program, finding: Finding): string {
   mkdirSync(out, { recursive: true });
   const name = findingFileName(finding);
@@ -269,7 +271,7 @@ export function writeReproducer(out: string, program: Program, finding: Finding)
   return ts;
 }
 
-/** The campaign report as text: totals, coverage, errno distribution per call, known and new findings. */
+/** The campaign report as text: totals, coverage, errno distribution per call, known and new findings. @linux none (syz-manager stats page) */
 export function formatReport(r: CampaignReport): string {
   const lines: string[] = [];
   const rate = r.seconds > 0 ? Math.round(r.calls / r.seconds) : 0;

@@ -27,7 +27,7 @@ export interface FuzzArgs {
   replay?: string;
 }
 
-/** Parse the command line. */
+/** Parse the command line. @linux none (command line) */
 export function parseFuzzArgs(argv: readonly string[]): FuzzArgs {
   const a: FuzzArgs = { seed: Date.now() % 1_000_000, out: "fuzz-findings", allow: true, shrink: true };
   for (let i = 0; i < argv.length; i++) {
@@ -62,7 +62,7 @@ const USAGE = `usage: npm run fuzz -- [--seconds N] [--calls N] [--seed S] [--ou
                      [--no-allow] [--no-shrink] [--replay FILE]
 Without --seconds or --calls a campaign runs 10000 calls.`;
 
-/** The command; resolves to the exit code. */
+/** The command; resolves to the exit code. @linux none (syz-manager / syz-repro entry) */
 export async function fuzzMain(argv: readonly string[], log: (s: string) => void = console.log): Promise<number> {
   let args: FuzzArgs;
   try {

@@ -56,7 +56,7 @@ export interface PoolEntry {
   proc: number;
 }
 
-/** Normalize a message into a signature part: numbers and hex go, so one bug has one signature. */
+/** Normalize a message into a signature part: numbers and hex go, so one bug has one signature. @linux none (syzkaller crash title extraction) */
 export function normalizeMessage(msg: string): string {
   const first = msg.split("\n")[0] ?? "";
   return first
@@ -71,7 +71,7 @@ function fieldType(struct: UapiStruct<object> | undefined, name: string): string
   return struct?.fields.find((f) => f.name === name)?.type;
 }
 
-/** Which fd kind a path opens. */
+/** Which fd kind a path opens. @linux none (syzkaller resource kinds of openat) */
 export function fdKindOfPath(path: string): ResourceKind | undefined {
   if (path === "/dev/iommu") return "fd_iommufd";
   if (path.startsWith("/dev/vfio/devices/")) return "fd_vfio";
@@ -320,25 +320,25 @@ export class Execution {
   }
 }
 
-/** `[leak] what (culprit: who) — task main` as `leak: what`. */
+/** `[leak] what (culprit: who) — task main` as `leak: what`. @linux none (syzkaller report parsing) */
 export function teardownHeadline(line: string): string {
   const m = /^\s*\[([\w-]+)\]\s*(.*?)(\s+\(culprit:.*?\))?(\s+— task .*)?$/.exec(line);
   return m ? `${m[1]}: ${m[2]}` : line;
 }
 
-/** The name a call is counted and reported under. */
+/** The name a call is counted and reported under. @linux none (syzkaller call names) */
 export function callName(c: Call): string {
   return c.op === "ioctl" ? c.name : c.op;
 }
 
-/** Decode a hex string. */
+/** Decode a hex string. @linux none (syzkaller data arguments) */
 export function hexToBytes(h: string): Uint8Array {
   const out = new Uint8Array(h.length >> 1);
   for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(h.slice(2 * i, 2 * i + 2), 16);
   return out;
 }
 
-/** Encode bytes as hex. */
+/** Encode bytes as hex. @linux none (syzkaller data arguments) */
 export function bytesToHex(b: Uint8Array): string {
   let s = "";
   for (const x of b) s += x.toString(16).padStart(2, "0");

@@ -247,7 +247,7 @@ function pickProc(ctx: GenContext): number {
   return ctx.rng.chance(0.8) && live.includes(0) ? 0 : ctx.rng.pick(live);
 }
 
-/** A fresh ioctl call of `spec` (with the pokes its pointers need first). */
+/** A fresh ioctl call of `spec` (with the pokes its pointers need first). @linux none (syzkaller prog/generation.go generateCall) */
 export function genIoctl(ctx: GenContext, spec: IoctlSpec, proc: number): Call[] {
   const r = ctx.rng;
   const pre: Call[] = [];
@@ -271,7 +271,7 @@ export function genIoctl(ctx: GenContext, spec: IoctlSpec, proc: number): Call[]
   return [...pre, call];
 }
 
-/** Generate the next call or calls of a program, given what it has made so far. */
+/** Generate the next call or calls of a program, given what it has made so far. @linux none (syzkaller prog/generation.go) */
 export function generate(ctx: GenContext): Call[] {
   const r = ctx.rng;
   const proc = pickProc(ctx);
@@ -339,7 +339,7 @@ export function generate(ctx: GenContext): Call[] {
   }
 }
 
-/** The calls every program starts with: /dev/iommu open in process 0. */
+/** The calls every program starts with: /dev/iommu open in process 0. @linux none (syzkaller: openat$iommufd first) */
 export function prologue(ctx: GenContext): Call[] {
   return [{ id: ctx.nextId(), proc: 0, op: "open", path: "/dev/iommu" }];
 }
@@ -347,6 +347,7 @@ export function prologue(ctx: GenContext): Call[] {
 /**
  * Mutate a call of a previous program before running it again: re-draw one argument, retarget a reference, flip
  * the call form, toggle fail-nth. The call keeps its id, so later references to it still hold.
+ * @linux none (syzkaller prog/mutation.go mutateArg)
  */
 export function mutateCall(ctx: GenContext, c: Call): Call {
   const r = ctx.rng;

@@ -27,6 +27,7 @@ export interface FuzzMachineOptions {
 /**
  * The fuzz platform's description (parsed once; machines only read it): the default platform's mock IOMMUs and
  * their devices, in 512 MiB of memory.
+ * @linux none (the test VM's firmware description)
  */
 export function fuzzPlatform(): PlatformDescription {
   if (platform) return platform;
@@ -58,6 +59,7 @@ export async function bootFuzzMachine(opts: FuzzMachineOptions = {}): Promise<Ma
 /**
  * The bytes form of an ioctl argument: `obj` encoded in the kernel's layout with its `size` (or `argsz`) field as
  * given, in a buffer of max(size, sizeof) bytes.
+ * @linux copy_struct_from_user (the bytes the kernel reads)
  */
 export function asBytes(struct: UapiStruct<object>, obj: Record<string, unknown>): Uint8Array {
   const sz = Number((obj.size ?? obj.argsz ?? 0) as number | bigint);
@@ -70,6 +72,7 @@ export function asBytes(struct: UapiStruct<object>, obj: Record<string, unknown>
 /**
  * Write `obj` in the kernel's layout to user memory at `va` of `p`, and return `va` as the integer user pointer an
  * ioctl takes (`ioctl(fd, cmd, (unsigned long)&cmd)` in C).
+ * @linux ioctl(fd, cmd, (unsigned long)&arg) in C
  */
 export function atUserPointer(
   p: Process,
@@ -81,7 +84,7 @@ export function atUserPointer(
   return Number(va);
 }
 
-/** Copy the out fields of the struct at `va` back into `obj` (what a C caller reads after the ioctl). */
+/** Copy the out fields of the struct at `va` back into `obj` (what a C caller reads after the ioctl). @linux copy_to_user of the ioctl's out fields, as the caller sees them */
 export function readBackUserPointer(
   p: Process,
   va: bigint,
@@ -91,22 +94,22 @@ export function readBackUserPointer(
   Object.assign(obj, struct.decode(p.readMemory(va, struct.size)));
 }
 
-/** A `__u32` as the ABI holds it. */
+/** A `__u32` as the ABI holds it. @linux __u32 (include/uapi/linux/types.h) */
 export function u32(v: unknown): number {
   return typeof v === "bigint" ? Number(BigInt.asUintN(32, v)) : Number(v) >>> 0;
 }
-/** A `__s32` as the ABI holds it. */
+/** A `__s32` as the ABI holds it. @linux __s32 (include/uapi/linux/types.h) */
 export function s32(v: unknown): number {
   return typeof v === "bigint" ? Number(BigInt.asIntN(32, v)) : Number(v) | 0;
 }
-/** A `__u64` as the ABI holds it. */
+/** A `__u64` as the ABI holds it. @linux __u64 (include/uapi/linux/types.h) */
 export function u64(v: unknown): bigint {
   if (typeof v === "bigint") return BigInt.asUintN(64, v);
   const n = Number(v);
   return Number.isFinite(n) ? BigInt.asUintN(64, BigInt(Math.trunc(n))) : 0n;
 }
 
-/** Decode a hex string (the bytes a reproducer writes or pokes). */
+/** Decode a hex string (the bytes a reproducer writes or pokes). @linux none (syzkaller data arguments) */
 export function hex(h: string): Uint8Array {
   const out = new Uint8Array(h.length >> 1);
   for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(h.slice(2 * i, 2 * i + 2), 16);
@@ -116,6 +119,7 @@ export function hex(h: string): Uint8Array {
 /**
  * Run a system call the way a fuzz program does: a KernelError (the `-1` and errno of C) is swallowed and
  * `fallback` returned; anything else is a bug and propagates.
+ * @linux a C caller checking ioctl() == -1 and errno
  */
 export async function sys<T, F = undefined>(fn: () => T | Promise<T>, fallback?: F): Promise<T | F> {
   try {
@@ -126,7 +130,7 @@ export async function sys<T, F = undefined>(fn: () => T | Promise<T>, fallback?:
   }
 }
 
-/** An ioctl with the struct passed as bytes; out fields (and partial copies back) land in `obj`. */
+/** An ioctl with the struct passed as bytes; out fields (and partial copies back) land in `obj`. @linux ioctl with a struct buffer (copy_struct_from_user / copy_to_user) */
 export async function ioctlBytes(
   p: Process,
   fd: number,
@@ -144,7 +148,7 @@ export async function ioctlBytes(
   }
 }
 
-/** An ioctl with the struct written at user VA `va` and its address passed as an integer; out fields land in `obj`. */
+/** An ioctl with the struct written at user VA `va` and its address passed as an integer; out fields land in `obj`. @linux ioctl(fd, cmd, (unsigned long)&arg) in C */
 export async function ioctlUptr(
   p: Process,
   fd: number,
@@ -165,6 +169,7 @@ export async function ioctlUptr(
  * Whether `p.ioctl` takes an integer user pointer (the third argument form). Probed without side effects: an
  * `iommu_destroy` whose `size` (4) is below the minimum, at a pointer, must answer EINVAL when the kernel reads the
  * struct from memory; a caller that ignores the pointer sees some other answer.
+ * @linux none (a probe of this build's ioctl argument forms)
  */
 export async function supportsIntegerPointer(p: Process, iommufd: number, va: bigint): Promise<boolean> {
   try {
@@ -176,7 +181,7 @@ export async function supportsIntegerPointer(p: Process, iommufd: number, va: bi
   }
 }
 
-/** Await `p` and swallow a KernelError (what a C program's ignored `-1` return is); resolves to its code or 0. */
+/** Await `p` and swallow a KernelError (what a C program's ignored `-1` return is); resolves to its code or 0. @linux errno after a failed system call */
 export async function errnoOf(p: Promise<unknown> | (() => unknown)): Promise<string | 0> {
   try {
     await (typeof p === "function" ? p() : p);

@@ -61,34 +61,34 @@ export interface Program {
   calls: Call[];
 }
 
-/** Whether `v` is a {@link Ref}. */
+/** Whether `v` is a {@link Ref}. @linux none (syzkaller ResultArg) */
 export function isRef(v: unknown): v is Ref {
   return typeof v === "object" && v !== null && "$ref" in v;
 }
 
-/** Whether `v` is a {@link Scratch}. */
+/** Whether `v` is a {@link Scratch}. @linux none (syzkaller PointerArg into the data area) */
 export function isScratch(v: unknown): v is Scratch {
   return typeof v === "object" && v !== null && "$scratch" in v;
 }
 
-/** Serialize a program (bigints as `{"$big": "0x…"}`). */
+/** Serialize a program (bigints as `{"$big": "0x…"}`). @linux none (syzkaller prog.Serialize) */
 export function programToJson(p: Program): string {
   return JSON.stringify(p, (_k, v) => (typeof v === "bigint" ? { $big: `0x${v.toString(16)}` } : v), 1);
 }
 
-/** Parse {@link programToJson}'s output. */
+/** Parse {@link programToJson}'s output. @linux none (syzkaller prog.Deserialize) */
 export function programFromJson(s: string): Program {
   return JSON.parse(s, (_k, v) =>
     typeof v === "object" && v !== null && typeof v.$big === "string" ? BigInt(v.$big) : v,
   ) as Program;
 }
 
-/** Deep copy of a call. */
+/** Deep copy of a call. @linux none (syzkaller prog.Clone) */
 export function cloneCall<C extends Call>(c: C): C {
   return structuredClone(c);
 }
 
-/** Every call id `c` refers to (its process included). */
+/** Every call id `c` refers to (its process included). @linux none (syzkaller ResultArg uses) */
 export function refsOf(c: Call): number[] {
   const out: number[] = [];
   if (c.proc !== 0) out.push(c.proc);

@@ -135,7 +135,7 @@ function callLines(e: Emitter, c: Call): string[] {
   }
 }
 
-/** The reproducer's body: plain JavaScript over `m` (a booted fuzz machine), the helpers and the uAPI constants. */
+/** The reproducer's body: plain JavaScript over `m` (a booted fuzz machine), the helpers and the uAPI constants. @linux none (syzkaller prog2c) */
 export function reproducerBody(program: Program, finding?: Finding): { body: string; imports: Emitter["imports"] } {
   const e: Emitter = {
     byId: new Map(program.calls.map((c) => [c.id, c])),
@@ -162,6 +162,7 @@ export function reproducerBody(program: Program, finding?: Finding): { body: str
 
 /**
  * The reproducer file: imports, then one vitest test that boots the machine the program ran on and runs the body.
+ * @linux none (syzkaller prog2c)
  */
 export function reproducerFile(program: Program, finding: Finding, opts: { jsonName?: string } = {}): string {
   const { body, imports } = reproducerBody(program, finding);

@@ -231,7 +231,7 @@ function vfioPaths(): Program {
   return b.program(105);
 }
 
-/** The seed corpus. */
+/** The seed corpus. @linux tools/testing/selftests/iommu/iommufd.c (the fixtures the seeds follow) */
 export function seedPrograms(): Program[] {
   return [mockDomainMaps(), nestedViommu(), accessPages(), pasidAttach(), vfioPaths()];
 }

@@ -8,7 +8,7 @@
 import { Execution, type ExecutionOptions, type Finding } from "./executor.js";
 import { type Call, isRef, isScratch, type Program } from "./program.js";
 
-/** Run `program` on a fresh machine; resolves to everything it found (teardown included). */
+/** Run `program` on a fresh machine; resolves to everything it found (teardown included). @linux none (syz-repro: run a program again) */
 export async function replay(program: Program, opts: ExecutionOptions = {}): Promise<Finding[]> {
   const ex = await Execution.start({ ...opts, seed: program.seed });
   try {
@@ -35,6 +35,7 @@ export interface ShrinkResult {
 /**
  * Shrink `program` while it still shows a finding with `signature`. Resolves to the smallest program found and
  * the finding as that program shows it (its `at` index points into the shrunk program).
+ * @linux none (syzkaller prog/minimization.go Minimize)
  */
 export async function shrink(program: Program, target: Finding, opts: ShrinkOptions = {}): Promise<ShrinkResult> {
   let budget = opts.budget ?? 400;
