@@ -30,6 +30,8 @@ export interface CampaignOptions {
   programLength?: number;
   /** Where to write reproducers (default none: findings are only returned). */
   out?: string;
+  /** Also shrink and write a reproducer of the first occurrence of each allow-listed finding here. */
+  knownOut?: string;
   /** Known findings (default {@link KNOWN_FINDINGS}). */
   allow?: readonly KnownFinding[];
   /** Generator options (the allow-list's `avoid` options win). */
@@ -182,7 +184,14 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
     for (const f of ex.findings) {
       const k = knownFinding(f, allow);
       if (k) {
-        report.known.set(k.name, (report.known.get(k.name) ?? 0) + 1);
+        const n = report.known.get(k.name) ?? 0;
+        report.known.set(k.name, n + 1);
+        if (n === 0 && opts.knownOut) {
+          // A reproducer of each known finding, to check its fix with (and to empty the allow-list by).
+          const s = await shrink(program, f, { ...exec, budget: f.kind === "slow" ? 30 : 150 });
+          const path = writeReproducer(opts.knownOut, s.program, s.finding);
+          opts.log?.(`known finding ${k.name} (${k.issue}): shrunk to ${s.program.calls.length} calls: ${path}`);
+        }
         continue;
       }
       const seen = bySig.get(f.signature);

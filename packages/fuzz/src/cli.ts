@@ -3,7 +3,7 @@
  * `npm run fuzz`: run a campaign and print its report, or replay a saved program.
  *
  *   npm run fuzz -- [--seconds N] [--calls N] [--seed S] [--out DIR] [--length N] [--slow-ms MS]
- *                   [--no-allow] [--no-shrink] [--replay FILE [--shrink]]
+ *                   [--no-allow] [--no-shrink] [--known-out DIR] [--replay FILE [--shrink]]
  *
  * Exits 1 when the campaign found something not on the allow-list (or the replayed program still fails).
  * @linux none: syz-manager / syz-repro
@@ -25,6 +25,7 @@ export interface FuzzArgs {
   allow: boolean;
   shrink: boolean;
   replay?: string;
+  knownOut?: string;
 }
 
 /** Parse the command line. @linux none (command line) */
@@ -49,6 +50,7 @@ export function parseFuzzArgs(argv: readonly string[]): FuzzArgs {
     else if (k === "--length") a.length = n();
     else if (k === "--slow-ms") a.slowMs = n();
     else if (k === "--replay") a.replay = v();
+    else if (k === "--known-out") a.knownOut = v();
     else if (k === "--no-allow") a.allow = false;
     else if (k === "--no-shrink") a.shrink = false;
     else if (k === "--shrink") a.shrink = true;
@@ -59,7 +61,7 @@ export function parseFuzzArgs(argv: readonly string[]): FuzzArgs {
 }
 
 const USAGE = `usage: npm run fuzz -- [--seconds N] [--calls N] [--seed S] [--out DIR] [--length N] [--slow-ms MS]
-                     [--no-allow] [--no-shrink] [--replay FILE]
+                     [--no-allow] [--no-shrink] [--known-out DIR] [--replay FILE]
 Without --seconds or --calls a campaign runs 10000 calls.`;
 
 /** The command; resolves to the exit code. @linux none (syz-manager / syz-repro entry) */
@@ -93,6 +95,7 @@ export async function fuzzMain(argv: readonly string[], log: (s: string) => void
     ...(args.seconds !== undefined ? { seconds: args.seconds } : {}),
     ...(args.length !== undefined ? { programLength: args.length } : {}),
     out: args.out,
+    ...(args.knownOut ? { knownOut: args.knownOut } : {}),
     allow: args.allow ? KNOWN_FINDINGS : [],
     shrinkBudget: args.shrink ? 300 : 0,
     exec,
