@@ -24,7 +24,8 @@ export type Val = number | bigint | string | boolean | Ref | Scratch | Val[];
 /** How an ioctl argument is passed. */
 export type IoctlForm = "object" | "bytes" | "uptr" | "int";
 
-interface CallBase {
+/** What every call has. */
+export interface CallBase {
   /** Stable identity within the program. */
   id: number;
   /** The process making the call: 0 for the first one, else the id of the `fork` call that created it. */
