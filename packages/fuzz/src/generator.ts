@@ -50,7 +50,7 @@ export interface GenOptions {
   uptr?: boolean;
   /** Offer the multi-terabyte lengths of {@link HUGE_LENGTHS}. */
   hugeLengths?: boolean;
-  /** Offer object-form sizes far past the struct (256 MiB). */
+  /** Offer object-form sizes far past the struct (64 MiB). */
   hugeSizes?: boolean;
 }
 
@@ -152,8 +152,8 @@ function genSize(ctx: GenContext, spec: IoctlSpec, form: IoctlForm): Val {
   const x = r.float();
   if (x < 0.85) return form === "object" ? (r.chance(0.8) ? 0 : full) : full;
   const odd = [full - 1, full - 4, full + 8, 4, 8, 16, full + 1];
-  // 256 MiB: far past any struct, and a size a model that allocates by `size` takes seconds over.
-  if (form === "object" && ctx.opts.hugeSizes && r.chance(0.1)) return 0x1000_0000;
+  // 64 MiB: far past any struct, and a size a model that allocates by `size` takes most of a second over.
+  if (form === "object" && ctx.opts.hugeSizes && r.chance(0.1)) return 0x400_0000;
   return Math.max(0, r.pick(odd));
 }
 
