@@ -145,7 +145,12 @@ export function reproducerBody(program: Program, finding?: Finding): { body: str
   program.calls.forEach((c, i) => {
     const lines = callLines(e, c);
     const blocked = finding?.kind === "blocked" && finding.at === i;
-    if (finding && finding.at === i) out.push(`// The finding shows here: ${finding.kind}`);
+    if (finding && finding.at === i) {
+      out.push(`// The finding shows here: ${finding.kind}`);
+      if (finding.kind === "slow") {
+        out.push("// (wall-clock time: this test shows the slow call but cannot fail on time; time it by hand)");
+      }
+    }
     if (blocked) out.push(`const t${c.id} = m.scheduler.now();`);
     if (c.failNth) out.push(`m.faults.failNth(${c.failNth});`);
     out.push(...lines);
