@@ -167,12 +167,16 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
   const deadline = opts.seconds ? performance.now() + opts.seconds * 1000 : Number.POSITIVE_INFINITY;
   const start = performance.now();
   const bySig = new Map<string, ReportedFinding>();
-  const corpus: Program[] = opts.seeds === false ? [] : seedPrograms();
+  const seeds: Program[] = opts.seeds === false ? [] : seedPrograms();
+  const corpus: Program[] = [...seeds];
   let lastLog = start;
   const stopAt = opts.stopAfterFindings ?? Number.POSITIVE_INFINITY;
   while (report.calls < maxCalls && performance.now() < deadline && report.findings.length < stopAt) {
     const pseed = rng.fork();
-    const base = corpus.length && rng.chance(0.4) ? rng.pick(corpus) : undefined;
+    // Mutate a corpus program 40% of the time; a third of those start from a seed program, which a grown corpus
+    // would otherwise dilute.
+    const from = seeds.length && rng.chance(0.33) ? seeds : corpus;
+    const base = from.length && rng.chance(0.4) ? rng.pick(from) : undefined;
     const { program, ex } = await runOne(pseed, { length, gen, exec, allow, ...(base ? { base } : {}) });
     report.programs++;
     report.calls += ex.executed.length;
