@@ -20,6 +20,20 @@ export interface DmarUnit {
 }
 
 /**
+ * One RMRR: a reserved memory range that the devices of its scope DMA to from firmware on, to be identity-mapped
+ * for them (an IOMMU_RESV_DIRECT region).
+ * @linux struct dmar_rmrr_unit
+ */
+export interface DmarRmrr {
+  segment: number;
+  base: number;
+  /** Last byte (inclusive). @linux dmar_rmrr_unit.end_address */
+  end: number;
+  /** Endpoint RIDs of the device scope. */
+  scope: readonly number[];
+}
+
+/**
  * One IVHD: an AMD-Vi unit and its device entries.
  * @linux struct ivhd_header with its device entries
  */

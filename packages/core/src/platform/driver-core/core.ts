@@ -6,7 +6,7 @@ import type { Diagnostics } from "../../kernel/diagnostics.js";
 import { KernelError, kerr } from "../../kernel/errno.js";
 import type { RefTracker } from "../../kernel/ref-tracker.js";
 import { type IommuDesc, isPciBus, type PlatformDescription, parseBdf } from "../description.js";
-import { bdfsToRids, type DmarUnit, type IvrsUnit } from "./acpi.js";
+import { bdfsToRids, type DmarRmrr, type DmarUnit, type IvrsUnit } from "./acpi.js";
 import { Bus, BusNotify } from "./bus.js";
 import { Device, type DeviceInit, type PciInfo } from "./device.js";
 import { type DeviceDriver, driverMatchDevice } from "./driver.js";
@@ -34,6 +34,8 @@ export interface FirmwareIommu {
 export interface FirmwareTables {
   iommus: Map<string, FirmwareIommu>;
   dmar: DmarUnit[];
+  /** @linux dmar_rmrr_units */
+  rmrr: DmarRmrr[];
   ivrs: IvrsUnit[];
 }
 
@@ -56,7 +58,7 @@ export class DriverCore {
   /** Firmware nodes (DT paths). */
   readonly fwnodes = new FwNodeTable();
   /** IOMMU instances and ACPI units from the platform description. */
-  readonly firmware: FirmwareTables = { iommus: new Map(), dmar: [], ivrs: [] };
+  readonly firmware: FirmwareTables = { iommus: new Map(), dmar: [], rmrr: [], ivrs: [] };
   /** Registered drivers in registration order. */
   readonly drivers: DeviceDriver[] = [];
   private readonly byName = new Map<string, Device>();
@@ -359,6 +361,9 @@ export class DriverCore {
         includePciAll: u.includePciAll,
         scope: bdfsToRids(u.scope),
       });
+    }
+    for (const r of desc.acpi?.rmrr ?? []) {
+      fw.rmrr.push({ segment: r.segment, base: r.base, end: r.base + r.size - 1, scope: bdfsToRids(r.scope) });
     }
     for (const u of desc.acpi?.ivrs ?? []) {
       fw.ivrs.push({ iommu: u.iommu, fwnode: iommuNode(u.iommu), segment: u.segment, entries: u.entries });
