@@ -66,15 +66,7 @@ export const KNOWN_FINDINGS: KnownFinding[] = [
     issue: "#11 item 6",
     match: (f) => f.kind === "exception" && /TypeError/.test(f.message) && f.form === "uptr",
   },
-  {
-    name: "change-process-lock-order",
-    issue: "#11 item 7 / #10 item 2",
-    // CHANGE_PROCESS takes each IOAS's mutex while holding the previous one's iova_rwsem; lockdep reports the
-    // inversion there, or at the next call that takes the two in the right order.
-    match: (f) =>
-      (f.callName === "IOMMU_IOAS_CHANGE_PROCESS" && /lock-inversion/.test(f.message)) ||
-      /lock-inversion[\s\S]*iopt\.iova_rwsem -> iommufd_ioas\.mutex/.test(f.message),
-  },
+
   // Found by this fuzzer (not in #11): VFIO_IOMMU_MAP_DMA with flags 0 maps with IOMMU_CACHE only, and the page
   // table WARNs. Linux does the same walk (vfio_compat.c iommufd_vfio_map_dma passes the prot through to
   // iopt_map_user_pages, and generic_pt's map_pages WARN_ONs on it), so whether to refuse it at the ioctl is the

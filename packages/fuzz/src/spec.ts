@@ -516,6 +516,14 @@ const VFIO_IOCTLS: IoctlSpec[] = [
   vfio("VFIO_GET_API_VERSION", "fd_iommufd", 1, undefined, {}, { intArgs: [0] }),
   vfio("VFIO_CHECK_EXTENSION", "fd_iommufd", 1, undefined, {}, { intArgs: [0, 1, 3, 7, 0xffffffff] }),
   vfio("VFIO_SET_IOMMU", "fd_iommufd", 2, undefined, {}, { intArgs: [1, 3, 0, 8] }),
+  vfio("VFIO_IOMMU_GET_INFO", "fd_iommufd", 2, "vfio_iommu_type1_info", {
+    argsz: { k: "enum", values: [24, 16, 15, 64, 128, 0] },
+    flags: out,
+    iova_pgsizes: out,
+    cap_offset: out,
+    pad: zero,
+  }),
+  vfio("VFIO_IOMMU_DIRTY_PAGES", "fd_iommufd", 0.5, undefined, {}, { intArgs: [0] }),
   vfio("VFIO_IOMMU_MAP_DMA", "fd_iommufd", 3, "vfio_iommu_type1_dma_map", {
     argsz: { k: "argsz" },
     flags: flags(I.VFIO_DMA_MAP_FLAG_READ | I.VFIO_DMA_MAP_FLAG_WRITE),

@@ -17,6 +17,8 @@ describe("spec", () => {
       "VFIO_GET_API_VERSION",
       "VFIO_CHECK_EXTENSION",
       "VFIO_SET_IOMMU",
+      "VFIO_IOMMU_GET_INFO",
+      "VFIO_IOMMU_DIRTY_PAGES",
       "VFIO_IOMMU_MAP_DMA",
       "VFIO_IOMMU_UNMAP_DMA",
     ]) {
