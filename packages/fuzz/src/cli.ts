@@ -8,7 +8,8 @@
  * Exits 1 when the campaign found something not on the allow-list (or the replayed program still fails).
  * @linux none: syz-manager / syz-repro
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { KNOWN_FINDINGS } from "./allowlist.js";
 import { formatReport, runCampaign, writeReproducer } from "./campaign.js";
 import { programFromJson } from "./program.js";
@@ -105,7 +106,18 @@ export async function fuzzMain(argv: readonly string[], log: (s: string) => void
   return report.findings.length ? 1 : 0;
 }
 
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+/** Whether this module is the program being run (also through the `iommu-sim-fuzz` bin symlink). */
+function isMain(): boolean {
+  const argv1 = process.argv[1];
+  if (!argv1) return false;
+  try {
+    return realpathSync(argv1) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
   fuzzMain(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e) => {
