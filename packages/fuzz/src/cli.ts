@@ -10,6 +10,7 @@
  */
 import { readFileSync, realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import type { Machine } from "@iommu-sim/core";
 import { KNOWN_FINDINGS } from "./allowlist.js";
 import { formatReport, runCampaign, writeReproducer } from "./campaign.js";
 import { programFromJson } from "./program.js";
@@ -66,7 +67,12 @@ const USAGE = `usage: npm run fuzz -- [--seconds N] [--calls N] [--seed S] [--ou
 Without --seconds or --calls a campaign runs 10000 calls.`;
 
 /** The command; resolves to the exit code. @linux none (syz-manager / syz-repro entry) */
-export async function fuzzMain(argv: readonly string[], log: (s: string) => void = console.log): Promise<number> {
+export async function fuzzMain(
+  argv: readonly string[],
+  log: (s: string) => void = console.log,
+  /** Test hook: run on every fresh machine (plants a bug). */
+  setup?: (m: Machine) => void,
+): Promise<number> {
   let args: FuzzArgs;
   try {
     args = parseFuzzArgs(argv);
@@ -75,7 +81,7 @@ export async function fuzzMain(argv: readonly string[], log: (s: string) => void
     log(msg === "help" ? USAGE : `${msg}\n${USAGE}`);
     return msg === "help" ? 0 : 2;
   }
-  const exec = { slowMs: args.slowMs ?? 1000 };
+  const exec = { slowMs: args.slowMs ?? 1000, ...(setup ? { setup } : {}) };
   if (args.replay) {
     const program = programFromJson(readFileSync(args.replay, "utf8"));
     const found = await replay(program, exec);
