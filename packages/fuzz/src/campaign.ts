@@ -16,7 +16,7 @@ import { type Call, type Program, programToJson } from "./program.js";
 import { reproducerFile } from "./reproducer.js";
 import { Rng } from "./rng.js";
 import { seedPrograms } from "./seeds.js";
-import { shrink } from "./shrink.js";
+import { replay, shrink } from "./shrink.js";
 import { IOCTL_SPECS } from "./spec.js";
 
 /** Options of {@link runCampaign}. */
@@ -80,6 +80,8 @@ export interface CampaignReport {
   corpus: number;
   /** Runs of the multi-process load case (its operations count as calls). */
   loadRuns: number;
+  /** Slow calls that were not slow again on replay (a loaded machine, not the kernel). */
+  unconfirmedSlow: number;
 }
 
 function bump(m: Map<string, Map<string, number>>, name: string, errno: string): boolean {
@@ -154,6 +156,7 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
     uptr: undefined,
     corpus: 0,
     loadRuns: 0,
+    unconfirmedSlow: 0,
   };
   const gen: GenOptions = { hugeLengths: true, hugeSizes: true, ...opts.gen, ...avoidOptions(allow) };
   if (gen.uptr === undefined) {
@@ -201,6 +204,12 @@ export async function runCampaign(opts: CampaignOptions = {}): Promise<CampaignR
       const seen = bySig.get(f.signature);
       if (seen) {
         seen.count++;
+        continue;
+      }
+      if (f.kind === "slow" && !(await replay(program, exec)).some((x) => x.signature === f.signature)) {
+        // Wall-clock time on a shared machine: a call that is not slow again on replay was the machine, not the
+        // kernel.
+        report.unconfirmedSlow++;
         continue;
       }
       opts.log?.(`new finding: ${f.signature} (program of ${program.calls.length} calls, seed ${pseed})`);
@@ -316,6 +325,8 @@ export function formatReport(r: CampaignReport): string {
   }
   lines.push(`known findings (allow-listed): ${r.known.size ? "" : "none"}`);
   for (const [k, v] of r.known) lines.push(`  ${k}: ${v}`);
+  if (r.unconfirmedSlow)
+    lines.push(`slow calls not slow again on replay (machine load, ignored): ${r.unconfirmedSlow}`);
   lines.push(`new findings: ${r.findings.length}`);
   for (const f of r.findings) {
     lines.push(`  ${f.finding.signature}`);
