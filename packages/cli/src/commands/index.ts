@@ -1,5 +1,7 @@
 import type { Command } from "../command.js";
+import { conformanceCommand } from "./conformance.js";
 import { inspectCommand } from "./inspect.js";
+import { newDriverCommand } from "./new-driver.js";
 import { runCommand } from "./run.js";
 import { serveCommand } from "./serve.js";
 import { topologyCommand } from "./topology.js";
@@ -9,7 +11,9 @@ import { validateCommand } from "./validate.js";
 export const COMMANDS: readonly Command[] = [
   runCommand,
   inspectCommand,
-  serveCommand,
   topologyCommand,
   validateCommand,
+  conformanceCommand,
+  newDriverCommand,
+  serveCommand,
 ];

@@ -17,6 +17,7 @@ import {
   type IommuDomainGeometry,
   type IommuDomainOps,
   type IommuOps,
+  type IommuUserData,
 } from "./types.js";
 
 /** What a domain's cookie is. @linux enum iommu_domain_cookie_type */
@@ -143,6 +144,16 @@ export class IommuDomain {
   toString(): string {
     return `${this.name} (${iommuDomainTypeStr(this.type)})`;
   }
+
+  /** A short form for test-runner diffs and JSON (the object graph reaches the whole machine). */
+  toJSON(): string {
+    return `IommuDomain(${this.toString()})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
+  }
 }
 
 /**
@@ -232,6 +243,26 @@ export function iommuPagingDomainAllocFlags(dev: Device, flags: number): Promise
  */
 export function iommuPagingDomainAlloc(dev: Device): Promise<IommuDomain> {
   return iommuPagingDomainAllocFlags(dev, 0);
+}
+
+/**
+ * A nested domain on the nesting parent `parent` for `dev`, from driver data (the call iommufd makes for a nested
+ * HWPT, for kernel-side users and tests): EOPNOTSUPP when the driver has no `domainAllocNested` (drivers that nest
+ * only through a vIOMMU, like arm-smmu-v3), EINVAL when `parent` is not the driver's; the driver validates the data.
+ * @linux iommufd_hwpt_nested_alloc's ops->domain_alloc_nested call
+ */
+export async function iommuDomainAllocNested(
+  dev: Device,
+  parent: IommuDomain,
+  flags: number,
+  data: IommuUserData,
+): Promise<IommuDomain> {
+  const ops = devIommuOps(dev);
+  if (!ops.domainAllocNested) throw new KernelError("EOPNOTSUPP", "driver has no domain_alloc_nested");
+  if (!domainIommuOpsCompatible(ops, parent)) throw new KernelError("EINVAL", `${parent} is not this driver's`);
+  const domain = await ops.domainAllocNested(dev, parent, flags, data);
+  domain.owner = ops;
+  return domain;
 }
 
 /**

@@ -213,6 +213,16 @@ export class IommuGroup {
   toString(): string {
     return `iommu_group ${this.id}`;
   }
+
+  /** A short form for test-runner diffs and JSON (the object graph reaches the whole machine). */
+  toJSON(): string {
+    return `IommuGroup(${this.id})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
+  }
 }
 
 /** Default holder tag of group references handed between the core and drivers. */

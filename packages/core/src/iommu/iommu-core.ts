@@ -97,7 +97,7 @@ export const minimalGroupHooks: IommuGroupHooks = {
   async addDevice(_core, dev) {
     const ops = devIommu(dev)?.iommuDev?.ops;
     const group: unknown = ops?.deviceGroup ? await ops.deviceGroup(dev) : undefined;
-    dev.iommuGroup = group ?? { device: dev.name };
+    dev.iommuGroup = (group ?? { device: dev.name }) as IommuGroup;
   },
   async removeDevice(core, dev) {
     if (devIommu(dev)?.iommuDev) await iommuDeinitDevice(core, dev);

@@ -55,6 +55,16 @@ export class IommuDevice {
   toString(): string {
     return this.name;
   }
+
+  /** A short form for test-runner diffs and JSON (the object graph reaches the whole machine). */
+  toJSON(): string {
+    return `IommuDevice(${this.name})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
+  }
 }
 
 /**
@@ -87,19 +97,24 @@ export async function iommuDeviceRegister(
 }
 
 /**
- * Unregister an IOMMU instance: release every device it translates first (release_device, group removal, module
- * reference dropped), then remove it from the registry.
+ * Unregister an IOMMU instance, under the probe-device lock: release every device it translates first
+ * (release_device, group removal, module reference dropped), then remove it from the registry.
  * @linux iommu_device_unregister
  */
 export async function iommuDeviceUnregister(core: IommuCore, iommu: IommuDevice): Promise<void> {
-  for (const bus of core.attachBuses()) {
-    for (const dev of [...bus.devices]) {
-      if (devIommu(dev)?.iommuDev === iommu) await iommuReleaseDevice(core, dev);
+  // Under the probe-device lock, so a probe in flight either finishes first (and its device is released by the
+  // walk) or runs after the instance left the list (and finds no IOMMU). Linux walks without it; see
+  // docs/divergences.md.
+  await core.probeLock.withLock(async () => {
+    for (const bus of core.attachBuses()) {
+      for (const dev of [...bus.devices]) {
+        if (devIommu(dev)?.iommuDev === iommu) await iommuReleaseDevice(core, dev);
+      }
     }
-  }
-  const i = core.iommuDevices.indexOf(iommu);
-  if (i >= 0) core.iommuDevices.splice(i, 1);
-  iommu.ready = false;
+    const i = core.iommuDevices.indexOf(iommu);
+    if (i >= 0) core.iommuDevices.splice(i, 1);
+    iommu.ready = false;
+  });
   core.groupHooks.unregisterIommu?.(core, iommu);
   core.diag.warnOn(
     iommu.devices.size > 0,

@@ -14,6 +14,7 @@ import type { ScheduleStrategy } from "../kernel/sched/strategy.js";
 import { defaultPlatform } from "../platform/default-platform.js";
 import {
   isPlatformDescription,
+  type ParsePlatformOptions,
   type PlatformDescription,
   type PlatformInput,
   parsePlatform,
@@ -56,6 +57,11 @@ export interface MachineOptions {
    * frees after it. Every use-after-free and double free is detected and reported either way.
    */
   trackFreeStacks?: boolean;
+  /**
+   * Test-only: deliberate driver bugs to switch on ("mock:skip-invalidation", ...), read by drivers through
+   * {@link Machine.mutant}, so the conformance testkit can prove it catches each one. Never set outside tests.
+   */
+  mutants?: readonly string[];
   /**
    * Capture a stack at every lock acquisition, shown by lock-held and recursion reports. Default false (a capture
    * costs more than the lock operation): such a report then says how to turn it on, and turns it on after it.
@@ -117,6 +123,8 @@ export class Machine {
   readonly userSpace: UserSpace;
   /** IOMMU hardware models by IOMMU name (only kinds some loaded package registered). */
   readonly hw: ReadonlyMap<string, IommuHwModel>;
+  /** Test-only deliberate bugs switched on for this machine (see {@link MachineOptions.mutants}). */
+  readonly mutants: ReadonlySet<string>;
   /** Modules in load order, with their per-machine owners. */
   private readonly kernelModules: { km: KernelModule; owner: Module }[];
   private state: "created" | "booting" | "booted" | "torn-down" = "created";
@@ -125,8 +133,10 @@ export class Machine {
   /** Use {@link createMachine}. */
   constructor(opts: MachineOptions = {}) {
     this.seed = opts.seed ?? 1;
+    this.mutants = new Set(opts.mutants ?? []);
     const kinds = (opts.modules ?? []).flatMap((km) => (km.hardware ?? []).map((h) => h.kind));
-    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, kinds);
+    const rules = (opts.modules ?? []).flatMap((km) => km.platformRules ?? []);
+    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, { kinds, rules });
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
     this.diag.captureFreeStacks = opts.trackFreeStacks ?? false;
@@ -183,6 +193,14 @@ export class Machine {
     for (const { km } of this.kernelModules) km.register?.(c);
   }
 
+  /**
+   * Whether the test-only deliberate bug `name` is switched on. Drivers guard each mutant they offer with it.
+   * @linux none: a mutation-testing hook
+   */
+  mutant(name: string): boolean {
+    return this.mutants.size !== 0 && this.mutants.has(name);
+  }
+
   /** Whether `boot()` has completed. */
   get booted(): boolean {
     return this.state === "booted";
@@ -224,6 +242,63 @@ export class Machine {
   spawnProcess(opts: SpawnOptions = {}): Process {
     if (this.state === "torn-down") throw kerr("EINVAL", "machine was torn down");
     return this.userSpace.spawn(opts);
+  }
+
+  /**
+   * Load a kernel module into a booted machine (a driver module binds the IOMMUs of its kind at once, and its
+   * devices are probed). Hardware kinds it ships get models for the platform IOMMUs of those kinds that have none
+   * yet. EEXIST when a module of that name is loaded; EINVAL before boot or after teardown.
+   * @linux insmod (finit_module → do_init_module)
+   */
+  async insmod(km: KernelModule): Promise<void> {
+    if (this.state !== "booted") throw kerr("EINVAL", `insmod ${km.name}: machine is ${this.state}`);
+    if (this.kernelModules.some((k) => k.km.name === km.name)) throw kerr("EEXIST", `module ${km.name} is loaded`);
+    const models = this.hw as Map<string, IommuHwModel>;
+    for (const h of km.hardware ?? []) {
+      if (!this.hwKinds.has(h.kind)) this.hwKinds.register(h.kind, h.factory);
+      for (const io of this.platform.iommus) {
+        if (io.kind !== h.kind || models.has(io.name)) continue;
+        const ctx = { name: io.name, memory: this.memory, diag: this.diag, options: { ...io.options } };
+        const model = this.hwKinds.get(h.kind)!(ctx);
+        this.mmio.map(io.mmio.base, model.mmioSize, model.mmio, io.name);
+        models.set(io.name, model);
+      }
+    }
+    km.register?.(this.container);
+    const owner = new Module(km.name, this.diag);
+    const entry = { km, owner };
+    this.kernelModules.push(entry);
+    const ctx: ModuleContext = { machine: this, owner };
+    try {
+      await this.modules.load(owner, {
+        init: km.init ? () => km.init!(ctx) : undefined,
+        exit: km.exit ? () => km.exit!(ctx) : undefined,
+      } as Parameters<ModuleRegistry["load"]>[1]);
+    } catch (e) {
+      this.kernelModules.splice(this.kernelModules.indexOf(entry), 1);
+      throw e;
+    }
+  }
+
+  /**
+   * Unload the module `name` (its exit unbinds what it bound). EBUSY while it is referenced (a probed device holds
+   * its IOMMU driver), ENOENT when it is not loaded. It may be loaded again with {@link insmod}.
+   * @linux rmmod (delete_module)
+   */
+  async rmmod(name: string): Promise<void> {
+    await this.modules.unload(name);
+    const i = this.kernelModules.findIndex((k) => k.km.name === name);
+    if (i >= 0) this.kernelModules.splice(i, 1);
+  }
+
+  /** A short form for test-runner diffs and JSON. */
+  toJSON(): string {
+    return `Machine(seed ${this.seed}, ${this.state})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
   }
 
   /** The per-machine owner `Module` of a kernel module passed to `createMachine`. */
@@ -280,8 +355,8 @@ export class Machine {
   }
 }
 
-function toDescription(p: unknown, kinds: readonly string[]): PlatformDescription {
-  return isPlatformDescription(p) ? p : parsePlatform(p, { kinds });
+function toDescription(p: unknown, opts: ParsePlatformOptions): PlatformDescription {
+  return isPlatformDescription(p) ? p : parsePlatform(p, opts);
 }
 
 /**

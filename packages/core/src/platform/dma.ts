@@ -3,6 +3,7 @@
  * stream/requester ID (as firmware wires it), and the endpoint's DMA engine that issues reads and writes through
  * that IOMMU's hardware model.
  */
+import { KernelError } from "../kernel/errno.js";
 import { dmarFindMatchedUnit, ivrsLookup } from "./driver-core/acpi.js";
 import type { DriverCore } from "./driver-core/core.js";
 import type { Device } from "./driver-core/device.js";
@@ -15,6 +16,7 @@ import {
   type IommuHwModel,
   newDmaRequest,
   newDmaTranslation,
+  type PageResponseRecord,
 } from "./iommu-hw.js";
 import type { PhysicalMemory } from "./memory.js";
 
@@ -206,6 +208,44 @@ export class EndpointDevice {
       this.memory.writeBytes(this.tr.pa, bytes.subarray(done, done + n));
       done += n;
     }
+  }
+
+  /**
+   * Send a page request for the page at `addr` (PCIe PRI): the device's act, routed to its IOMMU's model with the
+   * device's requester ID. Returns whether the IOMMU queued it for the driver (otherwise it answered the request
+   * itself). EOPNOTSUPP when the device's IOMMU has no model or its model no PRI.
+   * @linux the endpoint's ATS/PRI unit sending a Page Request Message
+   */
+  pageRequest(req: {
+    addr: number;
+    pasid?: number;
+    read?: boolean;
+    write?: boolean;
+    exec?: boolean;
+    privileged?: boolean;
+    grpid: number;
+    last?: boolean;
+  }): boolean {
+    const model = this.model;
+    if (!model?.acceptPageRequest)
+      throw new KernelError("EOPNOTSUPP", `${this.name}: its IOMMU takes no page requests`);
+    return model.acceptPageRequest({
+      requesterId: this.route.requesterId,
+      pasid: req.pasid ?? -1,
+      addr: req.addr,
+      read: req.read ?? !req.write,
+      write: req.write ?? false,
+      exec: req.exec ?? false,
+      privileged: req.privileged ?? false,
+      grpid: req.grpid,
+      last: req.last ?? true,
+    });
+  }
+
+  /** Page responses this device received, oldest first (IOMMU_PAGE_RESP_* codes). @linux PRG Response Messages */
+  pageResponses(): PageResponseRecord[] {
+    const all = this.model?.devicePageResponses?.() ?? [];
+    return all.filter((r) => r.requesterId === this.route.requesterId);
   }
 
   private prepare(write: boolean, opts: DmaOptions | undefined): void {

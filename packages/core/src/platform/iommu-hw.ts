@@ -40,6 +40,41 @@ export interface DmaTranslation {
 }
 
 /**
+ * A page request as the device sends it (a PCIe Page Request Message, or a stalled transaction's retry request).
+ * @linux the PRI Page Request Message behind struct iommu_fault_page_request
+ */
+export interface PageRequestMessage {
+  /** Requester/stream ID; filled from the device's route by {@link EndpointDevice.pageRequest}. */
+  requesterId: number;
+  /** -1 when the request carries no PASID. */
+  pasid: number;
+  /** The page address (any address in the page). */
+  addr: number;
+  read: boolean;
+  write: boolean;
+  exec: boolean;
+  privileged: boolean;
+  /** Page request group index (0..511). */
+  grpid: number;
+  /** Last request of its group. */
+  last: boolean;
+}
+
+/**
+ * A page response a device received, in the kernel's IOMMU_PAGE_RESP_* codes (0 success, 1 invalid, 2 failure).
+ * @linux the PRG Response Message, as struct iommu_page_response codes
+ */
+export interface PageResponseRecord {
+  requesterId: number;
+  /** -1 without a PASID. */
+  pasid: number;
+  grpid: number;
+  code: number;
+  /** Answered by the IOMMU itself (PRI off, queue full), not by a driver's response, when the model tells. */
+  auto?: boolean;
+}
+
+/**
  * A simulated IOMMU: its register file and its translation function. A fault is recorded by the model in its own
  * fault/event queue (architected records in memory) before `translate` returns; the platform turns a non-zero
  * `faultCode` into a thrown {@link DmaFault} for the caller.
@@ -54,6 +89,14 @@ export interface IommuHwModel {
   readonly mmioSize: number;
   /** Hot path: sync, no allocation. */
   translate(req: DmaRequest, out: DmaTranslation): void;
+  /**
+   * A device's page request arrives (PRI). Returns whether the IOMMU queued it for its driver; when it did not,
+   * the IOMMU answered a last request itself. Models without PRI leave this out.
+   * @linux the IOMMU's receipt of a Page Request Message (PRI queue / PRQ / PPR log entry)
+   */
+  acceptPageRequest?(msg: PageRequestMessage): boolean;
+  /** Page responses delivered to devices so far, oldest first, in IOMMU_PAGE_RESP_* codes. */
+  devicePageResponses?(): PageResponseRecord[];
   /**
    * A snapshot of the model's event counters in one shape for every kind (tools print them side by side). Read-only:
    * calling it changes nothing. Optional: a model without counters is shown without them.

@@ -126,6 +126,8 @@ export class PageAllocator {
   private wilderness: number;
   private readonly wildernessEnd: number;
   private readonly allocations = new Map<number, Allocation>();
+  /** Ranges from allocContigRange: start -> size and site. */
+  private readonly contig = new Map<number, { size: number; site: string }>();
   private readonly pagesBySite = new Map<string, number>();
   private readonly recentFrees = new Map<number, FreedBlock>();
   private allocated = 0;
@@ -420,6 +422,52 @@ export class PageAllocator {
     this.freePages(pa, 0);
   }
 
+  /**
+   * Reserve `size` bytes of physically contiguous memory aligned to `align` (page multiples; beyond the largest
+   * buddy block when needed), for tests that map large blocks (a 1 GiB leaf, say). Carved from RAM the buddy
+   * allocator has not handed out yet, so it reads as zero without being touched; ENOMEM when no such range is
+   * left. Free it with {@link freeContigRange}; a range still reserved at teardown is a leak like any page.
+   * @linux alloc_contig_pages (a CMA-style reservation)
+   */
+  allocContigRange(size: number, align = size, site = "alloc_contig_pages"): number {
+    if (!(size > 0) || size % PAGE_SIZE !== 0 || !(align > 0) || align % PAGE_SIZE !== 0) {
+      throw new KernelError("EINVAL", `alloc_contig_pages: size ${hex(size)} / align ${hex(align)} not page multiples`);
+    }
+    this.faults?.check(site);
+    const start = Math.ceil(this.wilderness / align) * align;
+    if (start + size > this.wildernessEnd) throw new KernelError("ENOMEM", `no ${hex(size)} contiguous range left`);
+    // The skipped part and the rest of the last maximal block go back to the buddy lists.
+    this.seed(this.wilderness, start);
+    const maxBlock = PAGE_SIZE * 2 ** MAX_PAGE_ORDER;
+    const end = Math.min(Math.ceil((start + size) / maxBlock) * maxBlock, this.wildernessEnd);
+    this.seed(start + size, end);
+    this.wilderness = end;
+    const n = size / PAGE_SIZE;
+    this.contig.set(start, { size, site });
+    this.allocated += n;
+    this.pagesBySite.set(site, (this.pagesBySite.get(site) ?? 0) + n);
+    return start;
+  }
+
+  /**
+   * Return a range from {@link allocContigRange} to the buddy allocator (a wrong address is a diagnostic).
+   * @linux free_contig_range
+   */
+  freeContigRange(pa: number): void {
+    const r = this.contig.get(pa);
+    if (r === undefined) {
+      this.diag.report("warning", `free_contig_range(${hex(pa)}): not a reserved range`, { skipFrames: 1 });
+      return;
+    }
+    this.contig.delete(pa);
+    const n = r.size / PAGE_SIZE;
+    this.allocated -= n;
+    const left = (this.pagesBySite.get(r.site) ?? n) - n;
+    if (left > 0) this.pagesBySite.set(r.site, left);
+    else this.pagesBySite.delete(r.site);
+    this.seed(pa, pa + r.size);
+  }
+
   /** Live allocations grouped by site, for leak reports: site -> [pages, [pa, order][]]. */
   leaks(): { site: string; pages: number; blocks: { pa: number; order: number }[] }[] {
     const bySite = new Map<string, { site: string; pages: number; blocks: { pa: number; order: number }[] }>();
@@ -431,6 +479,15 @@ export class PageAllocator {
       }
       e.pages += 2 ** a.order;
       e.blocks.push({ pa, order: a.order });
+    }
+    for (const [pa, r] of this.contig) {
+      let e = bySite.get(r.site);
+      if (e === undefined) {
+        e = { site: r.site, pages: 0, blocks: [] };
+        bySite.set(r.site, e);
+      }
+      e.pages += r.size / PAGE_SIZE;
+      e.blocks.push({ pa, order: Math.ceil(Math.log2(r.size / PAGE_SIZE)) });
     }
     return [...bySite.values()];
   }

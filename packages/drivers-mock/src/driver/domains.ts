@@ -15,7 +15,7 @@ import {
   minPageSize,
   mockFormat,
 } from "@iommu-sim/core";
-import { CTX_MODE } from "../spec/fields.js";
+import { CTX_MODE, INV_OP } from "../spec/fields.js";
 import {
   IOMMU_TEST_IOTLB_DEFAULT,
   MOCK_APERTURE_LAST,
@@ -144,13 +144,19 @@ export function pagingOf(domain: IommuDomain | undefined): MockPagingDomain | un
   return undefined;
 }
 
-/** Count an attachment of `domain` on `iommu` (+1) or drop one (-1). @linux arm_smmu_attach_prepare/commit bookkeeping (smmu_domain->devices) */
+/**
+ * Count an attachment of `domain` on `iommu` (+1) or drop one (-1). Invalidation only reaches the IOMMUs a domain
+ * is attached to, so when its last device there leaves (its entries already rewritten), the IOTLB entries tagged
+ * with its domain ID are flushed on that IOMMU: an unmap made while detached could not reach them, and a later
+ * re-attach would hit them stale (found by the testkit's isolation check).
+ * @linux arm_smmu_attach_prepare/commit bookkeeping; the DID flush of domain_context_clear_one (intel/iommu.c)
+ */
 export function trackAttach(domain: IommuDomain | undefined, iommu: MockIommu, delta: 1 | -1): void {
   const p = pagingOf(domain);
   if (!p) return;
   const n = (p.attachedTo.get(iommu) ?? 0) + delta;
   if (n > 0) p.attachedTo.set(iommu, n);
-  else p.attachedTo.delete(iommu);
+  else if (p.attachedTo.delete(iommu)) iommu.invalidate(INV_OP.DOMAIN, { did: p.did });
 }
 
 /**

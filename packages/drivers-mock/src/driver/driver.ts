@@ -12,6 +12,7 @@ import {
   IOMMU_DIRTY_NO_CLEAR,
   IOMMU_DOMAIN,
   IOMMU_HWPT_ALLOC,
+  IOMMU_WRITE,
   type IommuCore,
   type IommuDevice,
   type IommuDirtyOps,
@@ -113,7 +114,7 @@ class MockDriverState {
       mapPages: (d, iova, pa, pgsize, count, prot, gather) => {
         const p = d as MockPagingDomain;
         const leaf = p.leafSize(pgsize);
-        return p.pt.map(iova, pa, leaf, (count * pgsize) / leaf, prot, gather);
+        return p.pt.map(iova, pa, leaf, (count * pgsize) / leaf, this.mutantProt(prot), gather);
       },
       unmapPages: (d, iova, pgsize, count, gather) => {
         const p = d as MockPagingDomain;
@@ -244,6 +245,8 @@ class MockDriverState {
     if (flags & MOCK_FLAGS_DEVICE_PASID && pasidBits === 0) pasidBits = MOCK_PASID_WIDTH;
     pasidBits = Math.min(pasidBits, iommu.pasidBits);
     const master = new MockMaster(dev, iommu, [...fwspec.ids], flags, pasidBits);
+    // Test-only mutant: a reference taken in probe and never put (the leak class of "iommu: fix device leaks").
+    if (this.ctx.machine.mutant("mock:leaked-device-ref")) dev.get("mock_probe_device");
     devIommuPrivSet(core, dev, master);
     for (const sid of master.sids) {
       iommu.masters.set(sid, master);
@@ -439,9 +442,14 @@ class MockDriverState {
 
   // --- invalidation -------------------------------------------------------------------------------------------
 
+  /** Test-only mutant "mock:wrong-permission": every mapping writable. */
+  private mutantProt(prot: number): number {
+    return this.ctx.machine.mutant("mock:wrong-permission") ? prot | IOMMU_WRITE : prot;
+  }
+
   /** @linux mock_iotlb_sync / arm_smmu_iotlb_sync */
   iotlbSync(d: MockPagingDomain, gather: IotlbGather): void {
-    if (gather.end >= gather.start) {
+    if (gather.end >= gather.start && !this.ctx.machine.mutant("mock:skip-invalidation")) {
       for (const iommu of d.attachedTo.keys()) {
         iommu.invalidate(INV_OP.RANGE, { did: d.did, first: gather.start, last: gather.end });
       }

@@ -1,12 +1,11 @@
 /**
  * Events the mock reports to user space: a vEVENT for a virtual device (what the selftest's TRIGGER_VEVENT does)
  * and a page request from a device (what TRIGGER_IOPF stands for, sent through the hardware model so it takes the
- * real path: fault queue, fault thread, io-pgfault). The driver reaches iommufd only through the vIOMMU object it
+ * real path: endpoint, fault queue, fault thread, io-pgfault). The driver reaches iommufd only through the vIOMMU object it
  * was handed (`IommuViommu.reportEvent`); this package never imports iommufd.
  * @linux iommufd_test_trigger_vevent, iommufd_test_trigger_iopf (drivers/iommu/iommufd/selftest.c)
  */
-import type { IommuViommu } from "@iommu-sim/core";
-import type { MockIommuHw, MockPageRequest } from "../hw/mock-iommu.js";
+import type { EndpointDevice, IommuViommu } from "@iommu-sim/core";
 import type { MockIommu } from "./mock-iommu.js";
 
 /** The selftest vEVENTQ type. @linux IOMMU_VEVENTQ_TYPE_SELFTEST (iommufd_test.h) */
@@ -35,17 +34,17 @@ export async function mockViommuReportVevent(viommu: IommuViommu, virtId: number
 }
 
 /**
- * A device sends one page request (the last of its group unless `last` is false) and the driver's fault thread
- * handles it (reports it to io-pgfault) before this resolves. Returns whether the hardware queued it (it answers
- * INVALID itself when PRI is off for the device).
+ * A device sends one page request through its endpoint (the platform's DMA side: the request carries the device's
+ * requester ID to its IOMMU) and the driver's fault thread handles it (reports it to io-pgfault) before this
+ * resolves. Returns whether the hardware queued it (it answers INVALID itself when PRI is off for the device).
  * @linux the Page Request Message behind iommufd_test_trigger_iopf (which reports the fault directly)
  */
 export async function mockTriggerPageRequest(
   iommu: MockIommu,
-  hw: MockIommuHw,
-  req: Omit<MockPageRequest, "last"> & { last?: boolean },
+  device: EndpointDevice,
+  req: { pasid?: number; addr: number; read?: boolean; write?: boolean; grpid: number; last?: boolean },
 ): Promise<boolean> {
-  const queued = hw.pageRequest({ ...req, last: req.last ?? true });
+  const queued = device.pageRequest(req);
   await iommu.drainFaultQueue();
   return queued;
 }

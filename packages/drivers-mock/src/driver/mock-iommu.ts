@@ -297,7 +297,9 @@ export class MockIommu extends IommuDevice {
   /** Write an encoded entry at `pa`, valid word last, as the hardware may fetch it any time. */
   private writeEntry(pa: number, w: Uint32Array): void {
     const mem = this.machine.memory;
-    for (let i = w.length - 1; i >= 0; i--) mem.write32(pa + 4 * i, w[i]!);
+    // Test-only mutant "mock:half-written-entry": the first half of the entry (mode, table root) is never stored.
+    const stop = this.machine.mutant("mock:half-written-entry") ? w.length >>> 1 : 0;
+    for (let i = w.length - 1; i >= stop; i--) mem.write32(pa + 4 * i, w[i]!);
   }
 
   /**

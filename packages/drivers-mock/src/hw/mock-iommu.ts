@@ -15,6 +15,8 @@ import type {
   IommuHwCounters,
   IommuHwModel,
   MmioHandler,
+  PageRequestMessage,
+  PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
 import {
@@ -902,6 +904,21 @@ export class MockIommuHw implements IommuHwModel {
     }
     if (pr.last) this.responses.push({ requesterId: rid, pasid, prgi: pr.prgi & 511, code: 1 });
     return false;
+  }
+
+  /** A device's page request, as the platform routes it (see {@link pageRequest}). @linux Page Request Message */
+  acceptPageRequest(msg: PageRequestMessage): boolean {
+    return this.pageRequest({ ...msg, prgi: msg.grpid });
+  }
+
+  /** Responses delivered, in IOMMU_PAGE_RESP_* codes (the mock's PRESP codes are those). */
+  devicePageResponses(): PageResponseRecord[] {
+    return this.responses.map((r) => ({
+      requesterId: r.requesterId,
+      pasid: r.pasid,
+      grpid: r.prgi,
+      code: r.code,
+    }));
   }
 
   /** PRESP_SEND: deliver the response described by PRESP_RID/PASID/INFO. */

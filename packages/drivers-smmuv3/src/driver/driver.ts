@@ -21,6 +21,7 @@ import {
   IOMMU_HWPT_ALLOC,
   IOMMU_PAGE_RESP,
   IOMMU_RESV,
+  IOMMU_WRITE,
   type IommuCore,
   type IommuDevice,
   type IommuDirtyOps,
@@ -163,7 +164,15 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
       attachDev: (d, dev, old) => this.attachDev(d as ArmSmmuDomain, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.s1SetDevPasid(d as ArmSmmuDomain, dev, pasid, old),
       mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as ArmSmmuDomain).pt.map(iova, pa, pgsize, count, prot, gather),
+        (d as ArmSmmuDomain).pt.map(
+          iova,
+          pa,
+          pgsize,
+          count,
+          // Test-only mutant: every mapping writable.
+          ctx.machine.mutant("smmuv3:wrong-permission") ? prot | IOMMU_WRITE : prot,
+          gather,
+        ),
       unmapPages: (d, iova, pgsize, count, gather) => this.unmapPages(d as ArmSmmuDomain, iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => (d as ArmSmmuDomain).pt.iovaToPhys(iova),
       flushIotlbAll: (d) => this.flushIotlbAll(d as ArmSmmuDomain),
@@ -317,6 +326,8 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     const ats = dev.pci?.ats === true && smmu.feat.ats;
     const pri = dev.pci?.pri === true && smmu.feat.pri && ats;
     const master = new ArmSmmuMaster(dev, smmu, sids, ssidBits, stall, ats, pri);
+    // Test-only mutant: a reference taken in probe and never put (the leak class of "iommu: fix device leaks").
+    if (this.ctx.machine.mutant("smmuv3:leaked-device-ref")) dev.get("arm_smmu_probe_device");
     devIommuPrivSet(this.core, dev, master);
     for (const sid of sids) smmu.streams.set(sid, master);
   }
@@ -776,9 +787,14 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
       c.opcode = CMDQ_OP.TLBI_S12_VMALL;
       c.vmid = d.vmid;
     }
-    if (this.options.skipTlbi) d.smmu.cmdq.issue([], 0, true);
+    if (this.skipTlbi) d.smmu.cmdq.issue([], 0, true);
     else d.smmu.cmdq.issueOne(c, true);
     this.atcInvDomain(d, 0, 0);
+  }
+
+  /** TLBI commands left out: the test-only `skipTlbi` option or the "smmuv3:skip-invalidation" mutant. */
+  private get skipTlbi(): boolean {
+    return this.options.skipTlbi === true || this.ctx.machine.mutant("smmuv3:skip-invalidation");
   }
 
   /** @linux arm_smmu_tlb_inv_range_domain */
@@ -798,7 +814,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
       // A changed stage 2 invalidates every nested stage-1 entry under the VMID.
       const all = newCmdEnt(CMDQ_OP.TLBI_NH_ALL);
       all.vmid = d.vmid;
-      if (this.options.skipTlbi) d.smmu.cmdq.issue([], 0, true);
+      if (this.skipTlbi) d.smmu.cmdq.issue([], 0, true);
       else d.smmu.cmdq.issueOne(all, true);
     }
     this.atcInvDomain(d, iova, size);
@@ -833,7 +849,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
         numPages -= num * 2 ** scale;
       }
       cmd.addr = iova;
-      if (!this.options.skipTlbi) b.add(cmd);
+      if (!this.skipTlbi) b.add(cmd);
       iova += invRange;
     }
     b.submit();

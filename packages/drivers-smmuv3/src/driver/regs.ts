@@ -416,20 +416,56 @@ export const CMD_VAL = {
 
 // --- event queue and PRI queue ------------------------------------------------------------------------------
 
-/** Event IDs the driver decodes. @linux EVT_ID_* */
+/**
+ * Event IDs, by the architecture's names (the same names as the hardware model's `smmuv3Hw.EVT_ID`: F_ for faults,
+ * C_ for configuration errors). The short names without prefix are the former driver-only spellings, kept as
+ * aliases.
+ * @linux EVT_ID_* (arm-smmu-v3.h)
+ */
 export const EVT_ID = {
+  F_UUT: 0x01,
+  C_BAD_STREAMID: 0x02,
+  F_STE_FETCH: 0x03,
+  C_BAD_STE: 0x04,
+  F_BAD_ATS_TREQ: 0x05,
+  F_STREAM_DISABLED: 0x06,
+  F_TRANSL_FORBIDDEN: 0x07,
+  C_BAD_SUBSTREAMID: 0x08,
+  F_CD_FETCH: 0x09,
+  C_BAD_CD: 0x0a,
+  F_WALK_EABT: 0x0b,
+  F_TRANSLATION: 0x10,
+  F_ADDR_SIZE: 0x11,
+  F_ACCESS: 0x12,
+  F_PERMISSION: 0x13,
+  F_TLB_CONFLICT: 0x20,
+  F_CFG_CONFLICT: 0x21,
+  E_PAGE_REQUEST: 0x24,
+  /** @deprecated use C_BAD_STREAMID */
   BAD_STREAMID: 0x02,
+  /** @deprecated use F_STE_FETCH */
   STE_FETCH: 0x03,
+  /** @deprecated use C_BAD_STE */
   BAD_STE: 0x04,
+  /** @deprecated use F_STREAM_DISABLED */
   STREAM_DISABLED: 0x06,
+  /** @deprecated use C_BAD_SUBSTREAMID */
   BAD_SUBSTREAMID: 0x08,
+  /** @deprecated use F_CD_FETCH */
   CD_FETCH: 0x09,
+  /** @deprecated use C_BAD_CD */
   BAD_CD: 0x0a,
+  /** @deprecated use F_WALK_EABT */
   WALK_EABT: 0x0b,
+  /** @deprecated use F_TRANSLATION */
   TRANSLATION: 0x10,
+  /** @deprecated use F_ADDR_SIZE */
   ADDR_SIZE: 0x11,
+  /** @deprecated use F_ACCESS */
   ACCESS: 0x12,
+  /** @deprecated use F_PERMISSION */
   PERMISSION: 0x13,
+  /** @deprecated use E_PAGE_REQUEST */
   E_PAGE_REQ: 0x24,
 } as const;
 

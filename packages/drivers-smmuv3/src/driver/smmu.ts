@@ -517,10 +517,13 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
     const pa = this.stePa(sid);
     const mem = this.machine.memory;
     const hook = this.options.onEntryWrite;
+    // Test-only mutant "smmuv3:half-written-entry": the store of qword 0 that makes an STE valid never happens.
+    const half = this.machine.mutant("smmuv3:half-written-entry");
     const writer: EntryWriter = {
       getUsed: armSmmuGetSteUsed,
       read: (i) => mem.read64(pa + 8 * i),
       write: (i, v) => {
+        if (half && i === 0 && (v & 1n) === 1n && (mem.read64(pa) & 1n) === 0n) return;
         mem.write64(pa + 8 * i, v);
         hook?.({ kind: "ste", smmu: this, sid, ssid: 0, qword: i, value: v });
       },
@@ -813,6 +816,8 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
 
   /** Event IDs Linux forwards to the fault handler. */
   static isFaultEvent(id: number): boolean {
-    return id === EVT_ID.TRANSLATION || id === EVT_ID.ADDR_SIZE || id === EVT_ID.ACCESS || id === EVT_ID.PERMISSION;
+    return (
+      id === EVT_ID.F_TRANSLATION || id === EVT_ID.F_ADDR_SIZE || id === EVT_ID.F_ACCESS || id === EVT_ID.F_PERMISSION
+    );
   }
 }

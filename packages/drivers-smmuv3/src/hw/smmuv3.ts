@@ -16,6 +16,8 @@ import type {
   IommuHwCounters,
   IommuHwModel,
   MmioHandler,
+  PageRequestMessage,
+  PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
 import { StaleCacheReporter } from "@iommu-sim/core";
@@ -429,8 +431,20 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     return offset < 0x100 ? offset : -1;
   }
 
-  /** @linux readl_relaxed(smmu->base + reg) */
+  /**
+   * Read a register over MMIO. Side effect: a read of CMDQ_CONS is a slice of time in which the SMMU consumes up to
+   * `cmdqBatch` more commands (so a driver polling CONS sees progress); debuggers and decoders that must not
+   * disturb the model use {@link peek32} / {@link registerSnapshot} instead.
+   * @linux readl_relaxed(smmu->base + reg)
+   */
   read32(offset: number): number {
+    const o = (offset & 3) === 0 ? Smmuv3Hw.slot(offset) : -1;
+    if (o === REG.CMDQ_CONS.offset && this.cmdqBatch > 0) this.consume(this.cmdqBatch);
+    return this.peek32(offset);
+  }
+
+  /** A register's current value with no side effect (no queue progress). @linux a JTAG/debugger register view */
+  peek32(offset: number): number {
     if ((offset & 3) !== 0) return 0;
     const o = Smmuv3Hw.slot(offset);
     if (o < 0) return 0;
@@ -438,9 +452,24 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if (o === REG.IIDR.offset) return this.iidr;
     if (o === REG.AIDR.offset) return this.aidr;
     if (o === REG.STATUSR.offset) return 0;
-    // Each poll of CONS is a slice of time in which the SMMU makes progress: up to `cmdqBatch` more commands.
-    if (o === REG.CMDQ_CONS.offset && this.cmdqBatch > 0) this.consume(this.cmdqBatch);
     return this.regs[o >>> 2]!;
+  }
+
+  /**
+   * Every named 32-bit register (page 0 and the page-1 queue pointers) by name, read with {@link peek32}: a
+   * side-effect-free snapshot for debuggers, decoders and test failure messages.
+   * @linux a register dump (as QEMU's `info` commands print it)
+   */
+  registerSnapshot(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of Object.values(REG)) {
+      if (r.width === 32) out[r.name] = this.peek32(r.offset);
+      else {
+        out[`${r.name}_LO`] = this.peek32(r.offset);
+        out[`${r.name}_HI`] = this.peek32(r.offset + 4);
+      }
+    }
+    return out;
   }
 
   /** @linux writel_relaxed(val, smmu->base + reg) */
@@ -1373,6 +1402,28 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   }
 
   // --- PRI queue ----------------------------------------------------------------------------------------------
+
+  /** A device's page request, as the platform routes it (see {@link pageRequest}). @linux Page Request Message */
+  acceptPageRequest(msg: PageRequestMessage): boolean {
+    let perms = 0;
+    if (msg.read) perms |= PRI_PERM.READ;
+    if (msg.write) perms |= PRI_PERM.WRITE;
+    if (msg.exec) perms |= PRI_PERM.EXEC;
+    if (msg.privileged) perms |= PRI_PERM.PRIV;
+    return this.pageRequest(msg.requesterId, msg.pasid, msg.addr, perms, msg.grpid, msg.last);
+  }
+
+  /** PRI responses delivered, in IOMMU_PAGE_RESP_* codes (SUCC → success, DENY → invalid, FAIL → failure). */
+  devicePageResponses(): PageResponseRecord[] {
+    const code = (resp: number) => (resp === PRI_RESP.SUCC ? 0 : resp === PRI_RESP.DENY ? 1 : 2);
+    return this.priResponses.map((r) => ({
+      requesterId: r.sid,
+      pasid: r.ssid,
+      grpid: r.grpIdx,
+      code: code(r.resp),
+      auto: r.auto,
+    }));
+  }
 
   /**
    * A PRI-capable endpoint sends a page request (PCIe Page Request Message) for `iova`. Queued on the PRI queue

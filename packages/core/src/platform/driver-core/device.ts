@@ -2,6 +2,8 @@
  * Devices as the driver core sees them: name, bus, firmware node, firmware-described IOMMU linkage, PCI identity,
  * driver binding state, and the slots the IOMMU core fills in.
  */
+import type { DevIommu } from "../../iommu/dev-iommu.js";
+import type { IommuGroup } from "../../iommu/group.js";
 import type { Diagnostics } from "../../kernel/diagnostics.js";
 import { Kref } from "../../kernel/kref.js";
 import type { RefTracker } from "../../kernel/ref-tracker.js";
@@ -101,9 +103,9 @@ export class Device {
   readonly pci: PciInfo | undefined;
   readonly platformData: Record<string, unknown>;
   /** Per-device IOMMU state, owned by the IOMMU core. @linux dev->iommu (struct dev_iommu) */
-  iommu: unknown = undefined;
+  iommu: DevIommu | undefined = undefined;
   /** The device's IOMMU group, owned by the IOMMU core. @linux dev->iommu_group */
-  iommuGroup: unknown = undefined;
+  iommuGroup: IommuGroup | undefined = undefined;
   /** The bound driver. @linux dev->driver */
   driver: DeviceDriver | undefined = undefined;
   /** The bound driver's private data. @linux dev_get_drvdata */
@@ -169,6 +171,16 @@ export class Device {
   /** @linux dev_name */
   toString(): string {
     return this.name;
+  }
+
+  /** A short form for test-runner diffs and JSON (the object graph reaches the whole machine). @linux dev_name */
+  toJSON(): string {
+    return `Device(${this.name})`;
+  }
+
+  /** A short form for `util.inspect` / console.log. @linux dev_name */
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toJSON();
   }
 
   private release(): void {

@@ -1,0 +1,281 @@
+/**
+ * iommufd through the VFIO cdev, as a VMM drives a real driver: IOAS map/unmap with device DMA checked, HWPT
+ * allocation and replacement, dirty tracking, and close while an ioctl is in flight.
+ * @linux tools/testing/selftests/iommu/iommufd.c (the parts that apply to a real driver), vfio_iommufd.c
+ */
+import type { Machine, Process } from "@iommu-sim/core";
+import {
+  destroy,
+  hwptAlloc,
+  hwptGetDirtyBitmap,
+  hwptSetDirtyTracking,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_FAULT_ID_VALID,
+  ioasAlloc,
+  ioasMap,
+  ioasUnmap,
+  vfioDeviceAttachPt,
+  vfioDeviceBindIommufd,
+  vfioDeviceOf,
+} from "@iommu-sim/iommufd";
+import { ConformanceError, check, hex } from "../errors.js";
+import {
+  faultQueueAlloc,
+  nestedHwptAlloc,
+  readFaults,
+  vdeviceAlloc,
+  viommuAlloc,
+  writeFaultResponse,
+} from "../iommufd-helpers.js";
+import { type Rig, withRig } from "../rig.js";
+import { responsesSeen, sendPageRequest } from "./faults.js";
+import type { ConformanceCheck } from "./types.js";
+
+const PAGE = 4096;
+
+/** A VMM process with /dev/iommu open and `devName`'s VFIO cdev bound, and one IOAS. */
+export interface VmmSession {
+  p: Process;
+  iommufd: number;
+  devfd: number;
+  devId: number;
+  ioas: number;
+}
+
+/**
+ * Open /dev/iommu and the device's VFIO cdev, bind, allocate an IOAS.
+ * @linux a VMM's iommufd setup: open, VFIO_DEVICE_BIND_IOMMUFD, IOMMU_IOAS_ALLOC
+ */
+export async function openVmmSession(m: Machine, devName: string): Promise<VmmSession> {
+  const dev = m.driverCore.deviceFor(devName);
+  const vdev = dev ? vfioDeviceOf(m, dev) : undefined;
+  if (!vdev) throw new ConformanceError(`${devName} has no VFIO cdev: it was not probed into an IOMMU group`);
+  const p = m.spawnProcess();
+  const iommufd = await p.open("/dev/iommu");
+  const devfd = await p.open(vdev.path);
+  const devId = await vfioDeviceBindIommufd(p, devfd, iommufd);
+  const ioas = await ioasAlloc(p, iommufd);
+  return { p, iommufd, devfd, devId, ioas };
+}
+
+function iovaOf(rig: Rig): number {
+  const g = Math.max(rig.target.caps.pageSizes[0]!, PAGE);
+  return Math.ceil(rig.target.caps.iova.base / g) * g;
+}
+
+const ioasDma: ConformanceCheck = {
+  id: "iommufd/ioas-dma",
+  title: "IOAS map makes user memory reachable by the device's DMA at the IOVA, and unmap takes it away",
+  applies: (t) => (t.caps.iommufd ? undefined : "iommufd not claimed"),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const name = target.devices.primary;
+      const s = await openVmmSession(rig.m, name);
+      await vfioDeviceAttachPt(s.p, s.devfd, s.ioas);
+      const va = s.p.mmap(4 * PAGE);
+      s.p.writeMemory(va, new Uint8Array(4 * PAGE).fill(0x6c));
+      const iova = iovaOf(rig);
+      await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: 4 * PAGE, iova });
+      const o = rig.read(name, iova + PAGE + 4, 1);
+      check(o !== "fault" && o[0] === 0x6c, `DMA read of IOAS-mapped user memory at ${hex(iova)} gave ${o}`);
+      check(rig.write(name, iova + 2 * PAGE, new Uint8Array([9, 8, 7])), "DMA write to IOAS-mapped memory faulted");
+      const back = s.p.readMemory(va + BigInt(2 * PAGE), 3);
+      check(back[0] === 9 && back[2] === 7, "the device's write did not reach the process's memory");
+      await ioasUnmap(s.p, s.iommufd, s.ioas, iova, 4 * PAGE);
+      check(rig.read(name, iova, 1) === "fault", "DMA still reached user memory after IOMMU_IOAS_UNMAP returned");
+      await s.p.exit();
+    }),
+};
+
+const hwptReplace: ConformanceCheck = {
+  id: "iommufd/hwpt-replace",
+  title: "HWPTs allocated on an IOAS attach and replace each other with DMA following, and destroy cleanly",
+  applies: (t) => (t.caps.iommufd ? undefined : "iommufd not claimed"),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const name = target.devices.primary;
+      const s = await openVmmSession(rig.m, name);
+      const va = s.p.mmap(PAGE);
+      s.p.writeMemory(va, new Uint8Array(PAGE).fill(0x3e));
+      const iova = iovaOf(rig);
+      const ioas2 = await ioasAlloc(s.p, s.iommufd);
+      await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: PAGE, iova });
+      const h1 = await hwptAlloc(s.p, s.iommufd, { devId: s.devId, ptId: s.ioas });
+      const h2 = await hwptAlloc(s.p, s.iommufd, { devId: s.devId, ptId: ioas2 });
+      await vfioDeviceAttachPt(s.p, s.devfd, h1);
+      let o = rig.read(name, iova, 1);
+      check(o !== "fault" && o[0] === 0x3e, "DMA through HWPT 1 did not reach the IOAS's memory");
+      await vfioDeviceAttachPt(s.p, s.devfd, h2);
+      o = rig.read(name, iova, 1);
+      check(o === "fault", "after replacing by an HWPT on an empty IOAS, DMA still reached the old mapping");
+      const busy = await destroy(s.p, s.iommufd, h2).then(
+        () => "destroyed",
+        (e: { code?: string }) => e.code,
+      );
+      check(busy === "EBUSY", `destroying the attached HWPT gave ${busy}, want EBUSY`);
+      await vfioDeviceAttachPt(s.p, s.devfd, h1);
+      await destroy(s.p, s.iommufd, h2);
+      await s.p.exit();
+    }),
+};
+
+const dirty: ConformanceCheck = {
+  id: "iommufd/dirty",
+  title: "dirty tracking on an HWPT reports exactly the pages the device wrote",
+  applies: (t) => (!t.caps.iommufd ? "iommufd not claimed" : !t.caps.dirty ? "dirty tracking not claimed" : undefined),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const name = target.devices.primary;
+      const s = await openVmmSession(rig.m, name);
+      const va = s.p.mmap(8 * PAGE);
+      const iova = iovaOf(rig);
+      await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: 8 * PAGE, iova });
+      const h = await hwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: s.ioas,
+        flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+      });
+      await vfioDeviceAttachPt(s.p, s.devfd, h);
+      await hwptSetDirtyTracking(s.p, s.iommufd, h, true);
+      for (const pg of [1, 6]) check(rig.write(name, iova + pg * PAGE + 4, new Uint8Array([1])), "DMA write faulted");
+      check(rig.read(name, iova + 3 * PAGE, 1) !== "fault", "DMA read faulted");
+      const bitmap = s.p.mmap(PAGE);
+      await hwptGetDirtyBitmap(s.p, s.iommufd, { hwptId: h, iova, length: 8 * PAGE, pageSize: PAGE, data: bitmap });
+      const bits = s.p.readMemory(bitmap, 1)[0]!;
+      check(bits === 0b0100_0010, `dirty bitmap 0b${bits.toString(2).padStart(8, "0")}, want 0b01000010 (writes only)`);
+      await hwptSetDirtyTracking(s.p, s.iommufd, h, false);
+      await s.p.exit();
+    }),
+};
+
+const closeInFlight: ConformanceCheck = {
+  id: "iommufd/close-vs-ioctl",
+  title: "closing the device and iommufd while map/attach ioctls are in flight leaks nothing, over many seeds",
+  applies: (t) => (t.caps.iommufd ? undefined : "iommufd not claimed"),
+  async run(ctx) {
+    for (let r = 0; r < ctx.runs(8, 200); r++) {
+      const seed = ctx.seed + r;
+      await withRig(ctx.target, { iommufd: true, seed, scheduler: { kind: "random", seed } }, async (rig) => {
+        const s = await openVmmSession(rig.m, ctx.target.devices.primary);
+        const va = s.p.mmap(4 * PAGE);
+        const sch = rig.m.scheduler;
+        const quiet = (p: Promise<unknown>) =>
+          p.then(
+            () => undefined,
+            () => undefined,
+          );
+        const a = sch.spawn("testkit-vmm-map", async () => {
+          await quiet(vfioDeviceAttachPt(s.p, s.devfd, s.ioas));
+          await quiet(ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: 4 * PAGE, iova: iovaOf(rig) }));
+        });
+        const b = sch.spawn("testkit-vmm-close", async () => {
+          await sch.yield();
+          await quiet(s.p.close(s.devfd));
+          await quiet(s.p.close(s.iommufd));
+        });
+        await sch.joinAll([a, b]);
+        await s.p.exit();
+      }).catch((e: Error) => {
+        throw new ConformanceError(`seed ${seed}: ${e.message}`, seed);
+      });
+    }
+  },
+};
+
+const viommuTombstone: ConformanceCheck = {
+  id: "iommufd/viommu-vdevice-tombstone",
+  title: "a nested HWPT on a vIOMMU isolates like its parent; unbinding with a live vDEVICE tombstones it cleanly",
+  applies: (t) => (!t.caps.iommufd ? "iommufd not claimed" : !t.caps.viommu ? "vIOMMU not claimed" : undefined),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const v = target.caps.viommu!;
+      const name = target.devices.primary;
+      const s = await openVmmSession(rig.m, name);
+      const va = s.p.mmap(PAGE);
+      s.p.writeMemory(va, new Uint8Array(PAGE).fill(0x5e));
+      const iova = iovaOf(rig);
+      await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: PAGE, iova });
+      const parent = await hwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: s.ioas,
+        flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+      });
+      const { viommuId } = await viommuAlloc(s.p, s.iommufd, { type: v.type, devId: s.devId, hwptId: parent });
+      const vdev = await vdeviceAlloc(s.p, s.iommufd, { viommuId, devId: s.devId, virtId: v.virtId ?? 1 });
+      const data = v.nestedData();
+      const nested = await nestedHwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: viommuId,
+        dataType: data.type,
+        data: data.data,
+      });
+      await vfioDeviceAttachPt(s.p, s.devfd, nested);
+      const o = rig.read(name, iova, 1);
+      check(o === "fault" || o[0] === 0x5e, "DMA through the nested HWPT reached memory its parent does not map");
+      const code = (p: Promise<unknown>) =>
+        p.then(
+          () => "ok",
+          (e: { code?: string }) => e.code ?? String(e),
+        );
+      check((await code(destroy(s.p, s.iommufd, viommuId))) === "EBUSY", "a vIOMMU with a vDEVICE was destroyed");
+      // Unbind (close the device) with the vDEVICE alive: it becomes a tombstone.
+      await s.p.close(s.devfd);
+      const gone = await code(destroy(s.p, s.iommufd, vdev));
+      check(gone === "ENOENT", `IOMMU_DESTROY of the tombstoned vDEVICE gave ${gone}, want ENOENT`);
+      for (const [what, id] of [
+        ["nested HWPT", nested],
+        ["vIOMMU", viommuId],
+        ["parent HWPT", parent],
+      ] as const) {
+        const r = await code(destroy(s.p, s.iommufd, id));
+        check(r === "ok", `destroying the ${what} after the unbind gave ${r}: something still holds it`);
+      }
+      await s.p.exit();
+    }),
+};
+
+const faultQueue: ConformanceCheck = {
+  id: "iommufd/fault-queue",
+  title: "a page request on a fault-capable HWPT reaches the fault queue, and the VMM's response reaches the device",
+  applies: (t) => (!t.caps.iommufd ? "iommufd not claimed" : !t.caps.iopf ? "PRI/IOPF not claimed" : undefined),
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const name = target.caps.iopf!.device;
+      const s = await openVmmSession(rig.m, name);
+      const fq = await faultQueueAlloc(s.p, s.iommufd);
+      const h = await hwptAlloc(s.p, s.iommufd, {
+        devId: s.devId,
+        ptId: s.ioas,
+        flags: IOMMU_HWPT_FAULT_ID_VALID,
+        faultId: fq.id,
+      });
+      await vfioDeviceAttachPt(s.p, s.devfd, h);
+      const iova = iovaOf(rig);
+      await sendPageRequest(rig, { pasid: -1, addr: iova, write: true, grpid: 7, last: true });
+      await rig.settle();
+      const faults = await readFaults(s.p, fq.fd);
+      check(faults.length === 1, `the fault queue holds ${faults.length} record(s), want 1`);
+      const f = faults[0]!;
+      check(f.addr === BigInt(iova) && f.grpid === 7, `fault record addr ${hex(Number(f.addr))} grpid ${f.grpid}`);
+      check(f.dev_id === s.devId, `fault record dev_id ${f.dev_id}, want ${s.devId}`);
+      await writeFaultResponse(s.p, fq.fd, f.cookie, 0);
+      await rig.settle();
+      const last = responsesSeen(rig).at(-1);
+      check(
+        last?.grpid === 7 && last.code === 0,
+        `the device saw response ${JSON.stringify(last)}, want group 7 success`,
+      );
+      await s.p.exit();
+    }),
+};
+
+/** The iommufd checks. */
+export const iommufdChecks: readonly ConformanceCheck[] = [
+  ioasDma,
+  hwptReplace,
+  dirty,
+  viommuTombstone,
+  faultQueue,
+  closeInFlight,
+];

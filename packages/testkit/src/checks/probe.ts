@@ -1,0 +1,189 @@
+/**
+ * Probe and release: devices behind the IOMMU are probed into groups with a default domain; a device whose IOMMU
+ * is not there yet is deferred and probed when it registers; a failure injected at every allocation of a probe
+ * unwinds completely; module and device references balance; probe ops run under the probe-device lock.
+ * @linux __iommu_probe_device, iommu_device_register's bus walk, the "iommu: fix device leaks" series
+ */
+import { type Device, devIommu, type IommuGroup, type IommuOps, type Machine, probeHolder } from "@iommu-sim/core";
+import { ConformanceError, check } from "../errors.js";
+import { bootTarget, type Rig, withRig } from "../rig.js";
+import type { ConformanceTarget } from "../target.js";
+import type { ConformanceCheck } from "./types.js";
+
+/** Register a platform device behind the target's IOMMU with DT id `id`. */
+export async function addDeviceBehind(rig: Rig, name: string, id: number): Promise<Device> {
+  const { m, target } = rig;
+  const iommu = rig.dev(target.iommu);
+  if (!iommu.fwnode) throw new ConformanceError(`${target.iommu} has no fwnode: the probe checks need a DT IOMMU`);
+  return m.driverCore.deviceRegister({
+    name,
+    bus: m.driverCore.busFor("platform")!,
+    iommus: [{ fwnode: iommu.fwnode, args: [id] }],
+  });
+}
+
+function moduleHolds(m: Machine, target: ConformanceTarget, dev: Device): number {
+  return m.moduleOwner(target.driver.name)?.holders().get(probeHolder(dev)) ?? 0;
+}
+
+function spareId(target: ConformanceTarget): number {
+  const id = target.spareIds[0];
+  if (id === undefined) throw new ConformanceError(`${target.name}: spareIds is empty; the probe checks need one`);
+  return id;
+}
+
+const probed: ConformanceCheck = {
+  id: "probe/probed",
+  title: "every endpoint behind the IOMMU is probed into its own group with a default domain attached",
+  applies: () => undefined,
+  run: ({ target }) =>
+    withRig(target, {}, async (rig) => {
+      const inst = target.driver.instanceFor(rig.m, target.iommu);
+      check(inst !== undefined, `${target.iommu} was not bound by ${target.driver.name}: its platform probe failed`);
+      const groups: IommuGroup[] = [];
+      for (const name of [target.devices.primary, target.devices.secondary]) {
+        const d = rig.dev(name);
+        check(devIommu(d)?.iommuDev === inst, `${name}: dev->iommu->iommu_dev is not ${target.iommu} after boot`);
+        const g = rig.group(d);
+        check(g.defaultDomain !== undefined, `${name}: its group has no default domain`);
+        check(g.domain === g.defaultDomain, `${name}: the group's domain is not its default domain after probe`);
+        check(
+          moduleHolds(rig.m, target, d) === 1,
+          `${name}: the core should hold one module reference per probed device`,
+        );
+        groups.push(g);
+      }
+      check(groups[0] !== groups[1], "primary and secondary must be in different groups (the target says so)");
+    }),
+};
+
+const deferred: ConformanceCheck = {
+  id: "probe/deferred",
+  title: "a device registered while its IOMMU is unbound is probed when the IOMMU binds again",
+  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  run: ({ target }) =>
+    withRig(target, {}, async (rig) => {
+      const pdev = rig.dev(target.iommu);
+      await rig.m.driverCore.deviceReleaseDriver(pdev);
+      check(
+        devIommu(rig.dev(target.devices.primary)) === undefined,
+        "unbinding the IOMMU left its devices probed (iommu_device_unregister must release them)",
+      );
+      const late = await addDeviceBehind(rig, "testkit-late", spareId(target));
+      check(devIommu(late)?.iommuDev === undefined, "a device was probed while its IOMMU was not registered");
+      check(late.iommuGroup === undefined, "a deferred device got an IOMMU group");
+      await rig.m.driverCore.deviceAttach(pdev);
+      const inst = target.driver.instanceFor(rig.m, target.iommu);
+      check(inst !== undefined, "rebinding the IOMMU platform device failed");
+      check(devIommu(late)?.iommuDev === inst, "the deferred device was not probed when its IOMMU registered");
+      check(devIommu(rig.dev(target.devices.primary))?.iommuDev === inst, "the boot devices were not probed again");
+      await rig.m.driverCore.deviceUnregister(late);
+      check(moduleHolds(rig.m, target, late) === 0, "removing a probed device kept its module reference");
+    }),
+};
+
+const failNth: ConformanceCheck = {
+  id: "probe/fail-nth",
+  title: "a failure at every allocation of a device probe unwinds: no pages, groups or module references left",
+  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  async run({ target }) {
+    let n = 1;
+    for (; n < 400; n++) {
+      const rig = await bootTarget(target);
+      try {
+        const before = rig.m.pages.allocatedPages;
+        rig.m.faults.failNth(n);
+        const d = await addDeviceBehind(rig, "testkit-fi", spareId(target));
+        const consumed = rig.m.faults.nthConsumed;
+        const sites = [...rig.m.faults.failedSites].join(", ");
+        rig.m.faults.reset();
+        // The core WARNs when an injected failure hits the first attach of a default domain (Linux's WARN_ON in
+        // __iommu_group_set_domain_internal for IOMMU_SET_DOMAIN_MUST_SUCCEED); that is the injection's doing.
+        if (consumed) rig.m.diag.acknowledge({ kind: "warning", message: /failed/ });
+        if (consumed && devIommu(d)?.iommuDev === undefined) {
+          const where = `probe failing at allocation ${n} (${sites})`;
+          check(d.iommuGroup === undefined, `${where} left the device in a group`);
+          check(moduleHolds(rig.m, target, d) === 0, `${where} kept the module reference taken for probe`);
+          check(
+            rig.m.pages.allocatedPages === before,
+            () => `${where} leaked ${rig.m.pages.allocatedPages - before} page(s)`,
+          );
+        }
+        await rig.m.driverCore.deviceUnregister(d);
+        check(rig.m.pages.allocatedPages === before, `probe with allocation ${n} failed, then removal, leaked pages`);
+        check(
+          moduleHolds(rig.m, target, d) === 0,
+          `probe with allocation ${n} failed, then removal, kept a module ref`,
+        );
+        await rig.teardown();
+        if (!consumed) break;
+      } catch (e) {
+        await rig.teardown().catch(() => {});
+        throw e;
+      }
+    }
+    check(n < 400, "a device probe made more than 400 allocations");
+  },
+};
+
+const moduleRefs: ConformanceCheck = {
+  id: "probe/module-refs",
+  title: "module references follow probed devices: the module unloads once the IOMMU is unbound",
+  applies: () => undefined,
+  run: ({ target }) =>
+    withRig(target, {}, async (rig) => {
+      const owner = rig.m.moduleOwner(target.driver.name);
+      check(owner !== undefined, "the driver module is not loaded");
+      const unload = await rig.m.modules.unload(target.driver.name).then(
+        () => "unloaded",
+        (e: { code?: string }) => e.code,
+      );
+      check(unload === "EBUSY", `unloading the driver with probed devices gave ${unload}, not EBUSY`);
+      for (const pdev of rig.m.driverCore.devices()) {
+        if (target.driver.instanceFor(rig.m, pdev.name)) await rig.m.driverCore.deviceReleaseDriver(pdev);
+      }
+      const left = [...owner.holders()].map(([h, c]) => `${h} x${c}`).join(", ");
+      check(owner.refcnt === 0, `after unbinding every IOMMU the module is still held: ${left}`);
+      await rig.m.modules.unload(target.driver.name);
+      check(rig.dev(target.devices.primary).iommu === undefined, "a device kept dev->iommu after its driver left");
+    }),
+};
+
+const PROBE_OPS = ["ofXlate", "probeDevice", "probeDeviceFwspec", "deviceGroup"] as const;
+
+const probeLock: ConformanceCheck = {
+  id: "probe/lock",
+  title: "of_xlate, probe_device and device_group are called with the probe-device lock held",
+  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  run: ({ target }) =>
+    withRig(target, {}, async (rig) => {
+      const ops = target.driver.driverFor(rig.m)?.ops as IommuOps;
+      check(ops !== undefined, "the driver module built no driver");
+      const { getIommuCore } = await import("@iommu-sim/core");
+      const core = getIommuCore(rig.m);
+      const seen: string[] = [];
+      const bad: string[] = [];
+      const saved = new Map<string, unknown>();
+      for (const name of PROBE_OPS) {
+        const fn = ops[name];
+        if (typeof fn !== "function") continue;
+        saved.set(name, fn);
+        (ops as Record<string, unknown>)[name] = (...args: unknown[]) => {
+          seen.push(name);
+          if (core.probeLock.owner !== rig.m.scheduler.current()) bad.push(name);
+          return (fn as (...a: unknown[]) => unknown).apply(ops, args);
+        };
+      }
+      try {
+        const d = await addDeviceBehind(rig, "testkit-lock", spareId(target));
+        await rig.m.driverCore.deviceUnregister(d);
+      } finally {
+        for (const [name, fn] of saved) (ops as Record<string, unknown>)[name] = fn;
+      }
+      check(seen.length > 0, "no probe op was called for a new device");
+      check(bad.length === 0, `called without the probe-device lock (iommu_probe_device_lock): ${bad.join(", ")}`);
+    }),
+};
+
+/** The probe and release checks. */
+export const probeChecks: readonly ConformanceCheck[] = [probed, deferred, failNth, moduleRefs, probeLock];

@@ -1,0 +1,58 @@
+/**
+ * Mutation check: proof the suite has teeth. Each deliberate bug a driver offers is switched on alone (through the
+ * machine's test-only mutant hook) and the suite must fail; a mutant it does not catch is a hole in the suite.
+ */
+import { planConformance, runPlanned } from "./run-check.js";
+import type { ConformanceOptions, ConformanceTarget } from "./target.js";
+
+/** One mutant's outcome. */
+export interface MutantResult {
+  driver: string;
+  mutant: string;
+  caught: boolean;
+  /** The first check that failed, and its message. */
+  by?: string;
+  detail?: string;
+  ms: number;
+}
+
+/**
+ * Run the suite once per mutant the target offers, with that mutant alone switched on, stopping at the first
+ * failing check. Checks run in the suite's order (cheap probe and domain checks first).
+ * @linux mutation testing of a driver against its kselftests
+ */
+export async function runMutants(
+  target: ConformanceTarget,
+  opts: ConformanceOptions & { onMutant?(r: MutantResult): void } = {},
+): Promise<MutantResult[]> {
+  const out: MutantResult[] = [];
+  for (const mutant of target.mutants ?? []) {
+    const t0 = Date.now();
+    const mutated: ConformanceTarget = { ...target, enabledMutants: [mutant] };
+    let r: MutantResult = { driver: target.name, mutant, caught: false, ms: 0 };
+    for (const p of planConformance(mutated, opts)) {
+      if (p.na !== undefined) continue;
+      try {
+        await runPlanned(mutated, p, opts);
+      } catch (e) {
+        const detail = e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e);
+        r = { ...r, caught: true, by: p.check.id, detail };
+        break;
+      }
+    }
+    r.ms = Date.now() - t0;
+    out.push(r);
+    opts.onMutant?.(r);
+  }
+  return out;
+}
+
+/** "caught/total" lines, one per mutant, then the total. */
+export function formatMutantReport(results: readonly MutantResult[]): string {
+  const lines = results.map(
+    (r) => `${r.caught ? "caught " : "MISSED "} ${r.mutant.padEnd(32)} ${r.caught ? `by ${r.by}: ${r.detail}` : ""}`,
+  );
+  const caught = results.filter((r) => r.caught).length;
+  lines.push(`${caught}/${results.length} mutants caught`);
+  return `${lines.join("\n")}\n`;
+}
