@@ -45,7 +45,10 @@ function subtract(a: readonly Range[], b: readonly Range[]): Range[] {
   return out;
 }
 
-/** Parse /proc/PID/maps into the readable ranges a simulated process can mirror. */
+/**
+ * Parse /proc/PID/maps into the readable ranges a simulated process can mirror.
+ * @linux show_map_vma (fs/proc/task_mmu.c), the format it prints
+ */
 export function parseMaps(text: string): Range[] {
   const out: Range[] = [];
   for (const line of text.split("\n")) {

@@ -37,6 +37,7 @@ export interface Request {
 /**
  * Split complete requests off the front of `buf`. Returns the requests and the unconsumed rest; throws on a
  * message whose length is below the header or above {@link MAX_MESSAGE} (the connection is then dropped).
+ * @linux none: the system-call entry the messages stand for (arch/x86/entry/entry_64.S)
  */
 export function parseRequests(buf: Buffer): { requests: Request[]; rest: Buffer } {
   const requests: Request[] = [];
@@ -57,6 +58,7 @@ export function parseRequests(buf: Buffer): { requests: Request[]; rest: Buffer 
 /**
  * Encode a reply: `result` (a count or fd, or -errno), the fds the call installed in the process's table (anonymous
  * fds handed out inside ioctl structs), then `payload`.
+ * @linux none: a system call's return value in rax, as the message carries it
  */
 export function encodeReply(seq: number, result: number, newFds: readonly number[], payload?: Uint8Array): Buffer {
   const plen = payload?.byteLength ?? 0;
