@@ -2,7 +2,7 @@
 // Check a built API site (default docs/api): kernel names typed into its search land on the TypeScript that mirrors
 // them, @linux tags render as links to the kernel cross-reference, core's exports are grouped by subsystem, and
 // the docs/ pages are pages. Exits 1 naming what is missing. `npm run docs` runs it after typedoc.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { inflateSync } from "node:zlib";
@@ -62,6 +62,13 @@ for (const cat of ["kernel", "platform", "machine", "user", "iommu", "pgtable"])
 }
 for (const doc of ["architecture", "divergences", "foundation-contracts", "user-space-contracts"]) {
   if (!existsSync(join(out, `documents/${doc}.html`))) problems.push(`docs/${doc}.md is not rendered as a page`);
+}
+
+// A markdown file a README links to but the site does not render is copied to media/ and opens as a raw file.
+const media = join(out, "media");
+if (existsSync(media)) {
+  for (const f of readdirSync(media))
+    if (f.endsWith(".md")) problems.push(`media/${f}: a linked page opens as a raw file`);
 }
 
 if (problems.length > 0) {

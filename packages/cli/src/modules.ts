@@ -6,6 +6,7 @@
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { DriverModule, KernelModule } from "@iommu-sim/core";
+import { amdIommuDriver } from "@iommu-sim/drivers-amd";
 import { mockIommuDriver } from "@iommu-sim/drivers-mock";
 import { armSmmuV3Driver } from "@iommu-sim/drivers-smmuv3";
 import { intelIommuDriver } from "@iommu-sim/drivers-vtd";
@@ -17,6 +18,7 @@ export const BUILTIN_MODULES: readonly KernelModule[] = [
   mockIommuDriver,
   armSmmuV3Driver,
   intelIommuDriver,
+  amdIommuDriver,
   iommufdModule,
 ];
 

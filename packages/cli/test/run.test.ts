@@ -160,7 +160,13 @@ describe("modules", () => {
   });
 
   it("the built-in modules are drivers for every landed kind, then iommufd", () => {
-    expect(BUILTIN_MODULES.map((m) => m.name)).toEqual(["mock-iommu", "arm-smmu-v3", "intel-iommu", "iommufd"]);
+    expect(BUILTIN_MODULES.map((m) => m.name)).toEqual([
+      "mock-iommu",
+      "arm-smmu-v3",
+      "intel-iommu",
+      "amd-iommu",
+      "iommufd",
+    ]);
   });
 });
 

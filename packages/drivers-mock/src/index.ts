@@ -6,9 +6,11 @@
 import { type DriverModule, defineIommuDriver } from "@iommu-sim/core";
 import { createMockDriver } from "./driver/driver.js";
 import { mockHardwareKind } from "./hw/index.js";
+import { mockPlatformRules } from "./platform-rules.js";
 
 export * from "./driver/index.js";
 export * from "./hw/index.js";
+export * from "./platform-rules.js";
 export * from "./spec/fields.js";
 
 /**
@@ -19,5 +21,6 @@ export const mockIommuDriver: DriverModule = defineIommuDriver({
   name: "mock-iommu",
   compatible: "mock",
   hardware: [mockHardwareKind],
+  platformRules: [mockPlatformRules],
   createDriver: createMockDriver,
 });

@@ -283,24 +283,34 @@ async function iommufdGetPagesizes(ioas: IommufdIoas): Promise<bigint> {
   }
 }
 
-/** The caller's argument as user memory of `argsz` bytes: writes past a byte buffer's end are EFAULT. */
+/**
+ * The caller's argument as user memory of `argsz` bytes: writes past a byte buffer's end are EFAULT. In object form
+ * the buffer holds only what the kernel writes (it grows with each write, never to `argsz`): Linux copies each
+ * capability to the user's memory and allocates nothing by `argsz`, which user space may set to 4 GiB.
+ */
 class InfoUserBuffer {
-  /** The object form's bytes (the struct and the capability chain after it). */
-  readonly bytes: Uint8Array;
+  /** The object form's bytes (the struct and the capability chain after it, as far as written). */
+  bytes: Uint8Array;
   constructor(
     readonly arg: IoctlArg,
-    argsz: number,
+    readonly argsz: number,
   ) {
     if (arg instanceof Uint8Array) {
       this.bytes = arg;
     } else {
-      this.bytes = new Uint8Array(Math.max(argsz, vfio_iommu_type1_info.size));
-      this.bytes.set(vfio_iommu_type1_info.encode(arg as never));
+      this.bytes = vfio_iommu_type1_info.encode(arg as never);
     }
   }
   /** @linux copy_to_user / put_user into the caller's buffer */
   write(offset: number, data: Uint8Array): void {
-    if (offset + data.length > this.bytes.byteLength) throw kerr("EFAULT", "capability beyond the caller's buffer");
+    const end = offset + data.length;
+    const limit = this.arg instanceof Uint8Array ? this.bytes.byteLength : Math.max(this.argsz, this.bytes.byteLength);
+    if (end > limit) throw kerr("EFAULT", "capability beyond the caller's buffer");
+    if (end > this.bytes.byteLength) {
+      const grown = new Uint8Array(end);
+      grown.set(this.bytes);
+      this.bytes = grown;
+    }
     this.bytes.set(data, offset);
   }
   writeU32(offset: number, v: number): void {
@@ -367,7 +377,8 @@ function iommufdFillCapDmaAvail(
  * VFIO_IOMMU_GET_INFO: flags (PGSIZES | CAPS), iova_pgsizes, and the capability chain (DMA_AVAIL, then
  * IOVA_RANGE) after the struct. EINVAL when argsz is below offsetofend(iova_pgsizes); ENODEV without a compat
  * IOAS. When the caller's argsz is too small for the chain, only what fits is written, cap_offset stays 0 and
- * argsz returns the size needed. In object form the bytes after the struct come back as `caps` (a Uint8Array).
+ * argsz returns the size needed. In object form the capability bytes written after the struct come back as `caps`
+ * (a Uint8Array no longer than the chain, however large argsz is).
  * @linux iommufd_vfio_iommu_get_info
  */
 async function iommufdVfioIommuGetInfo(ictx: IommufdCtx, arg: StructArg | null | undefined): Promise<number> {
@@ -417,7 +428,8 @@ async function iommufdVfioIommuGetInfo(ictx: IommufdCtx, arg: StructArg | null |
     if (!(arg instanceof Uint8Array)) {
       const out = info.decode(ubuf.bytes) as Record<string, unknown>;
       for (const f of info.fields) if (f.offset + f.size <= outsz) arg[f.name] = out[f.name];
-      if (argsz > info.size) arg.caps = ubuf.bytes.slice(info.size, argsz);
+      // The chain as written (bytes the kernel did not write past it are the caller's own).
+      if (argsz > info.size) arg.caps = ubuf.bytes.slice(info.size, Math.min(argsz, ubuf.bytes.byteLength));
     }
   } finally {
     iommufdPutObject(ictx, ioas);

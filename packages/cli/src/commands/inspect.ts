@@ -2,7 +2,7 @@ import { parseSize } from "@iommu-sim/core";
 import { intOption, listOption, parseCommandArgs, strOption, UsageError } from "../args.js";
 import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import { driverKinds, resolveModules } from "../modules.js";
+import { resolveModules } from "../modules.js";
 import { DEFAULT_SCENARIO } from "../scenario/default-scenario.js";
 import { loadScenarioFile, parseScenario } from "../scenario/load.js";
 import { runScenario } from "../scenario/runner.js";
@@ -72,7 +72,7 @@ export const inspectCommand: Command = {
       const r = await runScenario(
         { ...sc, steps },
         {
-          platform: await loadPlatformArg(strOption(values.platform), driverKinds(modules)),
+          platform: await loadPlatformArg(strOption(values.platform), modules),
           modules,
           io: QUIET,
         },

@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import { intOption, listOption, parseCommandArgs, strOption } from "../args.js";
 import type { Command } from "../command.js";
 import { type CliIo, EXIT, styles } from "../io.js";
-import { driverKinds, resolveModules } from "../modules.js";
+import { resolveModules } from "../modules.js";
 import { renderReport } from "../report/render.js";
 import { DEFAULT_SCENARIO } from "../scenario/default-scenario.js";
 import { loadScenarioFile, parseScenario } from "../scenario/load.js";
@@ -56,7 +56,7 @@ export const runCommand: Command = {
       const file = positional[0];
       const scenario = file ? await loadScenarioFile(file) : parseScenario(DEFAULT_SCENARIO, "(default scenario)");
       const modules = await resolveModules(listOption(values.module));
-      const platform = await loadPlatformArg(strOption(values.platform), driverKinds(modules));
+      const platform = await loadPlatformArg(strOption(values.platform), modules);
       const seed = values.seed === undefined ? undefined : intOption("seed", values.seed, 1);
       const json = values.json === true;
       const s = styles(io);

@@ -2,7 +2,7 @@ import { createMachine, describeIommuTopology, formatTopology } from "@iommu-sim
 import { intOption, listOption, parseCommandArgs, strOption } from "../args.js";
 import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import { BUILTIN_MODULES, builtinDrivers, driverKinds, resolveModules } from "../modules.js";
+import { BUILTIN_MODULES, builtinDrivers, resolveModules } from "../modules.js";
 import { loadPlatformArg } from "./platform-arg.js";
 import { runGuarded } from "./run-guarded.js";
 
@@ -38,7 +38,7 @@ export const topologyCommand: Command = {
       });
       const seed = intOption("seed", values.seed, 1);
       const modules = await resolveModules(listOption(values.module), { noBuiltins: values["no-drivers"] === true });
-      const platform = await loadPlatformArg(strOption(values.platform), driverKinds([...BUILTIN_MODULES, ...modules]));
+      const platform = await loadPlatformArg(strOption(values.platform), [...BUILTIN_MODULES, ...modules]);
       const m = await createMachine({ platform, seed, modules });
       await m.boot();
       const topo = describeIommuTopology(m);

@@ -8,6 +8,7 @@ import { kerr } from "../kernel/errno.js";
 import type { Module } from "../kernel/module.js";
 import type { HardwareKind, KernelModule, ModuleContext } from "../machine/kernel-module.js";
 import type { Machine } from "../machine/machine.js";
+import type { IommuPlatformRules } from "../platform/description.js";
 import type { Device } from "../platform/driver-core/device.js";
 import type { DeviceDriver } from "../platform/driver-core/driver.js";
 import { getIommuCore, type IommuCore } from "./iommu-core.js";
@@ -43,6 +44,8 @@ export interface IommuDriverSpec {
   readonly compatible: string | readonly string[];
   /** Hardware models the package ships. */
   readonly hardware?: readonly HardwareKind[];
+  /** What the driver requires of the IOMMUs it drives (StreamID range, #iommu-cells), checked at parse time. */
+  readonly platformRules?: readonly IommuPlatformRules[];
   /** DI registrations made when a machine is built (e.g. iommufd selftest ioctls). */
   register?(container: DependencyContainer): void;
   /** Build the driver for one machine; called at module init. `ctx.owner` is the owner to put in `ops.owner`. */
@@ -84,6 +87,7 @@ export function defineIommuDriver(spec: IommuDriverSpec): DriverModule {
     compatible,
     createDriver: spec.createDriver,
     ...(spec.hardware ? { hardware: spec.hardware } : {}),
+    ...(spec.platformRules ? { platformRules: spec.platformRules } : {}),
     ...(spec.register ? { register: (c: DependencyContainer) => spec.register!(c) } : {}),
 
     async init(ctx: ModuleContext): Promise<void> {

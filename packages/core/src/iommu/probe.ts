@@ -9,7 +9,7 @@ import type { Bus } from "../platform/driver-core/bus.js";
 import { BusNotify } from "../platform/driver-core/bus.js";
 import type { Device } from "../platform/driver-core/device.js";
 import { NOTIFY_DONE, NOTIFY_OK } from "../platform/driver-core/notifier.js";
-import { acpiIommuConfigureId, acpiIommuCovers } from "./acpi-iommu.js";
+import { acpiIommuConfigureId, acpiIommuUnitFor } from "./acpi-iommu.js";
 import { devHasIommu, devIommu, devIommuFree, devIommuGet, devIommuOps } from "./dev-iommu.js";
 import { iommuFwspecOps } from "./fwspec.js";
 import type { GroupDeviceHooks } from "./group.js";
@@ -108,7 +108,13 @@ export async function iommuInitDevice(core: IommuCore, dev: Device): Promise<voi
 
   const fwspec = param.fwspec;
   let ops = iommuFwspecOps(core, fwspec);
-  if (!fwspec && ops && !acpiIommuCovers(core, dev)) ops = undefined;
+  if (!fwspec && ops) {
+    // ACPI (DMAR/IVRS): the unit covering the device names its IOMMU; with both an Intel and an AMD driver
+    // loaded, the device goes to that IOMMU's driver (Linux has one x86 IOMMU driver active per machine).
+    const unit = acpiIommuUnitFor(core, dev);
+    if (!unit) ops = undefined;
+    else ops = core.iommuDevices.find((i) => !i.fwnode && i.dev?.name === unit.unit.iommu)?.ops ?? ops;
+  }
   if (!ops) {
     devIommuFree(core, dev);
     if (configError && configError.code === "EPROBE_DEFER") throw configError;

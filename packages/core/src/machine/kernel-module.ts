@@ -1,5 +1,6 @@
 import type { DependencyContainer } from "tsyringe";
 import type { Module } from "../kernel/module.js";
+import type { IommuPlatformRules } from "../platform/description.js";
 import type { HwModelFactory } from "../platform/iommu-hw.js";
 import type { Machine } from "./machine.js";
 
@@ -25,6 +26,8 @@ export interface KernelModule {
   readonly name: string;
   /** Hardware models this package ships, registered with the platform before the machine is built. */
   readonly hardware?: readonly HardwareKind[];
+  /** What this module's drivers require of the IOMMUs they drive, checked when the platform is parsed. */
+  readonly platformRules?: readonly IommuPlatformRules[];
   /** DI extension points (iommufd object types, ioctls) registered in the machine's container before boot. */
   register?(container: DependencyContainer): void;
   /** @linux module_init */

@@ -14,6 +14,7 @@ import type { ScheduleStrategy } from "../kernel/sched/strategy.js";
 import { defaultPlatform } from "../platform/default-platform.js";
 import {
   isPlatformDescription,
+  type ParsePlatformOptions,
   type PlatformDescription,
   type PlatformInput,
   parsePlatform,
@@ -134,7 +135,8 @@ export class Machine {
     this.seed = opts.seed ?? 1;
     this.mutants = new Set(opts.mutants ?? []);
     const kinds = (opts.modules ?? []).flatMap((km) => (km.hardware ?? []).map((h) => h.kind));
-    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, kinds);
+    const rules = (opts.modules ?? []).flatMap((km) => km.platformRules ?? []);
+    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, { kinds, rules });
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
     this.diag.captureFreeStacks = opts.trackFreeStacks ?? false;
@@ -353,8 +355,8 @@ export class Machine {
   }
 }
 
-function toDescription(p: unknown, kinds: readonly string[]): PlatformDescription {
-  return isPlatformDescription(p) ? p : parsePlatform(p, { kinds });
+function toDescription(p: unknown, opts: ParsePlatformOptions): PlatformDescription {
+  return isPlatformDescription(p) ? p : parsePlatform(p, opts);
 }
 
 /**

@@ -3,7 +3,7 @@
  * the hardware model.
  * @linux drivers/iommu/arm/arm-smmu-v3/
  */
-import { type DriverModule, defineIommuDriver, type HardwareKind } from "@iommu-sim/core";
+import { type DriverModule, defineIommuDriver, type HardwareKind, type IommuPlatformRules } from "@iommu-sim/core";
 import { createArmSmmuDriver } from "./driver.js";
 import type { ArmSmmuV3Options } from "./smmu.js";
 
@@ -23,6 +23,8 @@ export * from "./viommu.js";
 export interface ArmSmmuV3ModuleOptions extends ArmSmmuV3Options {
   /** Hardware kinds the module registers (the package index passes the SMMUv3 model). */
   hardware?: readonly HardwareKind[];
+  /** What the driver requires of the SMMUv3s of a platform (the package index passes `smmuv3PlatformRules()`). */
+  platformRules?: readonly IommuPlatformRules[];
 }
 
 /**
@@ -30,11 +32,12 @@ export interface ArmSmmuV3ModuleOptions extends ArmSmmuV3Options {
  * @linux module_platform_driver(arm_smmu_driver) with arm_smmu_ops
  */
 export function createArmSmmuV3Driver(opts: ArmSmmuV3ModuleOptions = {}): DriverModule {
-  const { hardware, ...options } = opts;
+  const { hardware, platformRules, ...options } = opts;
   return defineIommuDriver({
     name: "arm-smmu-v3",
     compatible: ["smmuv3", "arm,smmu-v3"],
     ...(hardware ? { hardware } : {}),
+    ...(platformRules ? { platformRules } : {}),
     createDriver: (ctx, core) => createArmSmmuDriver(ctx, core, options),
   });
 }
