@@ -15,6 +15,7 @@ export * from "./iommu.js";
 export * from "./iommufd.js";
 export * from "./pasid.js";
 export * from "./pgtable.js";
+export * from "./qi-batch.js";
 export * from "./regs.js";
 
 /** What {@link createIntelIommuDriver} takes: driver options plus the hardware models to ship. */
