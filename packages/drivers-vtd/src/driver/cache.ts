@@ -12,7 +12,6 @@ import type { IntelIommu } from "./iommu.js";
 import type { QiBatch } from "./qi-batch.js";
 import {
   QI_GRAN,
-  type QiDesc,
   qiDescDevIotlb,
   qiDescDevIotlbPasid,
   qiDescDevIotlbPasidAll,
