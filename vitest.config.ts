@@ -6,6 +6,6 @@ export default defineConfig({
   resolve: { conditions: ["iommu-sim:source"] },
   ssr: { resolve: { conditions: ["iommu-sim:source"] } },
   test: {
-    projects: ["packages/*"],
+    projects: ["packages/*", "test"],
   },
 });

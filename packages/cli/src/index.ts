@@ -1,3 +1,3 @@
 export type { CliIo } from "./io.js";
 export { EXIT } from "./io.js";
-export { type Command, helpText, main } from "./main.js";
+export { type Command, cliVersion, helpText, main } from "./main.js";

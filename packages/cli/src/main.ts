@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { topologyCommand } from "./commands/topology.js";
 import { validateCommand } from "./commands/validate.js";
 import { type CliIo, EXIT } from "./io.js";
@@ -43,7 +44,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     return EXIT.ok;
   }
   if (first === "-V" || first === "--version") {
-    io.out("iommu-sim 0.0.0\n");
+    io.out(`iommu-sim ${cliVersion()}\n`);
     return EXIT.ok;
   }
   const cmd = COMMANDS.find((c) => c.name === first);
@@ -60,4 +61,10 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
 
 function commandHelp(c: Command): string {
   return `Usage: iommu-sim ${c.usage}\n\n${c.summary}\n\n${c.help}\n`;
+}
+
+/** The version of @iommu-sim/cli, from its package.json (src/ and dist/ both sit one level below it). */
+export function cliVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
 }

@@ -16,6 +16,7 @@ export * from "./kernel/refcount.js";
 export * from "./kernel/sched/index.js";
 export * from "./kernel/slab.js";
 export * from "./kernel/xarray.js";
+export * from "./machine/copies.js";
 export * from "./machine/di.js";
 export * from "./machine/kernel-module.js";
 export * from "./machine/machine.js";

@@ -151,6 +151,11 @@ export async function iommufdHwptPagingAlloc(
   if (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING && !ops.domainAllocPagingFlags) {
     throw kerr("EOPNOTSUPP", "driver cannot track dirty pages");
   }
+  // A nest parent cannot be faultable (upstream "Disallow allocating nested parent domain with fault ID"): refused
+  // here, before the caller looks the fault object up.
+  if (flags & IOMMU_HWPT_FAULT_ID_VALID && flags & IOMMU_HWPT_ALLOC_NEST_PARENT) {
+    throw kerr("EOPNOTSUPP", "a nest parent cannot take a fault ID");
+  }
   const hwpt = iommufdObjectAlloc(ictx, IOMMUFD_OBJ.HWPT_PAGING, () => new IommufdHwptPaging());
   hwpt.pasidCompat = (flags & IOMMU_HWPT_ALLOC_PASID) !== 0;
   ioas.users.inc();

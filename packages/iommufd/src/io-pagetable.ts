@@ -222,6 +222,14 @@ export function holesOf(used: readonly IovaSpan[], lo: number, hi: number): Iova
   return out;
 }
 
+/**
+ * The usable IOVA ranges: the holes between the reserved ranges over the whole IOVA space (iova_rwsem held).
+ * @linux interval_tree_for_each_span(&span, &iopt->reserved_itree, 0, ULONG_MAX) with span.is_hole
+ */
+export function ioptReservedHoles(iopt: IoPagetable): IovaSpan[] {
+  return holesOf(mergeSpans(iopt.reserved), 0, IOPT_IOVA_MAX);
+}
+
 function roundupPowOfTwo(x: number): number {
   let p = 1;
   while (p < x) p *= 2;
@@ -475,9 +483,9 @@ export function ioptFreePagesList(list: IoptPagesListEntry[]): void {
 }
 
 /**
- * Unmap every area inside [start, last]: ENOENT when an area sticks out of the range or nothing was mapped, EBUSY
- * when an area is locked or being unmapped concurrently. Accesses that pinned an area are told to unpin first.
- * Returns the bytes unmapped.
+ * Unmap every area inside [start, last]: ENOENT when an area sticks out of the range, EBUSY when an area is locked
+ * or being unmapped concurrently. Accesses that pinned an area are told to unpin first. Returns the bytes
+ * unmapped; a range with nothing mapped is not an error (0 bytes), only IOMMU_IOAS_UNMAP turns that into ENOENT.
  * @linux iopt_unmap_iova_range
  */
 export async function ioptUnmapIovaRange(iopt: IoPagetable, start: number, last: number): Promise<number> {
@@ -519,7 +527,6 @@ export async function ioptUnmapIovaRange(iopt: IoPagetable, start: number, last:
       throw kerr("EDEADLK", "access did not unpin");
     }
   }
-  if (!unmapped) throw kerr("ENOENT", "nothing mapped in the range");
   return unmapped;
 }
 
@@ -539,12 +546,7 @@ export async function ioptUnmapIova(iopt: IoPagetable, iova: number, length: num
  * @linux iopt_unmap_all
  */
 export async function ioptUnmapAll(iopt: IoPagetable): Promise<number> {
-  try {
-    return await ioptUnmapIovaRange(iopt, 0, IOPT_IOVA_MAX);
-  } catch (e) {
-    if ((e as { code?: string }).code === "ENOENT") return 0;
-    throw e;
-  }
+  return ioptUnmapIovaRange(iopt, 0, IOPT_IOVA_MAX);
 }
 
 /**
@@ -568,10 +570,13 @@ export async function ioptSetAllowIova(iopt: IoPagetable, allowed: IovaSpan[]): 
 }
 
 /**
- * Reserve [start, last] for `owner`: EADDRINUSE when an area or an allowed range intersects it.
+ * Reserve [start, last] for `owner`: EADDRINUSE when an area or an allowed range intersects it. An end past the
+ * simulated IOVA space is clamped to its top ({@link IOPT_IOVA_MAX}); a range wholly past it reserves nothing.
  * @linux iopt_reserve_iova (iova_rwsem held for write)
  */
 export function ioptReserveIova(iopt: IoPagetable, start: number, last: number, owner: unknown): void {
+  if (start > IOPT_IOVA_MAX) return;
+  if (last > IOPT_IOVA_MAX) last = IOPT_IOVA_MAX;
   if (iopt.areaIterFirst(start, last)) throw kerr("EADDRINUSE", "reserved range is mapped");
   if (iopt.allowed.some((a) => a.start <= last && a.last >= start)) throw kerr("EADDRINUSE", "range is allowed");
   iopt.core.faults.check(IOPT_RESERVED_ALLOC_SITE);
@@ -739,6 +744,60 @@ export async function ioptDisableLargePages(iopt: IoPagetable): Promise<void> {
   } finally {
     iopt.iovaRwsem.upWrite();
     iopt.domainsRwsem.upWrite();
+  }
+}
+
+/**
+ * Split an area in two at `iova` (which becomes the last IOVA of the left part), both parts sharing the pages; the
+ * domains are untouched since the pages do not change. Nothing to do at either end of the area. EBUSY while the
+ * area is being unmapped; EINVAL when the cut is not aligned, an access pinned through the area, or a domain may
+ * have mapped it with large pages. Caller holds iova_rwsem for write.
+ * @linux iopt_area_split
+ */
+export function ioptAreaSplit(area: IoptArea, iova: number): void {
+  const iopt = area.iopt;
+  iopt.iovaRwsem.assertWriteHeld();
+  if (iova === area.iova || iova === area.last) return;
+  const pages = area.pages;
+  if (!pages || area.preventAccess) throw kerr("EBUSY", "area is being unmapped");
+  const newStart = iova + 1;
+  const align = iopt.iovaAlignment;
+  const newStartByte = area.startByte + (newStart - area.iova);
+  if (newStart % align || newStartByte % align) throw kerr("EINVAL", "cut is not aligned");
+  // The two kzallocs of struct iopt_area.
+  iopt.core.faults.check(IOPT_AREA_ALLOC_SITE);
+  iopt.core.faults.check(IOPT_AREA_ALLOC_SITE);
+  // Existing accesses cannot be split; neither can what a domain may have mapped with large pages.
+  if (area.numAccesses) throw kerr("EINVAL", "an access pinned through the area");
+  if (area.filled && !iopt.disableLargePages) throw kerr("EINVAL", "the area may be mapped with large pages");
+  const lhs = new IoptArea(iopt, area.iova, iova, pages, area.startByte, area.prot);
+  const rhs = new IoptArea(iopt, newStart, area.last, pages, newStartByte, area.prot);
+  lhs.filled = rhs.filled = area.filled;
+  ioptPagesGet(pages);
+  // A cut inside a page leaves that page under both halves: each half holds its own user count on it.
+  if (area.filled && lhs.lastIndex === rhs.firstIndex) ioptPagesAddUsers(pages, rhs.firstIndex, rhs.firstIndex);
+  iopt.removeArea(area);
+  iopt.insertArea(lhs);
+  iopt.insertArea(rhs);
+  area.pages = undefined;
+  kfree(iopt.core.diag, area, "iopt_area");
+}
+
+/**
+ * Make each IOVA in `iovas` the last IOVA of an area (splitting the area that contains it), so a later unmap can
+ * stop there: the VFIO type1 (v1) unmap of part of a mapping. Stops at the first error.
+ * @linux iopt_cut_iova
+ */
+export async function ioptCutIova(iopt: IoPagetable, iovas: readonly number[]): Promise<void> {
+  await iopt.iovaRwsem.downWrite();
+  try {
+    for (const iova of iovas) {
+      const area = iopt.areaIterFirst(iova, iova);
+      if (!area) continue;
+      ioptAreaSplit(area, iova);
+    }
+  } finally {
+    iopt.iovaRwsem.upWrite();
   }
 }
 

@@ -369,6 +369,8 @@ export async function iommufdIoasUnmap(ucmd: IommufdUcmd): Promise<void> {
       } else {
         unmapped = await ioptUnmapIova(ioas.iopt, iova, Number(cmd.length));
       }
+      // iopt_unmap_iova succeeds on an empty range; only this ioctl calls that ENOENT (VFIO's unmap does not).
+      if (!unmapped) throw kerr("ENOENT", "nothing mapped in the range");
     }
     cmd.length = BigInt(unmapped);
     ucmd.respond();
@@ -398,10 +400,10 @@ export async function iommufdIoasChangeProcess(ucmd: IommufdUcmd): Promise<void>
     }
     list.push(obj as IommufdIoas);
   });
-  for (const ioas of list) {
-    await ioas.mutex.lock();
-    await ioas.iopt.iovaRwsem.downWrite();
-  }
+  // iommufd_take_all_iova_rwsem: only each iova_rwsem, in ID order, nested under ioas_creation_lock (never
+  // ioas->mutex, which is taken outside iova_rwsem elsewhere: holding one IOAS's iova_rwsem while taking the next
+  // IOAS's mutex would invert that order).
+  for (const ioas of list) await ioas.iopt.iovaRwsem.downWriteNestLock(ictx.ioasCreationLock);
   try {
     const all = new Set<ReturnType<typeof pagesOf>[number]>();
     for (const ioas of list) for (const p of pagesOf(ioas)) all.add(p);
@@ -434,9 +436,9 @@ export async function iommufdIoasChangeProcess(ucmd: IommufdUcmd): Promise<void>
       oldSrc.drop?.();
     }
   } finally {
+    // iommufd_release_all_iova_rwsem
     for (const ioas of list) {
       ioas.iopt.iovaRwsem.upWrite();
-      ioas.mutex.unlock();
       iommufdPutObject(ictx, ioas);
     }
     ictx.ioasCreationLock.upWrite();

@@ -4,7 +4,7 @@
  * their own next to these.
  * @linux iommufd_object_ops[] and iommufd_ioctl_ops[] (drivers/iommu/iommufd/main.c)
  */
-import type { DependencyContainer } from "tsyringe";
+import type { DependencyContainer } from "@iommu-sim/core";
 import { iommufdAccessDestroyObject } from "./access.js";
 import type { UapiStruct } from "./core-user.js";
 import { iommufdDeviceDestroy, iommufdDevicePreDestroy, iommufdGetHwInfo } from "./device.js";

@@ -248,7 +248,28 @@ describe("selftest iommufd: fault part of alloc_hwpt (TRIGGER_IOPF through the k
   it("reads the triggered fault and answers it", async () => {
     const ev = await evSetup();
     const r = await faultRig(ev);
-    // _test_cmd_trigger_iopf: grpid 0x2, perm R|W, addr 0xdeadbeaf, no PASID.
+    // _test_cmd_trigger_iopf's grpid 0x2, perm R|W, addr 0xdeadbeaf. The C helper sends PASID 0x1 with PASID_VALID,
+    // which only a nested HWPT at the RID takes (find_fault_handler, user_pasid_table: the selftest port
+    // alloc_hwpt_nested does that); on this paging HWPT such a request is dropped, answered INVALID and logged.
+    await expect(
+      iommuReportDeviceFault(r.md.dev, {
+        fault: {
+          type: IOMMU_FAULT_PAGE_REQ,
+          prm: {
+            flags: IOMMU_FAULT_PAGE_REQUEST.LAST_PAGE | IOMMU_FAULT_PAGE_REQUEST.PASID_VALID,
+            pasid: 1,
+            grpid: 0x2,
+            perm: IOMMU_FAULT_PERM.READ | IOMMU_FAULT_PERM.WRITE,
+            addr: 0xdeadbeaf,
+          },
+        },
+      }),
+    ).rejects.toMatchObject({ code: "EINVAL" });
+    expect((await ev.p.read(r.fault.fd, PGFAULT_SIZE)).length).toBe(0);
+    expect(ev.m.diag.kernelLog.map((l) => l.message)).toEqual([
+      "iopf (pasid 1, grpid 2) has no fault handler: dropped, answered INVALID",
+    ]);
+    // Without a PASID it reaches the RID's HWPT.
     await iommuReportDeviceFault(r.md.dev, {
       fault: {
         type: IOMMU_FAULT_PAGE_REQ,

@@ -6,6 +6,7 @@ import { CAPABILITIES, type Machine, type Process } from "@iommu-sim/core";
 import {
   IOMMU_HW_INFO_SELFTEST_REGVAL,
   IOMMU_HW_INFO_TYPE_SELFTEST,
+  MOCK_APERTURE_LAST,
   MOCK_APERTURE_START,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_PAGE_SIZE,
@@ -23,7 +24,9 @@ import {
   IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_CHANGE_PROCESS,
+  IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
   ioasAlloc,
   ioasChangeProcess,
@@ -32,11 +35,25 @@ import {
   ioasUnmap,
   option,
   VFIO_CHECK_EXTENSION,
+  VFIO_DMA_CC_IOMMU,
+  VFIO_DMA_MAP_FLAG_VADDR,
+  VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+  VFIO_DMA_UNMAP_FLAG_VADDR,
   VFIO_GET_API_VERSION,
+  VFIO_IOMMU_DIRTY_PAGES,
+  VFIO_IOMMU_GET_INFO,
+  VFIO_IOMMU_INFO_CAPS,
+  VFIO_IOMMU_INFO_PGSIZES,
   VFIO_IOMMU_MAP_DMA,
+  VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+  VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
   VFIO_IOMMU_UNMAP_DMA,
   VFIO_SET_IOMMU,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1_NESTING_IOMMU,
   VFIO_TYPE1v2_IOMMU,
+  VFIO_UNMAP_ALL,
+  VFIO_UPDATE_VADDR,
   vfioDeviceAttachPt,
   vfioDeviceBindIommufd,
   vfioDeviceOf,
@@ -296,6 +313,41 @@ for (const mode of [0, 1] as const) {
   });
 }
 
+describe("change_process with several IOASes", () => {
+  // iommufd_take_all_iova_rwsem: CHANGE_PROCESS takes every IOAS's iova_rwsem (nested under ioas_creation_lock) and
+  // no ioas->mutex. IOAS_MAP records mutex -> iova_rwsem; taking the second IOAS's mutex under the first one's
+  // iova_rwsem would close a cycle the lock-order recorder reports (and teardown fails on).
+  it("moves the pins of file mappings in three IOASes, lockdep clean", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const caps = CAPABILITIES.filter((c) => c !== "CAP_IPC_LOCK");
+    const env = await openEnv(m, m.spawnProcess({ capabilities: caps }));
+    const { p, fd } = env;
+    const mfd = p.memfdCreate("m", 3 * PAGE_SIZE);
+    const ioases: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const ioas = await ioasAlloc(p, fd);
+      if (i === 0) await mockDomain(env, ioas);
+      await ioasMapFile(p, fd, { ioasId: ioas, memfd: mfd, start: i * PAGE_SIZE, length: PAGE_SIZE });
+      ioases.push(ioas);
+    }
+    // Only the IOAS with a domain pins its pages.
+    expect(p.mm.pinnedVm).toBe(1);
+    const child = p.fork();
+    await ioasChangeProcess(child, fd);
+    expect(p.mm.pinnedVm).toBe(0);
+    expect(child.mm.pinnedVm).toBe(1);
+    // Again, back to the parent: the same locks, in the same order.
+    await ioasChangeProcess(p, fd);
+    expect(child.mm.pinnedVm).toBe(0);
+    expect(m.diag.ofKind("lock-inversion")).toEqual([]);
+    expect(m.scheduler.lockdep.hasDependency("iommufd_ioas.mutex", "iopt.iova_rwsem")).toBe(true);
+    expect(m.scheduler.lockdep.hasDependency("iopt.iova_rwsem", "iommufd_ioas.mutex")).toBe(false);
+    await child.exit();
+    await env.close();
+    await done(m, p);
+  });
+});
+
 describe("vfio_compat_mock_domain", () => {
   it("type1 MAP_DMA / UNMAP_DMA through /dev/iommu reach the mock domain", async () => {
     const m = await bootMachine({ devices: 1 });
@@ -328,6 +380,136 @@ describe("vfio_compat_mock_domain", () => {
     const all = { argsz: 24, flags: 2, iova: 0n, size: 0n };
     await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, all);
     expect(all.size).toBe(BigInt(4 * PAGE_SIZE));
+    await env.close();
+    await done(m, p);
+  });
+
+  // get_compat_ioas: every type1 call that needs the compat IOAS answers ENODEV without one; SET_IOMMU too
+  // (iommufd_vfio_set_iommu: VFIO fails set_iommu when there is no group) instead of creating one.
+  it("SET_IOMMU, GET_INFO, DMA_CC_IOMMU and UNMAP_DMA without a compat IOAS are ENODEV", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const env = await openEnv(m, m.spawnProcess());
+    const { p, fd } = env;
+    await expect(p.ioctl(fd, VFIO_SET_IOMMU, { arg: VFIO_TYPE1v2_IOMMU })).rejects.toMatchObject({ code: "ENODEV" });
+    await expect(p.ioctl(fd, VFIO_SET_IOMMU, { arg: VFIO_TYPE1_IOMMU })).rejects.toMatchObject({ code: "ENODEV" });
+    // The type is checked first.
+    await expect(p.ioctl(fd, VFIO_SET_IOMMU, { arg: 42 })).rejects.toMatchObject({ code: "EINVAL" });
+    await expect(p.ioctl(fd, VFIO_IOMMU_GET_INFO, { argsz: 24 })).rejects.toMatchObject({ code: "ENODEV" });
+    // argsz below offsetofend(iova_pgsizes) is EINVAL before the IOAS is looked up.
+    await expect(p.ioctl(fd, VFIO_IOMMU_GET_INFO, { argsz: 15 })).rejects.toMatchObject({ code: "EINVAL" });
+    await expect(p.ioctl(fd, VFIO_CHECK_EXTENSION, { arg: VFIO_DMA_CC_IOMMU })).rejects.toMatchObject({
+      code: "ENODEV",
+    });
+    const unmap = { argsz: 24, flags: 0, iova: BigInt(MOCK_APERTURE_START), size: BigInt(PAGE_SIZE) };
+    await expect(p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, unmap)).rejects.toMatchObject({ code: "ENODEV" });
+    // Nothing was created behind the caller's back.
+    await expect(vfioIoas(p, fd, IOMMU_VFIO_IOAS_GET, 0)).rejects.toMatchObject({ code: "ENODEV" });
+    await env.close();
+    await done(m, p);
+  });
+
+  // iommufd_vfio_check_extension / iommufd_vfio_map_dma / iommufd_vfio_unmap_dma / iommufd_vfio_ioctl: what iommufd
+  // does not serve of type1 (VADDR updates, nesting, dirty bitmaps) is refused the way Linux refuses it.
+  it("type1 surface: extensions, VADDR and dirty-bitmap refusals, empty unmap, GET_INFO", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const env = await openEnv(m, m.spawnProcess());
+    const { p, fd } = env;
+    const ioas = await ioasAlloc(p, fd);
+    await mockDomain(env, ioas);
+    await vfioIoas(p, fd, IOMMU_VFIO_IOAS_SET, ioas);
+    await p.ioctl(fd, VFIO_SET_IOMMU, { arg: VFIO_TYPE1v2_IOMMU });
+    const ext = (arg: number) => p.ioctl(fd, VFIO_CHECK_EXTENSION, { arg });
+    expect(await ext(VFIO_TYPE1_IOMMU)).toBe(1);
+    expect(await ext(VFIO_TYPE1v2_IOMMU)).toBe(1);
+    expect(await ext(VFIO_UNMAP_ALL)).toBe(1);
+    expect(await ext(VFIO_UPDATE_VADDR)).toBe(0);
+    expect(await ext(VFIO_TYPE1_NESTING_IOMMU)).toBe(0);
+    // The mock device does not enforce cache coherency, so neither does its HWPT.
+    expect(await ext(VFIO_DMA_CC_IOMMU)).toBe(0);
+
+    const buf = p.mmap(4 * PAGE_SIZE);
+    const map = { argsz: 32, flags: 3, vaddr: buf, iova: BigInt(MOCK_APERTURE_START), size: BigInt(4 * PAGE_SIZE) };
+    await expect(
+      p.ioctl(fd, VFIO_IOMMU_MAP_DMA, { ...map, flags: map.flags | VFIO_DMA_MAP_FLAG_VADDR }),
+    ).rejects.toMatchObject({ code: "EINVAL" });
+    await expect(p.ioctl(fd, VFIO_IOMMU_MAP_DMA, { ...map, argsz: 31 })).rejects.toMatchObject({ code: "EINVAL" });
+    await p.ioctl(fd, VFIO_IOMMU_MAP_DMA, map);
+    const unmap = { argsz: 24, flags: 0, iova: BigInt(MOCK_APERTURE_START), size: BigInt(4 * PAGE_SIZE) };
+    for (const flags of [VFIO_DMA_UNMAP_FLAG_VADDR, VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP]) {
+      await expect(p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, { ...unmap, flags })).rejects.toMatchObject({ code: "EINVAL" });
+    }
+    await expect(p.ioctl(fd, VFIO_IOMMU_DIRTY_PAGES, { argsz: 16 })).rejects.toMatchObject({ code: "ENOTTY" });
+
+    // iopt_unmap_iova_range: a range with nothing mapped succeeds with size 0 (only IOMMU_IOAS_UNMAP says ENOENT).
+    const empty = { argsz: 24, flags: 0, iova: BigInt(MOCK_APERTURE_START + 64 * PAGE_SIZE), size: BigInt(PAGE_SIZE) };
+    await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, empty);
+    expect(empty.size).toBe(0n);
+    await expect(ioasUnmap(p, fd, ioas, MOCK_APERTURE_START + 64 * PAGE_SIZE, PAGE_SIZE)).rejects.toMatchObject({
+      code: "ENOENT",
+    });
+    await expect(p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, { ...empty, size: 0n })).rejects.toMatchObject({ code: "EINVAL" });
+
+    // iommufd_vfio_iommu_get_info in object form: the header fields, and the chain in `caps`.
+    const small = { argsz: 24, flags: 0, iova_pgsizes: 0n, cap_offset: 0, pad: 0 };
+    await p.ioctl(fd, VFIO_IOMMU_GET_INFO, small);
+    expect(small.flags).toBe(VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS);
+    // iommufd_get_pagesizes: the mock's 2 KiB | 1 MiB folded into PAGE_SIZE | 1 MiB.
+    expect(small.iova_pgsizes).toBe(BigInt(PAGE_SIZE + 0x100000));
+    expect(small.cap_offset).toBe(0);
+    // DMA_AVAIL (12 bytes) then IOVA_RANGE with one range (16 + 16).
+    expect(small.argsz).toBe(24 + 12 + 32);
+    const full: Record<string, unknown> = { argsz: small.argsz, flags: 0, iova_pgsizes: 0n, cap_offset: 0, pad: 0 };
+    await p.ioctl(fd, VFIO_IOMMU_GET_INFO, full);
+    expect(full.cap_offset).toBe(24);
+    const caps = full.caps as Uint8Array;
+    const v = new DataView(caps.buffer, caps.byteOffset, caps.byteLength);
+    expect([v.getUint16(0, true), v.getUint16(2, true), v.getUint32(4, true), v.getUint32(8, true)]).toEqual([
+      VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+      1,
+      36,
+      0xffffffff,
+    ]);
+    expect([v.getUint16(12, true), v.getUint32(16, true), v.getUint32(20, true)]).toEqual([
+      VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+      0,
+      1,
+    ]);
+    expect([v.getBigUint64(28, true), v.getBigUint64(36, true)]).toEqual([
+      BigInt(MOCK_APERTURE_START),
+      BigInt(MOCK_APERTURE_LAST),
+    ]);
+    await env.close();
+    await done(m, p);
+  });
+
+  // iommufd_vfio_set_iommu(VFIO_TYPE1_IOMMU) -> iopt_disable_large_pages; iommufd_vfio_unmap_dma -> iopt_cut_iova:
+  // type1 v1 unmaps the middle of a mapping; the rest still translates and only the middle pages are unpinned.
+  it("type1 (v1): HUGE_PAGES reads 0 and UNMAP_DMA cuts a mapping in the middle", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const env = await openEnv(m, m.spawnProcess());
+    const { p, fd } = env;
+    const ioas = await ioasAlloc(p, fd);
+    await mockDomain(env, ioas);
+    await vfioIoas(p, fd, IOMMU_VFIO_IOAS_SET, ioas);
+    await p.ioctl(fd, VFIO_SET_IOMMU, { arg: VFIO_TYPE1_IOMMU });
+    expect(await option(p, fd, IOMMU_OPTION_HUGE_PAGES, ioas)).toBe(0n);
+    const buf = p.mmap(4 * PAGE_SIZE);
+    for (let i = 0; i < 4; i++) p.writeMemory(buf + BigInt(i * PAGE_SIZE), new Uint8Array([0x10 + i]));
+    const iova = MOCK_APERTURE_START;
+    await p.ioctl(fd, VFIO_IOMMU_MAP_DMA, { argsz: 32, flags: 3, vaddr: buf, iova: BigInt(iova), size: 16384n });
+    expect(m.userSpace.pages.pinnedCount).toBe(4);
+    const unmap = { argsz: 24, flags: 0, iova: BigInt(iova + PAGE_SIZE), size: BigInt(2 * PAGE_SIZE) };
+    await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, unmap);
+    expect(unmap.size).toBe(BigInt(2 * PAGE_SIZE));
+    expect(m.userSpace.pages.pinnedCount).toBe(2);
+    const dev = m.device("mock-t0");
+    expect([...dev.dmaRead(iova, 1), ...dev.dmaRead(iova + 3 * PAGE_SIZE, 1)]).toEqual([0x10, 0x13]);
+    expect(() => dev.dmaRead(iova + PAGE_SIZE, 1)).toThrow();
+    expect(() => dev.dmaRead(iova + 2 * PAGE_SIZE, 1)).toThrow();
+    // The two halves are mappings of their own now.
+    const all = { argsz: 24, flags: 2, iova: 0n, size: 0n };
+    await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, all);
+    expect(all.size).toBe(BigInt(2 * PAGE_SIZE));
     await env.close();
     await done(m, p);
   });

@@ -11,6 +11,8 @@ import {
   IOMMU_DESTROY,
   IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
+  IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+  IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_QUEUE_ALLOC,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
@@ -37,6 +39,7 @@ import {
 } from "@iommu-sim/iommufd";
 import { SELFTEST_DEFAULT_MEMORY_LIMIT } from "./selftest.js";
 import {
+  IOMMU_HWPT_DATA_SELFTEST,
   IOMMU_TEST_CMD,
   IOMMU_TEST_CMD_LAYOUTS,
   IOMMU_TEST_OP,
@@ -231,6 +234,17 @@ export class SelftestFixture {
     return cmd.out_hwpt_id;
   }
 
+  /**
+   * A paging HWPT with `struct iommu_hwpt_selftest { .pagetable_type }` (MOCK_IOMMUPT_DEFAULT or _HUGE).
+   * @linux test_cmd_hwpt_alloc_iommupt
+   */
+  async testCmdHwptAllocIommupt(deviceId: number, ptId: number, flags: number, iommuptType: number): Promise<number> {
+    const cfg = new Uint8Array(8);
+    new DataView(cfg.buffer).setUint32(4, iommuptType, true);
+    const uptr = this.userBuffer(cfg);
+    return this.testCmdHwptAlloc(deviceId, ptId, flags, { type: IOMMU_HWPT_DATA_SELFTEST, uptr, len: 8 });
+  }
+
   /** @linux test_cmd_add_reserved */
   async testCmdAddReserved(ioasId: number, start: number | bigint, length: number | bigint): Promise<void> {
     await this.cmd(IOMMU_TEST_OP.ADD_RESERVED, { id: ioasId, start: BigInt(start), length: BigInt(length) });
@@ -326,15 +340,25 @@ export class SelftestFixture {
     return r.out_nr_dirty;
   }
 
-  /** Resolves to the IOMMU_GET_HW_INFO reply. @linux test_cmd_get_hw_info / _test_cmd_get_hw_info */
-  async testCmdGetHwInfo(deviceId: number, data: bigint, dataLen: number): Promise<IommuHwInfo> {
+  /**
+   * Resolves to the IOMMU_GET_HW_INFO reply. A `dataType` other than DEFAULT is passed as `in_data_type` with
+   * IOMMU_HW_INFO_FLAG_INPUT_TYPE.
+   * @linux test_cmd_get_hw_info / _test_cmd_get_hw_info
+   */
+  async testCmdGetHwInfo(
+    deviceId: number,
+    data: bigint,
+    dataLen: number,
+    dataType = IOMMU_HW_INFO_TYPE_DEFAULT,
+  ): Promise<IommuHwInfo> {
     const cmd = {
       size: 0,
-      flags: 0,
+      flags: dataType !== IOMMU_HW_INFO_TYPE_DEFAULT ? IOMMU_HW_INFO_FLAG_INPUT_TYPE : 0,
       dev_id: deviceId,
       data_len: dataLen,
       data_uptr: data,
-      out_data_type: 0,
+      // in_data_type shares out_data_type's slot.
+      out_data_type: dataType,
       out_max_pasid_log2: 0,
       __reserved: [0, 0, 0],
       out_capabilities: 0n,

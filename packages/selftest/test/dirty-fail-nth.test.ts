@@ -9,6 +9,9 @@ import {
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_SET,
   U64_MAX,
 } from "@iommu-sim/iommufd";
 import { describe, expect, it } from "vitest";
@@ -19,19 +22,26 @@ import {
   MOCK_APERTURE_START,
   MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
+  MOCK_HUGE_PAGE_SIZE,
+  MOCK_IOMMUPT_DEFAULT,
+  MOCK_IOMMUPT_HUGE,
   MOCK_PAGE_SIZE,
   type SelftestFixture,
 } from "../src/index.js";
 import { BUFFER_SIZE, type Env, PAGE_SIZE, SOAK, setup, teardown } from "./helpers.js";
 
-const DIRTY_VARIANTS = [
+const DIRTY_VARIANTS: { name: string; buffer_size: number; hugepages?: boolean }[] = [
   { name: "domain_dirty128k", buffer_size: 128 * 1024 },
   { name: "domain_dirty256k", buffer_size: 256 * 1024 },
   { name: "domain_dirty640k", buffer_size: 640 * 1024 },
+  // Not a Linux variant: a huge-page one small enough for every run (the Linux ones are 128M/256M, under SOAK).
+  { name: "domain_dirty4M_huge", buffer_size: 4 * 1024 * 1024, hugepages: true },
   ...(SOAK
     ? [
         { name: "domain_dirty128M", buffer_size: 128 * 1024 * 1024 },
+        { name: "domain_dirty128M_huge", buffer_size: 128 * 1024 * 1024, hugepages: true },
         { name: "domain_dirty256M", buffer_size: 256 * 1024 * 1024 },
+        { name: "domain_dirty256M_huge", buffer_size: 256 * 1024 * 1024, hugepages: true },
       ]
     : []),
 ];
@@ -40,35 +50,47 @@ function testBit(bm: Uint8Array, i: number): boolean {
   return ((bm[i >> 3]! >> (i & 7)) & 1) === 1;
 }
 
-/** @linux test_mock_dirty_bitmaps (iommufd_utils.h) */
+/**
+ * Mark the first bit of every other PTE dirty in the mock domain (`pteSize` bytes per PTE, `pageSize` per bit), then
+ * read the bitmap twice: each marked PTE reports all its bits dirty, then nothing (all again with NO_CLEAR).
+ * @linux test_mock_dirty_bitmaps / _test_mock_dirty_bitmaps (iommufd_utils.h)
+ */
 async function testMockDirtyBitmaps(
   env: Env,
   hwptId: number,
   length: number,
   iova: number,
   pageSize: number,
+  pteSize: number,
   bitmap: bigint,
-  bitmapSize: number,
+  nbits: number,
   flags: number,
 ) {
   const self = env.self;
-  const nbits = bitmapSize * 8;
+  const npte = pteSize / pageSize;
+  const pteset = 2 * npte;
+  const nr = Math.floor(nbits / pteset) || 1;
+  const bitmapSize = Math.ceil(nbits / 8);
   const bm = new Uint8Array(bitmapSize);
-  // Mark all even bits as dirty in the mock domain
-  for (let i = 0; i < nbits; i += 2) bm[i >> 3]! |= 1 << (i & 7);
+  for (let i = 0; i < nbits; i += pteset) bm[i >> 3]! |= 1 << (i & 7);
   env.p.writeMemory(bitmap, bm);
   const out = await self.testCmdMockDomainSetDirty(hwptId, length, iova, pageSize, bitmap);
-  expect(out).toBe(BigInt(nbits / 2));
+  expect(out).toBe(BigInt(nr));
+  // Expect the marked PTEs' bits dirty in the user bitmap
   env.p.writeMemory(bitmap, new Uint8Array(bitmapSize));
   await self.testCmdGetDirtyBitmap(hwptId, length, iova, pageSize, bitmap, flags);
-  let got = env.p.readMemory(bitmap, bitmapSize);
-  for (let i = 0; i < nbits; i++) expect(testBit(got, i)).toBe(!(i % 2));
+  let got = env.p.readMemory(bitmap, bitmapSize + 8);
+  for (let i = 0; i < nbits; i += pteset) {
+    for (let j = 0; j < pteset && i + j < nbits; j++) expect(testBit(got, i + j)).toBe(j < npte);
+  }
   env.p.writeMemory(bitmap, new Uint8Array(bitmapSize));
   await self.testCmdGetDirtyBitmap(hwptId, length, iova, pageSize, bitmap, flags);
-  got = env.p.readMemory(bitmap, bitmapSize);
+  got = env.p.readMemory(bitmap, bitmapSize + 8);
   // It was read already: all zeroes, unless NO_CLEAR
-  for (let i = 0; i < nbits; i++) {
-    expect(testBit(got, i)).toBe(!(i % 2) && (flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) !== 0);
+  for (let i = 0; i < nbits; i += pteset) {
+    for (let j = 0; j < pteset && i + j < nbits; j++) {
+      expect(testBit(got, i + j)).toBe(j < npte && (flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR) !== 0);
+    }
   }
 }
 
@@ -87,11 +109,27 @@ for (const variant of DIRTY_VARIANTS) {
       it(name, async () => {
         const env = await setup();
         const self = env.self;
-        const dbuf = env.p.mmap(variant.buffer_size, { shared: true });
+        // MAP_HUGETLB | MAP_POPULATE for the huge variants.
+        const dbuf = variant.hugepages
+          ? env.p.mmap(variant.buffer_size, { hugeAligned: true, populate: true })
+          : env.p.mmap(variant.buffer_size, { shared: true });
         const page_size = MOCK_PAGE_SIZE;
-        const bitmap_size = variant.buffer_size / page_size / 8;
-        const bitmap = env.p.mmap(bitmap_size + MOCK_PAGE_SIZE);
+        // In bits; provision an extra PAGE_SIZE for the unaligned case.
+        const bitmap_size = variant.buffer_size / page_size;
+        const bitmap = env.p.mmap(Math.ceil(bitmap_size / 8) + PAGE_SIZE);
         self.ioasId = await self.testIoctlIoasAlloc();
+        // For dirty testing the page size fed into the IOMMU page tables must match what the dirty logic expects:
+        // the small variants turn huge pages off (IOMMU_OPTION_HUGE_PAGES = 0).
+        if (!variant.hugepages) {
+          await self.ioctl(IOMMU_OPTION, {
+            size: 0,
+            option_id: IOMMU_OPTION_HUGE_PAGES,
+            op: IOMMU_OPTION_OP_SET,
+            __reserved: 0,
+            object_id: self.ioasId,
+            val64: 0n,
+          });
+        }
         const r = await self.testCmdMockDomain(self.ioasId);
         await fn({
           ...env,
@@ -138,37 +176,37 @@ for (const variant of DIRTY_VARIANTS) {
       await s.self.testIoctlDestroy(hwpt);
     });
 
+    // The huge variants allocate the HWPT with the MOCK_IOMMUPT_HUGE page table, whose PTEs are exactly 1 MiB
+    // (test_cmd_hwpt_alloc_iommupt): one set_dirty marks a whole PTE, which the bitmap reports in full.
     for (const noClear of [false, true]) {
       test(noClear ? "get_dirty_bitmap_no_clear" : "get_dirty_bitmap", async (s) => {
         const self = s.self;
         const flags = noClear ? IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0;
-        const ioas = await self.testIoctlIoasAlloc();
+        const pte = variant.hugepages ? MOCK_HUGE_PAGE_SIZE : MOCK_PAGE_SIZE;
+        const ioas = self.ioasId;
         await self.testIoctlIoasMapFixedId(ioas, s.dbuf, variant.buffer_size, MOCK_APERTURE_START);
-        const hwpt = await self.testCmdHwptAlloc(s.idev_id, ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING);
-        const { stdevId } = await self.testCmdMockDomain(hwpt);
+        const hwpt = await self.testCmdHwptAllocIommupt(
+          s.idev_id,
+          ioas,
+          IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+          variant.hugepages ? MOCK_IOMMUPT_HUGE : MOCK_IOMMUPT_DEFAULT,
+        );
         await self.testCmdSetDirtyTracking(hwpt, true);
-        await testMockDirtyBitmaps(
-          s,
-          hwpt,
-          variant.buffer_size,
-          MOCK_APERTURE_START,
-          s.page_size,
-          s.bitmap,
-          s.bitmap_size,
-          flags,
-        );
+        const run = (bitmap: bigint) =>
+          testMockDirtyBitmaps(
+            s,
+            hwpt,
+            variant.buffer_size,
+            MOCK_APERTURE_START,
+            s.page_size,
+            pte,
+            bitmap,
+            s.bitmap_size,
+            flags,
+          );
+        await run(s.bitmap);
         // PAGE_SIZE unaligned bitmap
-        await testMockDirtyBitmaps(
-          s,
-          hwpt,
-          variant.buffer_size,
-          MOCK_APERTURE_START,
-          s.page_size,
-          s.bitmap + BigInt(MOCK_PAGE_SIZE),
-          s.bitmap_size,
-          flags,
-        );
-        await self.testIoctlDestroy(stdevId);
+        await run(s.bitmap + BigInt(MOCK_PAGE_SIZE));
         await self.testIoctlDestroy(hwpt);
       });
     }

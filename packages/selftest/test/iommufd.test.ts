@@ -164,6 +164,13 @@ for (const variant of IOAS_VARIANTS) {
         expect(r.out_data_type).toBe(IOMMU_HW_INFO_TYPE_SELFTEST);
         const dv = new DataView(s.p.readMemory(info, 16).buffer);
         expect(dv.getUint32(4, true)).toBe(IOMMU_HW_INFO_SELFTEST_REGVAL);
+        // Request for a wrong data_type, and a correct one (mock_domain_hw_info answers EOPNOTSUPP for a type
+        // other than DEFAULT or SELFTEST).
+        expect(
+          await errnoOf(s.self.testCmdGetHwInfo(s.device_id, info, 8, (IOMMU_HW_INFO_TYPE_SELFTEST + 1) >>> 0)),
+        ).toBe("EOPNOTSUPP");
+        const typed = await s.self.testCmdGetHwInfo(s.device_id, info, 8, IOMMU_HW_INFO_TYPE_SELFTEST);
+        expect(typed.out_data_type).toBe(IOMMU_HW_INFO_TYPE_SELFTEST);
         // A larger buffer: the kernel zeroes the trailing bytes.
         s.p.writeMemory(info + 8n, new Uint8Array(8).fill(0xaa));
         await s.self.testCmdGetHwInfo(s.device_id, info, 16);
@@ -298,6 +305,35 @@ for (const variant of IOAS_VARIANTS) {
       copy.dst_iova = 0n;
       copy.dst_ioas_id = await self.testIoctlIoasAlloc();
       await self.ioctl(IOMMU_IOAS_COPY, copy);
+    });
+
+    // iommufd_test_add_reserved: iopt_reserve_iova(start, start + length - 1) with the syzbot regression's range
+    // (start 6, length 0xffffffffffff8001): it succeeds (clamped to the top of the simulated IOVA space), the IOVA
+    // ranges report the hole below it, and an auto-IOVA map has nowhere to go: ENOSPC.
+    test("add_reserved_past_the_iova_space", async (s) => {
+      const self = s.self;
+      await self.testCmdAddReserved(self.ioasId, 6, 0xffff_ffff_ffff_8001n);
+      expect(await errnoOf(self.testIoctlIoasMap(s.buffer, BUFFER_SIZE))).toBe("ENOSPC");
+      expect(await errnoOf(self.testIoctlIoasMap(s.buffer, PAGE_SIZE))).toBe("ENOSPC");
+      const cmd = {
+        size: 0,
+        ioas_id: self.ioasId,
+        num_iovas: 4,
+        __reserved: 0,
+        allowed_iovas: s.buffer,
+        out_iova_alignment: 0n,
+      };
+      await self.ioctl(IOMMU_IOAS_IOVA_RANGES, cmd);
+      if (s.stdev_id) {
+        // The mock aperture's own reservations cover [0, 6) already: nothing is left.
+        expect(cmd.num_iovas).toBe(0);
+      } else {
+        expect(cmd.num_iovas).toBe(1);
+        expect(iommu_iova_range.decode(s.p.readMemory(s.buffer, 16))).toEqual({ start: 0n, last: 5n });
+      }
+      // ULONG_MAX-style ends clamp too; a range wholly past the space reserves nothing.
+      await self.testCmdAddReserved(self.ioasId, 0, SIZE_MAX);
+      await self.testCmdAddReserved(self.ioasId, 0xffff_ffff_0000_0000n, 0x1000n);
     });
 
     test("iova_ranges", async (s) => {

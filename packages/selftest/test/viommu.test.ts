@@ -152,7 +152,9 @@ for (const variant of [
         await self.testCmdVdeviceAlloc(viommu_id, dev_id, 0x99);
         await self.testCmdMockDomainReplace(s.stdev_id, iopf_hwpt_id);
         expect(await errnoOf(self.testIoctlDestroy(iopf_hwpt_id))).toBe("EBUSY");
-        await self.testCmdTriggerIopfRespond(dev_id, 0, fault_fd);
+        // test_cmd_trigger_iopf: PASID 0x1 with PASID_VALID; nothing is attached at PASID 1, so the request reaches
+        // the nested HWPT at the RID only because the mock has a user-managed PASID table (find_fault_handler).
+        await self.testCmdTriggerIopfRespond(dev_id, 0x1, fault_fd);
 
         await self.testCmdMockDomainReplace(s.stdev_id, s.ioas_id);
         await self.testIoctlDestroy(iopf_hwpt_id);
@@ -708,6 +710,13 @@ for (const variant of [
         // Negative tests
         expect(await errnoOf(self.testCmdHwptAlloc(s.ioas_id, s.device_id, 0))).toBe("ENOENT");
         expect(await errnoOf(self.testCmdHwptAlloc(s.device_id, s.device_id, 0))).toBe("EINVAL");
+        // iommufd_hwpt_paging_alloc: a nest parent with a fault ID is EOPNOTSUPP before the fault ID (here 0, no
+        // such object) is looked up.
+        expect(
+          await errnoOf(
+            self.testCmdHwptAlloc(s.device_id, s.ioas_id, IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_FAULT_ID_VALID),
+          ),
+        ).toBe("EOPNOTSUPP");
 
         parent_hwpt_id = await self.testCmdHwptAlloc(s.device_id, s.ioas_id, IOMMU_HWPT_ALLOC_NEST_PARENT);
         const parent_hwpt_id_not_work = await self.testCmdHwptAlloc(s.device_id, s.ioas_id, 0);
@@ -725,8 +734,20 @@ for (const variant of [
         expect(await errnoOf(nested(parent_hwpt_id_not_work, 0, IOMMU_HWPT_DATA_SELFTEST, data))).toBe("EINVAL");
 
         // Allocate two nested hwpts sharing one common parent hwpt
+        const { id: fault_id, fd: fault_fd } = await self.testIoctlFaultAlloc();
         nested_hwpt_id[0] = await nested(parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data);
         nested_hwpt_id[1] = await nested(parent_hwpt_id, 0, IOMMU_HWPT_DATA_SELFTEST, data);
+        const iopfAlloc = (faultId: number) =>
+          self.testCmdHwptAllocIopf(
+            s.device_id,
+            parent_hwpt_id,
+            faultId,
+            IOMMU_HWPT_FAULT_ID_VALID,
+            IOMMU_HWPT_DATA_SELFTEST,
+            data,
+          );
+        expect(await errnoOf(iopfAlloc(UINT32_MAX))).toBe("ENOENT");
+        const iopf_hwpt_id = await iopfAlloc(fault_id);
         const [n0, n1] = nested_hwpt_id as [number, number];
         await self.testCmdHwptCheckIotlbAll(n0, D);
         await self.testCmdHwptCheckIotlbAll(n1, D);
@@ -816,9 +837,17 @@ for (const variant of [
         expect(await errnoOf(self.testIoctlDestroy(n1))).toBe("EBUSY");
         await self.testIoctlDestroy(n0);
 
+        // Switch from nested_hwpt_id[1] to iopf_hwpt_id
+        await self.testCmdMockDomainReplace(s.stdev_id, iopf_hwpt_id);
+        expect(await errnoOf(self.testIoctlDestroy(iopf_hwpt_id))).toBe("EBUSY");
+        // Trigger an IOPF on the device: test_cmd_trigger_iopf sends PASID 0x1 with PASID_VALID, which reaches the
+        // nested HWPT at the RID through the mock's user-managed PASID table (find_fault_handler).
+        await self.testCmdTriggerIopfRespond(s.device_id, 0x1, fault_fd);
+
         // Detach from nested_hwpt_id[1] and destroy it
         await self.testCmdMockDomainReplace(s.stdev_id, parent_hwpt_id);
         await self.testIoctlDestroy(n1);
+        await self.testIoctlDestroy(iopf_hwpt_id);
 
         // Detach from the parent hw_pagetable and destroy it
         await self.testCmdMockDomainReplace(s.stdev_id, s.ioas_id);
@@ -867,7 +896,8 @@ describe("fail_nth: device, vIOMMU, vDEVICE, fault queue and vEVENTQ through IOM
         await self.testCmdMockDomainReplace(stdevId, iopfHwpt);
         await self.testCmdTriggerVevents(idevId, 3);
         await errnoOf(self.testCmdReadVevents(q.fd, 3, 0x99, { value: -1 }));
-        await self.testCmdTriggerIopfRespond(idevId, 0, fault.fd);
+        // _test_cmd_trigger_iopf(self->fd, idev_id, 0x1, fault_fd), as iommufd_fail_nth.c calls it.
+        await self.testCmdTriggerIopfRespond(idevId, 0x1, fault.fd);
         await self.testCmdMockDomainReplace(stdevId, self.ioasId);
         await self.testIoctlDestroy(vdev);
         await self.testCmdVdeviceAlloc(viommu, idevId, 0x88);

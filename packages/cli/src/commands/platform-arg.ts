@@ -1,10 +1,12 @@
 import { readFile } from "node:fs/promises";
-import { defaultPlatform, type PlatformDescription, PlatformError, parsePlatform } from "@iommu-sim/core";
+import { defaultPlatform, type PlatformDescription, PlatformError, parsePlatformText } from "@iommu-sim/core";
 import { UsageError } from "../args.js";
+import { DRIVERS } from "./drivers.js";
 
 /**
  * Load the platform named by `--platform FILE`, or the embedded default. A file that is not JSON or fails the
- * schema throws `PlatformError` (exit code 2); a missing file throws `UsageError`.
+ * schema throws `PlatformError` naming the file (exit code 2); a missing file throws `UsageError`. `validate` and
+ * `topology` both load through here, with the kinds of the drivers the CLI loads, so they accept the same files.
  */
 export async function loadPlatformArg(file: string | true | undefined): Promise<PlatformDescription> {
   if (file === undefined) return defaultPlatform();
@@ -15,13 +17,10 @@ export async function loadPlatformArg(file: string | true | undefined): Promise<
   } catch (e) {
     throw new UsageError(`cannot read platform file ${file}: ${(e as Error).message}`);
   }
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return parsePlatformText(text, { kinds: DRIVERS.map((d) => d.kind) });
   } catch (e) {
-    throw new PlatformError([
-      { path: "(root)", message: `${file} is not valid JSON: ${(e as Error).message}`, value: undefined },
-    ]);
+    if (e instanceof PlatformError) throw new PlatformError(e.issues, file);
+    throw e;
   }
-  return parsePlatform(json);
 }

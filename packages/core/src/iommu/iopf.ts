@@ -274,15 +274,35 @@ export async function iommuReportDeviceFault(dev: Device, evt: IopfFault): Promi
       }
     }
   }
-  // dev_warn_ratelimited("iopf with pasid %d aborted"): a log line, not a WARN splat.
+  // err_abort: a log line (dev_warn_ratelimited), not a WARN splat; the device is answered FAILURE.
+  param.queue.ctx.diag.printkRatelimited(
+    "iommu_report_device_fault",
+    "warn",
+    `iopf with pasid ${fault.prm.pasid} aborted`,
+    dev.name,
+  );
   await iopfGroupResponse(group, IOMMU_PAGE_RESP.FAILURE);
   if (aborted) iopfFreeGroupContents(group);
   else iopfFreeGroup(group);
 }
 
+/**
+ * err_bad_iopf: no domain with a fault handler takes the request (or the device has no fault parameter). A page
+ * request is answered INVALID, and the drop is logged (ratelimited) so it is never silent: Linux leaves that log to
+ * the reporting driver through the -EINVAL it returns, which a caller like the selftest's TRIGGER_IOPF ignores.
+ */
 function badIopf(dev: Device, evt: IopfFault): never {
+  const prm = evt.fault.prm;
+  const pasid = prm.flags & IOMMU_FAULT_PAGE_REQUEST.PASID_VALID ? `pasid ${prm.pasid}` : "no pasid";
+  devIommu(dev).faultParam.rcu.diag.printkRatelimited(
+    "iopf_error_response",
+    "warn",
+    `iopf (${pasid}, grpid ${prm.grpid}) has no fault handler: dropped` +
+      (evt.fault.type === IOMMU_FAULT_PAGE_REQ ? ", answered INVALID" : ""),
+    dev.name,
+  );
   if (evt.fault.type === IOMMU_FAULT_PAGE_REQ) iopfErrorResponse(dev, evt);
-  throw kerr("EINVAL", `no fault handler for ${dev.name} pasid ${evt.fault.prm.pasid}`);
+  throw kerr("EINVAL", `no fault handler for ${dev.name} pasid ${prm.pasid}`);
 }
 
 /**

@@ -51,6 +51,35 @@ export interface ReportOptions {
   skipFrames?: number;
 }
 
+/**
+ * A kernel log line (printk): not a bug report, so it does not fail a test, but kept where a test or a user can see
+ * it (`m.diag.kernelLog`).
+ * @linux printk / dev_printk
+ */
+export interface KernelLogLine {
+  /** @linux KERN_WARNING, KERN_ERR, KERN_INFO */
+  level: "err" | "warn" | "info";
+  /** The device the line is about (dev_printk's prefix), if any. */
+  dev?: string;
+  message: string;
+  /** The task that logged it. */
+  task: string;
+  /** Virtual time in nanoseconds. */
+  time: number;
+}
+
+/** Ratelimit defaults: at most this many lines per interval and call site. @linux DEFAULT_RATELIMIT_BURST */
+export const DEFAULT_RATELIMIT_BURST = 10;
+/** @linux DEFAULT_RATELIMIT_INTERVAL (5 * HZ), in nanoseconds */
+export const DEFAULT_RATELIMIT_INTERVAL_NS = 5_000_000_000;
+
+/** The state of one ratelimited call site. @linux struct ratelimit_state */
+interface RatelimitState {
+  begin: number;
+  printed: number;
+  missed: number;
+}
+
 /** Thrown by `expectWarning` when the provoked diagnostic did not happen. */
 export class MissingDiagnosticError extends Error {
   constructor(match: DiagnosticMatch, seen: Diagnostic[]) {
@@ -114,6 +143,11 @@ export class Diagnostics {
   readonly records: Diagnostic[] = [];
   /** Names the running task; the scheduler installs its own. */
   currentTask: () => string = () => "main";
+  /** Virtual time in nanoseconds; the scheduler installs its clock. */
+  currentTime: () => number = () => 0;
+  /** The kernel log (dmesg): lines that report something without being a bug. @linux the printk ring buffer */
+  readonly kernelLog: KernelLogLine[] = [];
+  private readonly ratelimits = new Map<string, RatelimitState>();
   /** Checks run at teardown; each returns leak descriptions (empty when clean). */
   private readonly teardownChecks: { name: string; check: () => Diagnostic[] | string[] }[] = [];
   private expecting: DiagnosticMatch[] = [];
@@ -133,6 +167,44 @@ export class Diagnostics {
     if (idx >= 0) d.expected = true;
     this.records.push(d);
     return d;
+  }
+
+  /**
+   * Append a line to the kernel log.
+   * @linux dev_printk / printk
+   */
+  printk(level: KernelLogLine["level"], message: string, dev?: string): void {
+    const line: KernelLogLine = { level, message, task: this.currentTask(), time: this.currentTime() };
+    if (dev !== undefined) line.dev = dev;
+    this.kernelLog.push(line);
+  }
+
+  /**
+   * Log a line unless its call site (`site`) already logged {@link DEFAULT_RATELIMIT_BURST} lines in the current
+   * {@link DEFAULT_RATELIMIT_INTERVAL_NS} of virtual time; when a new interval starts after suppressed lines, a
+   * "callbacks suppressed" line says how many. Returns whether the line was logged.
+   * @linux dev_warn_ratelimited / __ratelimit (___ratelimit)
+   */
+  printkRatelimited(site: string, level: KernelLogLine["level"], message: string, dev?: string): boolean {
+    const now = this.currentTime();
+    let rs = this.ratelimits.get(site);
+    if (rs === undefined) {
+      rs = { begin: now, printed: 0, missed: 0 };
+      this.ratelimits.set(site, rs);
+    }
+    if (now - rs.begin > DEFAULT_RATELIMIT_INTERVAL_NS) {
+      if (rs.missed) this.printk("warn", `${site}: ${rs.missed} callbacks suppressed`);
+      rs.begin = now;
+      rs.printed = 0;
+      rs.missed = 0;
+    }
+    if (rs.printed < DEFAULT_RATELIMIT_BURST) {
+      rs.printed++;
+      this.printk(level, message, dev);
+      return true;
+    }
+    rs.missed++;
+    return false;
   }
 
   /**

@@ -2,6 +2,13 @@ import "reflect-metadata";
 import { type DependencyContainer, container as rootContainer } from "tsyringe";
 
 /**
+ * A machine's DI container (tsyringe's), re-exported so packages built on core name it without importing tsyringe
+ * themselves: one tsyringe, the one core depends on.
+ * @linux none: the DI container of one simulated machine
+ */
+export type { DependencyContainer };
+
+/**
  * A typed DI token. tsyringe's string and symbol tokens carry no type; this brands a symbol with the service type
  * so `resolve(c, Token)` is typed (the VS Code `createDecorator<IFoo>('foo')` idea).
  */

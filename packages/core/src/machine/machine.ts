@@ -27,6 +27,7 @@ import { MmioBus } from "../platform/mmio.js";
 import { PageAllocator } from "../platform/page-alloc.js";
 import { ChrdevRegistry } from "../user/chrdev.js";
 import { type Process, type SpawnOptions, UserSpace } from "../user/process.js";
+import { assertSingleCoreCopy } from "./copies.js";
 import { createMachineContainer, provide } from "./di.js";
 import type { KernelModule, ModuleContext } from "./kernel-module.js";
 import { Tokens } from "./tokens.js";
@@ -114,7 +115,8 @@ export class Machine {
   /** Use {@link createMachine}. */
   constructor(opts: MachineOptions = {}) {
     this.seed = opts.seed ?? 1;
-    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform);
+    const kinds = (opts.modules ?? []).flatMap((km) => (km.hardware ?? []).map((h) => h.kind));
+    this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, kinds);
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
     this.faults = new FaultInjector();
@@ -248,17 +250,35 @@ export class Machine {
     const report = this.diag.formatReport();
     if (report !== undefined) throw new TeardownError(report);
   }
+
+  /** Whether `teardown()` has been called. */
+  get tornDown(): boolean {
+    return this.state === "torn-down";
+  }
+
+  /**
+   * `await using m = await createMachine(...)`: tears the machine down when the scope ends, unless the code in the
+   * scope already called `teardown()`. A leak, unexpected warning or held lock rejects with the same
+   * {@link TeardownError} as `teardown()` (when the scope itself threw, JavaScript reports both in a
+   * `SuppressedError`).
+   * @linux kernel shutdown at the end of a test run (what `teardown()` mirrors)
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.state !== "torn-down") await this.teardown();
+  }
 }
 
-function toDescription(p: unknown): PlatformDescription {
-  return isPlatformDescription(p) ? p : parsePlatform(p);
+function toDescription(p: unknown, kinds: readonly string[]): PlatformDescription {
+  return isPlatformDescription(p) ? p : parsePlatform(p, { kinds });
 }
 
 /**
  * Build a machine in its own DI container (nothing is shared with other machines), with the platform's hardware
- * and the given modules registered but not loaded. Call `boot()` next.
+ * and the given modules registered but not loaded. Call `boot()` next. Throws {@link DuplicateCoreError} when a
+ * second copy of @iommu-sim/core is loaded in the process (drivers of one copy are invisible to the other).
  * @linux the machine a kernel boots on
  */
 export async function createMachine(opts: MachineOptions = {}): Promise<Machine> {
+  assertSingleCoreCopy();
   return new Machine(opts);
 }

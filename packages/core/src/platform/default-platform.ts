@@ -3,7 +3,13 @@
  * mechanism its architecture uses, with a few endpoints behind each.
  */
 import { readFile } from "node:fs/promises";
-import { type PlatformDescription, type PlatformInput, parsePlatform } from "./description.js";
+import {
+  type ParsePlatformOptions,
+  type PlatformDescription,
+  type PlatformInput,
+  parsePlatform,
+  parsePlatformText,
+} from "./description.js";
 
 /**
  * The default platform as JSON input (before parsing), for tools that want to show or edit it.
@@ -104,19 +110,13 @@ export function defaultPlatform(): PlatformDescription {
 
 /**
  * Read a JSON platform description from a file and parse it; throws `PlatformError` (with the file name in front)
- * when it is invalid, and a `SyntaxError` naming the file when it is not JSON.
+ * when it is not JSON or is invalid (see {@link parsePlatformText}).
  * @linux loading a DT blob / ACPI tables from the boot loader
  */
-export async function platformFromFile(path: string): Promise<PlatformDescription> {
+export async function platformFromFile(path: string, opts: ParsePlatformOptions = {}): Promise<PlatformDescription> {
   const text = await readFile(path, "utf8");
-  let json: unknown;
   try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new SyntaxError(`${path}: ${(e as Error).message}`);
-  }
-  try {
-    return parsePlatform(json);
+    return parsePlatformText(text, opts);
   } catch (e) {
     if (e instanceof Error) e.message = `${path}: ${e.message}`;
     throw e;

@@ -7,6 +7,7 @@
  * (`iommus[1].mmio.base`) and the offending value, all at once, in one {@link PlatformError}.
  */
 import { z } from "zod";
+import { MAX_PHYS_SIZE } from "./memory.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Scalars
@@ -32,25 +33,54 @@ export function parseSize(value: unknown): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
+const SIZE_EXPECTED = 'expected a non-negative integer, hex string ("0x1000") or size ("64KiB", "4GiB")';
+
 /** A size/address field: number or string, output a number. */
-const sizeSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const n = parseSize(v);
-  if (n === undefined) {
-    ctx.addIssue({
-      code: "custom",
-      message: 'expected a non-negative integer, hex string ("0x1000") or size ("64KiB", "4GiB")',
-      input: v,
-    });
-    return z.NEVER;
-  }
-  return n;
-});
+const sizeSchema = z
+  .union([z.number(), z.string()], { error: SIZE_EXPECTED })
+  .meta({
+    description: "A size or address: a non-negative integer, a hex string or a size with a binary unit",
+    examples: ["0x09050000", "64KiB", "4GiB", 4096],
+  })
+  .transform((v, ctx) => {
+    const n = parseSize(v);
+    if (n === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message: SIZE_EXPECTED,
+        input: v,
+      });
+      return z.NEVER;
+    }
+    return n;
+  });
 
 /** A 32-bit id field (RID, stream ID, map length): number or hex string. */
 const u32Schema = sizeSchema.refine((n) => n <= 0xffffffff, { message: "expected a 32-bit value" });
 
+/** The longest name of an IOMMU, bus or device (a DT node name has at most 31 characters; we allow more). */
+export const MAX_NAME_LENGTH = 64;
+/** The deepest nesting of arrays and objects a platform file may have (a valid one needs 6). */
+export const MAX_PLATFORM_DEPTH = 32;
+/** The smallest memory the kernel and its IOMMU drivers boot in (page tables, stream and device tables). */
+export const MIN_MEMORY_SIZE = 2 ** 20;
+/** StreamID width of the mock IOMMU: its device table has 2^8 entries (`MOCK_DT_LOG2` of drivers-mock). */
+export const MOCK_STREAM_ID_BITS = 8;
+/** StreamID width of an SMMUv3 when its options give no `sidBits` (the model's IDR1.SIDSIZE default). */
+export const SMMUV3_DEFAULT_SID_BITS = 16;
+/** SubstreamID width of an SMMUv3 when its options give no `ssidBits` (the model's IDR1.SSIDSIZE default). */
+export const SMMUV3_DEFAULT_SSID_BITS = 20;
+/**
+ * The StreamID bits a 2-level SMMUv3 stream table covers at most: a 1 MiB L1 table (STRTAB_L1_SZ_SHIFT) of 8-byte
+ * descriptors, each for 2^8 (STRTAB_SPLIT) StreamIDs.
+ */
+export const SMMUV3_2LVL_MAX_SID_BITS = 20 - 3 + 8;
+/** The largest table the kernel allocates in one piece: 2^10 pages (MAX_PAGE_ORDER), 4 MiB; 2^16 64-byte entries. */
+export const MAX_LINEAR_TABLE_BITS = 16;
+
 const nameSchema = z
-  .string()
+  .string({ error: "expected a name (a string)" })
+  .max(MAX_NAME_LENGTH, `expected a name of at most ${MAX_NAME_LENGTH} characters`)
   .regex(/^[A-Za-z0-9_.:@/-]+$/, "expected a non-empty name of letters, digits and _ . : @ / -");
 
 /** A decoded PCI bus/device/function. @linux PCI_BUS_NUM, PCI_SLOT, PCI_FUNC */
@@ -122,8 +152,15 @@ export const DEFAULT_MMIO_SIZE: Record<KnownIommuKind, number> & { other: number
 };
 
 const bits = (max: number) => z.number().int().min(0).max(max);
+/** A cache size: the models allocate typed arrays of this many entries. */
+const entries = z
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 16);
+const ways = z.number().int().min(1).max(16);
 const common = {
-  tlbEntries: z.number().int().min(0).optional(),
+  tlbEntries: entries.optional(),
   pasidBits: bits(20).optional(),
   pri: z.boolean().optional(),
   ats: z.boolean().optional(),
@@ -133,14 +170,37 @@ const common = {
 };
 
 /**
- * Feature options validated for the known kinds. Known keys are type-checked; other keys pass through so a model
- * can grow options without touching this file.
+ * Feature options of the known kinds, each key the option a hardware model reads (see its options type). Unknown
+ * keys are errors: a misspelled option must not be silently ignored. A model that grows an option adds it here.
  * @linux the DT/ACPI and ID-register feature bits of each IOMMU (IDR0-5, CAP/ECAP, EFR)
  */
 export const IOMMU_OPTION_SCHEMAS = {
-  mock: z.looseObject({ ...common }),
-  smmuv3: z.looseObject({
+  mock: z.strictObject({
     ...common,
+    tlbWays: z.union([z.literal(1), z.literal(2)]).optional(),
+    cfgEntries: entries.optional(),
+  }),
+  smmuv3: z.strictObject({
+    ...common,
+    asid16: z.boolean().optional(),
+    stall: z.boolean().optional(),
+    hyp: z.boolean().optional(),
+    twoLevelStreamTable: z.boolean().optional(),
+    cd2l: z.boolean().optional(),
+    msi: z.boolean().optional(),
+    ril: z.boolean().optional(),
+    granules: z
+      .array(z.union([z.literal(4096), z.literal(16384), z.literal(65536)]))
+      .min(1)
+      .optional(),
+    tlbWays: ways.optional(),
+    cfgEntries: entries.optional(),
+    cfgWays: ways.optional(),
+    walkCacheEntries: entries.optional(),
+    walkCacheWays: ways.optional(),
+    replacement: z.enum(["round-robin", "lru"]).optional(),
+    strict: z.boolean().optional(),
+    cmdqBatch: z.number().int().min(0).optional(),
     stages: z.enum(["s1", "s2", "s1s2"]).optional(),
     ssidBits: bits(20).optional(),
     sidBits: z.number().int().min(1).max(32).optional(),
@@ -152,7 +212,7 @@ export const IOMMU_OPTION_SCHEMAS = {
     evtqSizeLog2: bits(19).optional(),
     priqSizeLog2: bits(19).optional(),
   }),
-  vtd: z.looseObject({
+  vtd: z.strictObject({
     ...common,
     scalableMode: z.boolean().optional(),
     firstStage: z.boolean().optional(),
@@ -161,7 +221,7 @@ export const IOMMU_OPTION_SCHEMAS = {
     sagaw: z.array(z.union([z.literal(3), z.literal(4), z.literal(5)])).optional(),
     domainIdBits: z.number().int().min(4).max(16).optional(),
   }),
-  amd: z.looseObject({
+  amd: z.strictObject({
     ...common,
     v2: z.boolean().optional(),
     ppr: z.boolean().optional(),
@@ -171,25 +231,28 @@ export const IOMMU_OPTION_SCHEMAS = {
   }),
 } satisfies Record<KnownIommuKind, z.ZodType>;
 
-const iommuSchema = z
-  .strictObject({
-    name: nameSchema,
-    kind: z.string().regex(/^[a-z][a-z0-9_-]*$/, "expected a lower-case kind name"),
-    mmio: z.strictObject({ base: sizeSchema, size: sizeSchema.optional() }),
-    fwnode: z.string().min(1).optional(),
-    options: z.record(z.string(), z.unknown()).optional(),
-  })
-  .transform((i) => {
-    const known = (KNOWN_IOMMU_KINDS as readonly string[]).includes(i.kind);
-    const size = i.mmio.size ?? (known ? DEFAULT_MMIO_SIZE[i.kind as KnownIommuKind] : DEFAULT_MMIO_SIZE.other);
-    return {
-      name: i.name,
-      kind: i.kind,
-      mmio: { base: i.mmio.base, size },
-      fwnode: i.fwnode ?? `/iommu@${i.mmio.base.toString(16)}`,
-      options: i.options ?? {},
-    };
-  });
+const iommuObjectSchema = z.strictObject({
+  name: nameSchema,
+  kind: z
+    .string({ error: `expected an IOMMU kind (${KNOWN_IOMMU_KINDS.join(", ")})` })
+    .max(MAX_NAME_LENGTH, `expected a kind of at most ${MAX_NAME_LENGTH} characters`)
+    .regex(/^[a-z][a-z0-9_-]*$/, "expected a lower-case kind name"),
+  mmio: z.strictObject({ base: sizeSchema, size: sizeSchema.optional() }),
+  fwnode: z.string().min(1).max(256, "expected a fwnode path of at most 256 characters").optional(),
+  options: z.record(z.string(), z.unknown()).optional(),
+});
+
+const iommuSchema = iommuObjectSchema.transform((i) => {
+  const known = (KNOWN_IOMMU_KINDS as readonly string[]).includes(i.kind);
+  const size = i.mmio.size ?? (known ? DEFAULT_MMIO_SIZE[i.kind as KnownIommuKind] : DEFAULT_MMIO_SIZE.other);
+  return {
+    name: i.name,
+    kind: i.kind,
+    mmio: { base: i.mmio.base, size },
+    fwnode: i.fwnode ?? `/iommu@${i.mmio.base.toString(16)}`,
+    options: i.options ?? {},
+  };
+});
 
 // ---------------------------------------------------------------------------------------------------------------
 // Buses and devices
@@ -266,7 +329,17 @@ const ivrsSchema = z.strictObject({
 
 /** The zod schema of a platform description (shape only; see {@link parsePlatform} for the cross-checks). @linux the DT bindings / ACPI table layouts, as one schema */
 export const platformSchema = z.strictObject({
-  memory: z.strictObject({ size: sizeSchema.default(4 * 2 ** 30) }).default({ size: 4 * 2 ** 30 }),
+  /** The JSON Schema an editor checks the file against; ignored here. */
+  $schema: z.string().optional(),
+  memory: z
+    .strictObject({
+      size: sizeSchema
+        .refine((n) => n % 4096 === 0, { message: "expected a multiple of 4 KiB (4096)" })
+        .refine((n) => n >= MIN_MEMORY_SIZE, { message: `expected at least ${MIN_MEMORY_SIZE} (1 MiB)` })
+        .refine((n) => n <= MAX_PHYS_SIZE, { message: "expected at most 2^52 (4 PiB, the largest physical address)" })
+        .default(4 * 2 ** 30),
+    })
+    .default({ size: 4 * 2 ** 30 }),
   iommus: z.array(iommuSchema).default([]),
   buses: z.array(busSchema).default([]),
   devices: z.array(deviceSchema).default([]),
@@ -278,6 +351,28 @@ export const platformSchema = z.strictObject({
     })
     .optional(),
 });
+
+/**
+ * The platform schema as JSON Schema (draft 2020-12), for editors: shapes, names, enums and per-kind IOMMU options
+ * (the cross-reference rules of {@link parsePlatform} are not expressible there). Shipped as
+ * `@iommu-sim/core/platform.schema.json`.
+ * @linux none: the DT binding YAML schemas (Documentation/devicetree/bindings) play this part for DT
+ */
+export function platformJsonSchema(): Record<string, unknown> {
+  const forKind = <K extends KnownIommuKind>(k: K) =>
+    iommuObjectSchema.extend({ kind: z.literal(k), options: IOMMU_OPTION_SCHEMAS[k].optional() });
+  const perKind = z.discriminatedUnion("kind", [forKind("mock"), forKind("smmuv3"), forKind("vtd"), forKind("amd")]);
+  const editorSchema = platformSchema.extend({ iommus: z.array(perKind).optional() });
+  const schema = z.toJSONSchema(editorSchema, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
+  return {
+    $schema: schema.$schema,
+    $id: "https://github.com/iommu-sim/iommu-sim/blob/main/packages/core/platform.schema.json",
+    title: "iommu-sim platform description",
+    description:
+      "Memory, IOMMU instances, buses, endpoint devices and the firmware tables (DT iommus/iommu-map, ACPI DMAR and IVRS) of a simulated machine. `iommu-sim validate FILE` checks the cross-references too.",
+    ...Object.fromEntries(Object.entries(schema).filter(([k]) => k !== "$schema")),
+  };
+}
 
 /** A parsed, checked platform description. @linux the firmware description (DT blob / ACPI tables) */
 export type PlatformDescription = z.output<typeof platformSchema>;
@@ -313,6 +408,9 @@ export interface PlatformIssue {
   value: unknown;
 }
 
+/** How many issues a {@link PlatformError} message lists (all are in `issues`). */
+const MAX_LISTED_ISSUES = 20;
+
 /**
  * A platform description that does not parse or does not hold together. The message lists every issue as
  * `path: message (got value)`.
@@ -320,8 +418,16 @@ export interface PlatformIssue {
  */
 export class PlatformError extends Error {
   readonly issues: PlatformIssue[];
-  constructor(issues: PlatformIssue[]) {
-    super(`invalid platform description:\n${issues.map((i) => `  ${formatIssue(i)}`).join("\n")}`);
+  /** `file`: the file the description came from, named in the message. */
+  constructor(issues: PlatformIssue[], file?: string) {
+    super(
+      `${file === undefined ? "" : `${file}: `}invalid platform description:\n${issues
+        .slice(0, MAX_LISTED_ISSUES)
+        .map((i) => `  ${formatIssue(i)}`)
+        .join(
+          "\n",
+        )}${issues.length > MAX_LISTED_ISSUES ? `\n  ... and ${issues.length - MAX_LISTED_ISSUES} more` : ""}`,
+    );
     this.name = "PlatformError";
     this.issues = issues;
   }
@@ -329,14 +435,13 @@ export class PlatformError extends Error {
 
 function showValue(v: unknown): string {
   if (v === undefined) return "undefined";
-  if (typeof v === "string") return JSON.stringify(v);
-  if (typeof v === "number") return Number.isInteger(v) && v > 0xffff ? `0x${v.toString(16)}` : String(v);
-  try {
-    const s = JSON.stringify(v);
-    return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-  } catch {
-    return String(v);
+  if (typeof v === "string") {
+    const q = JSON.stringify(v.length > 80 ? v.slice(0, 77) : v);
+    return v.length > 80 ? `${q.slice(0, -1)}..." (${v.length} characters)` : q;
   }
+  if (typeof v === "number") return Number.isInteger(v) && v > 0xffff ? `0x${v.toString(16)}` : String(v);
+  if (typeof v === "object" && v !== null) return Array.isArray(v) ? `an array of ${v.length}` : "an object";
+  return String(v);
 }
 
 function formatIssue(i: PlatformIssue): string {
@@ -362,6 +467,17 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return v;
 }
 
+/** The keys a strict object at `path` accepts, where that is worth listing (the root and IOMMU options). */
+function knownKeysAt(root: unknown, path: readonly PropertyKey[]): string[] | undefined {
+  if (path.length === 0) return Object.keys(platformSchema.shape);
+  if (path.length === 3 && path[0] === "iommus" && path[2] === "options") {
+    const kind = valueAt(root, [...path.slice(0, 2), "kind"]);
+    const schema = IOMMU_OPTION_SCHEMAS[kind as KnownIommuKind];
+    return schema ? Object.keys(schema.shape) : undefined;
+  }
+  return undefined;
+}
+
 function zodIssues(
   root: unknown,
   issues: readonly z.core.$ZodIssue[],
@@ -371,8 +487,13 @@ function zodIssues(
   for (const iss of issues) {
     const path = [...prefix, ...iss.path];
     if (iss.code === "unrecognized_keys") {
+      const known = knownKeysAt(root, path);
       for (const k of iss.keys) {
-        out.push({ path: formatPath([...path, k]), message: "unknown property", value: valueAt(root, [...path, k]) });
+        const near = known && closest(k, known);
+        const message = known
+          ? `unknown ${path.at(-1) === "options" ? "option" : "property"}${near ? ` (did you mean ${near}?)` : ""}: expected one of ${known.join(", ")}`
+          : "unknown property";
+        out.push({ path: formatPath([...path, k]), message, value: valueAt(root, [...path, k]) });
       }
       continue;
     }
@@ -391,7 +512,7 @@ export function isPciBus(bus: BusDesc): bus is PciBusDesc {
   return bus.type === "pci";
 }
 
-function crossCheck(d: PlatformDescription): PlatformIssue[] {
+function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): PlatformIssue[] {
   const issues: PlatformIssue[] = [];
   const add = (path: readonly PropertyKey[], message: string, value: unknown) =>
     issues.push({ path: formatPath(path), message, value });
@@ -415,11 +536,32 @@ function crossCheck(d: PlatformDescription): PlatformIssue[] {
     if (prev !== undefined) add(["iommus", i, "fwnode"], `duplicate fwnode (also iommus[${prev}])`, io.fwnode);
     else fwnodes.set(io.fwnode, i);
     const schema = (IOMMU_OPTION_SCHEMAS as Record<string, z.ZodType>)[io.kind];
+    if (!schema && !extraKinds.has(io.kind)) {
+      const expected = [...KNOWN_IOMMU_KINDS, ...extraKinds];
+      const near = closest(io.kind, expected);
+      add(
+        ["iommus", i, "kind"],
+        `unknown IOMMU kind: expected one of ${expected.join(", ")}${near ? ` (did you mean ${near}?)` : ""}`,
+        io.kind,
+      );
+    }
     if (schema) {
       const r = schema.safeParse(io.options, { reportInput: true });
       if (!r.success) issues.push(...zodIssues(d, r.error.issues, ["iommus", i, "options"]));
+      else if (io.kind === "smmuv3") issues.push(...smmuv3TableIssues(io, ["iommus", i]));
     }
     if (io.mmio.size === 0) add(["iommus", i, "mmio", "size"], "MMIO window must not be empty", io.mmio.size);
+    else if (!Number.isSafeInteger(io.mmio.base + io.mmio.size)) {
+      add(["iommus", i, "mmio", "size"], "MMIO window must end below 2^53", io.mmio.size);
+    }
+    const regs = REGISTER_FILE_SIZE[io.kind as keyof typeof REGISTER_FILE_SIZE];
+    if (regs !== undefined && io.mmio.size > 0 && io.mmio.size < regs) {
+      add(
+        ["iommus", i, "mmio", "size"],
+        `MMIO window smaller than the ${io.kind} register file (expected at least 0x${regs.toString(16)})`,
+        io.mmio.size,
+      );
+    }
   });
   // MMIO windows must not overlap.
   const windows = d.iommus.map((io, i) => ({ i, base: io.mmio.base, end: io.mmio.base + io.mmio.size }));
@@ -455,9 +597,17 @@ function crossCheck(d: PlatformDescription): PlatformIssue[] {
       if (prev !== undefined) add(["buses", i, "segment"], `PCI segment already used by buses[${prev}]`, b.segment);
       else segments.set(b.segment, i);
       b.iommuMap?.forEach((e, k) => {
-        refIommu(["buses", i, "iommuMap", k, "iommu"], e.iommu);
+        const io = refIommu(["buses", i, "iommuMap", k, "iommu"], e.iommu);
         if (e.ridBase + e.length > 0x10000) {
           add(["buses", i, "iommuMap", k, "length"], "ridBase + length exceeds the 16-bit RID space", e.length);
+        }
+        const idBits = io && streamIdBits(io);
+        if (idBits !== undefined && e.sidBase + e.length > 2 ** idBits) {
+          add(
+            ["buses", i, "iommuMap", k, "length"],
+            `sidBase + length exceeds the ${idBits}-bit StreamIDs of ${io!.name} (expected sidBase + length <= 0x${(2 ** idBits).toString(16)})`,
+            e.length,
+          );
         }
       });
     }
@@ -499,8 +649,30 @@ function crossCheck(d: PlatformDescription): PlatformIssue[] {
     });
   });
 
-  // Devices.
+  // Devices. StreamIDs of the IOMMUs whose driver gives each ID to one master (arm_smmu_insert_master, the mock).
   const bdfs = new Map<string, number>();
+  const sidOwners = new Map<string, number>();
+  const claimSid = (path: readonly PropertyKey[], io: IommuDesc, sid: number, dev: number) => {
+    const bits = streamIdBits(io)!;
+    if (sid >= 2 ** bits) {
+      add(
+        path,
+        `StreamID beyond the ${bits}-bit range of ${io.name} (expected below 0x${(2 ** bits).toString(16)})`,
+        sid,
+      );
+      return;
+    }
+    const key = `${io.name}/${sid}`;
+    const prev = sidOwners.get(key);
+    if (prev === undefined) sidOwners.set(key, dev);
+    else if (prev !== dev) {
+      add(
+        path,
+        `StreamID 0x${sid.toString(16)} of ${io.name} already used by devices[${prev}] (${d.devices[prev]!.name})`,
+        sid,
+      );
+    }
+  };
   d.devices.forEach((dev, i) => {
     const at = (...p: PropertyKey[]) => ["devices", i, ...p];
     const bus = buses.get(dev.bus);
@@ -509,7 +681,16 @@ function crossCheck(d: PlatformDescription): PlatformIssue[] {
       return;
     }
     dev.iommus?.forEach((s, k) => {
-      refIommu(at("iommus", k, "iommu"), s.iommu);
+      const io = refIommu(at("iommus", k, "iommu"), s.iommu);
+      const first = dev.iommus![0]!.iommu;
+      if (s.iommu !== first && !isPciBus(bus)) {
+        // iommu_fwspec_init refuses a second IOMMU for a device (EINVAL): the device would get none.
+        add(at("iommus", k, "iommu"), `a device has one IOMMU: expected ${first} as in iommus[0]`, s.iommu);
+      }
+      if (!io || streamIdBits(io) === undefined || isPciBus(bus)) return;
+      if (s.args.length !== 1) {
+        add(at("iommus", k, "args"), `expected one StreamID (#iommu-cells = 1 for ${io.kind})`, s.args);
+      } else claimSid(at("iommus", k, "args", 0), io, s.args[0]!, i);
     });
     if (!isPciBus(bus)) {
       for (const f of ["bdf", "aliases", "ats", "pri", "pasid", "acs", "multifunction"] as const) {
@@ -545,6 +726,38 @@ function crossCheck(d: PlatformDescription): PlatformIssue[] {
     }
     // How many mechanisms reach this device?
     const rid = parseBdf(dev.bdf)!.rid;
+    // Its StreamIDs through the iommu-map: its own RID, then its DMA aliases (pci_for_each_dma_alias). A RID the
+    // map does not cover bypasses translation; an alias the map does not cover, or maps to another IOMMU, fails
+    // the whole of_iommu_configure (ENODEV / EINVAL), so the device would silently get no IOMMU.
+    const mapEntry = (r: number) =>
+      bus.iommuMap?.find((m) => {
+        const masked = ((m.ridMask ?? 0xffffffff) & r) >>> 0;
+        return masked >= m.ridBase && masked < m.ridBase + m.length;
+      });
+    const own = mapEntry(rid);
+    if (own) {
+      [dev.bdf, ...(dev.aliases ?? [])].forEach((b, k) => {
+        const r = parseBdf(b)!.rid;
+        const path = k === 0 ? at("bdf") : at("aliases", k - 1);
+        const e = mapEntry(r);
+        if (!e) {
+          add(
+            path,
+            `DMA alias not in the iommu-map of ${bus.name} while the device's own RID is (it would get no IOMMU)`,
+            b,
+          );
+          return;
+        }
+        if (e.iommu !== own.iommu) {
+          add(path, `DMA alias mapped to ${e.iommu}: expected the device's IOMMU ${own.iommu}`, b);
+          return;
+        }
+        const io = iommus.get(e.iommu);
+        if (!io || streamIdBits(io) === undefined) return;
+        const sid = ((((e.ridMask ?? 0xffffffff) & r) >>> 0) - e.ridBase + e.sidBase) >>> 0;
+        claimSid(path, io, sid, i);
+      });
+    }
     const how: string[] = [];
     bus.iommuMap?.forEach((e, k) => {
       const m = (e.ridMask ?? 0xffffffff) & rid;
@@ -565,6 +778,115 @@ function crossCheck(d: PlatformDescription): PlatformIssue[] {
     if (how.length > 1) add(at("bdf"), `device reached by more than one IOMMU mechanism: ${how.join(", ")}`, dev.bdf);
   });
   return issues;
+}
+
+/** Register file sizes of the kinds with a model: a smaller MMIO window would overlap the next device. */
+const REGISTER_FILE_SIZE = { mock: DEFAULT_MMIO_SIZE.mock, smmuv3: DEFAULT_MMIO_SIZE.smmuv3 } as const;
+
+/**
+ * The StreamID width of an IOMMU whose driver takes one ID per master from DT `iommus` / `iommu-map` (mock,
+ * SMMUv3); undefined for the kinds that identify devices by requester ID (VT-d, AMD-Vi) and for other kinds.
+ * @linux smmu->sid_bits (IDR1.SIDSIZE), arm_smmu_sid_in_range
+ */
+export function streamIdBits(io: IommuDesc): number | undefined {
+  if (io.kind === "mock") return MOCK_STREAM_ID_BITS;
+  if (io.kind === "smmuv3") {
+    const bits = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
+    // arm_smmu_init_strtab_2lvl caps the L1 table; arm_smmu_sid_in_range then refuses StreamIDs above it.
+    return smmuv3LinearStreamTable(io) ? bits : Math.min(bits, SMMUV3_2LVL_MAX_SID_BITS);
+  }
+  return undefined;
+}
+
+/** Whether an SMMUv3's driver uses a linear stream table (no 2-level support, or too few SID bits to split). */
+function smmuv3LinearStreamTable(io: IommuDesc): boolean {
+  const bits = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
+  return io.options.twoLevelStreamTable === false || bits <= 8;
+}
+
+/**
+ * Tables an SMMUv3's driver allocates in one piece, whose size the options set: a linear stream table has 2^sidBits
+ * STEs and, without 2-level CD tables, a CD table has up to 2^ssidBits CDs (64 bytes each).
+ * @linux arm_smmu_init_strtab_linear, arm_smmu_alloc_cd_tables
+ */
+function smmuv3TableIssues(io: IommuDesc, at: readonly PropertyKey[]): PlatformIssue[] {
+  const out: PlatformIssue[] = [];
+  const max = MAX_LINEAR_TABLE_BITS;
+  const sid = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
+  const ssid = typeof io.options.ssidBits === "number" ? io.options.ssidBits : SMMUV3_DEFAULT_SSID_BITS;
+  if (smmuv3LinearStreamTable(io) && sid > max) {
+    out.push({
+      path: formatPath([...at, "options", "sidBits"]),
+      message: `a linear stream table of 2^${sid} STEs exceeds the largest allocation (4 MiB): expected sidBits <= ${max} without twoLevelStreamTable`,
+      value: sid,
+    });
+  }
+  if (io.options.cd2l === false && ssid > max) {
+    out.push({
+      path: formatPath([...at, "options", "ssidBits"]),
+      message: `a linear CD table of 2^${ssid} CDs exceeds the largest allocation (4 MiB): expected ssidBits <= ${max} without cd2l`,
+      value: ssid,
+    });
+  }
+  return out;
+}
+
+/** The candidate nearest to `word` by edit distance, when it is a likely typo (distance <= 2). */
+function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = 3;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2) return 3;
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/**
+ * The first array or object nested deeper than {@link MAX_PLATFORM_DEPTH}, as an issue; checked without recursion
+ * before the schema walks the value (a file nested thousands deep would otherwise overflow the stack).
+ */
+function depthIssue(json: unknown): PlatformIssue | undefined {
+  const stack: { v: unknown; path: PropertyKey[] }[] = [{ v: json, path: [] }];
+  while (stack.length > 0) {
+    const { v, path } = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (path.length >= MAX_PLATFORM_DEPTH) {
+      return {
+        path: formatPath(path),
+        message: `nested too deep: expected at most ${MAX_PLATFORM_DEPTH} levels of arrays and objects`,
+        value: v,
+      };
+    }
+    const children: [PropertyKey, unknown][] = Array.isArray(v) ? v.map((x, k) => [k, x]) : Object.entries(v);
+    for (const [k, x] of children) stack.push({ v: x, path: [...path, k] });
+  }
+  return undefined;
+}
+
+/** Options of {@link parsePlatform}. */
+export interface ParsePlatformOptions {
+  /**
+   * IOMMU kinds besides {@link KNOWN_IOMMU_KINDS} to accept (kinds that loaded modules register a hardware model
+   * for; `createMachine` passes its modules' kinds). Their `options` are left to the model.
+   */
+  kinds?: Iterable<string>;
 }
 
 /**
@@ -597,13 +919,50 @@ export function ivrsEntryCovers(entries: readonly IvrsEntryDesc[], rid: number):
  * names, overlapping MMIO windows, bdf collisions, a device reached by two mechanisms).
  * @linux unflatten_device_tree / acpi_table_parse — reading firmware's description of the machine
  */
-export function parsePlatform(json: unknown): PlatformDescription {
+export function parsePlatform(json: unknown, opts: ParsePlatformOptions = {}): PlatformDescription {
+  const deep = depthIssue(json);
+  if (deep) throw new PlatformError([deep]);
   const r = platformSchema.safeParse(json, { reportInput: true });
   if (!r.success) throw new PlatformError(zodIssues(json, r.error.issues));
-  const issues = crossCheck(r.data);
+  const extra = new Set(opts.kinds ?? []);
+  for (const k of KNOWN_IOMMU_KINDS) extra.delete(k);
+  const issues = crossCheck(r.data, extra);
   if (issues.length > 0) throw new PlatformError(issues);
   checked.add(r.data);
   return r.data;
+}
+
+/**
+ * Parse the text of a JSON platform file: a byte-order mark, a syntax error (with its line and column) or nesting
+ * too deep for the JSON parser are {@link PlatformError}s like any schema error, never a raw exception.
+ * @linux reading the DT blob / ACPI tables firmware hands over (fdt_check_header before unflattening)
+ */
+export function parsePlatformText(text: string, opts: ParsePlatformOptions = {}): PlatformDescription {
+  const root = (message: string): PlatformError => new PlatformError([{ path: "(root)", message, value: undefined }]);
+  if (text.charCodeAt(0) === 0xfeff) {
+    throw root("the file starts with a UTF-8 byte-order mark (U+FEFF): expected JSON text without a BOM");
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    if (e instanceof RangeError) {
+      throw root(`nested too deep: expected at most ${MAX_PLATFORM_DEPTH} levels of arrays and objects`);
+    }
+    throw root(`expected JSON: ${jsonErrorWhere(text, (e as Error).message)}`);
+  }
+  return parsePlatform(json, opts);
+}
+
+/** A JSON.parse message with the line and column of its "position N", if it names one. */
+function jsonErrorWhere(text: string, message: string): string {
+  const m = /position (\d+)/.exec(message);
+  if (!m) return message;
+  const pos = Number(m[1]);
+  const before = text.slice(0, pos);
+  const line = before.split("\n").length;
+  const col = pos - before.lastIndexOf("\n");
+  return `${message} (line ${line}, column ${col})`;
 }
 
 /** Descriptions `parsePlatform` produced (immutable facts about values, shared by no machine state). */

@@ -225,6 +225,37 @@ describe("iommuReportDeviceFault: grouping and response", () => {
     expect(d.held).toEqual([]);
     expect(fp(d).partial).toEqual([]);
     expect(fp(d).users.read()).toBe(1);
+    // No drop is silent: each is in the kernel log, about the device.
+    expect(env.m.diag.kernelLog.map((l) => [l.level, l.dev, l.message])).toEqual([
+      ["warn", "nic0", "iopf (no pasid, grpid 1) has no fault handler: dropped, answered INVALID"],
+      ["warn", "nic0", "iopf (no pasid, grpid 2) has no fault handler: dropped, answered INVALID"],
+      ["warn", "nic0", "iopf (no pasid, grpid 4) has no fault handler: dropped, answered INVALID"],
+      ["warn", "nic0", "iopf (no pasid, grpid 4) has no fault handler: dropped, answered INVALID"],
+      ["warn", "nic0", "iopf (pasid 9, grpid 5) has no fault handler: dropped, answered INVALID"],
+    ]);
+    await finish(env);
+  });
+
+  // dev_warn_ratelimited / ___ratelimit: 10 lines per call site per 5 s, then one "callbacks suppressed" line when
+  // the next interval starts; every request is still answered.
+  it("logs dropped faults ratelimited (burst 10 per 5 s of virtual time), answering every one", async () => {
+    const env = await setup();
+    const [d] = env.devs as [FakeDev];
+    d.handles.clear();
+    const drop = (grpid: number) =>
+      expect(iommuReportDeviceFault(d.dev, pr(grpid, 0x1000, { last: true }))).rejects.toMatchObject({
+        code: "EINVAL",
+      });
+    for (let i = 0; i < 25; i++) await drop(i);
+    expect(env.m.diag.kernelLog).toHaveLength(10);
+    await env.m.scheduler.sleep(5_000_000_001);
+    await drop(100);
+    expect(env.m.diag.kernelLog.slice(10).map((l) => l.message)).toEqual([
+      "iopf_error_response: 15 callbacks suppressed",
+      "iopf (no pasid, grpid 100) has no fault handler: dropped, answered INVALID",
+    ]);
+    expect(env.sent).toHaveLength(26);
+    expect(env.sent.every((r) => r.code === IOMMU_PAGE_RESP.INVALID)).toBe(true);
     await finish(env);
   });
 
@@ -263,6 +294,8 @@ describe("iommuReportDeviceFault: grouping and response", () => {
     await iommuReportDeviceFault(d.dev, pr(6, 0x1000));
     await iommuReportDeviceFault(d.dev, pr(6, 0x2000, { last: true })); // resolves: the core answered
     expect(env.sent).toEqual([{ dev: "nic0", addr: 0x2000, pasid: 0, grpid: 6, code: IOMMU_PAGE_RESP.FAILURE }]);
+    // err_abort's dev_warn_ratelimited.
+    expect(env.m.diag.kernelLog.map((l) => [l.dev, l.message])).toEqual([["nic0", "iopf with pasid 0 aborted"]]);
     expect(seen && freedAt(seen)).toBeDefined();
     expect(seen!.faults).toEqual([]);
     expect(fp(d).faults).toEqual([]);

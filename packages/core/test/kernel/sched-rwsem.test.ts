@@ -87,6 +87,26 @@ describe("RwSemaphore", () => {
     expect(inside).toEqual([3, 3, 3]);
   });
 
+  // down_write_nest_lock: several locks of one class under an outer lock; the outer lock must be held.
+  it("downWriteNestLock takes several locks of one class under the held nest lock, and asserts it", async () => {
+    const { diag, s } = setup();
+    const outer = new RwSemaphore(s, "ictx->ioas_creation_lock");
+    const a = new RwSemaphore(s, "iova_rwsem#1", { lockClass: "iopt.iova_rwsem" });
+    const b = new RwSemaphore(s, "iova_rwsem#2", { lockClass: "iopt.iova_rwsem" });
+    await expect(a.downWriteNestLock(outer)).rejects.toThrow(LockAssertionError);
+    diag.acknowledge({ kind: "lock-assert", culprit: "ictx->ioas_creation_lock" });
+    expect(a.isLocked()).toBe(false);
+    await outer.downWrite();
+    await a.downWriteNestLock(outer);
+    await b.downWriteNestLock(outer);
+    a.assertWriteHeld();
+    b.assertWriteHeld();
+    b.upWrite();
+    a.upWrite();
+    outer.upWrite();
+    expect(diag.unexpected()).toEqual([]);
+  });
+
   it("assertHeld / assertWriteHeld / assertReadHeld report the lock and the task", async () => {
     const { diag, sem } = setup();
     expect(() => sem.assertHeld()).toThrow(LockAssertionError);

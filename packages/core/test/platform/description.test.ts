@@ -95,7 +95,7 @@ describe("shape errors name the path and the value", () => {
     expect(issuesOf(j)).toEqual([expect.objectContaining({ path: "devices[0].bus", value: undefined })]);
   });
 
-  it("known kinds validate their options; user kinds are free-form", () => {
+  it("known kinds validate their options; kinds registered by a module (passed as kinds) are free-form", () => {
     const j = base();
     (j.iommus[0] as Record<string, unknown>).options = { stages: "s3", ssidBits: 40 };
     const issues = issuesOf(j);
@@ -105,7 +105,14 @@ describe("shape errors name the path and the value", () => {
     ]);
     const u = base();
     u.iommus.push({ name: "mine", kind: "my-iommu", mmio: { base: "0x1000" }, options: { anything: [1] } } as never);
-    const p = parsePlatform(u);
+    expect(issuesOf(u)).toEqual([
+      expect.objectContaining({
+        path: "iommus[2].kind",
+        value: "my-iommu",
+        message: expect.stringMatching(/unknown IOMMU kind/),
+      }),
+    ]);
+    const p = parsePlatform(u, { kinds: ["my-iommu"] });
     expect(p.iommus[2]).toMatchObject({ kind: "my-iommu", fwnode: "/iommu@1000", options: { anything: [1] } });
   });
 

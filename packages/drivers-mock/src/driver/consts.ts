@@ -44,6 +44,18 @@ export const IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0;
 
 /** Page-table types of `struct iommu_hwpt_selftest.pagetable_type`. @linux MOCK_IOMMUPT_DEFAULT (iommufd_test.h) */
 export const MOCK_IOMMUPT_DEFAULT = 0;
+/**
+ * The same table, mapping only 1 MiB pages and CPU pages (for the dirty-tracking selftests' huge variants), and
+ * with the table's whole aperture instead of the mock one.
+ * @linux MOCK_IOMMUPT_HUGE (iommufd_test.h)
+ */
+export const MOCK_IOMMUPT_HUGE = 1;
+/** The real AMD v1 format (not modelled: EOPNOTSUPP). @linux MOCK_IOMMUPT_AMDV1 (iommufd_test.h) */
+export const MOCK_IOMMUPT_AMDV1 = 2;
+/** Page sizes of a MOCK_IOMMUPT_HUGE domain: huge pages, plus PAGE_SIZE so iommufd accepts the domain. @linux mock_domain_alloc_pgtable */
+export const MOCK_HUGE_PGSIZE_BITMAP = MOCK_HUGE_PAGE_SIZE | 4096;
+/** IOVA width of a MOCK_IOMMUPT_HUGE domain: the table's, capped at the simulator's 2^53 address limit. */
+export const MOCK_HUGE_IAS = 53;
 
 /** The IOVA width of a mock paging domain (covers the aperture). @linux the mock domain's geometry (pt_iommu_mock ias) */
 export const MOCK_IAS = 31;

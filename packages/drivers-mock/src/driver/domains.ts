@@ -12,6 +12,7 @@ import {
   type IommuViommu,
   IoPageTable,
   type IotlbGather,
+  minPageSize,
   mockFormat,
 } from "@iommu-sim/core";
 import { CTX_MODE } from "../spec/fields.js";
@@ -19,6 +20,9 @@ import {
   IOMMU_TEST_IOTLB_DEFAULT,
   MOCK_APERTURE_LAST,
   MOCK_APERTURE_START,
+  MOCK_HUGE_PGSIZE_BITMAP,
+  MOCK_IOMMUPT_DEFAULT,
+  MOCK_IOMMUPT_HUGE,
   MOCK_NESTED_DOMAIN_IOTLB_NUM,
   MOCK_PGSIZE_BITMAP,
 } from "./consts.js";
@@ -42,14 +46,31 @@ export class MockPagingDomain extends IommuDomain {
     /** Allocated with IOMMU_HWPT_ALLOC_NEST_PARENT. */
     readonly nestParent: boolean,
     dirtyOps: IommuDirtyOps | undefined,
+    /** `struct iommu_hwpt_selftest.pagetable_type`. */
+    readonly pagetableType: number = MOCK_IOMMUPT_DEFAULT,
   ) {
+    // MOCK_IOMMUPT_HUGE keeps the table's own aperture (the mock one is for the default type only) and maps only
+    // huge pages and CPU pages. @linux mock_domain_alloc_pgtable
+    const huge = pagetableType === MOCK_IOMMUPT_HUGE;
     super({
       ops,
-      pgsizeBitmap: MOCK_PGSIZE_BITMAP,
-      geometry: { apertureStart: MOCK_APERTURE_START, apertureEnd: MOCK_APERTURE_LAST, forceAperture: true },
+      pgsizeBitmap: huge ? MOCK_HUGE_PGSIZE_BITMAP : MOCK_PGSIZE_BITMAP,
+      geometry: huge
+        ? { apertureStart: 0, apertureEnd: 2 ** pt.ias - 1, forceAperture: true }
+        : { apertureStart: MOCK_APERTURE_START, apertureEnd: MOCK_APERTURE_LAST, forceAperture: true },
       ...(dirtyOps ? { dirtyOps } : {}),
       name: `mock_domain#${did}`,
     });
+  }
+
+  /**
+   * A page size the domain offers as a run of the table's own leaves: a CPU page of a MOCK_IOMMUPT_HUGE domain is
+   * two mock pages. Returns the leaf size; `count` scales by size / leaf.
+   * @linux the generic page table choosing its own leaf sizes in map_pages / unmap_pages
+   */
+  leafSize(pgsize: number): number {
+    if (this.pt.pgsizeBitmap >= pgsize && Math.floor(this.pt.pgsizeBitmap / pgsize) % 2 === 1) return pgsize;
+    return minPageSize(this.pt.pgsizeBitmap);
   }
 
   /** The context entry of a device attached to this domain. */

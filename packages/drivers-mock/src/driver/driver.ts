@@ -42,8 +42,10 @@ import {
   IOMMU_TEST_PASID_RESERVED,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
   MOCK_FLAGS_DEVICE_PASID,
+  MOCK_HUGE_IAS,
   MOCK_IAS,
   MOCK_IOMMUPT_DEFAULT,
+  MOCK_IOMMUPT_HUGE,
   MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
   MOCK_OAS,
   MOCK_PASID_WIDTH,
@@ -60,6 +62,8 @@ import {
 import { MockIommu, MockMaster } from "./mock-iommu.js";
 import { createMockViommuOps, IOMMU_VIOMMU_TYPE_SELFTEST, mockViommuInit } from "./viommu.js";
 
+/** The type IOMMU_GET_HW_INFO asks for without IOMMU_HW_INFO_FLAG_INPUT_TYPE. @linux IOMMU_HW_INFO_TYPE_DEFAULT */
+export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
 /** Hardware-info type of the mock. @linux IOMMU_HW_INFO_TYPE_SELFTEST (iommufd_test.h) */
 export const IOMMU_HW_INFO_TYPE_SELFTEST = 0xfeedbeef;
 /** The mock's `test_reg` value in its hardware info. @linux IOMMU_HW_INFO_SELFTEST_REGVAL */
@@ -106,9 +110,16 @@ class MockDriverState {
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDev(d, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d, dev, pasid, old),
-      mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as MockPagingDomain).pt.map(iova, pa, pgsize, count, prot, gather),
-      unmapPages: (d, iova, pgsize, count, gather) => (d as MockPagingDomain).pt.unmap(iova, pgsize, count, gather),
+      mapPages: (d, iova, pa, pgsize, count, prot, gather) => {
+        const p = d as MockPagingDomain;
+        const leaf = p.leafSize(pgsize);
+        return p.pt.map(iova, pa, leaf, (count * pgsize) / leaf, prot, gather);
+      },
+      unmapPages: (d, iova, pgsize, count, gather) => {
+        const p = d as MockPagingDomain;
+        const leaf = p.leafSize(pgsize);
+        return p.pt.unmap(iova, leaf, (count * pgsize) / leaf, gather);
+      },
       iovaToPhys: (d, iova) => (d as MockPagingDomain).pt.iovaToPhys(iova),
       iotlbSync: (d, gather) => this.iotlbSync(d as MockPagingDomain, gather),
       flushIotlbAll: (d) => this.flushAll(d as MockPagingDomain),
@@ -149,7 +160,11 @@ class MockDriverState {
     this.ops = {
       owner: ctx.owner,
       capable: (dev, cap) => this.capable(dev, cap),
-      hwInfo: () => {
+      // mock_domain_hw_info: only the default type or the selftest's own can be asked for.
+      hwInfo: (_dev, type) => {
+        if (type !== IOMMU_HW_INFO_TYPE_DEFAULT && type !== IOMMU_HW_INFO_TYPE_SELFTEST) {
+          throw kerr("EOPNOTSUPP", `mock: no hw_info of type 0x${type.toString(16)}`);
+        }
         const data = new Uint8Array(8);
         const v = new DataView(data.buffer);
         v.setUint32(0, 0, true);
@@ -179,6 +194,9 @@ class MockDriverState {
         const pasid = fault.fault.prm.flags & 1 ? msg.pasid : -1;
         for (const sid of master.sids) master.iommu.pageResponse(sid, pasid, msg.grpid, msg.code);
       },
+      // The guest owns the PASID table of a nested domain (as with SMMUv3 CD tables): a page request with a PASID
+      // no domain is attached at goes to the nested domain at the RID. @linux mock_ops.user_pasid_table
+      userPasidTable: true,
       // vIOMMU (viommu.ts). @linux mock_get_viommu_size / mock_viommu_init
       getViommuSize: (_dev, type) => (type === IOMMU_VIOMMU_TYPE_SELFTEST ? 1 : 0),
       viommuInit: (viommu, parent, data) => mockViommuInit(viommu, parent, data, this.viommuOps),
@@ -260,10 +278,17 @@ class MockDriverState {
     if (flags & H.DIRTY_TRACKING && !this.capable(dev, IOMMU_CAP.DIRTY_TRACKING)) {
       throw kerr("EOPNOTSUPP", `${dev.name}: no dirty tracking`);
     }
+    // struct iommu_hwpt_selftest { iotlb; pagetable_type }, zero-extended (iommu_copy_struct_from_user).
+    let pagetableType = MOCK_IOMMUPT_DEFAULT;
     if (data) {
       if (data.type !== IOMMU_HWPT_DATA_SELFTEST || flags & H.NEST_PARENT) throw kerr("EOPNOTSUPP", "mock: bad data");
-      if (u32(data.data, 4) !== MOCK_IOMMUPT_DEFAULT) throw kerr("EOPNOTSUPP", "mock: unsupported pagetable_type");
+      if (data.data.length >= 8) pagetableType = u32(data.data, 4);
+      // MOCK_IOMMUPT_AMDV1 (the real AMD v1 format) is not modelled.
+      if (pagetableType !== MOCK_IOMMUPT_DEFAULT && pagetableType !== MOCK_IOMMUPT_HUGE) {
+        throw kerr("EOPNOTSUPP", "mock: unsupported pagetable_type");
+      }
     }
+    const ias = pagetableType === MOCK_IOMMUPT_HUGE ? MOCK_HUGE_IAS : MOCK_IAS;
     const core = this.core;
     core.faults.check(MOCK_SITES.domain);
     const token = {};
@@ -274,7 +299,7 @@ class MockDriverState {
     };
     let pt: ReturnType<typeof newMockPageTable>;
     try {
-      pt = newMockPageTable(master.iommu, MOCK_IAS, MOCK_OAS, sync);
+      pt = newMockPageTable(master.iommu, ias, MOCK_OAS, sync);
     } catch (e) {
       this.dids.erase(did);
       throw e;
@@ -285,6 +310,7 @@ class MockDriverState {
       did,
       (flags & H.NEST_PARENT) !== 0,
       flags & H.DIRTY_TRACKING ? this.dirtyOps : undefined,
+      pagetableType,
     );
     return domain;
   }

@@ -56,7 +56,7 @@ import { armLpaeFormat, armLpaeRestrictPgsizes } from "./io-pgtable-arm.js";
 import { type ArmSmmuVste, armSmmuHwInfo, armSmmuValidateVste } from "./iommufd.js";
 import { ArmSmmuMaster, type ArmSmmuMasterDomain } from "./master.js";
 import { type CmdEnt, newCmdEnt } from "./queue.js";
-import { CMD_VAL, CMDQ_OP, STE, STE_VAL } from "./regs.js";
+import { CMD_VAL, CMDQ_OP, CTXDESC, STE, STE_VAL } from "./regs.js";
 import {
   ArmSmmuDevice,
   type ArmSmmuEvent,
@@ -311,6 +311,8 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     if (typeof prop === "number") ssidBits = prop;
     if (dev.pci) ssidBits = dev.pci.pasidBits; // arm_smmu_enable_pasid: from pci_max_pasids
     ssidBits = Math.min(smmu.ssidBits, ssidBits);
+    // Without 2-level CD tables the whole CD table is one linear allocation: keep it within 64 KiB.
+    if (!smmu.feat.twoLvlCdtab) ssidBits = Math.min(ssidBits, CTXDESC.LINEAR_CDMAX);
     const stall = (smmu.feat.stalls && this.deviceReadBool(dev, "dma-can-stall")) || smmu.feat.stallForce;
     const ats = dev.pci?.ats === true && smmu.feat.ats;
     const pri = dev.pci?.pri === true && smmu.feat.pri && ats;

@@ -290,8 +290,18 @@ export const STE_NESTING_ALLOWED = {
 
 // --- context descriptors ------------------------------------------------------------------------------------
 
-/** CD table geometry. @linux CTXDESC_SPLIT, CTXDESC_L2_ENTRIES, CTXDESC_CD_DWORDS, CTXDESC_L1_DESC_DWORDS */
-export const CTXDESC = { SPLIT: 10, L2_ENTRIES: 1024, CD_BYTES: 64, CD_QWORDS: 8, L1_DESC_BYTES: 8 } as const;
+/**
+ * CD table geometry. LINEAR_CDMAX caps a linear CD table at 64 KiB (1024 CDs) when the SMMU has no 2-level CD tables.
+ * @linux CTXDESC_SPLIT, CTXDESC_L2_ENTRIES, CTXDESC_CD_DWORDS, CTXDESC_L1_DESC_DWORDS, CTXDESC_LINEAR_CDMAX
+ */
+export const CTXDESC = {
+  SPLIT: 10,
+  L2_ENTRIES: 1024,
+  CD_BYTES: 64,
+  CD_QWORDS: 8,
+  L1_DESC_BYTES: 8,
+  LINEAR_CDMAX: 10,
+} as const;
 
 /** L1 CD descriptor. @linux CTXDESC_L1_DESC_V, CTXDESC_L1_DESC_L2PTR_MASK */
 export const CD_L1_DESC = { V: f64(0), L2PTR_MASK: genmask64(51, 12) } as const;

@@ -242,6 +242,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private readonly cdS1: StageParams[];
   /** Address of the STE / CD each cache entry was fetched from (strict-mode refetch). */
   private readonly steFetchPa: Float64Array;
+  private readonly cdFetchPa: Float64Array;
 
   private readonly r1 = new WalkResult();
   private readonly r2 = new WalkResult();
@@ -312,6 +313,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     this.steS2 = Array.from({ length: this.steCache.entries }, () => new StageParams());
     this.cdS1 = Array.from({ length: this.cdCache.entries }, () => new StageParams());
     this.steFetchPa = new Float64Array(this.steCache.entries);
+    this.cdFetchPa = new Float64Array(this.cdCache.entries);
 
     const f = (b: boolean) => (b ? 1 : 0);
     this.idr[0] =
@@ -578,9 +580,15 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       const cdMax = flags & SF_CDMAX_MASK;
       const dss = (flags >>> SF_S1DSS_SHIFT) & 3;
       if (ssid >= 0) {
-        if (cdMax === 0 || ssid >= 2 ** cdMax || (ssid === 0 && dss === S1DSS.SSID0)) {
+        if (cdMax === 0 || ssid >= 2 ** cdMax) {
           this.event(EVT_ID.C_BAD_SUBSTREAMID, sid, ssid, 0, 0, 0, 0);
           this.failConfig(out, EVT_ID.C_BAD_SUBSTREAMID);
+          return;
+        }
+        // S1DSS = 0b10 gives CD 0 to traffic without a SubstreamID; SubstreamID 0 itself is terminated (spec 5.2).
+        if (ssid === 0 && dss === S1DSS.SSID0) {
+          this.event(EVT_ID.F_STREAM_DISABLED, sid, ssid, 0, 0, 0, 0);
+          this.failConfig(out, EVT_ID.F_STREAM_DISABLED);
           return;
         }
         cdIdx = ssid;
@@ -929,7 +937,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     c.words.set(this.scratch, e * DESC_WORDS);
     this.steFetchPa[e] = pa;
     const w = this.scratch;
-    const cfg = getField(w, STE.CONFIG);
+    const rawCfg = getField(w, STE.CONFIG);
+    const cfg = rawCfg < STE_CFG.BYPASS ? STE_CFG.ABORT : rawCfg;
     const i = e * DESC_INFO;
     c.info[i + SI_CFG] = cfg;
     let vmid = this.s2p ? getField(w, STE.S2VMID) : 0;
@@ -937,7 +946,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     c.info[i + SI_VMID] = vmid;
     c.info[i + SI_FLAGS] =
       getField(w, STE.S1CDMAX) |
-      (getField(w, STE.S1DSS) << SF_S1DSS_SHIFT) |
+      (effectiveS1dss(getField(w, STE.S1DSS)) << SF_S1DSS_SHIFT) |
       (getField(w, STE.S1FMT) << SF_S1FMT_SHIFT) |
       (getField(w, STE.STRW) === STRW.EL2 ? SF_EL2 : 0) |
       (getField(w, STE.S2R) ? SF_S2R : 0) |
@@ -953,8 +962,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private validateSte(w: Uint32Array, s2: StageParams): boolean {
     if (getField(w, STE.V) === 0) return false;
     const cfg = getField(w, STE.CONFIG);
-    if (cfg === STE_CFG.ABORT || cfg === STE_CFG.BYPASS) return true;
-    if (cfg < STE_CFG.BYPASS) return false;
+    // 0b000 aborts and the reserved 0b001-0b011 behave as 0b000 (spec 5.2, Config): legal, no other field checked.
+    if (cfg <= STE_CFG.BYPASS) return true;
     const s1 = (cfg & 1) !== 0;
     const st2 = (cfg & 2) !== 0;
     if ((s1 && !this.s1p) || (st2 && !this.s2p) || (s1 && st2 && !this.nesting)) return false;
@@ -1072,6 +1081,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const c = this.cdCache;
     const e = c.fill(sid, cdIdx);
     c.words.set(w, e * DESC_WORDS);
+    this.cdFetchPa[e] = pa;
     let asid = getField(w, CD.ASID);
     if (!this.options.asid16) asid &= 0xff;
     c.info[e * DESC_INFO + CI_ASID] = asid;
@@ -1137,12 +1147,27 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     }
   }
 
-  /** Strict: the cached CD must still match memory. */
+  /**
+   * Strict: the cached CD must still be the one the STE in use locates, and must still match memory. A CD cached
+   * through an STE that was since repointed (at another CD table, or at one where this index no longer resolves)
+   * is stale even when the new table's words happen to agree.
+   */
   private checkCd(se: number, ce: number, sid: number, cdIdx: number): void {
     const c = this.cdCache;
     if (c.reported[ce]) return;
     const pa = this.cdAddress(se, sid, cdIdx, -1, false);
-    if (pa < 0) return;
+    const was = this.cdFetchPa[ce]!;
+    if (pa !== was) {
+      c.reported[ce] = 1;
+      const now = pa < 0 ? `now gives ${EVT_NAME[-pa] ?? "a fault"}` : `now locates it at ${hex(pa)}`;
+      this.stale(
+        "configuration cache entry (CD)",
+        `StreamID ${hex(sid)} SSID ${cdIdx}`,
+        `CD ${cdIdx} of StreamID ${hex(sid)} was cached from ${hex(was)}, but the STE in use ${now} ` +
+          `(missing CFGI_STE / CFGI_CD_ALL after repointing the STE's CD table?)`,
+      );
+      return;
+    }
     this.read64B(pa);
     for (let i = 0; i < 8; i++) {
       if (this.scratch[i] !== c.words[ce * DESC_WORDS + i]) {
@@ -1447,9 +1472,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       case CMDQ_OP.PREFETCH_ADDR:
         return CERROR.NONE;
       case CMDQ_OP.CFGI_STE: {
+        // Leaf only scopes the L1 stream-table descriptors; every CD (and L1CD) cached through this StreamID goes
+        // whatever Leaf says (SMMUv3 spec 4.3.1), or a repointed STE would keep serving the old CD table's CDs.
         const sid = getField(w, CMD.SID);
         this.steCache.invalidate(sid, sid);
-        if (getField(w, CMD.LEAF) === 0) this.cdCache.invalidate(sid, sid);
+        this.cdCache.invalidate(sid, sid);
         return CERROR.NONE;
       }
       case CMDQ_OP.CFGI_STE_RANGE: {
@@ -1583,6 +1610,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     sc.asid = asid;
     return sc;
   }
+}
+
+/** STE.S1DSS as the SMMU acts on it: the reserved 0b11 behaves as 0b00, terminate (SMMUv3 spec 5.2, S1DSS). */
+function effectiveS1dss(dss: number): number {
+  return dss === 3 ? S1DSS.TERMINATE : dss;
 }
 
 function copyStage(from: StageParams, to: StageParams): void {

@@ -71,3 +71,31 @@ it("refuses a stage-2 domain at a PASID (EINVAL)", async () => {
   iommuDomainFree(d);
   await iommuDeviceReleaseDmaOwner(dev);
 });
+
+it("without 2-level CD tables caps a 20-bit PASID device at a 64 KiB linear CD table (arm_smmu_probe_device)", async () => {
+  const b = await boot({ cd2l: false });
+  expect(b.smmu.feat.twoLvlCdtab).toBe(false);
+  const dev = b.m.driverCore.deviceFor("nic0")!;
+  const master = b.smmu.streams.get(0x108)!;
+  expect(master.ssidBits).toBe(10); // min(20, CTXDESC_LINEAR_CDMAX)
+  await iommuDeviceClaimDmaOwner(dev, "test");
+  const d = (await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID)) as ArmSmmuDomain;
+  const pasid = 1023;
+  await iommuAttachDevicePasid(d, dev, pasid);
+  const t = master.cdTable!;
+  expect(t.s1fmt).toBe(STE_VAL.S1FMT_LINEAR);
+  expect(t.s1cdmax).toBe(10);
+  expect(t.order).toBe(4); // 1024 CDs x 64 bytes = 64 KiB
+  expect(Number(b.smmu.readSte(0x108)[0]! >> 59n)).toBe(10);
+  const pa = b.m.pages.allocPages(0, "t");
+  iommuMap(d, 0x5000_0000, pa, 4096, IOMMU_READ | IOMMU_WRITE);
+  b.m.device("nic0").dmaWrite(0x5000_0010, new Uint8Array([3, 4]), { pasid });
+  expect(b.m.memory.readBytes(pa + 0x10, 2)).toEqual(new Uint8Array([3, 4]));
+  await expect(iommuAttachDevicePasid(d, dev, 1024)).rejects.toMatchObject({ code: "EINVAL" });
+  await iommuDetachDevicePasid(d, dev, pasid);
+  iommuUnmap(d, 0x5000_0000, 4096);
+  iommuDomainFree(d);
+  await iommuDeviceReleaseDmaOwner(dev);
+  b.m.pages.freePages(pa, 0);
+  await b.smmu.drainQueues();
+});

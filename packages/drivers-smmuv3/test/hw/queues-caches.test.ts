@@ -143,6 +143,37 @@ describe("caches", () => {
     expect(dev.dmaRead(0x5000_0000, 4)).toHaveLength(4);
   });
 
+  it("CFGI_STE drops every CD cached through the StreamID whatever Leaf says (spec 4.3.1; Linux sends Leaf=1)", async () => {
+    await boot({ strict: true });
+    t.enable();
+    const dev = m.device("smmu-dma0");
+    const ptA = new PageTable(t, 12, 48);
+    const ptB = new PageTable(t, 12, 48);
+    ptA.map(0x1000, 0x6000_0000, 0x1000);
+    ptB.map(0x1000, 0x6100_0000, 0x1000);
+    const tableA = t.alloc(64 * 8, 64 * 8);
+    const tableB = t.alloc(64 * 8, 64 * 8);
+    t.writeDwords(tableA + 64 * 3, cdDwords({ t0sz: 16, asid: 1, ttb0: ptA.root }));
+    t.writeDwords(tableB + 64 * 3, cdDwords({ t0sz: 16, asid: 2, ttb0: ptB.root }));
+    t.writeSte(SID0, { config: 5, s1ctx: tableA, s1cdmax: 3, s1dss: 0 });
+    dev.dmaWrite(0x1000, bytes(4, 1), { pasid: 3 });
+    expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 1));
+    // The guest repoints its vSTE at another CD table and invalidates the STE the way Linux does (Leaf = 1).
+    t.writeSte(SID0, { config: 5, s1ctx: tableB, s1cdmax: 3, s1dss: 0 });
+    t.cfgiSte(SID0, true);
+    t.sync();
+    dev.dmaWrite(0x1000, bytes(4, 2), { pasid: 3 });
+    expect(m.memory.readBytes(0x6100_0000, 4)).toEqual(bytes(4, 2));
+    expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 1)); // nothing reached the old CD's tables
+    // Repointed at a 2-level table whose L1CD is invalid: the SubstreamID no longer resolves.
+    const l1 = t.alloc(8 * 2, 64);
+    t.writeSte(SID0, { config: 5, s1ctx: l1, s1fmt: 1, s1cdmax: 7, s1dss: 0 });
+    t.cfgiSte(SID0, true);
+    expect(() => dev.dmaRead(0x1000, 4, { pasid: 3 })).toThrow(DmaFault);
+    expect(t.events().map((e) => e.id)).toEqual([0x08]); // C_BAD_SUBSTREAMID: L1CD.V = 0
+    expect(m.diag.unexpected()).toHaveLength(0);
+  });
+
   it("TLB: a PTE change takes effect only after a TLBI covering it; TTL hints must match the leaf level", async () => {
     await boot();
     t.enable();
@@ -239,6 +270,43 @@ describe("strict mode", () => {
       dev.dmaRead(0x1000, 4),
     );
     expect(seen.map((d) => /STE/.test(d.message))).toEqual([true, false]);
+  });
+
+  it("reports a CD served from cache after its STE was repointed, even where the new table has no such CD", async () => {
+    // One-entry configuration caches: a bypass stream's STE evicts SID0's STE but leaves SID0's CD cached, so the
+    // STE is refetched from memory while the CD cache still holds what the old STE located.
+    await boot({ strict: true, cfgEntries: 1, cfgWays: 1 });
+    t.enable();
+    const dev = m.device("smmu-dma0");
+    const pt = new PageTable(t, 12, 48);
+    pt.map(0x1000, 0x6000_0000, 0x1000);
+    const tableA = t.alloc(64 * 8, 64 * 8);
+    t.writeDwords(tableA + 64 * 3, cdDwords({ t0sz: 16, asid: 1, ttb0: pt.root }));
+    t.writeSte(SID0, { config: 5, s1ctx: tableA, s1cdmax: 3, s1dss: 0 });
+    t.writeSte(0x11, { config: 4 });
+    dev.dmaRead(0x1000, 4, { pasid: 3 });
+    m.device("smmu-dma1").dmaRead(0x5000_0000, 4);
+    // The STE is repointed without CFGI_STE, at a 2-level table whose L1CD is invalid.
+    const l1 = t.alloc(8 * 2, 64);
+    t.writeSte(SID0, { config: 5, s1ctx: l1, s1fmt: 1, s1cdmax: 7, s1dss: 0 });
+    const seen = await m.diag.expectWarning(
+      { message: /stale configuration cache entry \(CD\).*C_BAD_SUBSTREAMID/, culprit: /StreamID 0x10 SSID 3/ },
+      () => dev.dmaRead(0x1000, 4, { pasid: 3 }),
+    );
+    expect(seen).toHaveLength(1);
+    expect(t.events()).toHaveLength(0); // served from the stale CD, as the architecture allows: only strict knows
+    // A word-for-word copy of the CD in another table is still another CD.
+    t.writeSte(SID0, { config: 5, s1ctx: tableA, s1cdmax: 3, s1dss: 0 });
+    t.cfgiAll();
+    dev.dmaRead(0x1000, 4, { pasid: 3 });
+    m.device("smmu-dma1").dmaRead(0x5000_0000, 4);
+    const tableC = t.alloc(64 * 8, 64 * 8);
+    t.writeDwords(tableC + 64 * 3, cdDwords({ t0sz: 16, asid: 1, ttb0: pt.root }));
+    t.writeSte(SID0, { config: 5, s1ctx: tableC, s1cdmax: 3, s1dss: 0 });
+    await m.diag.expectWarning(
+      { message: new RegExp(`cached from 0x${(tableA + 64 * 3).toString(16)}.*0x${(tableC + 64 * 3).toString(16)}`) },
+      () => dev.dmaRead(0x1000, 4, { pasid: 3 }),
+    );
   });
 });
 

@@ -203,8 +203,9 @@ describe("stage 1", () => {
     expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 2));
     expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 8 })).faultCode).toBe(EVT_ID.C_BAD_SUBSTREAMID);
     expect(only(t.events())).toMatchObject({ id: 0x08, ssv: true, ssid: 8, sid: SID0 });
-    expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 0 })).faultCode).toBe(EVT_ID.C_BAD_SUBSTREAMID);
-    t.events();
+    // SubstreamID 0 is CD 0's, which S1DSS = 0b10 gave to traffic without one: terminated, F_STREAM_DISABLED.
+    expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 0 })).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
+    expect(only(t.events())).toMatchObject({ id: 0x06, ssv: true, ssid: 0, sid: SID0 });
     expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 3 })).faultCode).toBe(EVT_ID.C_BAD_CD);
     expect(only(t.events())).toMatchObject({ id: 0x0a, ssid: 3 });
     // Two-level, 64K leaves (S1Fmt 2): SSID 1030 lives in leaf 1, entry 6.
@@ -220,6 +221,47 @@ describe("stage 1", () => {
     expect(only(t.events()).id).toBe(0x08); // L1CD.V = 0
     expect(dmaFault(() => dev1.dmaRead(0x1000, 4)).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
     expect(only(t.events())).toMatchObject({ id: 0x06, sid: 0x11, ssv: false });
+  });
+});
+
+describe("STE.S1DSS (spec 5.2)", () => {
+  /** SID0 with a linear table of 4 CDs (CD 0 → ptA, CD 1 → ptB) and the given S1DSS. */
+  function dssSetup(s1dss: number) {
+    const ptA = new PageTable(t, 12, 48);
+    const ptB = new PageTable(t, 12, 48);
+    ptA.map(0x1000, 0x6000_0000, 0x1000);
+    ptB.map(0x1000, 0x6100_0000, 0x1000);
+    const cds = t.alloc(64 * 4, 64 * 4);
+    t.writeDwords(cds, cdOf({ t0sz: 16, asid: 1, ttb0: ptA.root }));
+    t.writeDwords(cds + 64, cdOf({ t0sz: 16, asid: 2, ttb0: ptB.root }));
+    t.writeSte(SID0, { config: 5, s1ctx: cds, s1cdmax: 2, s1dss });
+  }
+
+  it("0b11 is reserved and behaves as 0b00: traffic without a SubstreamID is terminated, SubstreamID 0 uses CD 0", async () => {
+    await boot();
+    t.enable();
+    dssSetup(3);
+    const dev = m.device("smmu-dma0");
+    expect(dmaFault(() => dev.dmaRead(0x1000, 4)).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
+    expect(only(t.events())).toMatchObject({ id: 0x06, sid: SID0, ssv: false });
+    dev.dmaWrite(0x1000, bytes(4, 5), { pasid: 0 });
+    expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 5));
+    dev.dmaWrite(0x1000, bytes(4, 6), { pasid: 1 });
+    expect(m.memory.readBytes(0x6100_0000, 4)).toEqual(bytes(4, 6));
+    expect(t.events()).toHaveLength(0);
+  });
+
+  it("0b10: traffic without a SubstreamID uses CD 0; SubstreamID 0 is terminated with F_STREAM_DISABLED", async () => {
+    await boot();
+    t.enable();
+    dssSetup(2);
+    const dev = m.device("smmu-dma0");
+    dev.dmaWrite(0x1000, bytes(4, 7));
+    expect(m.memory.readBytes(0x6000_0000, 4)).toEqual(bytes(4, 7));
+    expect(dmaFault(() => dev.dmaRead(0x1000, 4, { pasid: 0 })).faultCode).toBe(EVT_ID.F_STREAM_DISABLED);
+    expect(only(t.events())).toMatchObject({ id: 0x06, sid: SID0, ssv: true, ssid: 0 });
+    dev.dmaWrite(0x1000, bytes(4, 8), { pasid: 1 });
+    expect(m.memory.readBytes(0x6100_0000, 4)).toEqual(bytes(4, 8));
   });
 });
 
@@ -239,10 +281,14 @@ describe("stream table and configuration errors", () => {
     t.cfgiSte(SID0);
     expect(dmaFault(() => dev.dmaRead(0, 4)).faultCode).toBe(EVT_ID.C_BAD_STE);
     expect(only(t.events())).toMatchObject({ id: 0x04, sid: SID0 });
-    t.writeSte(SID0, { config: 2 }); // reserved Config
-    t.cfgiSte(SID0);
-    expect(dmaFault(() => dev.dmaRead(0, 4)).faultCode).toBe(EVT_ID.C_BAD_STE);
-    t.events();
+    // Reserved Config 0b001-0b011 behave as 0b000 (spec 5.2): abort, no event, whatever the other fields say.
+    for (const config of [1, 2, 3]) {
+      t.writeSte(SID0, { config, s1ctx: 0x20_0000_0000, s1fmt: 3, s1cdmax: 31, eats: 3, strw: 1, s2tg: 3 });
+      t.cfgiSte(SID0);
+      expect(dmaFault(() => dev.dmaRead(0, 4)).faultCode).toBe(SMMU_ABORT);
+      expect(dmaFault(() => dev.dmaRead(0, 4, { pasid: 1 })).faultCode).toBe(SMMU_ABORT);
+      expect(t.events()).toHaveLength(0);
+    }
     // nic0 (SID 0x108) is beyond a 2^8-entry table.
     t.w32(0x20, 0b1110);
     t.w32(0x88, 8);

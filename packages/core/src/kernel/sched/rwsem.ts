@@ -84,6 +84,16 @@ export class RwSemaphore implements LockInstance, WaitTarget {
   }
 
   /**
+   * Acquire for write while holding `nest`, the outer lock that serialises every task taking several locks of this
+   * class at once (so their order among themselves cannot deadlock). Asserts `nest` is held, as lockdep does.
+   * @linux down_write_nest_lock
+   */
+  async downWriteNestLock(nest: { assertHeld(): void }): Promise<void> {
+    nest.assertHeld();
+    await this.downWrite();
+  }
+
+  /**
    * Acquire for read without sleeping; fails while a writer holds or waits for it.
    * @linux down_read_trylock
    */

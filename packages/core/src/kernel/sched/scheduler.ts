@@ -74,6 +74,7 @@ export class Scheduler {
     this.running = this.root;
     this.live.add(this.root);
     diag.currentTask = () => this.current().name;
+    diag.currentTime = () => this.now();
     diag.addTeardownCheck("locks held at teardown", () => {
       const found = [];
       for (const t of this.live) found.push(...this.lockdep.reportHeld(t, "is still"));
