@@ -82,6 +82,7 @@ describe("packed and installed outside the monorepo", () => {
       "@iommu-sim/core",
       "@iommu-sim/drivers-mock",
       "@iommu-sim/drivers-smmuv3",
+      "@iommu-sim/drivers-vtd",
       "@iommu-sim/iommufd",
       "@iommu-sim/selftest",
     ]);

@@ -46,7 +46,7 @@ export interface IommuDomainInfo {
   refcnt: number;
 }
 
-/** Common state of paging and nested domains. */
+/** Common state of paging and nested domains. @linux the fields struct dmar_domain has for paging and nested domains alike */
 export interface DmarDomainCommon {
   /** @linux dmar_domain.iommu_array */
   readonly iommuArray: Map<IntelIommu, IommuDomainInfo>;
@@ -116,7 +116,7 @@ export class DmarNestedDomain extends IommuDomain implements DmarDomainCommon {
   }
 }
 
-/** Either kind of domain the driver tags caches for. */
+/** Either kind of domain the driver tags caches for. @linux struct dmar_domain (paging or nested) */
 export type DmarAnyDomain = DmarDomain | DmarNestedDomain;
 
 /** Whether invalidations of `d` are PASID-based (first-stage translations). @linux intel_domain_use_piotlb */

@@ -60,7 +60,7 @@ export interface DmarFaultRecord {
   read: boolean;
 }
 
-/** Hooks into the driver (so this file needs no import of driver.ts). */
+/** Hooks into the driver (so this file needs no import of driver.ts). @linux dmar_fault / prq_event_thread calling into the driver */
 export interface IntelIommuSink {
   handleFault(iommu: IntelIommu, rec: DmarFaultRecord): void;
   handlePageRequest(iommu: IntelIommu, req: PageReqDsc): Promise<void>;
@@ -75,7 +75,7 @@ function isIrqLines(x: unknown): x is IrqLines {
   return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
 }
 
-/** Driver options. */
+/** Driver options. @linux intel_iommu=sm_off, intel_iommu=... (dmar_disabled / no QI) */
 export interface IntelIommuOptions {
   /** Use legacy mode even when the unit supports scalable mode (intel_iommu=sm_off). */
   smOff?: boolean;

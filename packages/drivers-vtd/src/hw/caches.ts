@@ -13,9 +13,9 @@
  */
 import { type CacheGeometry, CacheSetIndex, cacheHash } from "@iommu-sim/core";
 
-/** Decoded int values kept per descriptor-cache entry. */
+/** Decoded int values kept per descriptor-cache entry. @linux none: the model's decoded context/PASID entry values */
 export const DESC_INFO = 8;
-/** Decoded address values kept per descriptor-cache entry. */
+/** Decoded address values kept per descriptor-cache entry. @linux none: the model's decoded context/PASID entry addresses */
 export const DESC_ADDR = 3;
 
 /**
@@ -167,9 +167,9 @@ export function iotlbKey(kind: number, did: number, pasid: number): number {
   return kind + 4 * did + 262144 * (pasid + 1);
 }
 
-/** Doubles of an IOTLB entry (8 per entry: one 64-byte line): page number (-1 invalid), key, PA, span, leaf base. */
+/** Doubles of an IOTLB entry (8 per entry: one 64-byte line): page number (-1 invalid), key, PA, span, leaf base. @linux none: the model's IOTLB entry layout */
 export const TLB_F = { VPN: 0, KEY: 1, PA: 2, SPAN: 3, BASE: 4 } as const;
-/** 32-bit words of an IOTLB entry (8 per entry): perm, kind, DID, PASID, source-id, leaf log2, reported. */
+/** 32-bit words of an IOTLB entry (8 per entry): perm, kind, DID, PASID, source-id, leaf log2, reported. @linux none: the model's IOTLB entry layout */
 export const TLB_I = { PERM: 0, KIND: 1, DID: 2, PASID: 3, SID: 4, LG2: 5, REPORTED: 6 } as const;
 
 /**
@@ -279,7 +279,7 @@ export class VtdIotlb {
   }
 }
 
-/** log2 of the input region one last-level table covers. */
+/** log2 of the input region one last-level table covers. @linux none: the reach of one last-level table (2 MiB) */
 export const PSC_REGION_LG2 = 21;
 
 /**

@@ -123,7 +123,7 @@ export interface VtdDevTlbInvalidation {
   size: number;
 }
 
-/** Page request permissions (bits of `perms` in {@link VtdHw.pageRequest}). */
+/** Page request permissions (bits of `perms` in {@link VtdHw.pageRequest}). @linux the rd_req / wr_req / exe_req / pm_req bits of struct page_req_dsc */
 export const VTD_PR_PERM = { READ: 1, WRITE: 2, EXEC: 4, PRIV: 8 } as const;
 
 /** Counters of the model. @linux none: simulation counters */

@@ -16,13 +16,13 @@ import type { PhysicalMemory } from "@iommu-sim/core";
 import { FR, FS_PTE, SS_PTE } from "./structures.js";
 
 const TWO_32 = 4294967296;
-/** 2^i for i < 64, so walks use a load instead of Math.pow. */
+/** 2^i for i < 64, so walks use a load instead of Math.pow. @linux none: a table of powers of two for the walks */
 export const POW2 = new Float64Array(64).map((_, i) => 2 ** i);
 
-/** Permission bits of a walk result. */
+/** Permission bits of a walk result. @linux none: the access rights a walk accumulates (R, W, X, U/S) */
 export const VTD_PERM = { R: 1, W: 2, X: 4, U: 8 } as const;
 
-/** What a walk found. One object is reused per caller. */
+/** What a walk found. One object is reused per caller. @linux none: the result of the hardware walk (QEMU VTDIOTLBEntry-like) */
 export class VtdWalkResult {
   /** Output address of the input address. */
   pa = 0;
