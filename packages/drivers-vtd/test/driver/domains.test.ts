@@ -129,3 +129,32 @@ describe("invalidation", () => {
     });
   });
 });
+
+describe("invalidation queue", () => {
+  it("a slow unit: the driver waits for room, the queue wraps many times, every wait completes", async () => {
+    const b = await boot({ strict: true });
+    b.hw.qiBatch = 1; // one descriptor per IQT write or IQH read
+    await withDomain(b, "xhci0", 0, async (d) => {
+      for (let i = 0; i < 300; i++) {
+        iommuMap(d, 0x10_0000, 0x4000_0000 + i * 4096, 4096, RW);
+        b.m.device("xhci0").dmaRead(0x10_0000, 4);
+        iommuUnmap(d, 0x10_0000, 4096);
+      }
+    });
+    expect(b.hw.stats.descriptors).toBeGreaterThan(2 * 256);
+    expect(b.hw.stats.staleReports).toBe(0);
+  });
+
+  it("a stopped unit: the wait gives up with ETIMEDOUT and a warning", async () => {
+    const b = await boot();
+    await withDomain(b, "xhci0", 0, async (d) => {
+      b.hw.qiBatch = 0;
+      const w = b.m.diag.expectWarningSync({ message: /invalidation wait timed out/ }, () => {
+        expect(() => d.ops.flushIotlbAll!(d)).toThrow(/QI timeout/);
+      });
+      expect(w).toHaveLength(1);
+      b.hw.qiBatch = Number.POSITIVE_INFINITY;
+      b.hw.step();
+    });
+  });
+});
