@@ -3,6 +3,7 @@
  * with one wait descriptor per unit.
  * @linux struct qi_batch, qi_batch_add_* / qi_batch_flush_descs (drivers/iommu/intel/cache.c)
  */
+import { KernelError } from "@iommu-sim/core";
 import type { IntelIommu } from "./iommu.js";
 import type { QiDesc } from "./regs.js";
 
@@ -23,11 +24,21 @@ export class QiBatch {
     l.push(d);
   }
 
-  /** Submit what was collected, one synchronous submission per unit. @linux qi_batch_flush_descs */
+  /**
+   * Submit what was collected, one synchronous submission per unit. A failed submission (a device-TLB invalidation
+   * that kept timing out, a unit that stopped) is not reported to the caller: Linux ignores qi_submit_sync's result
+   * here, and unmap cannot fail.
+   * @linux qi_batch_flush_descs
+   */
   flush(): void {
     for (const [iommu, descs] of this.byUnit) {
-      if (descs.length > 0 && iommu.queued) iommu.submitSync(descs);
-      descs.length = 0;
+      try {
+        if (descs.length > 0 && iommu.queued) iommu.submitSync(descs);
+      } catch (e) {
+        if (!(e instanceof KernelError)) throw e;
+      } finally {
+        descs.length = 0;
+      }
     }
   }
 }
