@@ -20,6 +20,11 @@ export interface BenchCase {
   ops: number;
   /** Runs once before the timed rounds (allocation, warming). Not timed. */
   setup?: () => void;
+  /**
+   * The least `ratio` (baseline ns / case ns) that meets the performance target set for this case, e.g. 0.5 for
+   * "at most 2x the baseline's cost". Copied to the result; absent when the case has no target.
+   */
+  target?: number;
 }
 
 /** A suite of cases compared with one baseline. */
@@ -48,6 +53,8 @@ export interface BenchResult {
   /** Each round's ns/op, for judging noise. */
   roundsNsPerOp: number[];
   date: string;
+  /** The least `ratio` that meets this case's target (see {@link BenchCase.target}); absent without a target. */
+  target?: number;
 }
 
 function median(xs: number[]): number {
@@ -93,7 +100,7 @@ export function runBench(suite: BenchSuite): BenchResult[] {
   const results: BenchResult[] = suite.cases.map((c) => {
     const per = times.get(c.name)!;
     const nsPerOp = median(per);
-    return {
+    const r: BenchResult = {
       name: `${suite.name}/${c.name}`,
       opsPerSec: 1e9 / nsPerOp,
       nsPerOp,
@@ -102,10 +109,18 @@ export function runBench(suite: BenchSuite): BenchResult[] {
       roundsNsPerOp: per.map((x) => Math.round(x * 1000) / 1000),
       date,
     };
+    if (c.target !== undefined) r.target = c.target;
+    return r;
   });
 
-  const rows = results.map((r) => [r.name, r.nsPerOp.toFixed(2), fmt(r.opsPerSec), r.ratio.toFixed(3)]);
-  const head = ["name", "ns/op", "ops/s", `ratio vs ${suite.baseline}`];
+  const rows = results.map((r) => [
+    r.name,
+    r.nsPerOp.toFixed(2),
+    fmt(r.opsPerSec),
+    r.ratio.toFixed(3),
+    r.target === undefined ? "" : `>= ${r.target.toFixed(3)} ${r.ratio >= r.target ? "met" : "MISSED"}`,
+  ]);
+  const head = ["name", "ns/op", "ops/s", `ratio vs ${suite.baseline}`, "target"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");

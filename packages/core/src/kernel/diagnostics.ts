@@ -143,6 +143,13 @@ export class Diagnostics {
   readonly records: Diagnostic[] = [];
   /** Names the running task; the scheduler installs its own. */
   currentTask: () => string = () => "main";
+  /**
+   * Whether `kfree` / `kfree_rcu` capture the freeing stack, shown by later use-after-free and double-free reports
+   * (a capture costs about a microsecond; it is rendered only when a report shows it). On for a standalone log;
+   * machines take it from `createMachine({ trackFreeStacks })` (off by default). A use-after-free or double-free
+   * report turns it on, so the next one names where the object was freed.
+   */
+  captureFreeStacks = true;
   /** Virtual time in nanoseconds; the scheduler installs its clock. */
   currentTime: () => number = () => 0;
   /** The kernel log (dmesg): lines that report something without being a bug. @linux the printk ring buffer */

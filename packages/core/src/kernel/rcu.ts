@@ -4,10 +4,10 @@
  * every read-side section that began before the update has ended. Callbacks run at the scheduler's quiescent
  * points (context switches), at the end of `synchronizeRcu` / `rcuBarrier`, and when the machine goes idle.
  */
-import { captureStack, type Diagnostics } from "./diagnostics.js";
+import type { Diagnostics } from "./diagnostics.js";
 import type { Scheduler } from "./sched/scheduler.js";
 import type { Task, WaitTarget } from "./sched/task.js";
-import { assertLive, freedAt, kfree } from "./slab.js";
+import { assertLive, captureFreeSite, freedAt, kfree, setFreeStack } from "./slab.js";
 
 interface ReadSection {
   depth: number;
@@ -133,18 +133,14 @@ export class Rcu implements WaitTarget {
    * @linux kfree_rcu
    */
   kfreeRcu(obj: object, what?: string): void {
-    const site = captureStack(1);
-    const task = this.sched.current().name;
+    const site = captureFreeSite(this.diag);
+    site.task = this.sched.current().name;
     this.callRcu(() => {
       const before = freedAt(obj);
       if (what === undefined) kfree(this.diag, obj);
       else kfree(this.diag, obj, what);
-      const after = freedAt(obj);
       // The free happens in a callback; point the free site at the kfree_rcu() call that caused it.
-      if (!before && after) {
-        after.task = task;
-        after.stack = site;
-      }
+      if (!before) setFreeStack(obj, site);
     });
   }
 

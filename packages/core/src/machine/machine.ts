@@ -50,8 +50,18 @@ export interface MachineOptions {
   seed?: number;
   /** The scheduling strategy. Default FIFO (deterministic). */
   scheduler?: SchedulerChoice;
-  /** Capture a stack on every page free, for double-free reports (default true; off for soaks and benches). */
+  /**
+   * Capture a stack on every page free and every `kfree`, shown by double-free and use-after-free reports. Default
+   * false (a capture costs more than the free): such a report then says how to turn it on, and turns it on for the
+   * frees after it. Every use-after-free and double free is detected and reported either way.
+   */
   trackFreeStacks?: boolean;
+  /**
+   * Capture a stack at every lock acquisition, shown by lock-held and recursion reports. Default false (a capture
+   * costs more than the lock operation): such a report then says how to turn it on, and turns it on after it.
+   * Every lock check (lockdep order, held at exit or teardown, assertHeld) runs either way.
+   */
+  trackLockSites?: boolean;
 }
 
 /** Thrown by `teardown()` when the machine leaked, warned unexpectedly, or still held a lock. */
@@ -119,8 +129,10 @@ export class Machine {
     this.platform = opts.platform === undefined ? defaultPlatform() : toDescription(opts.platform, kinds);
     this.container = createMachineContainer();
     this.diag = new Diagnostics();
+    this.diag.captureFreeStacks = opts.trackFreeStacks ?? false;
     this.faults = new FaultInjector();
     this.scheduler = new Scheduler(this.diag, { strategy: strategyFor(opts.scheduler, this.seed) });
+    this.scheduler.lockdep.captureSites = opts.trackLockSites ?? false;
     this.rcu = new Rcu(this.scheduler, this.diag);
     this.refs = new RefTracker(this.diag);
     this.refs.install();
@@ -129,7 +141,7 @@ export class Machine {
     this.pages = new PageAllocator(this.memory, {
       faults: this.faults,
       diag: this.diag,
-      recordFreeStacks: opts.trackFreeStacks ?? true,
+      recordFreeStacks: opts.trackFreeStacks ?? false,
     }).install();
     this.mmio = new MmioBus();
     this.hwKinds = new HwKindRegistry();

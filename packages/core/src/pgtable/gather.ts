@@ -34,7 +34,8 @@ export class IotlbGather {
     this.end = 0;
     this.pgsize = 0;
     this.queued = false;
-    this.freelist.length = 0;
+    // Setting an array's length is a runtime call even when it changes nothing: skip it on the common empty list.
+    if (this.freelist.length !== 0) this.freelist.length = 0;
   }
 
   /** True when nothing has been gathered. */
@@ -87,6 +88,7 @@ export class IotlbGather {
    */
   freePages(allocator: GatherPageFreer): void {
     const l = this.freelist;
+    if (l.length === 0) return;
     for (let i = 0; i < l.length; i += 2) allocator.freePages(l[i]!, l[i + 1]!);
     l.length = 0;
   }

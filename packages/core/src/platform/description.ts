@@ -824,14 +824,13 @@ function smmuv3LinearStreamTable(io: IommuDesc): boolean {
 
 /**
  * Tables an SMMUv3's driver allocates in one piece, whose size the options set: a linear stream table has 2^sidBits
- * STEs and, without 2-level CD tables, a CD table has up to 2^ssidBits CDs (64 bytes each).
- * @linux arm_smmu_init_strtab_linear, arm_smmu_alloc_cd_tables
+ * STEs. (A linear CD table is capped by the driver at 2^CTXDESC_LINEAR_CDMAX CDs whatever ssidBits says.)
+ * @linux arm_smmu_init_strtab_linear, arm_smmu_probe_device (CTXDESC_LINEAR_CDMAX)
  */
 function smmuv3TableIssues(io: IommuDesc, at: readonly PropertyKey[]): PlatformIssue[] {
   const out: PlatformIssue[] = [];
   const max = MAX_LINEAR_TABLE_BITS;
   const sid = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
-  const ssid = typeof io.options.ssidBits === "number" ? io.options.ssidBits : SMMUV3_DEFAULT_SSID_BITS;
   if (smmuv3LinearStreamTable(io) && sid > max) {
     out.push({
       path: formatPath([...at, "options", "sidBits"]),
@@ -839,13 +838,8 @@ function smmuv3TableIssues(io: IommuDesc, at: readonly PropertyKey[]): PlatformI
       value: sid,
     });
   }
-  if (io.options.cd2l === false && ssid > max) {
-    out.push({
-      path: formatPath([...at, "options", "ssidBits"]),
-      message: `a linear CD table of 2^${ssid} CDs exceeds the largest allocation (4 MiB): expected ssidBits <= ${max} without cd2l`,
-      value: ssid,
-    });
-  }
+  // No check on ssidBits without cd2l: the driver caps a master's SubstreamID bits at CTXDESC_LINEAR_CDMAX (a 64 KiB
+  // linear CD table) when 2-level CD tables are unsupported (arm_smmu_probe_device), so any SSIDSIZE works.
   return out;
 }
 

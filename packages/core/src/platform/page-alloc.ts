@@ -29,6 +29,16 @@ export const MAX_PAGE_ORDER = 10;
 export const POISON_FREE = 0x6b;
 /** How many recent frees are remembered to name the first free in a double-free report. */
 const RECENT_FREES = 4096;
+/**
+ * Free order-0 pages kept on the per-CPU list before a batch of the coldest goes back to the buddy lists.
+ * @linux per_cpu_pages.high
+ */
+export const PCP_HIGH = 64;
+/**
+ * Order-0 pages moved at a time between the per-CPU list and the buddy lists.
+ * @linux per_cpu_pages.batch
+ */
+export const PCP_BATCH = 16;
 
 /**
  * Options of {@link PageAllocator}.
@@ -44,8 +54,10 @@ export interface PageAllocatorOptions {
   /** End of the RAM range, exclusive (rounded down to a page). Default `memory.size`. */
   limit?: number;
   /**
-   * Capture the stack of every free so a double free can show where the first free happened. Default true; turn it
-   * off for long soaks and benchmarks (capturing a stack costs microseconds).
+   * Capture the stack of every free so a double free can show where the first free happened (capturing a stack
+   * costs microseconds, more than the rest of a free). Default false: capture only when asked for, here or through
+   * `createMachine({ trackFreeStacks: true })`; a double-free report turns it on for the frees after it.
+   * @linux page_owner=on (CONFIG_PAGE_OWNER), which records free stacks only when enabled
    */
   recordFreeStacks?: boolean;
 }
@@ -100,6 +112,12 @@ export class PageAllocator {
   /** Free blocks by order: a stack of block addresses per order (LIFO reuse, like the kernel's free lists). */
   private readonly freeLists: number[][] = [];
   /**
+   * Free order-0 pages not merged back into the buddy lists (hot, reused first): an order-0 free and the next
+   * allocation skip splitting and merging up to MAX_PAGE_ORDER. Oldest first; at most {@link PCP_HIGH}.
+   * @linux per_cpu_pages.lists (free_unref_page / rmqueue_pcplist)
+   */
+  private readonly pcp: number[] = [];
+  /**
    * Every free block head -> `index * 16 + order` (its place in `freeLists[order]`): the PageBuddy flag and
    * page order of the kernel, letting a buddy be found and unlinked in O(1).
    */
@@ -112,7 +130,7 @@ export class PageAllocator {
   private readonly recentFrees = new Map<number, FreedBlock>();
   private allocated = 0;
   private installed = false;
-  private readonly recordFreeStacks: boolean;
+  private recordFreeStacks: boolean;
 
   /**
    * @param memory the physical memory the pages live in
@@ -133,7 +151,7 @@ export class PageAllocator {
     }
     this.base = base;
     this.limit = limit;
-    this.recordFreeStacks = o.recordFreeStacks ?? true;
+    this.recordFreeStacks = o.recordFreeStacks ?? false;
     this.totalPages = (limit - base) / PAGE_SIZE;
     for (let i = 0; i <= MAX_PAGE_ORDER; i++) this.freeLists.push([]);
 
@@ -172,6 +190,11 @@ export class PageAllocator {
     return this.totalPages - this.allocated;
   }
 
+  /** Free order-0 pages waiting on the per-CPU list (at most {@link PCP_HIGH}). @linux per_cpu_pages.count */
+  get pcpPages(): number {
+    return this.pcp.length;
+  }
+
   /** Pages currently allocated, by allocation site. */
   get pagesPerSite(): ReadonlyMap<string, number> {
     return this.pagesBySite;
@@ -201,7 +224,12 @@ export class PageAllocator {
       throw new KernelError("ENOMEM", `order ${order} too large at ${site}`);
     }
     this.faults?.check(site);
-    const pa = this.takeBlock(order);
+    let pa = order === 0 ? this.takePcp() : this.takeBlock(order);
+    if (pa < 0 && this.pcp.length > 0) {
+      // What the per-CPU list holds may complete a larger block: give it back and retry (drain_all_pages).
+      this.drainPcp(this.pcp.length);
+      pa = this.takeBlock(order);
+    }
     if (pa < 0) throw new KernelError("ENOMEM", `out of pages for order ${order} at ${site}`);
     const n = 2 ** order;
     this.allocations.set(pa, { order, site });
@@ -210,6 +238,28 @@ export class PageAllocator {
     this.pagesBySite.set(site, (this.pagesBySite.get(site) ?? 0) + n);
     this.memory.fill(pa, PAGE_SIZE * n, 0);
     return pa;
+  }
+
+  /** An order-0 page from the per-CPU list, refilled with a batch from the buddy lists when empty; -1 when none. */
+  private takePcp(): number {
+    const pcp = this.pcp;
+    if (pcp.length === 0) {
+      // Refill coldest-last, so the lowest address of the batch is handed out first.
+      for (let i = 0; i < PCP_BATCH; i++) {
+        const pa = this.takeBlock(0);
+        if (pa < 0) break;
+        pcp.push(pa);
+      }
+      pcp.reverse();
+      if (pcp.length === 0) return -1;
+    }
+    return pcp.pop()!;
+  }
+
+  /** Give the `n` coldest pages of the per-CPU list back to the buddy lists. @linux free_pcppages_bulk */
+  private drainPcp(n: number): void {
+    const cold = this.pcp.splice(0, n);
+    for (const pa of cold) this.putBlock(pa, 0);
   }
 
   /** Remove a free block of exactly `order`, splitting larger ones; -1 when none is left. */
@@ -261,7 +311,12 @@ export class PageAllocator {
     else this.pagesBySite.delete(a.site);
     this.memory.fill(pa, PAGE_SIZE * n, POISON_FREE);
     this.rememberFree(pa, a);
-    this.putBlock(pa, a.order);
+    if (a.order === 0) {
+      this.pcp.push(pa);
+      if (this.pcp.length > PCP_HIGH) this.drainPcp(PCP_BATCH);
+    } else {
+      this.putBlock(pa, a.order);
+    }
   }
 
   private rememberFree(pa: number, a: Allocation): void {
@@ -330,9 +385,19 @@ export class PageAllocator {
     if (f !== undefined) {
       this.diag.report("double-free", `double free: ${call}, allocated with order ${f.order} at ${f.site}`, {
         culprit: f.site,
-        related: [{ label: "first freed at", task: f.task, stack: f.where ? stackOf(f.where, 2) : "(not recorded)" }],
+        related: [
+          {
+            label: "first freed at",
+            task: f.task,
+            stack: f.where
+              ? stackOf(f.where, 2)
+              : "(not recorded: createMachine({ trackFreeStacks: true }) or recordFreeStacks records it)",
+          },
+        ],
         skipFrames: 2,
       });
+      // The report asked for free stacks: record them from now on.
+      this.recordFreeStacks = true;
       return;
     }
     const where = pa >= this.base && pa < this.limit ? "was never allocated" : "is outside the RAM range";

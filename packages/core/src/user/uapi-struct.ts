@@ -93,17 +93,22 @@ export class UapiStruct<T extends object = UapiObject> {
    */
   encode(obj: Partial<Record<keyof T & string, UapiValue>>, out = new Uint8Array(this.size)): Uint8Array {
     const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
-    for (const f of this.fields) {
+    const fields = this.fields;
+    for (let k = 0; k < fields.length; k++) {
+      const f = fields[k]!;
       const v = (obj as Record<string, UapiValue | undefined>)[f.name];
       if (v === undefined) continue;
       const el = SIZE[f.type];
-      const vals = Array.isArray(v) ? v : [v];
+      if (!Array.isArray(v)) {
+        if (f.offset + el <= out.byteLength) writeField(dv, f.offset, f.type, v, this.name, f.name);
+        continue;
+      }
       for (let i = 0; i < (f.count ?? 1); i++) {
-        const x = vals[i];
+        const x = v[i];
         if (x === undefined) continue;
         const at = f.offset + i * el;
         if (at + el > out.byteLength) break;
-        writeField(dv, at, f.type, x, `${this.name}.${f.name}`);
+        writeField(dv, at, f.type, x, this.name, f.name);
       }
     }
     return out;
@@ -139,7 +144,8 @@ function is64(t: UapiType): boolean {
   return t === "u64" || t === "s64";
 }
 
-function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, what: string): void {
+/** Write one field; the struct and field names only go into the message of a value that does not fit. */
+function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, struct: string, name: string): void {
   switch (t) {
     case "u8":
     case "u16":
@@ -148,7 +154,9 @@ function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, w
       const n = typeof x === "bigint" ? Number(x) : x;
       const lo = t === "s32" ? -0x8000_0000 : 0;
       const hi = t === "u8" ? 0xff : t === "u16" ? 0xffff : t === "u32" ? 0xffff_ffff : 0x7fff_ffff;
-      if (!Number.isInteger(n) || n < lo || n > hi) throw new RangeError(`${what}: ${String(x)} does not fit ${t}`);
+      if (!Number.isInteger(n) || n < lo || n > hi) {
+        throw new RangeError(`${struct}.${name}: ${String(x)} does not fit ${t}`);
+      }
       if (t === "u8") dv.setUint8(at, n);
       else if (t === "u16") dv.setUint16(at, n, true);
       else if (t === "u32") dv.setUint32(at, n, true);
@@ -158,7 +166,9 @@ function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, w
     case "u64":
     case "s64": {
       const b = typeof x === "bigint" ? x : BigInt(x);
-      if (t === "u64" && (b < 0n || b > 0xffff_ffff_ffff_ffffn)) throw new RangeError(`${what}: ${b} does not fit u64`);
+      if (t === "u64" && (b < 0n || b > 0xffff_ffff_ffff_ffffn)) {
+        throw new RangeError(`${struct}.${name}: ${b} does not fit u64`);
+      }
       if (t === "u64") dv.setBigUint64(at, b, true);
       else dv.setBigInt64(at, b, true);
     }

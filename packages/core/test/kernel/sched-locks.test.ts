@@ -254,6 +254,23 @@ describe("locks held at exit and teardown", () => {
     expect(d!.related[0]!.stack).toContain(THIS_FILE);
   });
 
+  it("without acquisition sites the report says how to get one, and turns capture on for the next", async () => {
+    const diag = new Diagnostics();
+    const s = new Scheduler(diag);
+    s.lockdep.captureSites = false;
+    const a = new Mutex(s, "a_lock");
+    const b = new Mutex(s, "b_lock");
+    s.spawn("leaky-a", () => a.lock());
+    await s.runUntilIdle();
+    const [d] = diag.acknowledge({ kind: "lock-held", culprit: "a_lock" });
+    expect(d!.related[0]!.stack).toContain("trackLockSites");
+    expect(s.lockdep.captureSites).toBe(true);
+    s.spawn("leaky-b", () => b.lock());
+    await s.runUntilIdle();
+    const [d2] = diag.acknowledge({ kind: "lock-held", culprit: "b_lock" });
+    expect(d2!.related[0]!.stack).toContain(THIS_FILE);
+  });
+
   it("a lock still held by main at teardown is reported by the teardown check", async () => {
     const diag = new Diagnostics();
     const s = new Scheduler(diag);

@@ -45,3 +45,23 @@ describe("slab tracking", () => {
     expect(diag.unexpected()).toEqual([]);
   });
 });
+
+describe("free stacks on request", () => {
+  it("without captureFreeStacks the report says how to get the stack, and turns capture on for later frees", () => {
+    const diag = new Diagnostics();
+    diag.captureFreeStacks = false;
+    const a = new Domain("a");
+    kfree(diag, a);
+    const [r] = diag.expectWarningSync({ kind: "use-after-free" }, () => assertLive(diag, a));
+    expect(r?.related[0]?.stack).toContain("trackFreeStacks");
+    expect(diag.captureFreeStacks).toBe(true);
+    const b = new Domain("b");
+    function releaseB() {
+      kfree(diag, b);
+    }
+    releaseB();
+    const [r2] = diag.expectWarningSync({ kind: "double-free" }, () => kfree(diag, b));
+    expect(r2?.related[0]?.stack.split("\n")[0]).toContain("releaseB");
+    expect(diag.unexpected()).toEqual([]);
+  });
+});

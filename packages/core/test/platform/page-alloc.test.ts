@@ -2,12 +2,12 @@ import { describe, expect, it } from "vitest";
 import { Diagnostics } from "../../src/kernel/diagnostics.js";
 import { FaultInjector } from "../../src/kernel/fault-inject.js";
 import { PAGE_SIZE, PhysicalMemory } from "../../src/platform/memory.js";
-import { MAX_PAGE_ORDER, PageAllocator, POISON_FREE } from "../../src/platform/page-alloc.js";
+import { MAX_PAGE_ORDER, PageAllocator, PCP_HIGH, POISON_FREE } from "../../src/platform/page-alloc.js";
 
 const MiB = 2 ** 20;
 const BLOCK = PAGE_SIZE << MAX_PAGE_ORDER; // 4 MiB
 
-function setup(size = 64 * MiB, opts: { base?: number; limit?: number } = {}) {
+function setup(size = 64 * MiB, opts: { base?: number; limit?: number; recordFreeStacks?: boolean } = {}) {
   const diag = new Diagnostics();
   const faults = new FaultInjector();
   const memory = new PhysicalMemory({ size, faults, diag });
@@ -78,7 +78,7 @@ describe("PageAllocator", () => {
   });
 
   it("reports a double free naming the address and the allocation site, without crashing", () => {
-    const { diag, pages } = setup();
+    const { diag, pages } = setup(64 * MiB, { recordFreeStacks: true });
     const pa = pages.allocPages(0, "arm_smmu_strtab");
     pages.freePages(pa, 0);
     const [d] = diag.expectWarningSync({ kind: "double-free" }, () => pages.freePages(pa, 0));
@@ -89,6 +89,51 @@ describe("PageAllocator", () => {
     expect(d!.related[0]!.stack).toContain("page-alloc.test.ts");
     expect(pages.allocatedPages).toBe(0);
     expect(diag.unexpected()).toEqual([]);
+  });
+
+  it("without free stacks a double free is still reported, says how to get the stack, and turns recording on", () => {
+    const { diag, pages } = setup();
+    const pa = pages.allocPages(0, "arm_smmu_cdtab");
+    pages.freePages(pa, 0);
+    const [d] = diag.expectWarningSync({ kind: "double-free", culprit: "arm_smmu_cdtab" }, () =>
+      pages.freePages(pa, 0),
+    );
+    expect(d!.related[0]!.stack).toContain("trackFreeStacks");
+    const pb = pages.allocPages(0, "arm_smmu_cdtab");
+    function releaseTable() {
+      pages.freePages(pb, 0);
+    }
+    releaseTable();
+    const [d2] = diag.expectWarningSync({ kind: "double-free" }, () => pages.freePages(pb, 0));
+    expect(d2!.related[0]!.stack.split("\n")[0]).toContain("releaseTable");
+    expect(diag.unexpected()).toEqual([]);
+  });
+
+  it("keeps freed order-0 pages on a per-CPU list: reused first, poisoned, drained in batches past PCP_HIGH", () => {
+    const { memory, pages } = setup();
+    const a = pages.allocPages(0, "t");
+    const b = pages.allocPages(0, "t");
+    pages.freePages(a, 0);
+    expect(memory.read32(a)).toBe(0x6b6b6b6b);
+    expect(pages.allocPages(0, "t")).toBe(a); // the hot page comes back
+    expect(memory.read32(a)).toBe(0); // zeroed again
+    pages.freePages(a, 0);
+    pages.freePages(b, 0);
+    // Many frees: the list never holds more than PCP_HIGH, and every page is accounted free.
+    const many = Array.from({ length: 3 * PCP_HIGH }, () => pages.allocPages(0, "t"));
+    for (const pa of many) {
+      pages.freePages(pa, 0);
+      expect(pages.pcpPages).toBeLessThanOrEqual(PCP_HIGH);
+    }
+    expect(pages.pcpPages).toBeGreaterThan(0);
+    expect(pages.allocatedPages).toBe(0);
+    expect(pages.siteCount("t")).toBe(0);
+    // Everything merges back: the whole range is one set of MAX_PAGE_ORDER blocks again when asked for.
+    const bigs: number[] = [];
+    for (let i = 0; i < (64 * MiB) / (PAGE_SIZE * 2 ** MAX_PAGE_ORDER); i++)
+      bigs.push(pages.allocPages(MAX_PAGE_ORDER));
+    expect(() => pages.allocPages(0)).toThrow(expect.objectContaining({ code: "ENOMEM" }));
+    for (const pa of bigs) pages.freePages(pa, MAX_PAGE_ORDER);
   });
 
   it("reports a free with the wrong order naming the site, and frees what was allocated", () => {

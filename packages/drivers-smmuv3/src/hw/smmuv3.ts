@@ -944,10 +944,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     let vmid = this.s2p ? getField(w, STE.S2VMID) : 0;
     if (!this.options.vmid16) vmid &= 0xff;
     c.info[i + SI_VMID] = vmid;
+    const cdMax = this.effectiveCdMax(w);
     c.info[i + SI_FLAGS] =
-      getField(w, STE.S1CDMAX) |
+      cdMax |
       (effectiveS1dss(getField(w, STE.S1DSS)) << SF_S1DSS_SHIFT) |
-      (getField(w, STE.S1FMT) << SF_S1FMT_SHIFT) |
+      (effectiveS1fmt(getField(w, STE.S1FMT), cdMax) << SF_S1FMT_SHIFT) |
       (getField(w, STE.STRW) === STRW.EL2 ? SF_EL2 : 0) |
       (getField(w, STE.S2R) ? SF_S2R : 0) |
       (getField(w, STE.S2S) ? SF_S2S : 0) |
@@ -956,6 +957,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     c.addr[e * 2] = getAddr(w, STE.S1CTXPTR_LO, STE.S1CTXPTR_HI);
     if ((cfg & 2) !== 0 && cfg !== STE_CFG.BYPASS) copyStage(this.tmpStage, this.steS2[e]!);
     return e;
+  }
+
+  /** STE.S1CDMax as the SMMU acts on it: IGNORED (0, one CD) when the SMMU has no substreams (spec 5.2). */
+  private effectiveCdMax(w: Uint32Array): number {
+    return this.options.ssidBits === 0 ? 0 : getField(w, STE.S1CDMAX);
   }
 
   /** Whether `w` is a legal STE for this SMMU; fills `s2` for stage-2 configurations. */
@@ -973,9 +979,10 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const eats = getField(w, STE.EATS);
     if (eats === 3 || (eats !== EATS.ABT && !this.options.ats) || (eats === EATS.S1CHK && !st2)) return false;
     if (s1) {
-      const fmt = getField(w, STE.S1FMT);
-      if (fmt === 3 || (fmt !== S1FMT.LINEAR && !this.options.cd2l)) return false;
-      if (getField(w, STE.S1CDMAX) > this.options.ssidBits) return false;
+      // S1CDMax and S1Fmt are IGNORED without substream support; S1Fmt is also IGNORED when S1CDMax is 0 (spec 5.2).
+      const cdMax = this.effectiveCdMax(w);
+      if (this.options.ssidBits > 0 && getField(w, STE.S1CDMAX) > this.options.ssidBits) return false;
+      if (cdMax > 0 && getField(w, STE.S1FMT) !== S1FMT.LINEAR && !this.options.cd2l) return false;
       if (getAddr(w, STE.S1CTXPTR_LO, STE.S1CTXPTR_HI) >= 2 ** this.oasBits) return false;
       if (getField(w, STE.S1STALLD) !== 0 && this.stallModel === IDR0_STALL_MODEL.FORCE) return false;
     }
@@ -1610,6 +1617,14 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     sc.asid = asid;
     return sc;
   }
+}
+
+/**
+ * STE.S1Fmt as the SMMU acts on it: with substreams disabled (S1CDMax 0) the context pointer names one CD, and the
+ * reserved 0b11 behaves as 0b00, linear (spec 5.2, S1Fmt).
+ */
+function effectiveS1fmt(fmt: number, cdMax: number): number {
+  return cdMax === 0 || fmt === 3 ? S1FMT.LINEAR : fmt;
 }
 
 /** STE.S1DSS as the SMMU acts on it: the reserved 0b11 behaves as 0b00, terminate (SMMUv3 spec 5.2, S1DSS). */

@@ -42,7 +42,9 @@ const INTERNAL_FRAME = /[\\/]kernel[\\/](?:sched[\\/]|rcu\.[tj]s)/;
  * @linux print_stack_trace
  */
 export function formatSite(site: Error | undefined): string {
-  if (site === undefined) return "(acquisition sites not recorded: lockdep.captureSites is off)";
+  if (site === undefined) {
+    return "(acquisition site not recorded: createMachine({ trackLockSites: true }) or lockdep.captureSites records it)";
+  }
   const lines = (site.stack ?? "")
     .split("\n")
     .slice(1)
@@ -62,8 +64,10 @@ export class LockOrderRecorder {
   private readonly edges = new Map<string, Map<string, Edge>>();
   private readonly reported = new Set<string>();
   /**
-   * Whether each acquisition records its stack (about 1 µs) for lock-held and recursion reports. On by default;
-   * benchmarks may turn it off. Dependency stacks for inversion reports are always recorded (once per pair).
+   * Whether each acquisition records its stack for lock-held and recursion reports (a capture costs more than the
+   * rest of a lock operation). On for a standalone recorder; machines take it from `createMachine({
+   * trackLockSites })` (off by default), and a lock-held report turns it on so the next one names the acquisition
+   * site. Every check runs either way; dependency stacks for inversion reports are always recorded (once per pair).
    */
   captureSites = true;
 
@@ -135,12 +139,15 @@ export class LockOrderRecorder {
    * @linux debug_check_no_locks_held / lockdep_print_held_locks
    */
   reportHeld(task: Task, why: string): Diagnostic[] {
-    return task.held.map((h) =>
+    const out = task.held.map((h) =>
       this.diag.report("lock-held", `task ${task.name} ${why} holding ${h.lock.kind} ${h.lock.name}`, {
         culprit: h.lock.name,
         related: [{ label: `${h.lock.name} acquired at`, task: task.name, stack: formatSite(h.site) }],
       }),
     );
+    // A report asked for acquisition sites: record them from now on.
+    if (out.length > 0) this.captureSites = true;
+    return out;
   }
 
   private addEdge(task: Task, from: LockInstance, to: LockInstance): void {

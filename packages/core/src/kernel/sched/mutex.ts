@@ -155,6 +155,8 @@ export class Mutex implements LockInstance, WaitTarget {
         skipFrames: 1,
       },
     );
+    // A report asked for acquisition sites: record them from now on.
+    this.sched.lockdep.captureSites = true;
     throw new DeadlockError(d.message);
   }
 }

@@ -276,6 +276,8 @@ export class RwSemaphore implements LockInstance, WaitTarget {
         skipFrames: 1,
       },
     );
+    // A report asked for acquisition sites: record them from now on.
+    this.sched.lockdep.captureSites = true;
     throw new DeadlockError(d.message);
   }
 }
