@@ -12,7 +12,8 @@
  *   npx tsx --conditions=iommu-sim:source packages/drivers-vtd/bench/hw-translate.bench.ts
  *
  * Tables are written plainly with the architecture's layouts (no engine, no driver). Results appended to
- * bench/results.json here, the VT-d rows with their `target`.
+ * bench/results.json here; the VT-d rows carry the harness's `target` (the least ratio mock ns / VT-d ns that meets
+ * the goal: 1/1.5 for the hit, 0.5 for the 4-level walks).
  */
 import { fileURLToPath } from "node:url";
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
@@ -29,7 +30,6 @@ import {
   PTE,
 } from "../../drivers-mock/src/index.js";
 import { VtdHw } from "../src/hw/index.js";
-import { checkRatio } from "./targets.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -188,33 +188,31 @@ const { raw, tlb } = mappedBaselines(RANGE, BASE_PA);
 
 // --- suites ---------------------------------------------------------------------------------------------------------
 const all: BenchResult[] = [];
-function suite(name: string, cases: { name: string; fn: () => number }[]): BenchResult[] {
+function suite(name: string, cases: { name: string; fn: () => number; target?: number }[]): BenchResult[] {
   const r = runBench({
     name,
     baseline: "mock",
     resultsFile: RESULTS,
     rounds: 5,
-    cases: cases.map((c) => ({ name: c.name, ops: LOOKUPS, fn: c.fn })),
+    cases: cases.map((c) => ({ name: c.name, ops: LOOKUPS, fn: c.fn, ...(c.target ? { target: c.target } : {}) })),
   });
   all.push(...r);
   return r;
 }
-const ns = (r: BenchResult[], n: string) => r.find((x) => x.name.endsWith(`/${n}`))!.nsPerOp;
 
-const hit = suite("vtd-translate-hit", [
-  { name: "vtd-fs", fn: () => vtdTranslate(1, warm) },
+suite("vtd-translate-hit", [
+  // Target: at most 1.5× the mock's cost (ratio = mock ns / VT-d ns ≥ 1/1.5).
+  { name: "vtd-fs", fn: () => vtdTranslate(1, warm), target: 1 / 1.5 },
   { name: "mock", fn: () => mockTranslate(warm) },
   { name: "raw-tlb", fn: () => tlb.translateAll(warm) },
 ]);
-checkRatio(RESULTS, "vtd-translate-hit/vtd-fs", ns(hit, "vtd-fs"), ns(hit, "mock"), 1.5);
-const walk = suite("vtd-translate-walk", [
-  { name: "vtd-fs-4level", fn: () => vtdTranslate(1, cold) },
-  { name: "vtd-ss-4level", fn: () => vtdTranslate(2, cold) },
+suite("vtd-translate-walk", [
+  // Target: at most 2× the mock's 4-level walk.
+  { name: "vtd-fs-4level", fn: () => vtdTranslate(1, cold), target: 0.5 },
+  { name: "vtd-ss-4level", fn: () => vtdTranslate(2, cold), target: 0.5 },
   { name: "mock", fn: () => mockTranslate(cold) },
   { name: "raw-walk", fn: () => raw.walkAll(cold) },
 ]);
-checkRatio(RESULTS, "vtd-translate-walk/vtd-fs-4level", ns(walk, "vtd-fs-4level"), ns(walk, "mock"), 2);
-checkRatio(RESULTS, "vtd-translate-walk/vtd-ss-4level", ns(walk, "vtd-ss-4level"), ns(walk, "mock"), 2);
 suite("vtd-translate-nested-walk", [
   { name: "vtd-nested", fn: () => vtdTranslate(3, nestedCold) },
   { name: "mock", fn: () => mockTranslate(nestedCold) },

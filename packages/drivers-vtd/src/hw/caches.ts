@@ -283,25 +283,23 @@ export class VtdIotlb {
 export const PSC_REGION_LG2 = 21;
 
 /**
- * The paging-structure cache: the last-level table of a 2 MiB input region, so a miss reads one entry.
+ * The paging-structure cache: the last-level table of a 2 MiB input region, so a miss reads one entry. Packed: entry
+ * `e` is `f[e*4 ..]` = region (-1 invalid), key ({@link iotlbKey}), table address; `k[e*4 ..]` = kind, DID, PASID.
  * @linux the paging-structure caches invalidated by IOTLB / PASID-based IOTLB descriptors with IH = 0
  */
 export class VtdPagingCache {
   private readonly ix: CacheSetIndex;
-  readonly region: Float64Array;
-  readonly kind: Int8Array;
-  readonly did: Int32Array;
-  readonly pasid: Int32Array;
-  readonly table: Float64Array;
+  private readonly f: Float64Array;
+  private readonly k: Int32Array;
+  private readonly free: Float64Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
-    this.region = new Float64Array(n).fill(-1);
-    this.kind = new Int8Array(n);
-    this.did = new Int32Array(n);
-    this.pasid = new Int32Array(n);
-    this.table = new Float64Array(n);
+    this.f = new Float64Array(n * 4);
+    this.k = new Int32Array(n * 4);
+    this.free = new Float64Array(n).fill(-1);
+    for (let e = 0; e < n; e++) this.f[e * 4] = -1;
   }
 
   /** Total entries. */
@@ -309,13 +307,20 @@ export class VtdPagingCache {
     return this.ix.entries;
   }
 
+  /** The table cached for entry `e` (from {@link lookup}). */
+  table(e: number): number {
+    return this.f[e * 4 + 2]!;
+  }
+
   /** The entry for the region, or -1. @linux a paging-structure-cache lookup */
   lookup(kind: number, did: number, pasid: number, region: number): number {
+    const key = iotlbKey(kind, did, pasid);
     const ix = this.ix;
-    const s = ix.first(cacheHash(did + (kind << 16) + pasid * 131072, region | 0));
+    const s = ix.first(cacheHash(key | 0, region | 0));
+    const f = this.f;
     for (let w = 0; w < ix.ways; w++) {
       const e = s + w;
-      if (this.region[e] === region && this.did[e] === did && this.pasid[e] === pasid && this.kind[e] === kind) {
+      if (f[e * 4] === region && f[e * 4 + 1] === key) {
         ix.touch(e);
         return e;
       }
@@ -325,19 +330,25 @@ export class VtdPagingCache {
 
   /** Cache the last-level table of a region. @linux a paging-structure-cache fill */
   insert(kind: number, did: number, pasid: number, region: number, table: number): void {
+    const key = iotlbKey(kind, did, pasid);
     const ix = this.ix;
-    const s = ix.first(cacheHash(did + (kind << 16) + pasid * 131072, region | 0));
+    const s = ix.first(cacheHash(key | 0, region | 0));
+    const f = this.f;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
-      if (this.region[x] === region && this.did[x] === did && this.pasid[x] === pasid && this.kind[x] === kind) e = x;
+      if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
     }
-    if (e < 0) e = ix.pick(s, this.region);
-    this.region[e] = region;
-    this.kind[e] = kind;
-    this.did[e] = did;
-    this.pasid[e] = pasid;
-    this.table[e] = table;
+    if (e < 0) {
+      for (let w = 0; w < ix.ways; w++) this.free[s + w] = f[(s + w) * 4]!;
+      e = ix.pick(s, this.free);
+    }
+    f[e * 4] = region;
+    f[e * 4 + 1] = key;
+    f[e * 4 + 2] = table;
+    this.k[e * 4] = kind;
+    this.k[e * 4 + 1] = did;
+    this.k[e * 4 + 2] = pasid;
     ix.touch(e);
   }
 
@@ -346,17 +357,19 @@ export class VtdPagingCache {
     if (!sc.walk) return 0;
     let n = 0;
     const size = 2 ** PSC_REGION_LG2;
+    const f = this.f;
+    const k = this.k;
     for (let e = 0; e < this.ix.entries; e++) {
-      if (this.region[e] === -1) continue;
-      const k = this.kind[e]!;
-      if ((sc.kinds & (1 << k)) === 0) continue;
-      if (sc.did >= 0 && this.did[e] !== sc.did) continue;
-      if (sc.pasid >= 0 && this.pasid[e] !== sc.pasid) continue;
-      if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && k === VTD_KIND.NESTED)) {
-        const base = this.region[e]! * size;
+      if (f[e * 4] === -1) continue;
+      const kind = k[e * 4]!;
+      if ((sc.kinds & (1 << kind)) === 0) continue;
+      if (sc.did >= 0 && k[e * 4 + 1] !== sc.did) continue;
+      if (sc.pasid >= 0 && k[e * 4 + 2] !== sc.pasid) continue;
+      if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && kind === VTD_KIND.NESTED)) {
+        const base = f[e * 4]! * size;
         if (!(base < sc.hi && sc.lo < base + size)) continue;
       }
-      this.region[e] = -1;
+      f[e * 4] = -1;
       n++;
     }
     return n;
@@ -365,7 +378,7 @@ export class VtdPagingCache {
   /** Valid entries. */
   get used(): number {
     let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.region[e] !== -1) n++;
+    for (let e = 0; e < this.ix.entries; e++) if (this.f[e * 4] !== -1) n++;
     return n;
   }
 }

@@ -875,10 +875,10 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const w = iova < POW2[12 + 9 * levels]! ? pc.lookup(kind, did, tagPasid, region) : -1;
     if (w >= 0) {
       this.nPscHits++;
-      const f = ssWalk(this.memory, root, levels, iova, sllps, sm, r, pc.table[w]!, 1);
+      const f = ssWalk(this.memory, root, levels, iova, sllps, sm, r, pc.table(w), 1);
       if (this.strict) {
         const g = ssWalk(this.memory, root, levels, iova, sllps, sm, this.rs1);
-        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table[w]!);
+        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table(w));
       }
       return f;
     }
@@ -905,10 +905,10 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const w = pc.lookup(kind, did, tagPasid, region);
     if (w >= 0) {
       this.nPscHits++;
-      const f = fsWalk(this.memory, root, levels, iova, fl1gp, true, r, s2, this.r2, pc.table[w]!, 1);
+      const f = fsWalk(this.memory, root, levels, iova, fl1gp, true, r, s2, this.r2, pc.table(w), 1);
       if (this.strict) {
         const g = fsWalk(this.memory, root, levels, iova, fl1gp, false, this.rs1, s2, this.rs2);
-        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table[w]!);
+        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table(w));
       }
       return f;
     }
