@@ -1,36 +1,45 @@
-import { readFileSync } from "node:fs";
-import { topologyCommand } from "./commands/topology.js";
-import { validateCommand } from "./commands/validate.js";
+import type { Command } from "./command.js";
+import { COMMANDS } from "./commands/index.js";
 import { type CliIo, EXIT } from "./io.js";
+import { cliVersion } from "./version.js";
 
-/** A sub-command of `iommu-sim`. */
-export interface Command {
-  name: string;
-  summary: string;
-  usage: string;
-  /** Longer help: options and examples. */
-  help: string;
-  run(args: string[], io: CliIo): Promise<number>;
-}
+export type { Command } from "./command.js";
 
-const COMMANDS: Command[] = [topologyCommand, validateCommand];
-
-/** The top-level help text listing every command. */
-export function helpText(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+/** The top-level help text listing every command with an example. */
+export function helpText(commands: readonly Command[] = COMMANDS): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
   return [
     "iommu-sim — a simulation of the Linux IOMMU subsystem",
     "",
     "Usage: iommu-sim <command> [options]",
     "",
     "Commands:",
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...commands.flatMap((c) => [
+      `  ${c.name.padEnd(width)}  ${c.summary}`,
+      `  ${"".padEnd(width)}    e.g. iommu-sim ${c.examples[0] ?? c.name}`,
+    ]),
     "",
     "Options:",
-    "  -h, --help     show this help, or a command's help (iommu-sim <command> --help)",
+    "  -h, --help     show this help, or a command's help (iommu-sim <command> --help, iommu-sim help <command>)",
     "  -V, --version  print the version",
     "",
-    "Exit codes: 0 success, 1 a run found a problem, 2 bad usage or a bad platform description.",
+    "Output is coloured only on a terminal, never with NO_COLOR set.",
+    "Exit codes: 0 success, 1 a run found a problem, 2 bad usage or a bad platform/scenario file.",
+    "",
+  ].join("\n");
+}
+
+/** One command's help: usage, summary, options, examples. */
+export function commandHelp(c: Command): string {
+  return [
+    `Usage: iommu-sim ${c.usage}`,
+    "",
+    c.summary,
+    "",
+    c.help,
+    "",
+    "Examples:",
+    ...c.examples.map((e) => `  iommu-sim ${e}`),
     "",
   ].join("\n");
 }
@@ -38,12 +47,28 @@ export function helpText(): string {
 /** Run the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === undefined || first === "-h" || first === "--help" || first === "help") {
-    const target = first === "help" ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
-    io.out(target ? commandHelp(target) : helpText());
+  if (first === undefined || first === "-h" || first === "--help") {
+    io.out(helpText());
+    return first === undefined ? EXIT.usage : EXIT.ok;
+  }
+  if (first === "help") {
+    if (rest.length === 0) {
+      io.out(helpText());
+      return EXIT.ok;
+    }
+    const target = COMMANDS.find((c) => c.name === rest[0]);
+    if (!target || rest.length > 1) {
+      io.err(`iommu-sim: no such command '${rest.join(" ")}'\n\n${helpText()}`);
+      return EXIT.usage;
+    }
+    io.out(commandHelp(target));
     return EXIT.ok;
   }
   if (first === "-V" || first === "--version") {
+    if (rest.length > 0) {
+      io.err(`iommu-sim: unexpected argument: ${rest.join(" ")}\n`);
+      return EXIT.usage;
+    }
     io.out(`iommu-sim ${cliVersion()}\n`);
     return EXIT.ok;
   }
@@ -57,14 +82,4 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     return EXIT.ok;
   }
   return cmd.run(rest, io);
-}
-
-function commandHelp(c: Command): string {
-  return `Usage: iommu-sim ${c.usage}\n\n${c.summary}\n\n${c.help}\n`;
-}
-
-/** The version of @iommu-sim/cli, from its package.json (src/ and dist/ both sit one level below it). */
-export function cliVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
-  return pkg.version;
 }

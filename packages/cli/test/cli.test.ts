@@ -1,13 +1,20 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { main } from "../src/index.js";
+import { type CliIo, COMMANDS, main } from "../src/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  return runWith({}, ...argv);
+}
+
+async function runWith(extra: Partial<CliIo>, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = "";
   let err = "";
-  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s) });
+  const code = await main(argv, { out: (s) => (out += s), err: (s) => (err += s), ...extra });
   return { code, out, err };
 }
 
@@ -18,16 +25,54 @@ function tmpFile(name: string, text: string): string {
   return f;
 }
 
-describe("iommu-sim CLI", () => {
-  it("documents every command in --help", async () => {
+describe("help, version and argument checking", () => {
+  it("lists every command with an example; every command has --help with examples", async () => {
     const r = await run("--help");
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/topology/);
-    expect(r.out).toMatch(/validate/);
-    const t = await run("topology", "--help");
-    expect(t.out).toMatch(/--platform FILE/);
+    for (const c of COMMANDS) {
+      expect(r.out).toContain(`  ${c.name}`);
+      expect(r.out).toContain(`e.g. iommu-sim ${c.examples[0]}`);
+      const h = await run(c.name, "--help");
+      expect(h.code).toBe(0);
+      expect(h.out).toMatch(/^Usage: iommu-sim /);
+      expect(h.out).toContain("Examples:");
+      expect((await run("help", c.name)).out).toBe(h.out);
+    }
+    expect((await run("topology", "--help")).out).toMatch(/--platform FILE/);
   });
 
+  it("help for an unknown command, an unknown command and no command at all are usage errors", async () => {
+    const h = await run("help", "nope");
+    expect(h.code).toBe(2);
+    expect(h.err).toMatch(/no such command 'nope'/);
+    expect((await run("frobnicate")).code).toBe(2);
+    expect((await run()).code).toBe(2);
+  });
+
+  it("--version prints the cli package's version", async () => {
+    const pkg = JSON.parse(readFileSync(join(here, "..", "package.json"), "utf8")) as { version: string };
+    for (const flag of ["--version", "-V"]) {
+      const r = await run(flag);
+      expect(r.code).toBe(0);
+      expect(r.out).toBe(`iommu-sim ${pkg.version}\n`);
+    }
+  });
+
+  it("rejects a malformed number, unknown options, missing values and extra arguments with exit 2", async () => {
+    const seed = await run("topology", "--seed", "abc");
+    expect(seed.code).toBe(2);
+    expect(seed.err).toMatch(/--seed needs a non-negative integer \(got "abc"\)/);
+    expect((await run("run", "--seed", "1.5")).code).toBe(2);
+    expect((await run("topology", "--bogus")).code).toBe(2);
+    expect((await run("topology", "extra")).err).toMatch(/unexpected argument: extra/);
+    expect((await run("run", "a.yaml", "b.yaml")).err).toMatch(/too many arguments: b.yaml/);
+    expect((await run("run", "--trace")).err).toMatch(/--trace/);
+    expect((await run("inspect", "--iova", "0x1000")).err).toMatch(/needs --device/);
+    expect((await run("inspect", "--device", "mock-dev0", "--iova", "zz")).code).toBe(2);
+  });
+});
+
+describe("topology and validate", () => {
   it("prints the default platform's IOMMUs, devices and the IDs that route them", async () => {
     const r = await run("topology");
     expect(r.code).toBe(0);
@@ -48,12 +93,12 @@ describe("iommu-sim CLI", () => {
     expect(dev("uart0").group).toBeUndefined();
     const bare = JSON.parse((await run("topology", "--json", "--no-drivers")).out) as typeof t;
     expect(bare.devices.every((d) => d.group === undefined)).toBe(true);
-  });
-
-  it("prints JSON with --json", async () => {
-    const r = await run("topology", "--json");
-    const t = JSON.parse(r.out) as { iommus: { name: string }[] };
-    expect(t.iommus.map((i) => i.name)).toContain("amd0");
+    // A built-in driver named with --module after --no-drivers: only its devices probe.
+    const smmuOnly = JSON.parse(
+      (await run("topology", "--json", "--no-drivers", "--module", "arm-smmu-v3")).out,
+    ) as typeof t;
+    expect(smmuOnly.devices.find((d) => d.name === "nic0")!.group).toBeDefined();
+    expect(smmuOnly.devices.find((d) => d.name === "mock-dev0")!.group).toBeUndefined();
   });
 
   it("exits 2 with the schema error naming path and value for a bad platform file", async () => {
@@ -62,15 +107,13 @@ describe("iommu-sim CLI", () => {
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/iommus\[0\]\.mmio\.base/);
     expect(r.err).toMatch(/"lots"/);
-    const v = await run("validate", f);
-    expect(v.code).toBe(2);
+    expect((await run("validate", f)).code).toBe(2);
+    expect((await run("run", "--platform", f)).code).toBe(2);
   });
 
-  it("exits 2 for a file that is not JSON, a missing file, an unknown command or option", async () => {
+  it("exits 2 for a platform file that is not JSON or is missing", async () => {
     expect((await run("topology", "--platform", tmpFile("x.json", "{nope"))).code).toBe(2);
     expect((await run("topology", "--platform", "/nonexistent/p.json")).code).toBe(2);
-    expect((await run("frobnicate")).code).toBe(2);
-    expect((await run("topology", "--bogus")).code).toBe(2);
   });
 
   it("validates a good platform file", async () => {

@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMachine, type defaultPlatformInput, describeIommuTopology, PlatformError } from "@iommu-sim/core";
 import { describe, expect, it } from "vitest";
-import { driverModules } from "../src/commands/drivers.js";
 import { main } from "../src/index.js";
+import { builtinDrivers } from "../src/modules.js";
 
 async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = "";
@@ -221,7 +221,7 @@ describe("bad platform files: validate and boot agree", () => {
     } catch {
       return; // not JSON (or a BOM): only files have text
     }
-    const boot = await createMachine({ platform: json, modules: driverModules(false) }).then(
+    const boot = await createMachine({ platform: json, modules: builtinDrivers() }).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -287,7 +287,7 @@ describe("edge values the schema accepts boot, and every mapped device gets its 
     const t = await run("topology", "--platform", f, "--json");
     expect(t.err).toBe("");
     expect(t.code).toBe(0);
-    const m = await createMachine({ platform: JSON.parse(text), modules: driverModules(false) });
+    const m = await createMachine({ platform: JSON.parse(text), modules: builtinDrivers() });
     await m.boot();
     const topo = describeIommuTopology(m);
     expect(topo.devices.filter((d) => d.group !== undefined)).toHaveLength(probed);

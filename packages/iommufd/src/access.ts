@@ -90,13 +90,15 @@ async function ioptAddAccess(iopt: IoPagetable, access: IommufdAccess): Promise<
   await iopt.iovaRwsem.downWrite();
   try {
     access.ictx.faults.check("iopt_access_list");
-    access.ioptAccessListId = iopt.addAccessEntry(access);
+    const listId = iopt.addAccessEntry(access);
     try {
       ioptRecalcAlignment(iopt);
     } catch (e) {
-      iopt.accesses.delete(access.ioptAccessListId);
+      iopt.accesses.delete(listId);
       throw e;
     }
+    // Only a successful add overwrites the ID: a failed one leaves the old IOAS's ID for its removal.
+    access.ioptAccessListId = listId;
   } finally {
     iopt.iovaRwsem.upWrite();
     iopt.domainsRwsem.upWrite();
@@ -119,6 +121,8 @@ async function ioptRemoveAccess(iopt: IoPagetable, access: IommufdAccess, listId
  * @linux iommufd_access_change_ioas
  */
 async function changeIoas(access: IommufdAccess, newIoas: IommufdIoas | undefined): Promise<void> {
+  // The slot ID in the old IOAS's list, saved before adding to the new IOAS overwrites it.
+  const curListId = access.ioptAccessListId;
   const cur = access.ioas;
   access.ioasLock.assertHeld();
   if (cur !== access.ioasUnpin) throw kerr("EBUSY", "a detach is in progress");
@@ -140,7 +144,7 @@ async function changeIoas(access: IommufdAccess, newIoas: IommufdIoas | undefine
       await access.ops.unmap(access.data, 0, IOPT_IOVA_MAX);
       await access.ioasLock.lock();
     }
-    await ioptRemoveAccess(cur.iopt, access, access.ioptAccessListId);
+    await ioptRemoveAccess(cur.iopt, access, curListId);
     cur.users.dec();
   }
   access.ioas = newIoas;
@@ -284,7 +288,7 @@ export async function iommufdAccessPinPages(
         const lastIdx = area.iovaToIndex(p.to);
         await area.pages!.mutex.lock();
         try {
-          ioptPagesAddUsers(area.pages!, first, lastIdx);
+          ioptPagesAddUsers(area.pages!, first, lastIdx, "access");
         } finally {
           area.pages!.mutex.unlock();
         }

@@ -25,7 +25,14 @@ import {
 } from "@iommu-sim/core";
 import type { IommufdAccess } from "./access.js";
 import type { IommufdCore } from "./core.js";
-import { type IoptPages, ioptPagesAddUsers, ioptPagesGet, ioptPagesRemoveUsers, ioptPutPages } from "./pages.js";
+import {
+  type IoptPages,
+  ioptPagesAddUsers,
+  ioptPagesGet,
+  ioptPagesRemoveUsers,
+  ioptPutPages,
+  PFN_BATCH_ALLOC_SITE,
+} from "./pages.js";
 import { PAGE_SIZE } from "./user-glue.js";
 
 /** The last IOVA of the simulated IOVA space. @linux ULONG_MAX */
@@ -676,8 +683,11 @@ export async function ioptTableAddDomain(iopt: IoPagetable, domain: IommuDomain)
       try {
         for (const area of iopt.areas) {
           if (!area.pages) continue;
-          if (area.filled) mapAreaInDomain(area, domain, !iopt.disableLargePages);
-          else ioptAreaFillDomains(area, [domain]);
+          if (area.filled) {
+            // The PFNs come from the pin already held, through a batch as in Linux's pfn_reader.
+            iopt.core.faults.check(PFN_BATCH_ALLOC_SITE);
+            mapAreaInDomain(area, domain, !iopt.disableLargePages);
+          } else ioptAreaFillDomains(area, [domain]);
           filled.push(area);
         }
       } catch (e) {

@@ -317,10 +317,12 @@ export async function iommufdIoasMapFile(ucmd: IommufdUcmd): Promise<void> {
  */
 export async function iommufdIoasCopy(ucmd: IommufdUcmd): Promise<void> {
   const cmd = ucmd.cmd as unknown as IommuIoasCopy;
+  checkMapFlags(cmd.flags);
   if (cmd.length >= U64_MAX || cmd.src_iova >= U64_MAX || cmd.dst_iova >= U64_MAX) {
     throw kerr("EOVERFLOW", "iova or length too large");
   }
-  checkMapFlags(cmd.flags);
+  // A mapping that grants no access is refused here, before any page is looked at.
+  if (!(cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE))) throw kerr("EINVAL", "no access");
   const length = u64ToNum(cmd.length);
   const src = iommufdGetIoas(ucmd.ictx, cmd.src_ioas_id);
   let list: Awaited<ReturnType<typeof ioptGetPages>>;

@@ -7,9 +7,11 @@ import { kerr } from "@iommu-sim/core";
 import { copyStructFromUser } from "./core-user.js";
 import { assertCtxLive, type IommufdCtx } from "./ctx.js";
 import { iommufdObjectAbortAndDestroy, iommufdObjectFinalize } from "./object.js";
+import type { IommufdIoctlOp } from "./tokens.js";
 import { _IOC_NR, _IOC_TYPE, IOMMUFD_CMD_BASE, IOMMUFD_TYPE } from "./uapi.js";
 import { type IoctlArg, IommufdUcmd } from "./ucmd.js";
 import type { IommufdUser } from "./user-glue.js";
+import { copyStructFromUserPtr, getUserU32, isUserPointer, userPointer } from "./user-ptr.js";
 import { iommufdVfioIoctl } from "./vfio-compat.js";
 
 /**
@@ -31,6 +33,7 @@ export async function iommufdFopsIoctl(
     return iommufdVfioIoctl(ictx, cmd, arg, user);
   }
   if (arg === null || arg === undefined) throw kerr("EFAULT", "null ioctl argument");
+  if (isUserPointer(arg)) return ioctlFromUserPointer(ictx, cmd, nr, userPointer(arg), user);
   // get_user(user_size, arg)
   let userSize: number;
   let ubytes: Uint8Array | undefined;
@@ -47,18 +50,42 @@ export async function iommufdFopsIoctl(
   if (!(arg instanceof Uint8Array) && userSize === 0) userSize = op.struct.size;
   if (userSize < op.minSize) throw kerr("EINVAL", `size ${userSize} below the minimum ${op.minSize}`);
   if (ubytes === undefined) {
-    const full = new Uint8Array(Math.max(userSize, op.struct.size));
+    // The object form has no bytes past the struct: what the caller did not send reads as zero, so a huge `size`
+    // costs nothing (copy_struct_from_user checks only bytes that exist).
+    const full = new Uint8Array(op.struct.size);
     op.struct.encode(arg as Record<string, never>, full);
     new DataView(full.buffer).setUint32(0, userSize, true);
-    ubytes = full.subarray(0, userSize);
+    ubytes = full.subarray(0, Math.min(userSize, op.struct.size));
   } else if (userSize > ubytes.byteLength) {
     throw kerr("EFAULT", `size ${userSize} beyond the ${ubytes.byteLength}-byte buffer`);
   } else {
     ubytes = ubytes.subarray(0, userSize);
   }
   const kbuf = copyStructFromUser(ubytes, op.struct.size);
-  const kcmd = op.struct.decode(kbuf) as Record<string, unknown>;
-  const ucmd = new IommufdUcmd(ictx, user, kcmd, userSize, op.struct as never, arg);
+  return runUcmd(ictx, op, new IommufdUcmd(ictx, user, kbufDecode(op, kbuf), userSize, op.struct as never, arg));
+}
+
+function kbufDecode(op: IommufdIoctlOp, kbuf: Uint8Array): Record<string, unknown> {
+  return op.struct.decode(kbuf) as Record<string, unknown>;
+}
+
+/** The pointer form: the same steps on the process's memory at `va`. */
+async function ioctlFromUserPointer(
+  ictx: IommufdCtx,
+  cmd: number,
+  nr: number,
+  va: bigint,
+  user: IommufdUser,
+): Promise<number> {
+  const userSize = getUserU32(user, va);
+  const op = ictx.core.ioctlOps.get(nr);
+  if (!op || op.ioctlNum !== cmd) throw kerr("ENOTTY", `unknown iommufd ioctl 0x${cmd.toString(16)}`);
+  if (userSize < op.minSize) throw kerr("EINVAL", `size ${userSize} below the minimum ${op.minSize}`);
+  const kbuf = copyStructFromUserPtr(user, va, op.struct.size, userSize);
+  return runUcmd(ictx, op, new IommufdUcmd(ictx, user, kbufDecode(op, kbuf), userSize, op.struct as never, va));
+}
+
+async function runUcmd(ictx: IommufdCtx, op: IommufdIoctlOp, ucmd: IommufdUcmd): Promise<number> {
   let failed: unknown;
   try {
     await op.execute(ucmd as IommufdUcmd);

@@ -102,6 +102,8 @@ export function iommufdObjectAllocUcmd<T extends IommufdObject>(
 export function iommufdObjectFinalize(ictx: IommufdCtx, obj: IommufdObject): void {
   const old = ictx.objects.cmpxchgRaw(obj.id, XA_ZERO_ENTRY, obj);
   ictx.diag.warnOn(old !== XA_ZERO_ENTRY, `finalize of ${obj}: its ID was not reserved`);
+  const trace = ictx.diag.trace;
+  if (trace.enabled) trace.emit("iommufd:object_create", { ctx: ictx.name, id: obj.id, type: obj.type });
 }
 
 /**
@@ -244,6 +246,15 @@ export async function iommufdObjectRemove(
   const o = obj!;
   if (flags & REMOVE_OBJ_TOMBSTONE) ictx.objects.store(id, XA_ZERO_ENTRY);
   else ictx.objects.erase(id);
+  const trace = ictx.diag.trace;
+  if (trace.enabled) {
+    trace.emit("iommufd:object_destroy", {
+      ctx: ictx.name,
+      id,
+      type: o.type,
+      tombstone: (flags & REMOVE_OBJ_TOMBSTONE) !== 0,
+    });
+  }
   if (ictx.vfioIoas === o) ictx.vfioIoas = undefined;
   // users is 0: any wait reference left belongs to a racing iommufd_put_object.
   if (!zeroedWait) {

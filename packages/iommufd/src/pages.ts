@@ -13,19 +13,49 @@ import { type IommufdUser, PAGE_SIZE } from "./user-glue.js";
 
 /** Fault-injection site of the pages allocation. @linux the kzalloc of iopt_alloc_pages */
 export const IOPT_PAGES_ALLOC_SITE = "iopt_pages_alloc";
-/** Fault-injection site of pinning (the batch / pin path). @linux pfn_reader_user_pin's allocations */
-export const IOPT_PAGES_PIN_SITE = "iopt_pages_pin";
+/** Fault-injection site before each pin of a run of user pages (fails with EFAULT). @linux iommufd_should_fail in pfn_reader_user_pin */
+export const IOPT_PAGES_PIN_SITE = "pfn_reader_user_pin";
+/** Fault-injection site of the PFN batch of a domain fill (ENOMEM). @linux temp_kmalloc in batch_init (pfn_reader_init) */
+export const PFN_BATCH_ALLOC_SITE = "pfn_batch_init";
+/** Fault-injection site of the page-pointer array of a domain fill's first pin (ENOMEM). @linux temp_kmalloc in pfn_reader_user_pin */
+export const PFN_READER_UPAGES_SITE = "pfn_reader_user_upages";
+/**
+ * Fault-injection site of storing an access's PFNs (EINVAL): stands in for the xarray node allocation, which Linux
+ * fails through its own point because xas_nomem retries.
+ * @linux iommufd_should_fail in pages_to_xarray (iopt_pages_fill_xarray)
+ */
+export const PAGES_TO_XARRAY_SITE = "pages_to_xarray";
+/** Fault-injection site of charging newly pinned pages (ENOMEM). @linux iommufd_should_fail in pfn_reader_user_update_pinned */
+export const UPDATE_PINNED_SITE = "pfn_reader_user_update_pinned";
 
 /** The largest length a mapping may have. @linux SIZE_MAX - PAGE_SIZE in iopt_alloc_pages */
 export const IOPT_MAX_LENGTH = Number.MAX_SAFE_INTEGER - PAGE_SIZE;
+
+/**
+ * Pages pinned per call of the pinning loop: a run of user pages is pinned at most this many at a time, so pinning
+ * a huge range stops at the first unmapped page, having allocated for one run only.
+ * @linux TEMP_MEMORY_LIMIT / sizeof(struct page *) (the upages array of pfn_reader_user)
+ */
+export const PIN_BATCH_PAGES = 65536 / 8;
 
 /** What backs the pages. @linux enum iopt_address_type */
 export type IoptAddressType = "user" | "file";
 
 const NOT_PINNED = -1;
+const CHUNK_PAGES = 512;
+
+/** One node of the sparse PFN store: the PFNs and user counts of 512 consecutive page indexes. */
+class PfnChunk {
+  readonly pas = new Float64Array(CHUNK_PAGES).fill(NOT_PINNED);
+  readonly users = new Uint32Array(CHUNK_PAGES);
+  /** Entries holding a PFN; the chunk is dropped at 0. */
+  stored = 0;
+}
 
 /**
- * Pinned (or pinnable) pages of one user range or file range.
+ * Pinned (or pinnable) pages of one user range or file range. PFNs and per-page user counts are kept sparse, in
+ * chunks created when a page in them is first pinned and dropped when the last is unpinned: memory follows what is
+ * pinned, never the requested length.
  * @linux struct iopt_pages
  */
 export class IoptPages {
@@ -33,10 +63,8 @@ export class IoptPages {
   readonly kref: Refcount;
   /** @linux iopt_pages.mutex */
   readonly mutex: Mutex;
-  /** Physical address of each pinned page, or -1. @linux iopt_pages.pinned_pfns (and the storage domain) */
-  readonly pas: Float64Array;
-  /** Users of each page (filled areas count once, each access pin counts). @linux domains_itree / access_itree */
-  readonly pageUsers: Uint32Array;
+  /** Pinned PFNs by chunk of page indexes. @linux iopt_pages.pinned_pfns (and the storage domain) */
+  private readonly chunks = new Map<number, PfnChunk>();
   /** @linux iopt_pages.npinned */
   npinned = 0;
   /** @linux iopt_pages.last_npinned */
@@ -63,14 +91,86 @@ export class IoptPages {
   ) {
     this.kref = new Refcount(core.diag, "iopt_pages", 1);
     this.mutex = new Mutex(core.sched, "iopt_pages.mutex");
-    this.pas = new Float64Array(npages).fill(NOT_PINNED);
-    this.pageUsers = new Uint32Array(npages);
     this.source = source;
   }
 
-  /** Physical address of a pinned page (NaN-free: -1 when not pinned). */
+  /** Physical address of a pinned page (-1 when not pinned). */
   pa(index: number): number {
-    return this.pas[index]!;
+    const c = this.chunks.get(Math.floor(index / CHUNK_PAGES));
+    return c === undefined ? NOT_PINNED : c.pas[index % CHUNK_PAGES]!;
+  }
+
+  /** Users of a page: filled areas count once, each access pin counts. @linux domains_itree / access_itree */
+  users(index: number): number {
+    const c = this.chunks.get(Math.floor(index / CHUNK_PAGES));
+    return c === undefined ? 0 : c.users[index % CHUNK_PAGES]!;
+  }
+
+  /** Number of chunks holding pins (for tests: memory follows the pins). */
+  get storedChunks(): number {
+    return this.chunks.size;
+  }
+
+  /** @internal Record the PFN of a freshly pinned page (no users yet). */
+  storePa(index: number, pa: number): void {
+    const key = Math.floor(index / CHUNK_PAGES);
+    let c = this.chunks.get(key);
+    if (c === undefined) {
+      c = new PfnChunk();
+      this.chunks.set(key, c);
+    }
+    const off = index % CHUNK_PAGES;
+    if (c.pas[off] === NOT_PINNED) c.stored++;
+    c.pas[off] = pa;
+  }
+
+  /** @internal Forget the PFN of a page that has no users; drops an empty chunk. */
+  clearPa(index: number): number {
+    const key = Math.floor(index / CHUNK_PAGES);
+    const c = this.chunks.get(key);
+    if (c === undefined) return NOT_PINNED;
+    const off = index % CHUNK_PAGES;
+    const pa = c.pas[off]!;
+    if (pa === NOT_PINNED) return pa;
+    c.pas[off] = NOT_PINNED;
+    if (--c.stored === 0) this.chunks.delete(key);
+    return pa;
+  }
+
+  /** @internal Add one user to each page of [first, last] (all stored). */
+  addUsers(first: number, last: number): void {
+    let i = first;
+    while (i <= last) {
+      const c = this.chunks.get(Math.floor(i / CHUNK_PAGES))!;
+      const end = Math.min(last, Math.floor(i / CHUNK_PAGES) * CHUNK_PAGES + CHUNK_PAGES - 1);
+      for (let off = i % CHUNK_PAGES, k = i; k <= end; k++, off++) c.users[off]!++;
+      i = end + 1;
+    }
+  }
+
+  /**
+   * @internal Drop one user of each page of [first, last]; calls `free(index)` for each page left without users,
+   * in index order. WARNs on an underflow (the page is skipped).
+   */
+  dropUsers(first: number, last: number, free: (index: number) => void): void {
+    const diag = this.core.diag;
+    let i = first;
+    while (i <= last) {
+      const key = Math.floor(i / CHUNK_PAGES);
+      const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const c = this.chunks.get(key);
+      if (c === undefined) {
+        diag.warnOn(true, "iopt_pages: user count underflow");
+        i = end + 1;
+        continue;
+      }
+      for (let k = i; k <= end; k++) {
+        const off = k % CHUNK_PAGES;
+        if (diag.warnOn(c.users[off] === 0, "iopt_pages: user count underflow")) continue;
+        if (--c.users[off]! === 0) free(k);
+      }
+      i = end + 1;
+    }
   }
 }
 
@@ -191,7 +291,7 @@ export function ioptPagesAccount(pages: IoptPages, npages: number): void {
 
 function pinRange(pages: IoptPages, first: number, count: number): number[] {
   const u = pages.source;
-  pages.core.faults.check(IOPT_PAGES_PIN_SITE);
+  pages.core.faults.check(IOPT_PAGES_PIN_SITE, "EFAULT");
   if (pages.type === "file") {
     if (!u.pinFile) throw kerr("EOPNOTSUPP", "file pinning is not available");
     return u.pinFile(pages.file, pages.base + first * PAGE_SIZE, count);
@@ -199,46 +299,57 @@ function pinRange(pages: IoptPages, first: number, count: number): number[] {
   return u.pin(pages.base + first * PAGE_SIZE, count, pages.writable);
 }
 
+/** Who is adding users: an area being filled into domains, or an in-kernel access pinning pages. */
+export type IoptPagesUser = "domain" | "access";
+
 /**
- * Add a user to pages [first, last]: pages without users get pinned and charged. On failure nothing changed.
- * @linux iopt_pages_fill / pfn_reader (pin on first use), iopt_area_add_access's pin path
+ * Add a user to pages [first, last]: pages without users get pinned (runs of at most {@link PIN_BATCH_PAGES}, so
+ * an unmapped page stops the loop at once) and charged. On failure nothing changed.
+ * @linux pfn_reader (iopt_area_fill_domains / iopt_area_fill_domain) and iopt_pages_fill_xarray (access)
  */
-export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number): void {
-  const users = pages.pageUsers;
+export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number, by: IoptPagesUser = "domain"): void {
+  const faults = pages.core.faults;
   const pinnedNow: [number, number][] = [];
   let added = 0;
   try {
+    if (by === "domain") faults.check(PFN_BATCH_ALLOC_SITE);
+    let upages = by === "access";
     let i = first;
     while (i <= last) {
-      if (users[i] !== 0) {
+      if (pages.users(i) !== 0) {
         i++;
         continue;
       }
       let j = i;
-      while (j + 1 <= last && users[j + 1] === 0) j++;
+      while (j < last && j - i + 1 < PIN_BATCH_PAGES && pages.users(j + 1) === 0) j++;
+      if (!upages) {
+        faults.check(PFN_READER_UPAGES_SITE);
+        upages = true;
+      }
       const pas = pinRange(pages, i, j - i + 1);
-      for (let k = 0; k < pas.length; k++) pages.pas[i + k] = pas[k]!;
+      for (let k = 0; k < pas.length; k++) pages.storePa(i + k, pas[k]!);
       pinnedNow.push([i, j]);
       added += j - i + 1;
       pages.core.pinnedPages += j - i + 1;
       i = j + 1;
     }
-    ioptPagesAccount(pages, added);
+    if (by === "access") faults.check(PAGES_TO_XARRAY_SITE, "EINVAL");
+    if (added) {
+      faults.check(UPDATE_PINNED_SITE);
+      ioptPagesAccount(pages, added);
+    }
   } catch (e) {
     for (const [a, b] of pinnedNow) unpinRange(pages, a, b);
     throw e;
   }
   pages.npinned += added;
   pages.lastNpinned = pages.npinned;
-  for (let i = first; i <= last; i++) users[i]!++;
+  pages.addUsers(first, last);
 }
 
 function unpinRange(pages: IoptPages, a: number, b: number): void {
   const pas: number[] = [];
-  for (let k = a; k <= b; k++) {
-    pas.push(pages.pas[k]!);
-    pages.pas[k] = NOT_PINNED;
-  }
+  for (let k = a; k <= b; k++) pas.push(pages.clearPa(k));
   pages.source.unpin(pas);
   pages.core.pinnedPages -= b - a + 1;
 }
@@ -248,22 +359,19 @@ function unpinRange(pages: IoptPages, a: number, b: number): void {
  * @linux iopt_pages_unfill / iopt_pages_remove_access / unpin_user_pages
  */
 export function ioptPagesRemoveUsers(pages: IoptPages, first: number, last: number): void {
-  const users = pages.pageUsers;
   let removed = 0;
   let runStart = -1;
-  for (let i = first; i <= last + 1; i++) {
-    let free = false;
-    if (i <= last) {
-      if (pages.core.diag.warnOn(users[i] === 0, "iopt_pages: user count underflow")) continue;
-      free = --users[i]! === 0;
+  let runEnd = -1;
+  pages.dropUsers(first, last, (k) => {
+    removed++;
+    if (runStart >= 0 && k === runEnd + 1) {
+      runEnd = k;
+      return;
     }
-    if (free && runStart < 0) runStart = i;
-    if (!free && runStart >= 0) {
-      unpinRange(pages, runStart, i - 1);
-      removed += i - runStart;
-      runStart = -1;
-    }
-  }
+    if (runStart >= 0) unpinRange(pages, runStart, runEnd);
+    runStart = runEnd = k;
+  });
+  if (runStart >= 0) unpinRange(pages, runStart, runEnd);
   pages.npinned -= removed;
   pages.lastNpinned = pages.npinned;
   ioptPagesAccount(pages, -removed);
@@ -283,7 +391,7 @@ export function ioptPagesRw(pages: IoptPages, offset: number, data: Uint8Array, 
     const idx = Math.floor(at / PAGE_SIZE);
     const inPage = at % PAGE_SIZE;
     const n = Math.min(PAGE_SIZE - inPage, data.length - done);
-    const pa = pages.pas[idx]!;
+    const pa = pages.pa(idx);
     const chunk = data.subarray(done, done + n);
     if (pa !== NOT_PINNED) {
       if (write) mem.writeBytes(pa + inPage, chunk);

@@ -9,8 +9,11 @@ import type { IommufdCtx } from "./ctx.js";
 import type { IommufdObject } from "./object.js";
 import type { IommufdUser } from "./user-glue.js";
 
-/** The caller's argument: a struct in object form or its bytes. */
-export type IoctlArg = Record<string, unknown> | Uint8Array;
+/**
+ * The caller's argument: a struct in object form, its bytes, or a user pointer (a number or bigint address in the
+ * calling process's memory, where the struct is read from and out fields are written back).
+ */
+export type IoctlArg = Record<string, unknown> | Uint8Array | number | bigint;
 
 /**
  * @linux struct iommufd_ucmd
@@ -52,6 +55,11 @@ export class IommufdUcmd<T extends object = Record<string, unknown>> {
 
   private copyOut(from: number, to: number): void {
     const bytes = this.struct.encode(this.cmd as Partial<Record<keyof T & string, never>>);
+    if (typeof this.arg === "bigint" || typeof this.arg === "number") {
+      // copy_to_user: EFAULT when the caller's memory is unmapped or read-only there.
+      if (to > from) this.user.write(BigInt(this.arg) + BigInt(from), bytes.subarray(from, to));
+      return;
+    }
     if (this.arg instanceof Uint8Array) {
       if (to > this.arg.byteLength) throw kerr("EFAULT", "response beyond the caller's buffer");
       this.arg.set(bytes.subarray(from, to), from);

@@ -9,6 +9,7 @@
 import {
   type IoctlArg as CoreIoctlArg,
   createToken,
+  currentProcess,
   type Device,
   type File,
   type FileOperations,
@@ -32,6 +33,7 @@ import {
 } from "./device.js";
 import { iommufdCtxFromFd } from "./module.js";
 import { _IO } from "./uapi.js";
+import { isUserPointer, userPointer } from "./user-ptr.js";
 import { VFIO_BASE, VFIO_TYPE } from "./vfio-compat.js";
 
 /** @linux VFIO_DEVICE_BIND_IOMMUFD */
@@ -165,9 +167,23 @@ function stateOf(machine: Machine): VfioCdevState {
   return c.resolve(VfioCdevToken);
 }
 
-/** An argument in object form or bytes, decoded; `argsz` of 0 in object form means the whole struct. */
+function callerMm() {
+  const p = currentProcess();
+  if (!p) throw kerr("EFAULT", "no calling process");
+  return p.mm;
+}
+
+/** An argument in object form, bytes or a user pointer, decoded; `argsz` of 0 in object form means the whole struct. */
 function copyIn<T extends { argsz: number }>(arg: CoreIoctlArg, st: UapiStruct<T>, minsz: number): T {
   if (arg === null) throw kerr("EFAULT", "null ioctl argument");
+  if (isUserPointer(arg)) {
+    // copy_from_user(minsz), then the fields past minsz the caller's argsz covers.
+    const va = userPointer(arg);
+    const mm = callerMm();
+    const head = mm.read(va, minsz);
+    const argsz = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
+    arg = argsz > minsz ? mm.read(va, Math.min(argsz, st.size)) : head;
+  }
   if (arg instanceof Uint8Array) {
     if (arg.byteLength < minsz) throw kerr("EFAULT", "argument shorter than its minimum size");
     const full = new Uint8Array(st.size);
@@ -188,7 +204,11 @@ function copyOutU32<T extends object>(
   name: keyof T & string,
   value: number,
 ): void {
-  if (arg instanceof Uint8Array) {
+  if (isUserPointer(arg)) {
+    const out = new Uint8Array(4);
+    new DataView(out.buffer).setUint32(0, value >>> 0, true);
+    callerMm().write(userPointer(arg) + BigInt(st.field(name).offset), out);
+  } else if (arg instanceof Uint8Array) {
     const f = st.field(name);
     if (f.offset + 4 > arg.byteLength) throw kerr("EFAULT", `${name} is beyond the caller's buffer`);
     new DataView(arg.buffer, arg.byteOffset, arg.byteLength).setUint32(f.offset, value >>> 0, true);

@@ -30,6 +30,7 @@ import {
 } from "./uapi.js";
 import type { IoctlArg, IommufdUcmd } from "./ucmd.js";
 import { type IommufdUser, PAGE_SIZE } from "./user-glue.js";
+import { isUserPointer, userPointer } from "./user-ptr.js";
 
 /** @linux VFIO_TYPE */
 export const VFIO_TYPE = 0x3b;
@@ -156,7 +157,10 @@ export async function iommufdVfioIoas(ucmd: IommufdUcmd): Promise<void> {
   }
 }
 
-function argBytes(arg: IoctlArg | null | undefined, st: UapiStruct): { cmd: Record<string, unknown>; argsz: number } {
+/** A struct argument in object or byte form (user pointers are copied in first). */
+type StructArg = Exclude<IoctlArg, number | bigint>;
+
+function argBytes(arg: StructArg | null | undefined, st: UapiStruct): { cmd: Record<string, unknown>; argsz: number } {
   if (arg === null || arg === undefined) throw kerr("EFAULT", "null argument");
   if (arg instanceof Uint8Array) {
     if (arg.byteLength < st.size) throw kerr("EFAULT", "short argument");
@@ -168,7 +172,41 @@ function argBytes(arg: IoctlArg | null | undefined, st: UapiStruct): { cmd: Reco
 
 /** The `unsigned long arg` of an ioctl that takes a value (SET_IOMMU, CHECK_EXTENSION): a number or `{ arg }`. */
 function argValue(arg: IoctlArg | number | null | undefined): number {
-  return typeof arg === "number" ? arg : Number((arg as Record<string, unknown> | null)?.arg ?? 0);
+  if (typeof arg === "number") return arg;
+  if (typeof arg === "bigint") return Number(BigInt.asUintN(64, arg));
+  return Number((arg as Record<string, unknown> | null)?.arg ?? 0);
+}
+
+/**
+ * A struct ioctl called with a user pointer: copy `argsz` bytes in (at least `minsz`; EFAULT when unmapped), run
+ * the command on those bytes, and copy back the bytes it changed (copy_to_user of its out fields).
+ */
+async function viaUserPointer(
+  user: IommufdUser,
+  ptr: number | bigint,
+  minsz: number,
+  run: (bytes: Uint8Array) => Promise<number>,
+): Promise<number> {
+  const va = userPointer(ptr);
+  const head = user.read(va, 4);
+  const argsz = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
+  // Only what the caller declared (capped to a page past the struct) is ever read or written.
+  const len = Math.max(minsz, Math.min(argsz, minsz + PAGE_SIZE));
+  const bytes = user.read(va, len);
+  const before = bytes.slice();
+  const r = await run(bytes);
+  let i = 0;
+  while (i < len) {
+    if (bytes[i] === before[i]) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < len && bytes[j] !== before[j]) j++;
+    user.write(va + BigInt(i), bytes.subarray(i, j));
+    i = j;
+  }
+  return r;
 }
 
 /**
@@ -332,7 +370,7 @@ function iommufdFillCapDmaAvail(
  * argsz returns the size needed. In object form the bytes after the struct come back as `caps` (a Uint8Array).
  * @linux iommufd_vfio_iommu_get_info
  */
-async function iommufdVfioIommuGetInfo(ictx: IommufdCtx, arg: IoctlArg | null | undefined): Promise<number> {
+async function iommufdVfioIommuGetInfo(ictx: IommufdCtx, arg: StructArg | null | undefined): Promise<number> {
   const info = vfio_iommu_type1_info;
   const minsz = 16; // offsetofend(struct vfio_iommu_type1_info, iova_pgsizes)
   if (arg === null || arg === undefined) throw kerr("EFAULT", "null argument");
@@ -392,7 +430,7 @@ async function iommufdVfioIommuGetInfo(ictx: IommufdCtx, arg: IoctlArg | null | 
  * included); ENODEV without a compat IOAS.
  * @linux iommufd_vfio_map_dma
  */
-async function iommufdVfioMapDma(ictx: IommufdCtx, arg: IoctlArg | null | undefined, user: IommufdUser) {
+async function iommufdVfioMapDma(ictx: IommufdCtx, arg: StructArg | null | undefined, user: IommufdUser) {
   const { cmd: m, argsz } = argBytes(arg, vfio_iommu_type1_dma_map);
   const flags = m.flags as number;
   if (argsz < vfio_iommu_type1_dma_map.size || flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) {
@@ -427,7 +465,7 @@ async function iommufdVfioMapDma(ictx: IommufdCtx, arg: IoctlArg | null | undefi
  * `size` returns the bytes unmapped.
  * @linux iommufd_vfio_unmap_dma
  */
-async function iommufdVfioUnmapDma(ictx: IommufdCtx, arg: IoctlArg | null | undefined) {
+async function iommufdVfioUnmapDma(ictx: IommufdCtx, arg: StructArg | null | undefined) {
   const { cmd: u, argsz } = argBytes(arg, vfio_iommu_type1_dma_unmap);
   const flags = u.flags as number;
   if (argsz < vfio_iommu_type1_dma_unmap.size || flags & ~VFIO_DMA_UNMAP_FLAG_ALL) {
@@ -486,10 +524,19 @@ export async function iommufdVfioIoctl(
     case VFIO_CHECK_EXTENSION:
       return iommufdVfioCheckExtension(ictx, argValue(arg));
     case VFIO_IOMMU_GET_INFO:
+      if (isUserPointer(arg)) {
+        return viaUserPointer(user, arg, vfio_iommu_type1_info.size, (b) => iommufdVfioIommuGetInfo(ictx, b));
+      }
       return iommufdVfioIommuGetInfo(ictx, arg);
     case VFIO_IOMMU_MAP_DMA:
+      if (isUserPointer(arg)) {
+        return viaUserPointer(user, arg, vfio_iommu_type1_dma_map.size, (b) => iommufdVfioMapDma(ictx, b, user));
+      }
       return iommufdVfioMapDma(ictx, arg, user);
     case VFIO_IOMMU_UNMAP_DMA:
+      if (isUserPointer(arg)) {
+        return viaUserPointer(user, arg, vfio_iommu_type1_dma_unmap.size, (b) => iommufdVfioUnmapDma(ictx, b));
+      }
       return iommufdVfioUnmapDma(ictx, arg);
     default:
       // VFIO_IOMMU_DIRTY_PAGES among them: -ENOIOCTLCMD, which user space sees as ENOTTY.

@@ -10,6 +10,7 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  IOPT_PAGES_PIN_SITE,
   ioasMapFile,
   iommufdAccessAttach,
   iommufdAccessCreate,
@@ -17,7 +18,11 @@ import {
   iommufdAccessPinPages,
   iommufdAccessRw,
   iommufdAccessUnpinPages,
+  PAGES_TO_XARRAY_SITE,
+  PFN_BATCH_ALLOC_SITE,
+  PFN_READER_UPAGES_SITE,
   U64_MAX,
+  UPDATE_PINNED_SITE,
   vfioDeviceAttachPt,
   vfioDeviceBindIommufd,
   vfioDeviceOf,
@@ -47,7 +52,8 @@ async function sweep(prepare: (env: Env) => Promise<unknown>, path: (env: Env, s
   return n;
 }
 
-describe("fail_nth", () => {
+// Each sweep runs a path once per injection point (the pin and map paths have several): allow for a loaded machine.
+describe("fail_nth", { timeout: 60_000 }, () => {
   it("basic map / copy / unmap with a mock domain", async () => {
     const runs = await sweep(
       async (env) => {
@@ -152,5 +158,68 @@ describe("fail_nth", () => {
       },
     );
     expect(runs).toBeGreaterThan(3);
+  });
+
+  it("pin / map / access paths: every Linux injection point is reached and unwound (iopt_area_fill_domains, iopt_pages_fill_xarray)", async () => {
+    const expected = new Map<string, string>([
+      [PFN_BATCH_ALLOC_SITE, "ENOMEM"],
+      [PFN_READER_UPAGES_SITE, "ENOMEM"],
+      [IOPT_PAGES_PIN_SITE, "EFAULT"],
+      [PAGES_TO_XARRAY_SITE, "EINVAL"],
+      [UPDATE_PINNED_SITE, "ENOMEM"],
+    ]);
+    const sites = [...expected.keys()];
+    const failed = new Set<string>();
+    // Fail the nth of the pin-path sites only, so each run reaches one of them.
+    async function run(path: (env: Env, ioas: number, buf: bigint) => Promise<void>, withDomain: boolean) {
+      for (let n = 1; n <= MAX_N; n++) {
+        const env = await setup({ devices: 3 });
+        const ioas = await ioasAlloc(env);
+        const buf = env.p.mmap(16 * PAGE_SIZE);
+        if (withDomain) await mockDomain(env, ioas);
+        env.m.faults.reset();
+        env.m.faults.failNth(n, sites);
+        let code: string | undefined;
+        try {
+          await path(env, ioas, buf);
+        } catch (e) {
+          code = (e as { code?: string }).code;
+        }
+        const site = env.m.faults.failedSites[0];
+        const consumed = env.m.faults.nthConsumed;
+        env.m.faults.reset();
+        if (site) {
+          failed.add(site);
+          expect(code, site).toBe(expected.get(site));
+        } else {
+          expect(code).toBeUndefined();
+        }
+        // Nothing pinned survives the unwinding (finish checks pins, leaks and warnings).
+        await finish(env);
+        if (!consumed) return n;
+      }
+      return MAX_N;
+    }
+    // Domain path: fill at map time, then fill a second domain attached later.
+    const domainRuns = await run(async (env, ioas, buf) => {
+      await ioasMapFixed(env, ioas, buf, 8 * PAGE_SIZE, MOCK_APERTURE_START);
+      await mockDomain(env, ioas);
+      await env.ioctl(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioas, iova: 0n, length: U64_MAX });
+    }, true);
+    // Access path: pages reached by an access alone are pinned into the xarray.
+    const accessRuns = await run(async (env, ioas, buf) => {
+      await ioasMapFixed(env, ioas, buf, 8 * PAGE_SIZE, MOCK_APERTURE_START);
+      const { access } = iommufdAccessCreate(env.ictx, { needsPinPages: true, unmap: async () => {} }, undefined);
+      try {
+        await iommufdAccessAttach(access, ioas);
+        await iommufdAccessPinPages(access, MOCK_APERTURE_START, 4 * PAGE_SIZE, 0);
+        await iommufdAccessUnpinPages(access, MOCK_APERTURE_START, 4 * PAGE_SIZE);
+      } finally {
+        await iommufdAccessDestroy(access);
+      }
+    }, false);
+    expect(domainRuns).toBeGreaterThan(4);
+    expect(accessRuns).toBeGreaterThan(3);
+    expect([...failed].sort()).toEqual([...sites].sort());
   });
 });

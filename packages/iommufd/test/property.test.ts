@@ -53,7 +53,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant("detach" as const), pick: fc.nat(10) }) },
 );
 
-describe("io_pagetable model", () => {
+// Many machines per property run: allow for a loaded (shared, 2-core) machine.
+describe("io_pagetable model", { timeout: 60_000 }, () => {
   it("every attached domain matches the model of the IOAS", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: SOAK ? 60 : 25 }), async (ops) => {

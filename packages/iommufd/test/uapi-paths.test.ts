@@ -54,6 +54,8 @@ import {
   VFIO_TYPE1v2_IOMMU,
   VFIO_UNMAP_ALL,
   VFIO_UPDATE_VADDR,
+  vfio_iommu_type1_dma_map,
+  vfio_iommu_type1_dma_unmap,
   vfioDeviceAttachPt,
   vfioDeviceBindIommufd,
   vfioDeviceOf,
@@ -349,6 +351,32 @@ describe("change_process with several IOASes", () => {
 });
 
 describe("vfio_compat_mock_domain", () => {
+  it("type1 MAP_DMA / UNMAP_DMA with user pointers: structs read from and written back to user memory", async () => {
+    const m = await bootMachine({ devices: 1 });
+    const env = await openEnv(m, m.spawnProcess());
+    const { p, fd } = env;
+    const ioas = await ioasAlloc(p, fd);
+    await mockDomain(env, ioas);
+    await vfioIoas(p, fd, IOMMU_VFIO_IOAS_SET, ioas);
+    // SET_IOMMU takes a plain integer: a number is that integer here, not a pointer.
+    await p.ioctl(fd, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU);
+    const buf = p.mmap(4 * PAGE_SIZE);
+    p.writeMemory(buf, new Uint8Array([0x33]));
+    const args = p.mmap(PAGE_SIZE);
+    const map = { argsz: 32, flags: 3, vaddr: buf, iova: BigInt(MOCK_APERTURE_START), size: BigInt(4 * PAGE_SIZE) };
+    p.writeMemory(args, vfio_iommu_type1_dma_map.encode(map));
+    await p.ioctl(fd, VFIO_IOMMU_MAP_DMA, args);
+    expect([...m.device("mock-t0").dmaRead(MOCK_APERTURE_START, 1)]).toEqual([0x33]);
+    const unmap = { argsz: 24, flags: 0, iova: BigInt(MOCK_APERTURE_START), size: BigInt(8 * PAGE_SIZE) };
+    p.writeMemory(args + 64n, vfio_iommu_type1_dma_unmap.encode(unmap));
+    await p.ioctl(fd, VFIO_IOMMU_UNMAP_DMA, args + 64n);
+    // The unmapped size came back through user memory.
+    expect(vfio_iommu_type1_dma_unmap.decode(p.readMemory(args + 64n, 24)).size).toBe(BigInt(4 * PAGE_SIZE));
+    await expect(p.ioctl(fd, VFIO_IOMMU_MAP_DMA, 8n)).rejects.toMatchObject({ code: "EFAULT" });
+    await env.close();
+    await done(m, p);
+  });
+
   it("type1 MAP_DMA / UNMAP_DMA through /dev/iommu reach the mock domain", async () => {
     const m = await bootMachine({ devices: 1 });
     const env = await openEnv(m, m.spawnProcess());

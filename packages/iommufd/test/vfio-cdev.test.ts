@@ -146,6 +146,11 @@ describe("vfio cdev", () => {
     await expect(
       p.ioctl(devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { argsz: 16, flags: 0, pt_id: 1, pasid: 0 }),
     ).rejects.toMatchObject({ code: "EINVAL" });
+    // A user pointer: EFAULT when unmapped; a short argsz read from user memory is EINVAL.
+    await expect(p.ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, 16)).rejects.toMatchObject({ code: "EFAULT" });
+    const uarg = p.mmap(PAGE_SIZE);
+    p.writeMemory(uarg, vfio_device_bind_iommufd.encode({ argsz: 12, flags: 0, iommufd, out_devid: 0 }));
+    await expect(p.ioctl(devfd, VFIO_DEVICE_BIND_IOMMUFD, uarg)).rejects.toMatchObject({ code: "EINVAL" });
     // Byte form, out_devid written back.
     const bytes = vfio_device_bind_iommufd.encode({ argsz: 16, flags: 0, iommufd, out_devid: 0 });
     await bind(bytes);

@@ -283,11 +283,20 @@ export async function mockDevDestroy(st: SelftestState, md: MockDev): Promise<vo
 }
 
 /**
- * Destroy op of the SELFTEST object: detach the RID, unbind, unplug.
+ * Destroy op of the SELFTEST object: detach every PASID still attached, then the RID, unbind, unplug. Linux's
+ * destroy detaches only the RID, so a PASID left attached (each attach holds a users reference on the device) makes
+ * the unbind fail with a WARN and the device, its HWPT and IOAS leak at close; here the leftover PASIDs are detached
+ * first (docs/divergences.md).
  * @linux iommufd_selftest_destroy
  */
 export async function iommufdSelftestDestroy(obj: IommufdObject): Promise<void> {
   const sobj = obj as SelftestObj;
+  const idev = sobj.idev;
+  const leftover: number[] = [];
+  for (const [pasid, attach] of idev.igroup.pasidAttach) {
+    if (pasid !== IOMMU_NO_PASID && attach.devices.get(idev.id) === idev) leftover.push(pasid);
+  }
+  for (const pasid of leftover) await iommufdDeviceDetach(idev, pasid);
   await iommufdDeviceDetach(sobj.idev, IOMMU_NO_PASID);
   await iommufdDeviceUnbind(sobj.idev);
   await mockDevDestroy(selftestStateOf(machineOf(sobj.ictx)), sobj.mockDev);

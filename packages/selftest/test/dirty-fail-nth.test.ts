@@ -258,7 +258,8 @@ function copyCmd(self: SelftestFixture, dst: number, src: bigint, dstIova = 0n) 
   };
 }
 
-describe("iommufd_fail_nth", () => {
+// Each sweep runs a path once per injection point (the pin and map paths have several): allow for a loaded machine.
+describe("iommufd_fail_nth", { timeout: 60_000 }, () => {
   it("basic: map, copy, unmap in IOASes without domains", async () => {
     const runs = await sweep(prepIoas, async ({ self, buffer }) => {
       const iova = await self.testIoctlIoasMap(buffer, BUFFER_SIZE);

@@ -1,16 +1,21 @@
 import { PlatformError, TeardownError } from "@iommu-sim/core";
 import { UsageError } from "../args.js";
 import { type CliIo, EXIT } from "../io.js";
+import { ScenarioError } from "../scenario/load.js";
 
 /**
- * Run a command body, turning usage and platform errors into exit code 2 with a readable message, and a machine
- * whose teardown found problems into exit code 1 with its report.
+ * Run a command body, turning usage, platform and scenario-file errors into exit code 2 with a readable message, and
+ * a machine whose teardown found problems into exit code 1 with its report.
  */
 export async function runGuarded(io: CliIo, body: () => Promise<number>): Promise<number> {
   try {
     return await body();
   } catch (e) {
     if (e instanceof UsageError) {
+      io.err(`iommu-sim: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    if (e instanceof ScenarioError) {
       io.err(`iommu-sim: ${e.message}\n`);
       return EXIT.usage;
     }

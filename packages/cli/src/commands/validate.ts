@@ -1,6 +1,6 @@
 import { parseArgs, UsageError } from "../args.js";
+import type { Command } from "../command.js";
 import { EXIT } from "../io.js";
-import type { Command } from "../main.js";
 import { loadPlatformArg } from "./platform-arg.js";
 import { runGuarded } from "./run-guarded.js";
 
@@ -10,6 +10,7 @@ export const validateCommand: Command = {
   summary: "check a JSON platform description against the schema (errors name the path and value)",
   usage: "validate FILE",
   help: "Exits 0 when the description is valid and 2 with every schema error otherwise.",
+  examples: ["validate my-platform.json"],
   run: (args, io) =>
     runGuarded(io, async () => {
       const { positional } = parseArgs(args, [], []);

@@ -7,7 +7,7 @@
 import { KernelError } from "../kernel/errno.js";
 import type { Device } from "../platform/driver-core/device.js";
 import { devHasIommu, devIommu, devIommuOps } from "./dev-iommu.js";
-import { domainIommuOpsCompatible, type IommuDomain } from "./domain.js";
+import { domainIommuOpsCompatible, type IommuDomain, iommuDomainTypeStr } from "./domain.js";
 import type { IommuGroup } from "./group.js";
 import { IOMMU_DOMAIN } from "./types.js";
 
@@ -32,6 +32,14 @@ export async function iommuAttachDeviceRaw(
   await domain.ops.attachDev(domain, dev, old);
   const p = devIommu(dev);
   if (p) p.attachDeferred = false;
+  const trace = domain.diag?.trace;
+  if (trace?.enabled) {
+    trace.emit("iommu:attach_device_to_domain", {
+      device: dev.name,
+      domain: String(domain),
+      type: iommuDomainTypeStr(domain.type),
+    });
+  }
 }
 
 /**

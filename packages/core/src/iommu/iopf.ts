@@ -15,6 +15,7 @@
 import { KernelError, kerr } from "../kernel/errno.js";
 import { rcuAssignPointer, rcuDereference, rcuDereferenceProtected } from "../kernel/rcu.js";
 import { assertLive, freedAt, kfree } from "../kernel/slab.js";
+import { traceHex } from "../kernel/trace.js";
 import type { Device } from "../platform/driver-core/device.js";
 import type { DevIommu } from "./dev-iommu.js";
 import type { IommuGroup } from "./group.js";
@@ -238,6 +239,17 @@ function iopfErrorResponse(dev: Device, evt: IopfFault): void {
  */
 export async function iommuReportDeviceFault(dev: Device, evt: IopfFault): Promise<void> {
   const fault = evt.fault;
+  const trace = devIommu(dev)?.faultParam.rcu.diag.trace;
+  if (trace?.enabled) {
+    trace.emit("iommu:io_page_fault", {
+      device: dev.name,
+      iova: traceHex(fault.prm.addr),
+      pasid: fault.prm.pasid,
+      grpid: fault.prm.grpid,
+      flags: fault.prm.flags,
+      perm: fault.prm.perm,
+    });
+  }
   const handle = findFaultHandler(dev, evt);
   if (handle === undefined) return badIopf(dev, evt);
 

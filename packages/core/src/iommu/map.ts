@@ -7,6 +7,7 @@
  */
 import { KernelError } from "../kernel/errno.js";
 import { assertLive } from "../kernel/slab.js";
+import { traceHex } from "../kernel/trace.js";
 import { IotlbGather } from "../pgtable/gather.js";
 import { type PgsizeChoice, pgsizeFor, pgsizeInto, pgsizeTable } from "../pgtable/pgsize.js";
 import { type IommuDomain, iommuDomainTypeStr } from "./domain.js";
@@ -125,6 +126,16 @@ export function iommuMapNosync(domain: IommuDomain, iova: number, paddr: number,
     iommuUnmap(domain, origIova, origSize - size);
     throw error;
   }
+  const trace = domain.diag?.trace;
+  if (trace?.enabled) {
+    trace.emit("iommu:map", {
+      domain: String(domain),
+      iova: traceHex(origIova),
+      paddr: traceHex(paddr - origSize),
+      size: origSize,
+      prot,
+    });
+  }
 }
 
 /**
@@ -173,6 +184,10 @@ export function iommuUnmapFast(domain: IommuDomain, iova: number, size: number, 
     if (!page) break;
     iova += page;
     unmapped += page;
+  }
+  const trace = domain.diag?.trace;
+  if (trace?.enabled) {
+    trace.emit("iommu:unmap", { domain: String(domain), iova: traceHex(iova - unmapped), size, unmapped });
   }
   return unmapped;
 }

@@ -63,6 +63,10 @@ export async function iommuProbeDeviceLocked(
     else if (devIommu(dev)) devIommuFree(core, dev);
     throw e;
   }
+  const trace = core.diag.trace;
+  if (trace.enabled) {
+    trace.emit("iommu:probe_device", { device: dev.name, group: (dev.iommuGroup as { id?: number } | undefined)?.id });
+  }
 }
 
 /**

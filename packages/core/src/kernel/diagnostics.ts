@@ -2,6 +2,7 @@
  * The machine's record of everything that went wrong without crashing: WARN_ON splats, use-after-free, refcount
  * misuse, leaks found at teardown, lock problems. Tests fail on any record they did not expect.
  */
+import { Tracepoints } from "./trace.js";
 
 /** What kind of problem a diagnostic reports. */
 export type DiagnosticKind =
@@ -141,6 +142,8 @@ export function formatDiagnostic(d: Diagnostic): string {
 export class Diagnostics {
   /** Every diagnostic recorded, in order. */
   readonly records: Diagnostic[] = [];
+  /** The machine's tracepoints (disabled until a sink attaches). @linux tracefs */
+  readonly trace = new Tracepoints();
   /** Names the running task; the scheduler installs its own. */
   currentTask: () => string = () => "main";
   /**

@@ -54,6 +54,35 @@ export interface IommuHwModel {
   readonly mmioSize: number;
   /** Hot path: sync, no allocation. */
   translate(req: DmaRequest, out: DmaTranslation): void;
+  /**
+   * A snapshot of the model's event counters in one shape for every kind (tools print them side by side). Read-only:
+   * calling it changes nothing. Optional: a model without counters is shown without them.
+   */
+  counters?(): IommuHwCounters;
+}
+
+/**
+ * What every IOMMU hardware model can count, named the same across kinds. A field a kind has no such thing for
+ * (the mock has no command queue) is absent.
+ * @linux the PMU events of an IOMMU (SMMUv3 PMCG, VT-d perfmon): transactions, TLB hits/misses, walks, faults
+ */
+export interface IommuHwCounters {
+  /** DMA transactions the model translated or refused (one per translate call). */
+  translations: number;
+  /** Translations served by the IOTLB. */
+  iotlbHits: number;
+  /** Translations that missed the IOTLB. */
+  iotlbMisses: number;
+  /** Page-table walks started. */
+  walks: number;
+  /** Faults recorded (event/fault records, page requests included). */
+  faults: number;
+  /** Page requests queued (PRI / PRQ / PPR). */
+  pageRequests: number;
+  /** Commands consumed from the command queue. */
+  commands?: number;
+  /** Invalidations performed (TLB, configuration and ATC invalidation commands or registers). */
+  invalidations: number;
 }
 
 /**

@@ -13,11 +13,12 @@ import type { Vma } from "./mm.js";
 import type { Process } from "./process.js";
 
 /**
- * The argument of an ioctl as user space passed it: a struct in object form, its bytes, or null (EFAULT for
- * handlers that need one).
+ * The argument of an ioctl as user space passed it: a struct in object form, its bytes, a number (a user address
+ * in the caller's memory, or a plain integer for the ioctls that take one), or null (EFAULT for handlers that need
+ * one).
  * @linux the `unsigned long arg` of unlocked_ioctl (a user pointer)
  */
-export type IoctlArg = object | Uint8Array | null;
+export type IoctlArg = object | Uint8Array | number | bigint | null;
 
 /**
  * What a driver implements for its files. Every hook is optional; a missing `ioctl` is ENOTTY, a missing `read` or

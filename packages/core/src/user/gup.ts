@@ -59,9 +59,12 @@ export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts:
       if (write ? (vma.prot & PROT_WRITE) === 0 : (vma.prot & PROT_READ) === 0) {
         throw kerr("EFAULT", `pin of 0x${a.toString(16)}: mapping does not allow ${write ? "write" : "read"}`);
       }
-      // A pin needs a real page: never the zero page (FOLL_PIN unshares anonymous memory).
-      const pa = mm.faultPage(vma, a, write, true);
-      const record: PinRecord = { pid: mm.ownerPid, va: BigInt(a), longterm };
+      // A pin needs a real page: never the zero page (FOLL_PIN unshares anonymous memory). A read-only long-term
+      // pin of a private file mapping unshares too (gup_must_unshare): it pins the process's own copy, so a later
+      // write by the process lands in the pinned page rather than in a fresh copy-on-write page.
+      const unshare = longterm && !write && !vma.shared && vma.inode !== undefined;
+      const pa = mm.faultPage(vma, a, write, true, unshare);
+      const record: PinRecord = { pid: mm.ownerPid, va: a, longterm };
       table.pin(pa, record);
       out.push(pa);
     }

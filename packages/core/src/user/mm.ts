@@ -18,10 +18,12 @@
  * (do_huge_pmd_anonymous_page) and `kernel/fork.c` (dup_mmap, with private anonymous pages copied at fork rather
  * than shared copy-on-write).
  */
+
 import { KernelError, kerr } from "../kernel/errno.js";
 import { PAGE_SIZE } from "../platform/memory.js";
 import { type File, type FileContext, fputDeferred, getFile } from "./file.js";
 import { type Folio, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE, type UserPageRefs } from "./page-refs.js";
+import { PteTable } from "./pte-table.js";
 import { type ShmemInode, type ShmemMapping, shmemFileSetup, shmemInodeOf } from "./shmem.js";
 
 /** Page can not be accessed. @linux PROT_NONE */
@@ -221,7 +223,7 @@ export class MmStruct {
   pinnedVm = 0;
   private readonly vmas: Vma[] = [];
   /** User page number -> physical address of the mapped page. @linux the page tables (pgd) */
-  private readonly ptes = new Map<number, number>();
+  private readonly ptes = new PteTable();
 
   constructor(
     readonly ctx: MmContext,
@@ -427,7 +429,7 @@ export class MmStruct {
       this.pages.put(f);
     };
     if (last - first > this.ptes.size) {
-      for (const [vpn, pa] of [...this.ptes]) if (vpn >= first && vpn < last) zap(vpn, pa);
+      for (const [vpn, pa] of this.ptes.entries()) if (vpn >= first && vpn < last) zap(vpn, pa);
     } else {
       for (let vpn = first; vpn < last; vpn++) {
         const pa = this.ptes.get(vpn);
@@ -444,14 +446,17 @@ export class MmStruct {
   /**
    * Make the page at `va` (inside `vma`) present and return its physical address. `write` breaks copy-on-write
    * and allocates; a read of an untouched private anonymous page returns -1 (the zero page) unless `needPage`.
-   * @linux handle_mm_fault
+   * `unshare` breaks copy-on-write of a private file page without a write (the page stays read-only to the
+   * process, but is its own copy from now on).
+   * @linux handle_mm_fault (FAULT_FLAG_WRITE, FAULT_FLAG_UNSHARE)
    */
-  faultPage(vma: Vma, va: number, write: boolean, needPage: boolean): number {
+  faultPage(vma: Vma, va: number, write: boolean, needPage: boolean, unshare = false): number {
     if (vma.pfnmap) return vma.pfnAddress(va - (va % PAGE_SIZE));
     const vpn = Math.floor(va / PAGE_SIZE);
     const cur = this.ptes.get(vpn);
     if (cur !== undefined) {
-      if (!write || vma.shared) return cur;
+      // A present page of a private anonymous mapping is the process's own (fork copies at once): nothing to break.
+      if ((!write && !unshare) || vma.shared || vma.inode === undefined) return cur;
       const f = this.pages.folioOf(cur)!;
       if (f.mapping === undefined) return cur;
       // Private mapping of a file page: copy it on the first write.
@@ -466,7 +471,7 @@ export class MmStruct {
     const inode = vma.inode;
     if (inode !== undefined) {
       const index = vma.indexOf(vpn * PAGE_SIZE);
-      if (!vma.shared && write) {
+      if (!vma.shared && (write || unshare)) {
         // do_cow_fault: a private copy of the file page.
         const src = inode.getFolio(index);
         const copy = this.pages.alloc(0, "user_page", `anon of pid ${this.ownerPid}`);
@@ -581,7 +586,7 @@ export class MmStruct {
         child.insertVma(c);
         c.vmOps?.open?.(c);
       }
-      for (const [vpn, pa] of this.ptes) {
+      for (const [vpn, pa] of this.ptes.entries()) {
         const f = this.pages.folioOf(pa)!;
         const vma = this.findVma(vpn * PAGE_SIZE)!;
         if (vma.shared || f.mapping !== undefined) {

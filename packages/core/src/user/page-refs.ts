@@ -40,8 +40,8 @@ export const HPAGE_PMD_SIZE = PAGE_SIZE << HPAGE_PMD_ORDER;
 export interface PinRecord {
   /** Pid of the process whose memory was pinned, when pinned through an address space. */
   pid?: number;
-  /** User VA of the page in that process, when pinned through an address space. */
-  va?: bigint;
+  /** User VA of the page in that process, when pinned through an address space (a number: no bigint per pin). */
+  va?: number | bigint;
   /** A memfd pin: the file's name and the page's byte offset. */
   file?: string;
   offset?: number;
@@ -66,7 +66,7 @@ export class Folio {
   mapping: object | undefined;
   /** Page index in the owning file (shmem folios). @linux folio->index */
   index = 0;
-  /** Outstanding pins per page address (for reports). */
+  /** Outstanding pins per page, keyed by the page's index in the folio (for reports). */
   readonly pins = new Map<number, PinRecord[]>();
 
   constructor(
@@ -116,12 +116,37 @@ function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
 }
 
+/** Frames per leaf of the folio directory. */
+const PAGE_DIR_LEAF = 4096;
+/** Shared placeholder for directory slots below the highest leaf that hold no frame yet. */
+const EMPTY_LEAF: (Folio | undefined)[] = [];
+
 /**
  * The machine's table of live user folios, indexed by the physical address of every page they hold.
  * @linux the struct page array (mem_map) as far as user memory is concerned
  */
 export class UserPageRefs {
-  private readonly byPage = new Map<number, Folio>();
+  /**
+   * Folio of each live page by frame number: a two-level array (4096 frames a leaf) found by index, not by hashing
+   * (the pin and unpin paths look up every page).
+   */
+  private readonly byPage: (Folio | undefined)[][] = [];
+
+  private setPage(pfn: number, f: Folio | undefined): void {
+    const hi = Math.floor(pfn / PAGE_DIR_LEAF);
+    let leaf = this.byPage[hi];
+    if (leaf === undefined) {
+      if (f === undefined) return;
+      while (this.byPage.length < hi) this.byPage.push(EMPTY_LEAF);
+      leaf = new Array<Folio | undefined>(PAGE_DIR_LEAF).fill(undefined);
+      this.byPage[hi] = leaf;
+    } else if (leaf === EMPTY_LEAF) {
+      if (f === undefined) return;
+      leaf = new Array<Folio | undefined>(PAGE_DIR_LEAF).fill(undefined);
+      this.byPage[hi] = leaf;
+    }
+    leaf[pfn - hi * PAGE_DIR_LEAF] = f;
+  }
   private readonly folios = new Set<Folio>();
 
   constructor(
@@ -137,7 +162,8 @@ export class UserPageRefs {
   alloc(order: number, site: string, owner: string): Folio {
     const pa = this.allocator.allocPages(order, site);
     const f = new Folio(pa, order, site, owner);
-    for (let i = 0; i < f.nrPages; i++) this.byPage.set(pa + i * PAGE_SIZE, f);
+    const pfn = pa / PAGE_SIZE;
+    for (let i = 0; i < f.nrPages; i++) this.setPage(pfn + i, f);
     this.folios.add(f);
     return f;
   }
@@ -147,7 +173,9 @@ export class UserPageRefs {
    * @linux page_folio(pfn_to_page(pfn))
    */
   folioOf(pa: number): Folio | undefined {
-    return this.byPage.get(pa - (pa % PAGE_SIZE));
+    const pfn = Math.floor(pa / PAGE_SIZE);
+    const hi = Math.floor(pfn / PAGE_DIR_LEAF);
+    return this.byPage[hi]?.[pfn - hi * PAGE_DIR_LEAF];
   }
 
   /** The counts of the page at `pa`, or undefined when it is not a live user page. */
@@ -174,7 +202,9 @@ export class UserPageRefs {
   /** Every outstanding pin, one entry per pinned page and pin. */
   pins(): { pa: number; record: PinRecord }[] {
     const out: { pa: number; record: PinRecord }[] = [];
-    for (const f of this.folios) for (const [pa, rs] of f.pins) for (const record of rs) out.push({ pa, record });
+    for (const f of this.folios) {
+      for (const [i, rs] of f.pins) for (const record of rs) out.push({ pa: f.pa + i * PAGE_SIZE, record });
+    }
     return out;
   }
 
@@ -225,7 +255,7 @@ export class UserPageRefs {
     } else {
       f.refcount += GUP_PIN_COUNTING_BIAS;
     }
-    const key = pa - (pa % PAGE_SIZE);
+    const key = Math.floor((pa - f.pa) / PAGE_SIZE);
     const rs = f.pins.get(key);
     if (rs === undefined) f.pins.set(key, [record]);
     else rs.push(record);
@@ -239,11 +269,11 @@ export class UserPageRefs {
    */
   unpin(pa: number, makeDirty = false): void {
     const f = this.folioOf(pa);
-    const key = pa - (pa % PAGE_SIZE);
     if (f === undefined || f.pinCount === 0) {
       this.diag.report("refcount", `unpin_user_page of ${hex(pa)}, which is not pinned`, { skipFrames: 1 });
       return;
     }
+    const key = Math.floor((pa - f.pa) / PAGE_SIZE);
     const rs = f.pins.get(key);
     if (rs !== undefined) {
       rs.pop();
@@ -259,7 +289,8 @@ export class UserPageRefs {
   }
 
   private free(f: Folio): void {
-    for (let i = 0; i < f.nrPages; i++) this.byPage.delete(f.pa + i * PAGE_SIZE);
+    const pfn = f.pa / PAGE_SIZE;
+    for (let i = 0; i < f.nrPages; i++) this.setPage(pfn + i, undefined);
     this.folios.delete(f);
     this.allocator.freePages(f.pa, f.order);
   }
@@ -273,7 +304,8 @@ export class UserPageRefs {
     const out: string[] = [];
     for (const f of this.folios) {
       const who: string[] = [];
-      for (const [pa, rs] of f.pins) {
+      for (const [i, rs] of f.pins) {
+        const pa = f.pa + i * PAGE_SIZE;
         for (const r of rs) {
           const where =
             r.pid !== undefined

@@ -104,6 +104,36 @@ describe("pin_user_pages", () => {
     await m.teardown();
   });
 
+  it("a read-only long-term pin of a private file mapping unshares first (gup_must_unshare)", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const fd = p.memfdCreate("file", 2 * PAGE_SIZE);
+    const shared = p.mmap(2 * PAGE_SIZE, { fd, shared: true });
+    p.writeMemory(shared, new Uint8Array([7]));
+    const priv = p.mmap(2 * PAGE_SIZE, { fd });
+    // Read-faulted first: the private mapping shows the page-cache page.
+    expect(p.readMemory(priv, 1)[0]).toBe(7);
+    const cachePa = p.mm.lookupPhys(shared)!;
+    expect(p.mm.lookupPhys(priv)).toBe(cachePa);
+    const [pa] = pinUserPagesFast(p.mm, priv, 1, { longterm: true });
+    // The pin holds the process's own copy, not the page cache's page.
+    expect(pa).not.toBe(cachePa);
+    expect(p.mm.lookupPhys(priv)).toBe(pa);
+    expect(m.memory.read8(pa!)).toBe(7);
+    // A later write by the process lands in the pinned page: a device reading it sees the write.
+    p.writeMemory(priv, new Uint8Array([9]));
+    expect(p.mm.lookupPhys(priv)).toBe(pa);
+    expect(m.memory.read8(pa!)).toBe(9);
+    expect(p.readMemory(shared, 1)[0]).toBe(7);
+    // A short-term read-only pin does not unshare (the page is untouched here, so it comes from the page cache).
+    const [short] = pinUserPagesFast(p.mm, priv + BigInt(PAGE_SIZE), 1, {});
+    p.readMemory(shared + BigInt(PAGE_SIZE), 1);
+    expect(short).toBe(p.mm.lookupPhys(shared + BigInt(PAGE_SIZE)));
+    unpinUserPages(p.mm, [pa!, short!]);
+    await p.exit();
+    await m.teardown();
+  });
+
   it("reports an unpin of a page that is not pinned", async () => {
     const m = await createMachine();
     const p = m.spawnProcess();

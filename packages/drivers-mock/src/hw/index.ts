@@ -5,6 +5,7 @@
 import type { HardwareKind, KernelModule } from "@iommu-sim/core";
 import { MockIommuHw } from "./mock-iommu.js";
 
+export * from "./decode.js";
 export * from "./iotlb.js";
 export * from "./mock-iommu.js";
 export * from "./walk.js";

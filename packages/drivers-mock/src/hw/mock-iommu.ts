@@ -12,6 +12,7 @@ import type {
   DmaRequest,
   DmaTranslation,
   HwModelContext,
+  IommuHwCounters,
   IommuHwModel,
   MmioHandler,
   PhysicalMemory,
@@ -192,6 +193,9 @@ export interface MockIommuStats {
   invalidations: number;
 }
 
+/** Invalidation op names by value, for trace records. */
+const INV_OP_NAME: Record<number, string> = Object.fromEntries(Object.entries(INV_OP).map(([k, v]) => [v, k]));
+
 function numOption(o: Record<string, unknown>, key: string, dflt: number): number {
   const v = o[key];
   return typeof v === "number" && Number.isFinite(v) ? v : dflt;
@@ -311,6 +315,23 @@ export class MockIommuHw implements IommuHwModel {
       faults: this.nFaults,
       pageRequests: this.nPageRequests,
       dropped: this.nDropped,
+      invalidations: this.nInvalidations,
+    };
+  }
+
+  /**
+   * The counters in the shape every model shares (the mock has no command queue: its invalidations are register
+   * writes). Every translation looks the IOTLB up, so translations = hits + misses.
+   * @linux the PMU events of an IOMMU
+   */
+  counters(): IommuHwCounters {
+    return {
+      translations: this.nHits + this.nMisses,
+      iotlbHits: this.nHits,
+      iotlbMisses: this.nMisses,
+      walks: this.nMisses,
+      faults: this.nFaults,
+      pageRequests: this.nPageRequests,
       invalidations: this.nInvalidations,
     };
   }
@@ -439,6 +460,9 @@ export class MockIommuHw implements IommuHwModel {
         return; // unknown op: ignored, not counted
     }
     this.nInvalidations++;
+    if (this.diag.trace.enabled) {
+      this.diag.trace.emit("hw:command", { iommu: this.name, op: `INV_${INV_OP_NAME[op] ?? op}`, did, rid, pasid });
+    }
     this.regs[REG.INV_COUNT.offset >>> 2] = (this.r(REG.INV_COUNT) + 1) >>> 0;
   }
 
@@ -757,6 +781,16 @@ export class MockIommuHw implements IommuHwModel {
     this.nFaults++;
     out.faultCode = code;
     out.faultReason = FAULT_REASON[code] ?? "fault";
+    if (this.diag.trace.enabled) {
+      this.diag.trace.emit("hw:fault", {
+        iommu: this.name,
+        reason: out.faultReason,
+        sid: req.requesterId,
+        ssid: req.pasid,
+        iova: `0x${req.iova.toString(16)}`,
+        write: req.write,
+      });
+    }
     let w0 = fieldPrep(FAULT.TYPE, FAULT_TYPE.FAULT) | fieldPrep(FAULT.CODE, code);
     if (req.write) w0 |= maskOf(FAULT.WRITE);
     else w0 |= maskOf(FAULT.READ);
@@ -777,6 +811,16 @@ export class MockIommuHw implements IommuHwModel {
     last: boolean,
   ): boolean {
     this.nPageRequests++;
+    if (this.diag.trace.enabled) {
+      this.diag.trace.emit("hw:page_request", {
+        iommu: this.name,
+        sid: rid,
+        ssid: pasid,
+        iova: `0x${addr.toString(16)}`,
+        grpid: prgi,
+        last,
+      });
+    }
     let w0 = fieldPrep(FAULT.TYPE, FAULT_TYPE.PAGE_REQUEST);
     if (read) w0 |= maskOf(FAULT.READ);
     if (write) w0 |= maskOf(FAULT.WRITE);

@@ -6,6 +6,7 @@ import type { HardwareKind, KernelModule } from "@iommu-sim/core";
 import { Smmuv3Hw } from "./smmuv3.js";
 
 export * from "./caches.js";
+export * from "./decode.js";
 export * from "./fields.js";
 export * from "./lpae-walk.js";
 export * from "./options.js";

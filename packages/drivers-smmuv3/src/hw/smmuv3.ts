@@ -13,6 +13,7 @@ import type {
   DmaRequest,
   DmaTranslation,
   HwModelContext,
+  IommuHwCounters,
   IommuHwModel,
   MmioHandler,
   PhysicalMemory,
@@ -150,6 +151,14 @@ export interface Smmuv3Stats {
 /** Page request permissions (bits of `perms` in {@link Smmuv3Hw.pageRequest}). @linux PRIQ_0_PERM_* */
 export const PRI_PERM = { READ: 1, WRITE: 2, EXEC: 4, PRIV: 8 } as const;
 
+/** Command and event names by opcode / event ID, for trace records. */
+const CMD_NAME: Record<number, string> = Object.fromEntries(Object.entries(CMDQ_OP).map(([k, v]) => [v, k]));
+
+/** Whether a command opcode invalidates a cache: CFGI_* (configuration), TLBI_* and ATC_INV. */
+function isInvalidationOp(op: number): boolean {
+  return (op >= CMDQ_OP.CFGI_STE && op <= CMDQ_OP.CFGI_CD_ALL) || (op >= CMDQ_OP.TLBI_NH_ALL && op <= CMDQ_OP.ATC_INV);
+}
+
 // Decoded register and descriptor masks (computed once).
 const CR0_SMMUEN = maskOf(CR0.SMMUEN);
 const CR0_EVTQEN = maskOf(CR0.EVTQEN);
@@ -283,6 +292,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private nPageRequests = 0;
   private nCommands = 0;
   private nSyncs = 0;
+  private nInvalidations = 0;
 
   constructor(ctx: HwModelContext) {
     const o = resolveSmmuv3Options(ctx.options);
@@ -370,6 +380,23 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       commands: this.nCommands,
       syncs: this.nSyncs,
       staleReports: this.staleReporter.count,
+    };
+  }
+
+  /**
+   * The counters in the shape every model shares; faults are the events recorded (translation, permission, ...).
+   * @linux the SMMUv3 PMCG events (transactions, TLB misses, walks) and the event queue's records
+   */
+  counters(): IommuHwCounters {
+    return {
+      translations: this.nTranslations,
+      iotlbHits: this.nHits,
+      iotlbMisses: this.nMisses,
+      walks: this.nWalks,
+      faults: this.nEvents,
+      pageRequests: this.nPageRequests,
+      commands: this.nCommands,
+      invalidations: this.nInvalidations,
     };
   }
 
@@ -1298,6 +1325,15 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    * @linux the record arm_smmu_evtq_thread reads (EVTQ_0_* … EVTQ_3_*)
    */
   private event(id: number, sid: number, ssid: number, w1lo: number, w1hi: number, addr: number, addr2: number): void {
+    if (this.diag.trace.enabled) {
+      this.diag.trace.emit("hw:fault", {
+        iommu: this.name,
+        reason: EVT_NAME[id] ?? `0x${id.toString(16)}`,
+        sid,
+        ssid,
+        iova: `0x${addr.toString(16)}`,
+      });
+    }
     const cr0 = this.reg(REG.CR0ACK);
     if ((cr0 & CR0_EVTQEN) === 0) {
       this.nEventsLost++;
@@ -1347,6 +1383,16 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    */
   pageRequest(streamId: number, ssid: number, iova: number, perms: number, grpIdx: number, last: boolean): boolean {
     this.nPageRequests++;
+    if (this.diag.trace.enabled) {
+      this.diag.trace.emit("hw:page_request", {
+        iommu: this.name,
+        sid: streamId,
+        ssid,
+        iova: `0x${iova.toString(16)}`,
+        grpid: grpIdx & 0x1ff,
+        last,
+      });
+    }
     const grp = grpIdx & 0x1ff;
     const cr0 = this.reg(REG.CR0ACK);
     const auto = (resp: number): boolean => {
@@ -1439,6 +1485,16 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       this.setReg(REG.CMDQ_CONS, (cons & ~wrapMask) | (((cons & wrapMask) + 1) & wrapMask));
       this.onCommand?.(w, cons & wrapMask);
       this.nCommands++;
+      const op = getField(w, CMD.OP);
+      if (isInvalidationOp(op)) this.nInvalidations++;
+      if (this.diag.trace.enabled) {
+        this.diag.trace.emit("hw:command", {
+          iommu: this.name,
+          op: CMD_NAME[op] ?? `0x${op.toString(16)}`,
+          w0: w[0]!,
+          w1: w[1]!,
+        });
+      }
       n++;
     }
     return n;

@@ -14,6 +14,7 @@ import {
   type DmaRequest,
   type DmaTranslation,
   type HwModelContext,
+  type IommuHwCounters,
   type IommuHwModel,
   type MmioHandler,
   type PhysicalMemory,
@@ -141,6 +142,9 @@ export interface VtdStats {
   descriptors: number;
   staleReports: number;
 }
+
+/** Queued-invalidation descriptor names by type, for trace records. */
+const QI_TYPE_NAME: Record<number, string> = Object.fromEntries(Object.entries(QI_TYPE).map(([k, v]) => [v, k]));
 
 const PA_LIMIT = 2 ** 52;
 const GSTS_TES = maskOf(GCMD.TE);
@@ -283,6 +287,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   private nFaultsLost = 0;
   private nPageRequests = 0;
   private nDescriptors = 0;
+  private nInvalidations = 0;
 
   constructor(ctx: HwModelContext) {
     const o = resolveVtdOptions(ctx.options);
@@ -367,6 +372,24 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   }
 
   /** A snapshot of the counters. */
+  /**
+   * The counters in the shape every model shares: commands are the invalidation-queue descriptors consumed, and
+   * invalidations those that invalidate a cache (all but wait and page-group-response descriptors).
+   * @linux the VT-d perfmon events (translations, IOTLB hits/misses, walks) and the queued-invalidation interface
+   */
+  counters(): IommuHwCounters {
+    return {
+      translations: this.nTranslations,
+      iotlbHits: this.nHits,
+      iotlbMisses: this.nMisses,
+      walks: this.nWalks,
+      faults: this.nFaults,
+      pageRequests: this.nPageRequests,
+      commands: this.nDescriptors,
+      invalidations: this.nInvalidations,
+    };
+  }
+
   get stats(): VtdStats {
     return {
       translations: this.nTranslations,
@@ -1380,6 +1403,10 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         return;
       }
       this.nDescriptors++;
+      const qt = getField(this.desc, QI_DESC.TYPE);
+      if (qt !== QI_TYPE.IWD && qt !== QI_TYPE.PGRP_RESP) this.nInvalidations++;
+      if (this.diag.trace.enabled)
+        this.diag.trace.emit("hw:command", { iommu: this.name, op: QI_TYPE_NAME[qt] ?? `0x${qt.toString(16)}` });
       head = (head + 1) % entries;
       this.set(VTD_REG.IQH, head << shift);
       this.onDescriptor?.(this.desc);
