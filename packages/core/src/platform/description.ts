@@ -64,19 +64,6 @@ export const MAX_NAME_LENGTH = 64;
 export const MAX_PLATFORM_DEPTH = 32;
 /** The smallest memory the kernel and its IOMMU drivers boot in (page tables, stream and device tables). */
 export const MIN_MEMORY_SIZE = 2 ** 20;
-/** StreamID width of the mock IOMMU: its device table has 2^8 entries (`MOCK_DT_LOG2` of drivers-mock). */
-export const MOCK_STREAM_ID_BITS = 8;
-/** StreamID width of an SMMUv3 when its options give no `sidBits` (the model's IDR1.SIDSIZE default). */
-export const SMMUV3_DEFAULT_SID_BITS = 16;
-/** SubstreamID width of an SMMUv3 when its options give no `ssidBits` (the model's IDR1.SSIDSIZE default). */
-export const SMMUV3_DEFAULT_SSID_BITS = 20;
-/**
- * The StreamID bits a 2-level SMMUv3 stream table covers at most: a 1 MiB L1 table (STRTAB_L1_SZ_SHIFT) of 8-byte
- * descriptors, each for 2^8 (STRTAB_SPLIT) StreamIDs.
- */
-export const SMMUV3_2LVL_MAX_SID_BITS = 20 - 3 + 8;
-/** The largest table the kernel allocates in one piece: 2^10 pages (MAX_PAGE_ORDER), 4 MiB; 2^16 64-byte entries. */
-export const MAX_LINEAR_TABLE_BITS = 16;
 
 const nameSchema = z
   .string({ error: "expected a name (a string)" })
@@ -218,14 +205,17 @@ export const IOMMU_OPTION_SCHEMAS = {
     firstStage: z.boolean().optional(),
     secondStage: z.boolean().optional(),
     cachingMode: z.boolean().optional(),
-    sagaw: z.array(z.union([z.literal(3), z.literal(4), z.literal(5)])).optional(),
+    sagaw: z
+      .array(z.union([z.literal(3), z.literal(4), z.literal(5)]))
+      .min(1)
+      .optional(),
     domainIdBits: z.number().int().min(4).max(16).optional(),
     passThrough: z.boolean().optional(),
     fl5lp: z.boolean().optional(),
     fl1gp: z.boolean().optional(),
-    sllps: z.number().int().min(0).max(3).optional(),
+    sllps: bits(3).optional(),
     psi: z.boolean().optional(),
-    mamv: z.number().int().min(0).max(63).optional(),
+    mamv: bits(63).optional(),
     faultRecords: z.number().int().min(1).max(256).optional(),
     qi: z.boolean().optional(),
     rwbf: z.boolean().optional(),
@@ -246,6 +236,10 @@ export const IOMMU_OPTION_SCHEMAS = {
     guestTranslation: z.boolean().optional(),
     hostLevels: z.union([z.literal(4), z.literal(5), z.literal(6)]).optional(),
     domainIdBits: z.number().int().min(4).max(16).optional(),
+    tlbWays: ways.optional(),
+    dteEntries: entries.optional(),
+    replacement: z.enum(["round-robin", "lru"]).optional(),
+    strict: z.boolean().optional(),
   }),
 } satisfies Record<KnownIommuKind, z.ZodType>;
 
@@ -458,7 +452,19 @@ function showValue(v: unknown): string {
     return v.length > 80 ? `${q.slice(0, -1)}..." (${v.length} characters)` : q;
   }
   if (typeof v === "number") return Number.isInteger(v) && v > 0xffff ? `0x${v.toString(16)}` : String(v);
-  if (typeof v === "object" && v !== null) return Array.isArray(v) ? `an array of ${v.length}` : "an object";
+  if (typeof v === "object" && v !== null) {
+    const what = Array.isArray(v) ? `an array of ${v.length}` : "an object";
+    // Small values are shown as JSON; huge or deeply nested ones (a hostile file) only by their shape.
+    if ((Array.isArray(v) ? v.length : Object.keys(v).length) <= 16) {
+      try {
+        const s = JSON.stringify(v);
+        if (s.length <= 80) return s;
+      } catch {
+        // nested too deep to print
+      }
+    }
+    return what;
+  }
   return String(v);
 }
 
@@ -530,7 +536,11 @@ export function isPciBus(bus: BusDesc): bus is PciBusDesc {
   return bus.type === "pci";
 }
 
-function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): PlatformIssue[] {
+function crossCheck(
+  d: PlatformDescription,
+  extraKinds: ReadonlySet<string>,
+  rules: ReadonlyMap<string, IommuPlatformRules>,
+): PlatformIssue[] {
   const issues: PlatformIssue[] = [];
   const add = (path: readonly PropertyKey[], message: string, value: unknown) =>
     issues.push({ path: formatPath(path), message, value });
@@ -566,8 +576,8 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
     if (schema) {
       const r = schema.safeParse(io.options, { reportInput: true });
       if (!r.success) issues.push(...zodIssues(d, r.error.issues, ["iommus", i, "options"]));
-      else if (io.kind === "smmuv3") issues.push(...smmuv3TableIssues(io, ["iommus", i]));
     }
+    for (const iss of rules.get(io.kind)?.check?.(io) ?? []) add(["iommus", i, ...iss.path], iss.message, iss.value);
     if (io.mmio.size === 0) add(["iommus", i, "mmio", "size"], "MMIO window must not be empty", io.mmio.size);
     else if (!Number.isSafeInteger(io.mmio.base + io.mmio.size)) {
       add(["iommus", i, "mmio", "size"], "MMIO window must end below 2^53", io.mmio.size);
@@ -619,7 +629,7 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
         if (e.ridBase + e.length > 0x10000) {
           add(["buses", i, "iommuMap", k, "length"], "ridBase + length exceeds the 16-bit RID space", e.length);
         }
-        const idBits = io && streamIdBits(io);
+        const idBits = io && rules.get(io.kind)?.streamIdBits?.(io);
         if (idBits !== undefined && e.sidBase + e.length > 2 ** idBits) {
           add(
             ["buses", i, "iommuMap", k, "length"],
@@ -671,7 +681,7 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
   const bdfs = new Map<string, number>();
   const sidOwners = new Map<string, number>();
   const claimSid = (path: readonly PropertyKey[], io: IommuDesc, sid: number, dev: number) => {
-    const bits = streamIdBits(io)!;
+    const bits = rules.get(io.kind)!.streamIdBits!(io);
     if (sid >= 2 ** bits) {
       add(
         path,
@@ -700,15 +710,20 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
     }
     dev.iommus?.forEach((s, k) => {
       const io = refIommu(at("iommus", k, "iommu"), s.iommu);
-      const first = dev.iommus![0]!.iommu;
-      if (s.iommu !== first && !isPciBus(bus)) {
-        // iommu_fwspec_init refuses a second IOMMU for a device (EINVAL): the device would get none.
-        add(at("iommus", k, "iommu"), `a device has one IOMMU: expected ${first} as in iommus[0]`, s.iommu);
+      const first = iommus.get(dev.iommus![0]!.iommu);
+      if (io && first && io.kind !== first.kind && !isPciBus(bus)) {
+        // iommu_fwspec_init refuses an IOMMU of another driver than the device's first (EINVAL): it would get none.
+        add(
+          at("iommus", k, "iommu"),
+          `a device's IOMMUs share one driver: expected an IOMMU of kind ${first.kind} as iommus[0] (${first.name})`,
+          s.iommu,
+        );
       }
-      if (!io || streamIdBits(io) === undefined || isPciBus(bus)) return;
-      if (s.args.length !== 1) {
-        add(at("iommus", k, "args"), `expected one StreamID (#iommu-cells = 1 for ${io.kind})`, s.args);
-      } else claimSid(at("iommus", k, "args", 0), io, s.args[0]!, i);
+      const r = io && !isPciBus(bus) ? rules.get(io.kind) : undefined;
+      if (!io || !r) return;
+      if (r.iommuCells !== undefined && s.args.length !== r.iommuCells) {
+        add(at("iommus", k, "args"), `expected ${r.iommuCells} cell(s) (#iommu-cells of ${io.kind})`, s.args);
+      } else if (r.streamIdBits && s.args.length > 0) claimSid(at("iommus", k, "args", 0), io, s.args[0]!, i);
     });
     if (!isPciBus(bus)) {
       for (const f of ["bdf", "aliases", "ats", "pri", "pasid", "acs", "multifunction"] as const) {
@@ -766,12 +781,13 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
           );
           return;
         }
-        if (e.iommu !== own.iommu) {
-          add(path, `DMA alias mapped to ${e.iommu}: expected the device's IOMMU ${own.iommu}`, b);
+        const ownKind = iommus.get(own.iommu)?.kind;
+        if (e.iommu !== own.iommu && iommus.get(e.iommu)?.kind !== ownKind) {
+          add(path, `DMA alias mapped to ${e.iommu}: expected an IOMMU of kind ${ownKind} like ${own.iommu}`, b);
           return;
         }
         const io = iommus.get(e.iommu);
-        if (!io || streamIdBits(io) === undefined) return;
+        if (!io || !rules.get(io.kind)?.streamIdBits) return;
         const sid = ((((e.ridMask ?? 0xffffffff) & r) >>> 0) - e.ridBase + e.sidBase) >>> 0;
         claimSid(path, io, sid, i);
       });
@@ -799,49 +815,11 @@ function crossCheck(d: PlatformDescription, extraKinds: ReadonlySet<string>): Pl
 }
 
 /** Register file sizes of the kinds with a model: a smaller MMIO window would overlap the next device. */
-const REGISTER_FILE_SIZE = { mock: DEFAULT_MMIO_SIZE.mock, smmuv3: DEFAULT_MMIO_SIZE.smmuv3 } as const;
-
-/**
- * The StreamID width of an IOMMU whose driver takes one ID per master from DT `iommus` / `iommu-map` (mock,
- * SMMUv3); undefined for the kinds that identify devices by requester ID (VT-d, AMD-Vi) and for other kinds.
- * @linux smmu->sid_bits (IDR1.SIDSIZE), arm_smmu_sid_in_range
- */
-export function streamIdBits(io: IommuDesc): number | undefined {
-  if (io.kind === "mock") return MOCK_STREAM_ID_BITS;
-  if (io.kind === "smmuv3") {
-    const bits = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
-    // arm_smmu_init_strtab_2lvl caps the L1 table; arm_smmu_sid_in_range then refuses StreamIDs above it.
-    return smmuv3LinearStreamTable(io) ? bits : Math.min(bits, SMMUV3_2LVL_MAX_SID_BITS);
-  }
-  return undefined;
-}
-
-/** Whether an SMMUv3's driver uses a linear stream table (no 2-level support, or too few SID bits to split). */
-function smmuv3LinearStreamTable(io: IommuDesc): boolean {
-  const bits = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
-  return io.options.twoLevelStreamTable === false || bits <= 8;
-}
-
-/**
- * Tables an SMMUv3's driver allocates in one piece, whose size the options set: a linear stream table has 2^sidBits
- * STEs. (A linear CD table is capped by the driver at 2^CTXDESC_LINEAR_CDMAX CDs whatever ssidBits says.)
- * @linux arm_smmu_init_strtab_linear, arm_smmu_probe_device (CTXDESC_LINEAR_CDMAX)
- */
-function smmuv3TableIssues(io: IommuDesc, at: readonly PropertyKey[]): PlatformIssue[] {
-  const out: PlatformIssue[] = [];
-  const max = MAX_LINEAR_TABLE_BITS;
-  const sid = typeof io.options.sidBits === "number" ? io.options.sidBits : SMMUV3_DEFAULT_SID_BITS;
-  if (smmuv3LinearStreamTable(io) && sid > max) {
-    out.push({
-      path: formatPath([...at, "options", "sidBits"]),
-      message: `a linear stream table of 2^${sid} STEs exceeds the largest allocation (4 MiB): expected sidBits <= ${max} without twoLevelStreamTable`,
-      value: sid,
-    });
-  }
-  // No check on ssidBits without cd2l: the driver caps a master's SubstreamID bits at CTXDESC_LINEAR_CDMAX (a 64 KiB
-  // linear CD table) when 2-level CD tables are unsupported (arm_smmu_probe_device), so any SSIDSIZE works.
-  return out;
-}
+const REGISTER_FILE_SIZE = {
+  mock: DEFAULT_MMIO_SIZE.mock,
+  smmuv3: DEFAULT_MMIO_SIZE.smmuv3,
+  vtd: DEFAULT_MMIO_SIZE.vtd,
+} as const;
 
 /** The candidate nearest to `word` by edit distance, when it is a likely typo (distance <= 2). */
 function closest(word: string, candidates: readonly string[]): string | undefined {
@@ -899,6 +877,38 @@ export interface ParsePlatformOptions {
    * for; `createMachine` passes its modules' kinds). Their `options` are left to the model.
    */
   kinds?: Iterable<string>;
+  /**
+   * What the drivers that will drive the IOMMUs require of them (`createMachine` passes its modules'
+   * `platformRules`; `iommu-sim` those of the drivers it loads): StreamID ranges, `#iommu-cells`, option limits.
+   */
+  rules?: Iterable<IommuPlatformRules>;
+}
+
+/** One issue an {@link IommuPlatformRules.check} finds, its path relative to the IOMMU's entry (`["options", "sidBits"]`). */
+export interface IommuRuleIssue {
+  path: readonly PropertyKey[];
+  message: string;
+  value: unknown;
+}
+
+/**
+ * What an IOMMU driver requires of the description of an IOMMU it drives, so that a description it would refuse at
+ * probe (or silently not bind) fails validation instead. A driver module lists these in `platformRules`.
+ * @linux the IOMMU's DT binding (#iommu-cells) and what its probe refuses (arm_smmu_sid_in_range, ...)
+ */
+export interface IommuPlatformRules {
+  /** The IOMMU kind (DT compatible) these rules are for. */
+  kind: string;
+  /** Cells of a DT `iommus` specifier for this IOMMU. @linux #iommu-cells */
+  iommuCells?: number;
+  /**
+   * The StreamID width the driver accepts for this instance; with it, StreamIDs (DT `iommus` first cell, PCI
+   * `iommu-map` output) are checked against the range and for being given to one device only.
+   * @linux arm_smmu_sid_in_range, and the EEXIST/EINVAL of a StreamID already in the driver's tree
+   */
+  streamIdBits?(io: IommuDesc): number;
+  /** Further checks of the instance's description (its options). */
+  check?(io: IommuDesc): IommuRuleIssue[];
 }
 
 /**
@@ -938,7 +948,8 @@ export function parsePlatform(json: unknown, opts: ParsePlatformOptions = {}): P
   if (!r.success) throw new PlatformError(zodIssues(json, r.error.issues));
   const extra = new Set(opts.kinds ?? []);
   for (const k of KNOWN_IOMMU_KINDS) extra.delete(k);
-  const issues = crossCheck(r.data, extra);
+  const rules = new Map([...(opts.rules ?? [])].map((x) => [x.kind, x]));
+  const issues = crossCheck(r.data, extra, rules);
   if (issues.length > 0) throw new PlatformError(issues);
   checked.add(r.data);
   return r.data;
