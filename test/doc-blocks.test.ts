@@ -75,6 +75,7 @@ describe("README and docs code blocks run", () => {
       "README.md",
       "packages/core/README.md",
       "packages/drivers-smmuv3/README.md",
+      "packages/drivers-vtd/README.md",
       "docs/architecture.md",
     ])
       expect(rel).toContain(f);

@@ -41,7 +41,7 @@ describe("iommu-sim conformance", () => {
   it("exits 2 on an unknown driver or argument", async () => {
     const r = await run("conformance", "--driver", "nosuch");
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/unknown driver "nosuch" \(known: mock, smmuv3, vtd\)/);
+    expect(r.err).toMatch(/unknown driver "nosuch" \(known: mock, smmuv3, vtd, amd\)/);
     expect((await run("conformance", "--bogus")).code).toBe(2);
   });
 });

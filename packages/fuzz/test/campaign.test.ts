@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { formatReport, programToJson, runCampaign } from "../src/index.js";
 
 const SOAK = process.env.IOMMU_SIM_SOAK === "1";
-const CALLS = SOAK ? 500_000 : 30_000;
+const CALLS = SOAK ? 500_000 : 120_000;
 
 describe("CI fuzz campaign", () => {
   it(`${CALLS} calls find nothing new`, async () => {

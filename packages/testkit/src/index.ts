@@ -17,6 +17,7 @@ export * from "./runner.js";
 export * from "./scaffold.js";
 export * from "./suite.js";
 export * from "./target.js";
+export * from "./targets/amd.js";
 export * from "./targets/mock.js";
 export * from "./targets/smmuv3.js";
 export * from "./targets/vtd.js";

@@ -11,6 +11,7 @@ export * from "./run-check.js";
 export * from "./runner.js";
 export * from "./scaffold.js";
 export * from "./target.js";
+export * from "./targets/amd.js";
 export * from "./targets/mock.js";
 export * from "./targets/smmuv3.js";
 export * from "./targets/vtd.js";

@@ -6,6 +6,7 @@ import { pathToFileURL } from "node:url";
 import { ConformanceError } from "./errors.js";
 import { planConformance, runPlanned } from "./run-check.js";
 import type { ConformanceOptions, ConformanceTarget } from "./target.js";
+import { amdTarget } from "./targets/amd.js";
 import { mockTarget } from "./targets/mock.js";
 import { smmuv3Target } from "./targets/smmuv3.js";
 import { vtdTarget } from "./targets/vtd.js";
@@ -45,11 +46,12 @@ export interface RunConformanceOptions extends ConformanceOptions {
   onProgress?(e: ConformanceProgress): void;
 }
 
-/** The shipped targets by name. AMD-Vi joins when its driver lands. */
+/** The shipped targets by name. */
 export const conformanceTargets: Readonly<Record<string, () => ConformanceTarget>> = {
   mock: mockTarget,
   smmuv3: smmuv3Target,
   vtd: vtdTarget,
+  amd: amdTarget,
 };
 
 function isTarget(v: unknown): v is ConformanceTarget {

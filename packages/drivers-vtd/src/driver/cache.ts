@@ -9,9 +9,9 @@
 import type { CacheTag, DeviceDomainInfo, DmarAnyDomain } from "./domain.js";
 import { DmarDomain, usePiotlb } from "./domain.js";
 import type { IntelIommu } from "./iommu.js";
+import type { QiBatch } from "./qi-batch.js";
 import {
   QI_GRAN,
-  type QiDesc,
   qiDescDevIotlb,
   qiDescDevIotlbPasid,
   qiDescDevIotlbPasidAll,
@@ -73,26 +73,6 @@ export function psiAligned(start: number, end: number): { addr: number; pages: n
   return { addr: mask >= MAX_AGAW_PFN_WIDTH ? 0 : start - (start % block), pages: aligned, mask };
 }
 
-/** Descriptors being collected, per unit. @linux struct qi_batch */
-class QiBatch {
-  readonly byUnit = new Map<IntelIommu, QiDesc[]>();
-  add(iommu: IntelIommu, d: QiDesc): void {
-    let l = this.byUnit.get(iommu);
-    if (!l) {
-      l = [];
-      this.byUnit.set(iommu, l);
-    }
-    l.push(d);
-  }
-  /** @linux qi_batch_flush_descs */
-  flush(): void {
-    for (const [iommu, descs] of this.byUnit) {
-      if (iommu.queued) iommu.submitSync(descs);
-    }
-    this.byUnit.clear();
-  }
-}
-
 function iotlbDesc(
   iommu: IntelIommu,
   d: DmarAnyDomain,
@@ -128,7 +108,15 @@ function devtlbDesc(iommu: IntelIommu, tag: CacheTag, addr: number, mask: number
   else b.add(iommu, qiDescDevIotlbPasid(sid, sid, tag.pasid, info.atsQdep, addr, mask));
 }
 
-const batch = new QiBatch();
+/** Whether an earlier tag names the same IOTLB scope (unit, DID, PASID, nesting): one IOTLB flush per scope. */
+function seenBefore(tags: readonly CacheTag[], t: number): boolean {
+  const x = tags[t]!;
+  for (let i = 0; i < t; i++) {
+    const y = tags[i]!;
+    if (y.iommu === x.iommu && y.did === x.did && y.pasid === x.pasid && y.nesting === x.nesting) return true;
+  }
+  return false;
+}
 
 /**
  * Invalidate [start, end] of domain `d` everywhere it is attached. `ih`: leaf-only (no table was freed).
@@ -136,30 +124,24 @@ const batch = new QiBatch();
  */
 export function cacheTagFlushRange(d: DmarAnyDomain, start: number, end: number, ih: boolean): void {
   const { addr, pages, mask } = psiAligned(start, end);
-  const seen = new Set<string>();
-  for (const tag of d.cacheTags) {
-    const key = `${tag.iommu.seqId}/${tag.did}/${tag.pasid}/${tag.nesting}`;
-    if (!seen.has(key)) {
-      seen.add(key);
-      iotlbDesc(tag.iommu, d, tag, addr, pages, mask, ih, batch);
-    }
-    devtlbDesc(tag.iommu, tag, addr, mask, batch);
+  const tags = d.cacheTags;
+  for (let t = 0; t < tags.length; t++) {
+    const tag = tags[t]!;
+    if (!seenBefore(tags, t)) iotlbDesc(tag.iommu, d, tag, addr, pages, mask, ih, d.qiBatch);
+    devtlbDesc(tag.iommu, tag, addr, mask, d.qiBatch);
   }
-  batch.flush();
+  d.qiBatch.flush();
 }
 
 /** Invalidate every translation of `d`. @linux cache_tag_flush_all */
 export function cacheTagFlushAll(d: DmarAnyDomain): void {
-  const seen = new Set<string>();
-  for (const tag of d.cacheTags) {
-    const key = `${tag.iommu.seqId}/${tag.did}/${tag.pasid}/${tag.nesting}`;
-    if (!seen.has(key)) {
-      seen.add(key);
-      iotlbDesc(tag.iommu, d, tag, 0, -1, 0, false, batch);
-    }
-    devtlbDesc(tag.iommu, tag, 0, MAX_AGAW_PFN_WIDTH, batch);
+  const tags = d.cacheTags;
+  for (let t = 0; t < tags.length; t++) {
+    const tag = tags[t]!;
+    if (!seenBefore(tags, t)) iotlbDesc(tag.iommu, d, tag, 0, -1, 0, false, d.qiBatch);
+    devtlbDesc(tag.iommu, tag, 0, MAX_AGAW_PFN_WIDTH, d.qiBatch);
   }
-  batch.flush();
+  d.qiBatch.flush();
 }
 
 /**
@@ -169,8 +151,8 @@ export function cacheTagFlushAll(d: DmarAnyDomain): void {
 export function cacheTagFlushRangeNp(d: DmarAnyDomain, start: number, end: number): void {
   const { addr, pages, mask } = psiAligned(start, end);
   for (const tag of d.cacheTags) {
-    if (tag.iommu.cachingMode) iotlbDesc(tag.iommu, d, tag, addr, pages, mask, false, batch);
+    if (tag.iommu.cachingMode) iotlbDesc(tag.iommu, d, tag, addr, pages, mask, false, d.qiBatch);
     else tag.iommu.flushWriteBuffer();
   }
-  batch.flush();
+  d.qiBatch.flush();
 }

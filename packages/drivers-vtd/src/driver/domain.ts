@@ -15,6 +15,7 @@ import {
   type IoPageTable,
 } from "@iommu-sim/core";
 import type { IntelIommu } from "./iommu.js";
+import { QiBatch } from "./qi-batch.js";
 
 /** What a stage-1 nested configuration carries. @linux struct iommu_hwpt_vtd_s1 */
 export interface VtdS1Cfg {
@@ -45,12 +46,14 @@ export interface IommuDomainInfo {
   refcnt: number;
 }
 
-/** Common state of paging and nested domains. */
+/** Common state of paging and nested domains. @linux the fields struct dmar_domain has for paging and nested domains alike */
 export interface DmarDomainCommon {
   /** @linux dmar_domain.iommu_array */
   readonly iommuArray: Map<IntelIommu, IommuDomainInfo>;
   /** @linux dmar_domain.cache_tags */
   readonly cacheTags: CacheTag[];
+  /** @linux dmar_domain.qi_batch */
+  readonly qiBatch: QiBatch;
 }
 
 /**
@@ -60,6 +63,7 @@ export interface DmarDomainCommon {
 export class DmarDomain extends IommuDomain implements DmarDomainCommon {
   readonly iommuArray = new Map<IntelIommu, IommuDomainInfo>();
   readonly cacheTags: CacheTag[] = [];
+  readonly qiBatch = new QiBatch();
   /** Devices (and PASIDs) attached. @linux dmar_domain.devices / dev_pasids */
   readonly attached = new Set<{ info: DeviceDomainInfo; pasid: number }>();
   /** Nested domains on this parent. @linux dmar_domain.s1_domains */
@@ -100,6 +104,7 @@ export class DmarDomain extends IommuDomain implements DmarDomainCommon {
 export class DmarNestedDomain extends IommuDomain implements DmarDomainCommon {
   readonly iommuArray = new Map<IntelIommu, IommuDomainInfo>();
   readonly cacheTags: CacheTag[] = [];
+  readonly qiBatch = new QiBatch();
   readonly attached = new Set<{ info: DeviceDomainInfo; pasid: number }>();
 
   constructor(
@@ -111,7 +116,7 @@ export class DmarNestedDomain extends IommuDomain implements DmarDomainCommon {
   }
 }
 
-/** Either kind of domain the driver tags caches for. */
+/** Either kind of domain the driver tags caches for. @linux struct dmar_domain (paging or nested) */
 export type DmarAnyDomain = DmarDomain | DmarNestedDomain;
 
 /** Whether invalidations of `d` are PASID-based (first-stage translations). @linux intel_domain_use_piotlb */

@@ -71,13 +71,13 @@ import {
 import { vtdssFormat, x86_64Format } from "./pgtable.js";
 import { IOMMU_NO_PASID, type PageReqDsc, QI_RESP, qiDescPageResponse } from "./regs.js";
 
-/** Fault-injection sites. */
+/** Fault-injection sites. @linux the allocations of intel_iommu_probe_device and domain allocation that can fail */
 export const INTEL_IOMMU_SITES = {
   info: "intel_iommu_probe_device",
   domain: "intel_iommu_domain_alloc",
 } as const;
 
-/** Driver options. */
+/** Driver options. @linux the intel_iommu= command-line options modelled (sm_off) */
 export interface IntelIommuDriverOptions extends IntelIommuOptions {}
 
 /**

@@ -15,9 +15,10 @@ export * from "./iommu.js";
 export * from "./iommufd.js";
 export * from "./pasid.js";
 export * from "./pgtable.js";
+export * from "./qi-batch.js";
 export * from "./regs.js";
 
-/** What {@link createIntelIommuDriver} takes: driver options plus the hardware models to ship. */
+/** What {@link createIntelIommuDriver} takes: driver options plus the hardware models to ship. @linux the intel_iommu= command-line options modelled */
 export interface IntelIommuModuleOptions extends IntelIommuDriverOptions {
   /** Hardware kinds the module registers (the package index passes the VT-d model). */
   hardware?: readonly HardwareKind[];

@@ -7,6 +7,7 @@
  */
 import {
   type Device,
+  HwRing,
   type IommuCore,
   IommuDevice,
   type IopfQueue,
@@ -60,7 +61,7 @@ export interface DmarFaultRecord {
   read: boolean;
 }
 
-/** Hooks into the driver (so this file needs no import of driver.ts). */
+/** Hooks into the driver (so this file needs no import of driver.ts). @linux dmar_fault / prq_event_thread calling into the driver */
 export interface IntelIommuSink {
   handleFault(iommu: IntelIommu, rec: DmarFaultRecord): void;
   handlePageRequest(iommu: IntelIommu, req: PageReqDsc): Promise<void>;
@@ -75,7 +76,7 @@ function isIrqLines(x: unknown): x is IrqLines {
   return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
 }
 
-/** Driver options. */
+/** Driver options. @linux intel_iommu=sm_off, intel_iommu=... (dmar_disabled / no QI) */
 export interface IntelIommuOptions {
   /** Use legacy mode even when the unit supports scalable mode (intel_iommu=sm_off). */
   smOff?: boolean;
@@ -127,6 +128,8 @@ export class IntelIommu extends IommuDevice {
   descriptorsIssued = 0;
   sink: IntelIommuSink | undefined;
   private qi: { basePa: number; statusPa: number; freeHead: number; dw: boolean } | undefined;
+  /** Index arithmetic of the invalidation queue (head/tail without a wrap bit: one slot stays free). */
+  private readonly qiRing = new HwRing(Math.log2(QI_LENGTH), false);
   private prqPa = -1;
   private irqLines: IrqLines | undefined;
   private faultThread: Task<void> | undefined;
@@ -342,7 +345,7 @@ export class IntelIommu extends IommuDevice {
       pollHwProgress(
         this.readl(DMAR.IQH),
         () => this.readl(DMAR.IQH),
-        () => QI_LENGTH - 1 - ((qi.freeHead - (this.readl(DMAR.IQH) >>> shift) + QI_LENGTH) % QI_LENGTH) >= need,
+        () => this.qiRing.freeSlots(qi.freeHead, this.readl(DMAR.IQH) >>> shift) >= need,
         POLL_LIMIT,
         () => `${this.name}: invalidation queue full`,
       );
@@ -351,7 +354,7 @@ export class IntelIommu extends IommuDevice {
         const pa = qi.basePa + qi.freeHead * size;
         for (let i = 0; i < 4; i++) mem.write32(pa + 4 * i, d[i]!);
         if (qi.dw) for (let i = 4; i < 8; i++) mem.write32(pa + 4 * i, 0);
-        qi.freeHead = (qi.freeHead + 1) % QI_LENGTH;
+        qi.freeHead = this.qiRing.advance(qi.freeHead, 1);
       }
       const waitIndex = qi.freeHead;
       const statusPa = qi.statusPa + 4 * waitIndex;
@@ -360,7 +363,7 @@ export class IntelIommu extends IommuDevice {
       const wpa = qi.basePa + waitIndex * size;
       for (let i = 0; i < 4; i++) mem.write32(wpa + 4 * i, wait[i]!);
       if (qi.dw) for (let i = 4; i < 8; i++) mem.write32(wpa + 4 * i, 0);
-      qi.freeHead = (qi.freeHead + 1) % QI_LENGTH;
+      qi.freeHead = this.qiRing.advance(qi.freeHead, 1);
       this.descriptorsIssued += descs.length;
       this.writeq(DMAR.IQT, qi.freeHead << shift, 0);
       const res = { rc: "ok" as "ok" | "EINVAL" | "EAGAIN" };

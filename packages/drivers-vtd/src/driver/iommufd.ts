@@ -19,11 +19,11 @@ export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
 export const IOMMU_HWPT_DATA_VTD_S1 = 1;
 /** @linux IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 */
 export const IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 = 0;
-/** sizeof(struct iommu_hw_info_vtd { __u32 flags, __reserved; __aligned_u64 cap_reg, ecap_reg; }). */
+/** sizeof(struct iommu_hw_info_vtd { __u32 flags, __reserved; __aligned_u64 cap_reg, ecap_reg; }). @linux sizeof(struct iommu_hw_info_vtd) */
 export const IOMMU_HW_INFO_VTD_SIZE = 24;
-/** sizeof(struct iommu_hwpt_vtd_s1 { __aligned_u64 flags, pgtbl_addr; __u32 addr_width, __reserved; }). */
+/** sizeof(struct iommu_hwpt_vtd_s1 { __aligned_u64 flags, pgtbl_addr; __u32 addr_width, __reserved; }). @linux sizeof(struct iommu_hwpt_vtd_s1) */
 export const IOMMU_HWPT_VTD_S1_SIZE = 24;
-/** sizeof(struct iommu_hwpt_vtd_s1_invalidate { __aligned_u64 addr, npages; __u32 flags, __reserved; }). */
+/** sizeof(struct iommu_hwpt_vtd_s1_invalidate { __aligned_u64 addr, npages; __u32 flags, __reserved; }). @linux sizeof(struct iommu_hwpt_vtd_s1_invalidate) */
 export const IOMMU_HWPT_VTD_S1_INVALIDATE_SIZE = 24;
 /** @linux IOMMU_VTD_S1_SRE / _EAFE / _WPE */
 export const IOMMU_VTD_S1_FLAGS = 0b111;

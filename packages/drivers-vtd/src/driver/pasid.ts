@@ -74,7 +74,7 @@ export function pasidEntryAddr(iommu: IntelIommu, info: DeviceDomainInfo, pasid:
   return leaf + (pasid % 2 ** PASID_PDE_SHIFT) * 64;
 }
 
-/** Write `words` at `pa`: every word but the first, then the first (which holds the present bit). */
+/** Write `words` at `pa`: every word but the first, then the first (which holds the present bit). @linux pasid_set_present / context_set_present after the other fields (with the wmb Linux relies on) */
 export function writeEntryPresentLast(iommu: IntelIommu, pa: number, words: ArrayLike<number>): void {
   const mem = iommu.machine.memory;
   for (let i = 1; i < words.length; i++) mem.write32(pa + 4 * i, words[i]! >>> 0);

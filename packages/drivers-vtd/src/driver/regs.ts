@@ -29,6 +29,7 @@ export const DMAR = {
 
 /** GCMD / GSTS bits. @linux DMA_GCMD_* / DMA_GSTS_* */
 export const DMA_GCMD = { TE: 1 << 31, SRTP: 1 << 30, WBF: 1 << 27, QIE: 1 << 26 } as const;
+/** GSTS bits. @linux DMA_GSTS_TES / _RTPS / _WBFS / _QIES / _IRES */
 export const DMA_GSTS = { TES: 1 << 31, RTPS: 1 << 30, WBFS: 1 << 27, QIES: 1 << 26, IRES: 1 << 25 } as const;
 /** FSTS bits. @linux DMA_FSTS_* */
 export const DMA_FSTS = { PFO: 1 << 0, PPF: 1 << 1, IQE: 1 << 4, ICE: 1 << 5, ITE: 1 << 6, PRO: 1 << 7 } as const;

@@ -13,9 +13,9 @@
  */
 import { type CacheGeometry, CacheSetIndex, cacheHash } from "@iommu-sim/core";
 
-/** Decoded int values kept per descriptor-cache entry. */
+/** Decoded int values kept per descriptor-cache entry. @linux none: the model's decoded context/PASID entry values */
 export const DESC_INFO = 8;
-/** Decoded address values kept per descriptor-cache entry. */
+/** Decoded address values kept per descriptor-cache entry. @linux none: the model's decoded context/PASID entry addresses */
 export const DESC_ADDR = 3;
 
 /**
@@ -160,40 +160,37 @@ export class VtdInvScope {
 }
 
 /**
- * The IOTLB.
+ * The packed IOTLB tag of (kind, DID, PASID or -1): exact below 2^40.
+ * @linux none: the model's encoding of an IOTLB entry's DID/PASID tag
+ */
+export function iotlbKey(kind: number, did: number, pasid: number): number {
+  return kind + 4 * did + 262144 * (pasid + 1);
+}
+
+/** Doubles of an IOTLB entry (8 per entry: one 64-byte line): page number (-1 invalid), key, PA, span, leaf base. @linux none: the model's IOTLB entry layout */
+export const TLB_F = { VPN: 0, KEY: 1, PA: 2, SPAN: 3, BASE: 4 } as const;
+/** 32-bit words of an IOTLB entry (8 per entry): perm, kind, DID, PASID, source-id, leaf log2, reported. @linux none: the model's IOTLB entry layout */
+export const TLB_I = { PERM: 0, KIND: 1, DID: 2, PASID: 3, SID: 4, LG2: 5, REPORTED: 6 } as const;
+
+/**
+ * The IOTLB, packed: entry `e` is `f[e*8 ..]` and `i[e*8 ..]` (see {@link TLB_F} / {@link TLB_I}), so a lookup
+ * and a fill touch two cache lines.
  * @linux the IOTLB that qi_flush_iotlb / qi_flush_piotlb invalidate
  */
 export class VtdIotlb {
   private readonly ix: CacheSetIndex;
-  /** Input page number; -1 = invalid. */
-  readonly vpn: Float64Array;
-  readonly kind: Int8Array;
-  readonly did: Int32Array;
-  readonly pasid: Int32Array;
-  /** Output address of the 4 KiB page's start, and contiguous bytes from there. */
-  readonly pa: Float64Array;
-  readonly span: Float64Array;
-  readonly perm: Int32Array;
-  readonly leafBase: Float64Array;
-  readonly leafLg2: Int8Array;
-  /** Source-id that filled it (for diagnostics). */
-  readonly sid: Int32Array;
-  readonly reported: Uint8Array;
+  readonly f: Float64Array;
+  readonly i: Int32Array;
+  /** Per-entry page numbers for the set index's victim choice (-1 = free). */
+  private readonly free: Float64Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
-    this.vpn = new Float64Array(n).fill(-1);
-    this.kind = new Int8Array(n);
-    this.did = new Int32Array(n);
-    this.pasid = new Int32Array(n);
-    this.pa = new Float64Array(n);
-    this.span = new Float64Array(n);
-    this.perm = new Int32Array(n);
-    this.leafBase = new Float64Array(n);
-    this.leafLg2 = new Int8Array(n);
-    this.sid = new Int32Array(n);
-    this.reported = new Uint8Array(n);
+    this.f = new Float64Array(n * 8);
+    this.i = new Int32Array(n * 8);
+    this.free = new Float64Array(n).fill(-1);
+    for (let e = 0; e < n; e++) this.f[e * 8 + TLB_F.VPN] = -1;
   }
 
   /** Total entries. */
@@ -201,39 +198,53 @@ export class VtdIotlb {
     return this.ix.entries;
   }
 
-  private set(kind: number, did: number, pasid: number, vpn: number): number {
-    return this.ix.first(cacheHash(did + (kind << 16) + pasid * 131072, vpn | 0) ^ ((vpn / 4294967296) | 0));
+  /** First entry of the set of (key, vpn). */
+  setOf(key: number, vpn: number): number {
+    return this.ix.first(cacheHash(key | 0, vpn | 0) ^ ((vpn / 4294967296) | 0));
   }
 
-  /** The entry for (kind, did, pasid, vpn), or -1. @linux an IOTLB lookup */
-  lookup(kind: number, did: number, pasid: number, vpn: number): number {
-    const ix = this.ix;
-    const s = this.set(kind, did, pasid, vpn);
-    for (let w = 0; w < ix.ways; w++) {
+  /** The entry for (key, vpn), or -1 (the hot path's probe). @linux an IOTLB lookup */
+  probe(key: number, vpn: number): number {
+    const ways = this.ix.ways;
+    const s = this.setOf(key, vpn);
+    const f = this.f;
+    for (let w = 0; w < ways; w++) {
       const e = s + w;
-      if (this.vpn[e] === vpn && this.did[e] === did && this.pasid[e] === pasid && this.kind[e] === kind) {
-        ix.touch(e);
+      if (f[e << 3] === vpn && f[(e << 3) + 1] === key) {
+        this.ix.touch(e);
         return e;
       }
     }
     return -1;
   }
 
-  /** Claim the entry for (kind, did, pasid, vpn). @linux an IOTLB fill after a walk */
+  /** The entry for (kind, did, pasid, vpn), or -1. @linux an IOTLB lookup */
+  lookup(kind: number, did: number, pasid: number, vpn: number): number {
+    return this.probe(iotlbKey(kind, did, pasid), vpn);
+  }
+
+  /** Claim the entry for (kind, did, pasid, vpn); the caller fills PA, span, base, perm, lg2, sid. @linux an IOTLB fill */
   fill(kind: number, did: number, pasid: number, vpn: number): number {
     const ix = this.ix;
-    const s = this.set(kind, did, pasid, vpn);
+    const key = iotlbKey(kind, did, pasid);
+    const s = this.setOf(key, vpn);
+    const f = this.f;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
-      if (this.vpn[x] === vpn && this.did[x] === did && this.pasid[x] === pasid && this.kind[x] === kind) e = x;
+      if (f[x << 3] === vpn && f[(x << 3) + 1] === key) e = x;
     }
-    if (e < 0) e = ix.pick(s, this.vpn);
-    this.vpn[e] = vpn;
-    this.kind[e] = kind;
-    this.did[e] = did;
-    this.pasid[e] = pasid;
-    this.reported[e] = 0;
+    if (e < 0) {
+      for (let w = 0; w < ix.ways; w++) this.free[s + w] = f[(s + w) << 3]!;
+      e = ix.pick(s, this.free);
+    }
+    f[e << 3] = vpn;
+    f[(e << 3) + TLB_F.KEY] = key;
+    const i = this.i;
+    i[(e << 3) + TLB_I.KIND] = kind;
+    i[(e << 3) + TLB_I.DID] = did;
+    i[(e << 3) + TLB_I.PASID] = pasid;
+    i[(e << 3) + TLB_I.REPORTED] = 0;
     ix.touch(e);
     return e;
   }
@@ -241,17 +252,20 @@ export class VtdIotlb {
   /** Drop every entry the scope covers; returns how many. @linux an IOTLB / PASID-based IOTLB invalidation */
   invalidate(sc: VtdInvScope): number {
     let n = 0;
+    const f = this.f;
+    const i = this.i;
     for (let e = 0; e < this.ix.entries; e++) {
-      if (this.vpn[e] === -1) continue;
-      const k = this.kind[e]!;
+      const b = e << 3;
+      if (f[b] === -1) continue;
+      const k = i[b + TLB_I.KIND]!;
       if ((sc.kinds & (1 << k)) === 0) continue;
-      if (sc.did >= 0 && this.did[e] !== sc.did) continue;
-      if (sc.pasid >= 0 && this.pasid[e] !== sc.pasid) continue;
+      if (sc.did >= 0 && i[b + TLB_I.DID] !== sc.did) continue;
+      if (sc.pasid >= 0 && i[b + TLB_I.PASID] !== sc.pasid) continue;
       if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && k === VTD_KIND.NESTED)) {
-        const base = this.leafBase[e]!;
-        if (!(base < sc.hi && sc.lo < base + 2 ** this.leafLg2[e]!)) continue;
+        const base = f[b + TLB_F.BASE]!;
+        if (!(base < sc.hi && sc.lo < base + 2 ** i[b + TLB_I.LG2]!)) continue;
       }
-      this.vpn[e] = -1;
+      f[b] = -1;
       n++;
     }
     return n;
@@ -260,34 +274,32 @@ export class VtdIotlb {
   /** Valid entries. */
   get used(): number {
     let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.vpn[e] !== -1) n++;
+    for (let e = 0; e < this.ix.entries; e++) if (this.f[e << 3] !== -1) n++;
     return n;
   }
 }
 
-/** log2 of the input region one last-level table covers. */
+/** log2 of the input region one last-level table covers. @linux none: the reach of one last-level table (2 MiB) */
 export const PSC_REGION_LG2 = 21;
 
 /**
- * The paging-structure cache: the last-level table of a 2 MiB input region, so a miss reads one entry.
+ * The paging-structure cache: the last-level table of a 2 MiB input region, so a miss reads one entry. Packed: entry
+ * `e` is `f[e*4 ..]` = region (-1 invalid), key ({@link iotlbKey}), table address; `k[e*4 ..]` = kind, DID, PASID.
  * @linux the paging-structure caches invalidated by IOTLB / PASID-based IOTLB descriptors with IH = 0
  */
 export class VtdPagingCache {
   private readonly ix: CacheSetIndex;
-  readonly region: Float64Array;
-  readonly kind: Int8Array;
-  readonly did: Int32Array;
-  readonly pasid: Int32Array;
-  readonly table: Float64Array;
+  private readonly f: Float64Array;
+  private readonly k: Int32Array;
+  private readonly free: Float64Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
-    this.region = new Float64Array(n).fill(-1);
-    this.kind = new Int8Array(n);
-    this.did = new Int32Array(n);
-    this.pasid = new Int32Array(n);
-    this.table = new Float64Array(n);
+    this.f = new Float64Array(n * 4);
+    this.k = new Int32Array(n * 4);
+    this.free = new Float64Array(n).fill(-1);
+    for (let e = 0; e < n; e++) this.f[e * 4] = -1;
   }
 
   /** Total entries. */
@@ -295,13 +307,20 @@ export class VtdPagingCache {
     return this.ix.entries;
   }
 
+  /** The table cached for entry `e` (from {@link lookup}). */
+  table(e: number): number {
+    return this.f[e * 4 + 2]!;
+  }
+
   /** The entry for the region, or -1. @linux a paging-structure-cache lookup */
   lookup(kind: number, did: number, pasid: number, region: number): number {
+    const key = iotlbKey(kind, did, pasid);
     const ix = this.ix;
-    const s = ix.first(cacheHash(did + (kind << 16) + pasid * 131072, region | 0));
+    const s = ix.first(cacheHash(key | 0, region | 0));
+    const f = this.f;
     for (let w = 0; w < ix.ways; w++) {
       const e = s + w;
-      if (this.region[e] === region && this.did[e] === did && this.pasid[e] === pasid && this.kind[e] === kind) {
+      if (f[e * 4] === region && f[e * 4 + 1] === key) {
         ix.touch(e);
         return e;
       }
@@ -311,19 +330,25 @@ export class VtdPagingCache {
 
   /** Cache the last-level table of a region. @linux a paging-structure-cache fill */
   insert(kind: number, did: number, pasid: number, region: number, table: number): void {
+    const key = iotlbKey(kind, did, pasid);
     const ix = this.ix;
-    const s = ix.first(cacheHash(did + (kind << 16) + pasid * 131072, region | 0));
+    const s = ix.first(cacheHash(key | 0, region | 0));
+    const f = this.f;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
-      if (this.region[x] === region && this.did[x] === did && this.pasid[x] === pasid && this.kind[x] === kind) e = x;
+      if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
     }
-    if (e < 0) e = ix.pick(s, this.region);
-    this.region[e] = region;
-    this.kind[e] = kind;
-    this.did[e] = did;
-    this.pasid[e] = pasid;
-    this.table[e] = table;
+    if (e < 0) {
+      for (let w = 0; w < ix.ways; w++) this.free[s + w] = f[(s + w) * 4]!;
+      e = ix.pick(s, this.free);
+    }
+    f[e * 4] = region;
+    f[e * 4 + 1] = key;
+    f[e * 4 + 2] = table;
+    this.k[e * 4] = kind;
+    this.k[e * 4 + 1] = did;
+    this.k[e * 4 + 2] = pasid;
     ix.touch(e);
   }
 
@@ -332,17 +357,19 @@ export class VtdPagingCache {
     if (!sc.walk) return 0;
     let n = 0;
     const size = 2 ** PSC_REGION_LG2;
+    const f = this.f;
+    const k = this.k;
     for (let e = 0; e < this.ix.entries; e++) {
-      if (this.region[e] === -1) continue;
-      const k = this.kind[e]!;
-      if ((sc.kinds & (1 << k)) === 0) continue;
-      if (sc.did >= 0 && this.did[e] !== sc.did) continue;
-      if (sc.pasid >= 0 && this.pasid[e] !== sc.pasid) continue;
-      if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && k === VTD_KIND.NESTED)) {
-        const base = this.region[e]! * size;
+      if (f[e * 4] === -1) continue;
+      const kind = k[e * 4]!;
+      if ((sc.kinds & (1 << kind)) === 0) continue;
+      if (sc.did >= 0 && k[e * 4 + 1] !== sc.did) continue;
+      if (sc.pasid >= 0 && k[e * 4 + 2] !== sc.pasid) continue;
+      if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && kind === VTD_KIND.NESTED)) {
+        const base = f[e * 4]! * size;
         if (!(base < sc.hi && sc.lo < base + size)) continue;
       }
-      this.region[e] = -1;
+      f[e * 4] = -1;
       n++;
     }
     return n;
@@ -351,7 +378,7 @@ export class VtdPagingCache {
   /** Valid entries. */
   get used(): number {
     let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.region[e] !== -1) n++;
+    for (let e = 0; e < this.ix.entries; e++) if (this.f[e * 4] !== -1) n++;
     return n;
   }
 }

@@ -45,9 +45,9 @@ export const VTD_REG = {
 
 /** Register window size of one unit. @linux VTD_PAGE_SIZE mapping of the DRHD register base */
 export const VTD_MMIO_SIZE = 0x1000;
-/** Offset of the IOTLB register pair (IVA, IOTLB) in 16-byte units (ECAP.IRO). */
+/** Offset of the IOTLB register pair (IVA, IOTLB) in 16-byte units (ECAP.IRO). @linux ecap_iotlb_offset */
 export const VTD_IRO = 0x50;
-/** Offset of the first fault recording register in 16-byte units (CAP.FRO). */
+/** Offset of the first fault recording register in 16-byte units (CAP.FRO). @linux cap_fault_reg_offset */
 export const VTD_FRO = 0x40;
 
 /** VER. @linux DMAR_VER_MAJOR / DMAR_VER_MINOR */
@@ -128,7 +128,7 @@ export const RTADDR = {
   RTA_HI: bits("RTA_HI", 63, 32),
 } as const;
 
-/** Translation table modes of RTADDR.TTM. */
+/** Translation table modes of RTADDR.TTM. @linux DMA_RTADDR_SMT */
 export const TTM = { LEGACY: 0, SCALABLE: 1, ABORT_DMA: 3 } as const;
 
 /** CCMD (64-bit). @linux DMA_CCMD_ICC, DMA_CCMD_*_INVL, DMA_CCMD_SID/DID/FM */
@@ -208,7 +208,7 @@ export const PQA = { PQS: bits("PQS", 2, 0), PQA_LO: bits("PQA_LO", 31, 12), PQA
 /** PRS. @linux DMA_PRS_PPR / DMA_PRS_PRO */
 export const PRS = { PPR: field("PPR", 0), PRO: field("PRO", 1) } as const;
 
-/** SAGAW bit of a number of second-stage levels (3 → bit 1 = 39-bit, 4 → bit 2 = 48-bit, 5 → bit 3 = 57-bit). */
+/** SAGAW bit of a number of second-stage levels (3 → bit 1 = 39-bit, 4 → bit 2 = 48-bit, 5 → bit 3 = 57-bit). @linux cap_sagaw */
 export function sagawBit(levels: number): number {
   return 1 << (levels - 2);
 }

@@ -41,7 +41,7 @@ export const CTX = {
 /** Legacy translation types. @linux CONTEXT_TT_MULTI_LEVEL / CONTEXT_TT_DEV_IOTLB / CONTEXT_TT_PASS_THROUGH */
 export const CTX_TT = { MULTI_LEVEL: 0, DEV_IOTLB: 1, PASS_THROUGH: 2 } as const;
 
-/** Reserved bits of a legacy context entry, per 32-bit word (QEMU's checks; AVAIL is software's). */
+/** Reserved bits of a legacy context entry, per 32-bit word (QEMU's checks; AVAIL is software's). @linux none: QEMU VTD_CONTEXT_ENTRY_RSVD_LO/HI */
 export const CTX_RSVD = [0x00000ff0, 0, 0xff000080, 0xffffffff] as const;
 
 /** Scalable-mode context entry (32 B, 128 per table, indexed by devfn & 0x7f). @linux context_set_sm_* , context_pdts */
@@ -57,7 +57,7 @@ export const SM_CTX = {
   RID_PASID: bits("RID_PASID", 83, 64),
 } as const;
 
-/** Reserved bits of a scalable context entry, per 32-bit word (words 4-7 are all reserved). */
+/** Reserved bits of a scalable context entry, per 32-bit word (words 4-7 are all reserved). @linux none: QEMU VTD_SM_CONTEXT_ENTRY_RSVD_VAL0/1 */
 export const SM_CTX_RSVD = [
   0x000001e0, 0, 0xffe00000, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
 ] as const;
@@ -71,7 +71,7 @@ export const PASID_DIR = {
 } as const;
 /** PASIDs per PASID table (64 × 64 B = 4 KiB). @linux PASID_PDE_SHIFT */
 export const PASID_PDE_SHIFT = 6;
-/** Bytes of a PASID table entry. */
+/** Bytes of a PASID table entry. @linux sizeof(struct pasid_entry) */
 export const PASID_ENTRY_SIZE = 64;
 
 /** Scalable-mode PASID table entry (64 B). @linux pasid_set_* helpers of pasid.h */
@@ -115,8 +115,9 @@ export const FS_PTE = {
   XD_HI: 1 << 31,
 } as const;
 
-/** Address field of both paging formats: bits 51:12. */
+/** Address field of both paging formats: bits 51:12. @linux VTD_PAGE_MASK on the entry (bits 51:12) */
 export const PTE_ADDR_LO = 0xfffff000 | 0;
+/** Address field, high half (bits 51:32). @linux VTD_PAGE_MASK on the entry */
 export const PTE_ADDR_HI = 0x000fffff;
 
 // --- invalidation queue ------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ export const QI_TYPE = {
   PGRP_RESP: 0x9,
 } as const;
 
-/** Common descriptor type field. */
+/** Common descriptor type field. @linux QI_*_TYPE in bits 3:0 */
 export const QI_DESC = { TYPE: bits("TYPE", 3, 0), TYPE_HI: bits("TYPE_HI", 11, 9) } as const;
 
 /** Context-cache invalidate. @linux QI_CC_GRAN / QI_CC_DID / QI_CC_SID / QI_CC_FM */
@@ -227,6 +228,7 @@ export const QI_RESP = { SUCCESS: 0x0, INVALID: 0x1, FAILURE: 0xf } as const;
 /**
  * Reserved bits QEMU enforces, per 32-bit word of qw0/qw1, by descriptor type. A descriptor with any of them set
  * is an invalid descriptor (FSTS.IQE).
+ * @linux none: QEMU VTD_INV_DESC_*_RSVD_*
  */
 export const QI_RSVD: Readonly<Record<number, readonly number[]>> = {
   [QI_TYPE.CC]: [0x0000ffc0, 0xfffc0000, 0, 0],
@@ -275,7 +277,7 @@ export const PRQ_DESC = {
   ADDR_HI: bits("ADDR_HI", 127, 96),
 } as const;
 
-/** Bytes of a page request descriptor. */
+/** Bytes of a page request descriptor. @linux sizeof(struct page_req_dsc) */
 export const PRQ_DESC_SIZE = 32;
 
 /**
@@ -331,7 +333,7 @@ export const FR = {
   SM_READ: 0x86,
 } as const;
 
-/** Short names of the fault reasons, for `faultReason` strings and reports. */
+/** Short names of the fault reasons, for `faultReason` strings and reports. @linux dmar_get_fault_reason */
 export const FR_NAME: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(FR).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, " ")]),
 );

@@ -23,7 +23,10 @@ import {
 import {
   DESC_ADDR,
   DESC_INFO,
+  iotlbKey,
   PSC_REGION_LG2,
+  TLB_F,
+  TLB_I,
   VTD_KIND,
   VtdDescCache,
   VtdInvScope,
@@ -93,7 +96,9 @@ import {
   SM_ROOT,
   SS_PTE,
 } from "./structures.js";
-import { fsWalk, type NestedS2, ssWalk, VTD_PERM, VtdWalkResult } from "./walk.js";
+import { fsWalk, type NestedS2, POW2, ssWalk, VTD_PERM, VtdWalkResult } from "./walk.js";
+
+const PSC_REGION_SIZE = 2 ** PSC_REGION_LG2;
 
 /** Interrupt lines of the unit. @linux the DMAR fault, page-request and invalidation-completion interrupts */
 export type VtdIrqLine = "fault" | "prq" | "inv";
@@ -119,7 +124,7 @@ export interface VtdDevTlbInvalidation {
   size: number;
 }
 
-/** Page request permissions (bits of `perms` in {@link VtdHw.pageRequest}). */
+/** Page request permissions (bits of `perms` in {@link VtdHw.pageRequest}). @linux the rd_req / wr_req / exe_req / pm_req bits of struct page_req_dsc */
 export const VTD_PR_PERM = { READ: 1, WRITE: 2, EXEC: 4, PRIV: 8 } as const;
 
 /** Counters of the model. @linux none: simulation counters */
@@ -249,6 +254,25 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   private readonly desc = new Uint32Array(8);
   private readonly scratch = new Uint32Array(16);
   private lastFpd = false;
+  private readonly fl1gp: boolean;
+  /**
+   * Bumped whenever a context or PASID cache entry is filled, replaced or invalidated, or GCMD changes: the memo of
+   * the last translation's configuration (m*) is valid only for the generation it was made in.
+   */
+  private cfgGen = 0;
+  private mSid = -1;
+  private mPasid = -2;
+  private mGen = -1;
+  private mKey = 0;
+  private mFs = false;
+  private mWpe = false;
+  private mSre = false;
+  private mCe = -1;
+  private mPe = -1;
+  private mKind = 0;
+  private mDid = 0;
+  private mTag = -1;
+  private mFpd = false;
   /** The fault recording register the next fault goes to. */
   private nextFr = 0;
 
@@ -332,6 +356,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       fieldPrep(ECAP.SMPWCS, f(sm && o.coherent));
     this.ecap[0] = lo(ecapLo);
     this.ecap[1] = lo(ecapHi);
+    this.fl1gp = this.hasCap(CAP.FL1GP);
     this.regs[VTD_REG.VER >>> 2] = fieldPrep(VER.MAJOR, sm ? 6 : 1) | fieldPrep(VER.MINOR, 0);
     this.regs[VTD_REG.FECTL >>> 2] = FECTL_IM >>> 0;
     this.regs[VTD_REG.IECTL >>> 2] = FECTL_IM >>> 0;
@@ -550,6 +575,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    * @linux the iommu->gcmd | DMA_GCMD_x writes of iommu_enable_translation, iommu_set_root_entry, dmar_enable_qi, iommu_flush_write_buffer
    */
   private gcmd(v: number): void {
+    this.cfgGen++;
     const changed = (v ^ this.gsts) & PERSISTENT;
     const shots = v & ONE_SHOT;
     if (popcount(changed) + popcount(shots) > 1) {
@@ -595,8 +621,43 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    * @linux the unit's handling of a DMA request: root → context → PASID entry → IOTLB / walk → fault record
    */
   translate(req: DmaRequest, out: DmaTranslation): void {
+    // The common case, small enough to inline: the same (source-id, PASID) as the last translation with nothing in
+    // the context/PASID caches changed since (cfgGen), an IOVA below 4 GiB, and an IOTLB hit.
+    const iova = req.iova;
+    if (iova < TWO_32 && req.requesterId === this.mSid && req.pasid === this.mPasid && this.mGen === this.cfgGen) {
+      let need = req.write ? VTD_PERM.W : VTD_PERM.R;
+      if (req.exec) need |= VTD_PERM.X;
+      if (this.mFs) {
+        if (!req.privileged) need |= VTD_PERM.U;
+        else if (req.write && !this.mWpe) need = VTD_PERM.R;
+      }
+      if (!req.privileged || this.mSre) {
+        const tlb = this.iotlb;
+        const e = tlb.probe(this.mKey, iova >>> 12);
+        if (e >= 0 && (tlb.i[e << 3]! & need) === need) {
+          this.nTranslations++;
+          this.nHits++;
+          const off = iova & 0xfff;
+          out.pa = tlb.f[(e << 3) + 2]! + off;
+          out.length = tlb.f[(e << 3) + 3]! - off;
+          return;
+        }
+      }
+    }
+    this.translateSlow(req, out);
+  }
+
+  /** Everything but the fast path: configuration lookups (and fetches), IOTLB lookup, walk, faults. */
+  private translateSlow(req: DmaRequest, out: DmaTranslation): void {
     this.nTranslations++;
     const iova = req.iova;
+    if (req.requesterId === this.mSid && req.pasid === this.mPasid && this.mGen === this.cfgGen) {
+      // The configuration memo still holds: only the IOTLB lookup and the walk remain.
+      if (!req.privileged || this.mSre) {
+        this.lookupAndWalk(req, out, this.mCe, this.mPe, this.mKind, this.mDid, this.mTag, this.mFpd);
+        return;
+      }
+    }
     if ((this.gsts & GSTS_TES) === 0) {
       out.pa = iova;
       out.length = PA_LIMIT - iova;
@@ -674,6 +735,37 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         }
       }
     }
+    if (!this.strict) {
+      this.mSid = sid;
+      this.mPasid = pasid;
+      this.mGen = this.cfgGen;
+      this.mKey = iotlbKey(kind, did, tagPasid);
+      this.mCe = ce;
+      this.mPe = pe;
+      this.mKind = kind;
+      this.mDid = did;
+      this.mTag = tagPasid;
+      this.mFpd = fpd;
+      this.mFs = kind !== VTD_KIND.SS;
+      const pf = pe >= 0 ? this.pasidCache.info[pe * DESC_INFO + PI_FLAGS]! : 0;
+      this.mWpe = (pf & PF_WPE) !== 0;
+      this.mSre = (pf & PF_SRE) !== 0;
+    }
+    this.lookupAndWalk(req, out, ce, pe, kind, did, tagPasid, fpd);
+  }
+
+  /** With the configuration resolved: the IOTLB lookup, and on a miss the walk. */
+  private lookupAndWalk(
+    req: DmaRequest,
+    out: DmaTranslation,
+    ce: number,
+    pe: number,
+    kind: number,
+    did: number,
+    tagPasid: number,
+    fpd: boolean,
+  ): void {
+    const iova = req.iova;
     let need = req.write ? VTD_PERM.W : VTD_PERM.R;
     if (req.exec) need |= VTD_PERM.X;
     if (kind !== VTD_KIND.SS) {
@@ -684,12 +776,12 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const vpn = iova < TWO_32 ? iova >>> 12 : Math.floor(iova / 4096);
     const tlb = this.iotlb;
     const e = tlb.lookup(kind, did, tagPasid, vpn);
-    if (e >= 0 && (tlb.perm[e]! & need) === need) {
+    if (e >= 0 && (tlb.i[(e << 3) + TLB_I.PERM]! & need) === need) {
       this.nHits++;
       const off = iova < TWO_32 ? iova & 0xfff : iova % 4096;
-      out.pa = tlb.pa[e]! + off;
-      out.length = tlb.span[e]! - off;
-      if (this.strict) this.checkIotlb(e, ce, pe, kind, iova, sid);
+      out.pa = tlb.f[(e << 3) + TLB_F.PA]! + off;
+      out.length = tlb.f[(e << 3) + TLB_F.SPAN]! - off;
+      if (this.strict) this.checkIotlb(e, ce, pe, kind, iova, req.requesterId);
       return;
     }
     this.nMisses++;
@@ -766,18 +858,20 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       if (kind === VTD_KIND.NESTED && ssade) this.ssAccess(this.r2, req.write);
     }
     const leafLg2 = r.leafLg2;
-    const leafBase = iova - (iova % 2 ** leafLg2);
-    const span = leafBase + 2 ** leafLg2 - iova;
+    const leafSize = POW2[leafLg2]!;
+    const leafBase = iova - (iova % leafSize);
+    const span = leafBase + leafSize - iova;
     const off = iova < TWO_32 ? iova & 0xfff : iova % 4096;
     const tlb = this.iotlb;
     const e = tlb.fill(kind, did, tagPasid, vpn);
-    tlb.pa[e] = r.pa - off;
-    tlb.span[e] = span + off;
+    const fb = e << 3;
+    tlb.f[fb + TLB_F.PA] = r.pa - off;
+    tlb.f[fb + TLB_F.SPAN] = span + off;
     // A read-only fill must not satisfy a later write to a dirty-tracked leaf before D is set.
-    tlb.perm[e] = req.write || kind !== VTD_KIND.SS || !ssade ? perm : perm & ~VTD_PERM.W;
-    tlb.leafBase[e] = leafBase;
-    tlb.leafLg2[e] = leafLg2;
-    tlb.sid[e] = req.requesterId;
+    tlb.i[fb + TLB_I.PERM] = req.write || kind !== VTD_KIND.SS || !ssade ? perm : perm & ~VTD_PERM.W;
+    tlb.f[fb + TLB_F.BASE] = leafBase;
+    tlb.i[fb + TLB_I.LG2] = leafLg2;
+    tlb.i[fb + TLB_I.SID] = req.requesterId;
     out.pa = r.pa;
     out.length = span;
   }
@@ -799,15 +893,15 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     did: number,
     tagPasid: number,
   ): number {
-    const region = Math.floor(iova / 2 ** PSC_REGION_LG2);
+    const region = Math.floor(iova / PSC_REGION_SIZE);
     const pc = this.pagingCache;
-    const w = iova < 2 ** (12 + 9 * levels) ? pc.lookup(kind, did, tagPasid, region) : -1;
+    const w = iova < POW2[12 + 9 * levels]! ? pc.lookup(kind, did, tagPasid, region) : -1;
     if (w >= 0) {
       this.nPscHits++;
-      const f = ssWalk(this.memory, root, levels, iova, sllps, sm, r, pc.table[w]!, 1);
+      const f = ssWalk(this.memory, root, levels, iova, sllps, sm, r, pc.table(w), 1);
       if (this.strict) {
         const g = ssWalk(this.memory, root, levels, iova, sllps, sm, this.rs1);
-        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table[w]!);
+        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table(w));
       }
       return f;
     }
@@ -828,16 +922,16 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const pb = pe * DESC_INFO;
     const root = this.pasidCache.addr[pe * DESC_ADDR + 1]!;
     const levels = this.pasidCache.info[pb + PI_FSLEVELS]!;
-    const fl1gp = this.hasCap(CAP.FL1GP);
-    const region = Math.floor(iova / 2 ** PSC_REGION_LG2);
+    const fl1gp = this.fl1gp;
+    const region = Math.floor(iova / PSC_REGION_SIZE);
     const pc = this.pagingCache;
     const w = pc.lookup(kind, did, tagPasid, region);
     if (w >= 0) {
       this.nPscHits++;
-      const f = fsWalk(this.memory, root, levels, iova, fl1gp, true, r, s2, this.r2, pc.table[w]!, 1);
+      const f = fsWalk(this.memory, root, levels, iova, fl1gp, true, r, s2, this.r2, pc.table(w), 1);
       if (this.strict) {
         const g = fsWalk(this.memory, root, levels, iova, fl1gp, false, this.rs1, s2, this.rs2);
-        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table[w]!);
+        if (g !== f || (f === 0 && this.rs1.ptePa !== r.ptePa)) this.stalePsc(iova, pc.table(w));
       }
       return f;
     }
@@ -887,6 +981,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    */
   private fetchContext(sid: number): number {
     this.nCtxMisses++;
+    this.cfgGen++;
     this.lastFpd = false;
     const pa = this.contextAddress(sid);
     if (pa < 0) return pa;
@@ -962,6 +1057,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    */
   private fetchPasid(ce: number, sid: number, ep: number): number {
     this.nPasidMisses++;
+    this.cfgGen++;
     this.lastFpd = false;
     const pa = this.pasidAddress(ce, ep);
     if (pa < 0) return pa;
@@ -1110,7 +1206,8 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   /** Strict: re-walk an IOTLB hit and report it if the tables now say something else. */
   private checkIotlb(e: number, ce: number, pe: number, kind: number, iova: number, sid: number): void {
     const tlb = this.iotlb;
-    if (tlb.reported[e]) return;
+    const ib = e << 3;
+    if (tlb.i[ib + TLB_I.REPORTED]) return;
     const mem = this.memory;
     const r = this.rs1;
     let f: number;
@@ -1150,7 +1247,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         this.pasidCache.addr[pe * DESC_ADDR + 1]!,
         this.pasidCache.info[pe * DESC_INFO + PI_FSLEVELS]!,
         iova,
-        this.hasCap(CAP.FL1GP),
+        this.fl1gp,
         false,
         r,
         s2,
@@ -1158,15 +1255,15 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       );
     }
     const off = iova % 4096;
-    const cachedPa = tlb.pa[e]! + off;
-    const cachedPerm = tlb.perm[e]!;
+    const cachedPa = tlb.f[ib + TLB_F.PA]! + off;
+    const cachedPerm = tlb.i[ib + TLB_I.PERM]!;
     if (f === 0 && r.pa === cachedPa && (r.perm & cachedPerm) === cachedPerm) return;
-    tlb.reported[e] = 1;
+    tlb.i[ib + TLB_I.REPORTED] = 1;
     const now = f !== 0 ? `the tables now give ${FR_NAME[f] ?? "a fault"}` : `the tables now give PA ${hex(r.pa)}`;
     this.staleReporter.report(
       "IOTLB entry",
-      `source-id ${hex(sid)} DID ${tlb.did[e]} IOVA ${hex(iova)}`,
-      `stale IOTLB entry for source-id ${hex(sid)} DID ${tlb.did[e]}${tlb.pasid[e]! >= 0 ? ` PASID ${tlb.pasid[e]}` : ""} ` +
+      `source-id ${hex(sid)} DID ${tlb.i[ib + TLB_I.DID]} IOVA ${hex(iova)}`,
+      `stale IOTLB entry for source-id ${hex(sid)} DID ${tlb.i[ib + TLB_I.DID]}${tlb.i[ib + TLB_I.PASID]! >= 0 ? ` PASID ${tlb.i[ib + TLB_I.PASID]}` : ""} ` +
         `IOVA ${hex(iova)}: the IOTLB gives PA ${hex(cachedPa)}, ${now} (missing IOTLB invalidation after a page-table change?)`,
     );
   }
@@ -1184,6 +1281,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
 
   /** Context-cache invalidation by granularity. @linux qi_flush_context / __iommu_flush_context */
   private invContext(g: number, did: number, sid: number, fm: number): boolean {
+    this.cfgGen++;
     const c = this.contextCache;
     if (g === CC_GRAN.GLOBAL) c.invalidate(-1, -1, 0, -1);
     else if (g === CC_GRAN.DOMAIN) c.invalidate(did, -1, 0, -1);
@@ -1418,6 +1516,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         const g = getField(w, QI_PC.G);
         const did = getField(w, QI_PC.DID);
         const c = this.pasidCache;
+        this.cfgGen++;
         if (g === PC_GRAN.GLOBAL) c.invalidate(-1, -1, 0, -1);
         else if (g === PC_GRAN.DOMAIN) c.invalidate(did, -1, 0, -1);
         else if (g === PC_GRAN.PASID) c.invalidate(did, -1, 0, getField(w, QI_PC.PASID));

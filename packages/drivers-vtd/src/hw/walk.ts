@@ -16,11 +16,13 @@ import type { PhysicalMemory } from "@iommu-sim/core";
 import { FR, FS_PTE, SS_PTE } from "./structures.js";
 
 const TWO_32 = 4294967296;
+/** 2^i for i < 64, so walks use a load instead of Math.pow. @linux none: a table of powers of two for the walks */
+export const POW2 = new Float64Array(64).map((_, i) => 2 ** i);
 
-/** Permission bits of a walk result. */
+/** Permission bits of a walk result. @linux none: the access rights a walk accumulates (R, W, X, U/S) */
 export const VTD_PERM = { R: 1, W: 2, X: 4, U: 8 } as const;
 
-/** What a walk found. One object is reused per caller. */
+/** What a walk found. One object is reused per caller. @linux none: the result of the hardware walk (QEMU VTDIOTLBEntry-like) */
 export class VtdWalkResult {
   /** Output address of the input address. */
   pa = 0;
@@ -63,14 +65,14 @@ export function ssWalk(
   start = -1,
   startLevel = 0,
 ): number {
-  if (addr >= 2 ** (12 + 9 * levels)) return sm ? FR.SM_SS_BEYOND : FR.ADDR_BEYOND_MGAW;
+  if (addr >= POW2[12 + 9 * levels]!) return sm ? FR.SM_SS_BEYOND : FR.ADDR_BEYOND_MGAW;
   let table = start >= 0 ? start : root;
   let level = start >= 0 ? startLevel : levels;
   let perm = VTD_PERM.R | VTD_PERM.W;
   r.tablePa = -1;
   for (;;) {
     const shift = 12 + 9 * (level - 1);
-    const idx = addr < TWO_32 && shift < 32 ? (addr >>> shift) & 511 : Math.floor(addr / 2 ** shift) % 512;
+    const idx = addr < TWO_32 && shift < 32 ? (addr >>> shift) & 511 : Math.floor(addr / POW2[shift]!) % 512;
     const pte = table + idx * 8;
     if (!inMem(mem, pte)) return sm ? FR.SM_SS_READ : FR.PAGING_ENTRY_ERR;
     if (level === 1) r.tablePa = table;
@@ -87,8 +89,9 @@ export function ssWalk(
     if (level === 1 || ps) {
       if (ps && (level > 3 || (sllps & (1 << (level - 2))) === 0)) return sm ? FR.SM_SS_RSVD : FR.PAGING_RSVD;
       const lg2 = shift;
-      if (oa % 2 ** lg2 !== 0) return sm ? FR.SM_SS_RSVD : FR.PAGING_RSVD;
-      r.pa = oa + (addr % 2 ** lg2);
+      const size = POW2[lg2]!;
+      if (level > 1 && oa % size !== 0) return sm ? FR.SM_SS_RSVD : FR.PAGING_RSVD;
+      r.pa = oa + (addr < TWO_32 && lg2 < 31 ? (addr & (size - 1)) >>> 0 : addr % size);
       r.leafLg2 = lg2;
       r.level = level;
       r.ptePa = pte;
@@ -134,7 +137,7 @@ export function fsWalk(
 ): number {
   r.s2 = false;
   // Only the lower canonical half is representable here (addresses are below 2^53).
-  if (addr >= 2 ** (11 + 9 * levels)) return FR.SM_NON_CANONICAL;
+  if (addr >= POW2[11 + 9 * levels]!) return FR.SM_NON_CANONICAL;
   let table = start >= 0 ? start : root;
   let level = start >= 0 ? startLevel : levels;
   let perm = VTD_PERM.R | VTD_PERM.W | VTD_PERM.U | VTD_PERM.X;
@@ -146,7 +149,7 @@ export function fsWalk(
   }
   for (;;) {
     const shift = 12 + 9 * (level - 1);
-    const idx = addr < TWO_32 && shift < 32 ? (addr >>> shift) & 511 : Math.floor(addr / 2 ** shift) % 512;
+    const idx = addr < TWO_32 && shift < 32 ? (addr >>> shift) & 511 : Math.floor(addr / POW2[shift]!) % 512;
     const pte = table + idx * 8;
     if (!inMem(mem, pte)) return FR.SM_FS_READ;
     if (level === 1) r.tablePa = table;
@@ -170,10 +173,11 @@ export function fsWalk(
       if (ps && (level > 3 || (level === 3 && !fl1gp))) return FR.SM_FS_RSVD;
       const lg2 = shift;
       // A large leaf's address bits below its size hold PAT (bit 12) and must otherwise be 0.
-      const low = level === 1 ? 0 : oa % 2 ** lg2;
+      const size = POW2[lg2]!;
+      const low = level === 1 ? 0 : oa % size;
       if (low !== 0 && low !== 4096) return FR.SM_FS_RSVD;
       const base = oa - low;
-      let out = base + (addr % 2 ** lg2);
+      let out = base + (addr < TWO_32 && lg2 < 31 ? (addr & (size - 1)) >>> 0 : addr % size);
       let leafLg2 = lg2;
       r.level = level;
       r.ptePa = pte;

@@ -129,3 +129,54 @@ describe("invalidation", () => {
     });
   });
 });
+
+describe("invalidation queue", () => {
+  it("a slow unit: the driver waits for room, the queue wraps many times, every wait completes", async () => {
+    const b = await boot({ strict: true });
+    b.hw.qiBatch = 1; // one descriptor per IQT write or IQH read
+    await withDomain(b, "xhci0", 0, async (d) => {
+      for (let i = 0; i < 300; i++) {
+        iommuMap(d, 0x10_0000, 0x4000_0000 + i * 4096, 4096, RW);
+        b.m.device("xhci0").dmaRead(0x10_0000, 4);
+        iommuUnmap(d, 0x10_0000, 4096);
+      }
+    });
+    expect(b.hw.stats.descriptors).toBeGreaterThan(2 * 256);
+    expect(b.hw.stats.staleReports).toBe(0);
+  });
+
+  it("a stopped unit: the wait gives up with ETIMEDOUT and a warning (flushes swallow it, as Linux ignores it)", async () => {
+    const b = await boot();
+    await withDomain(b, "xhci0", 0, async (d) => {
+      b.hw.qiBatch = 0;
+      const w = b.m.diag.expectWarningSync({ message: /invalidation wait timed out/ }, () => {
+        expect(() => b.iommu.submitSync([])).toThrow(/QI timeout/);
+        d.ops.flushIotlbAll!(d);
+      });
+      expect(w).toHaveLength(2);
+      b.hw.qiBatch = Number.POSITIVE_INFINITY;
+      b.hw.step();
+    });
+  });
+
+  it("a device-TLB invalidation timeout (ITE): the driver clears it and retries the batch", async () => {
+    const b = await boot({ strict: true });
+    await withDomain(b, "nvme0", 0, async (d) => {
+      iommuMap(d, 0x10_0000, 0x4000_0000, 4096, RW);
+      b.m.device("nvme0").dmaRead(0x10_0000, 4);
+      b.hw.devTlbTimeouts.add(0x100);
+      const before = b.hw.devTlbInvalidations.length;
+      iommuUnmap(d, 0x10_0000, 4096);
+      // The first try and three retries each reached the endpoint; ITE was cleared every time.
+      expect(b.hw.devTlbInvalidations.length - before).toBe(4);
+      expect(b.m.mmio.read32(0xfed90000 + 0x34) & 0x40).toBe(0);
+      // The IOTLB invalidation ahead of it in the batch did happen: no stale hit, the DMA faults.
+      expect(() => b.m.device("nvme0").dmaRead(0x10_0000, 4)).toThrow(DmaFault);
+      b.hw.devTlbTimeouts.clear();
+      iommuMap(d, 0x10_0000, 0x4000_0000, 4096, RW);
+      iommuUnmap(d, 0x10_0000, 4096);
+      expect(b.hw.devTlbInvalidations.length - before).toBe(5);
+    });
+    expect(b.hw.stats.staleReports).toBe(0);
+  });
+});

@@ -148,7 +148,7 @@ describe.each([
       }),
       { numRuns: Number(process.env.VTD_STRICT_RUNS ?? 25) },
     );
-  });
+  }, 60_000);
 
   it("does find a stale IOTLB hit when the driver skips its invalidations", async () => {
     const ops: Op[] = [
