@@ -61,7 +61,8 @@ for (const cat of ["kernel", "platform", "machine", "user", "iommu", "pgtable"])
   if (!core.includes(`id="${cat}"`) && !core.includes(`id="${cat}-1"`)) problems.push(`core has no "${cat}" category`);
 }
 for (const doc of ["architecture", "divergences", "foundation-contracts", "user-space-contracts"]) {
-  if (!existsSync(join(out, `documents/${doc}.html`))) problems.push(`docs/${doc}.md is not rendered as a page`);
+  if (![`${doc}`, `docs_${doc}`].some((n) => existsSync(join(out, `documents/${n}.html`))))
+    problems.push(`docs/${doc}.md is not rendered as a page`);
 }
 
 // A markdown file a README links to but the site does not render is copied to media/ and opens as a raw file.

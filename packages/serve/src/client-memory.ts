@@ -14,8 +14,8 @@ import { KernelError, type Machine, PAGE_SIZE, type Process, TASK_SIZE, type Vma
 const PROT_READ = 1;
 const PROT_WRITE = 2;
 
-/** One mapped range: [start, end) with PROT_* bits. */
-interface Range {
+/** One mapped range of a client process, as a line of /proc/PID/maps gives it: [start, end) with PROT_* bits. */
+export interface Range {
   start: number;
   end: number;
   prot: number;
