@@ -79,6 +79,17 @@ export class CacheSetIndex {
     if (this.lru) this.stamp[e] = ++this.clock;
   }
 
+  /**
+   * Valid entries of a cache whose entry `e` is free when its key `keys[e * stride]` is negative (-1): for a
+   * cache's occupancy report, never on a lookup path.
+   * @linux none: hardware model helper
+   */
+  countValid(keys: ArrayLike<number>, stride = 1): number {
+    let n = 0;
+    for (let e = 0; e < this.entries; e++) if (keys[e * stride]! >= 0) n++;
+    return n;
+  }
+
   /** The entry to fill in the set starting at `s`, preferring a free one (`keys[e] === -1`). */
   pick(s: number, keys: Float64Array | Int32Array): number {
     for (let w = 0; w < this.ways; w++) if (keys[s + w] === -1) return s + w;

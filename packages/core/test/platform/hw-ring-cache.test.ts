@@ -84,4 +84,12 @@ describe("CacheSetIndex", () => {
     for (const e of [0, 1, 2, 3, 0, 2]) lru.touch(e);
     expect(lru.pick(0, keys)).toBe(1);
   });
+
+  it("counts the entries whose key is not free, one key every `stride` slots", () => {
+    const ix = new CacheSetIndex({ entries: 4, ways: 2, replacement: "round-robin" });
+    expect(ix.countValid(new Int32Array([-1, 7, 0, -1]))).toBe(2);
+    // A packed layout: entry e's key is at e * 3; the slots in between are not keys.
+    const packed = new Float64Array([5, -1, -1, -1, -1, -1, 0, 9, 9, -1, 4, 4]);
+    expect(ix.countValid(packed, 3)).toBe(2);
+  });
 });

@@ -102,9 +102,7 @@ export class DescCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.key1[e]! >= 0) n++;
-    return n;
+    return this.ix.countValid(this.key1);
   }
 }
 
@@ -264,9 +262,7 @@ export class SmmuTlb {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.vpn[e] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.vpn);
   }
 }
 
@@ -359,8 +355,6 @@ export class WalkCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.region[e] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.region);
   }
 }

@@ -111,9 +111,7 @@ export class VtdDescCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.key1[e]! >= 0) n++;
-    return n;
+    return this.ix.countValid(this.key1);
   }
 }
 
@@ -273,9 +271,7 @@ export class VtdIotlb {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.f[e << 3] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.f, 8);
   }
 }
 
@@ -377,8 +373,6 @@ export class VtdPagingCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.f[e * 4] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.f, 4);
   }
 }
