@@ -85,6 +85,19 @@ describe("CacheSetIndex", () => {
     expect(lru.pick(0, keys)).toBe(1);
   });
 
+  it("claims the entry already holding a two-part key, else a free or victim entry of its set", () => {
+    const ix = new CacheSetIndex({ entries: 2, ways: 2, replacement: "round-robin" });
+    const k1 = new Int32Array(2).fill(-1);
+    const k2 = new Int32Array(2);
+    expect(ix.claim2(0, k1, 7, k2, 1)).toBe(0);
+    expect(ix.claim2(0, k1, 7, k2, 2)).toBe(1);
+    expect(ix.claim2(0, k1, 7, k2, 1)).toBe(0);
+    expect(ix.claim2(0, k1, 7, k2, 2)).toBe(1);
+    // Full set, new key: the round-robin victim (way 0) is replaced, both keys written.
+    expect(ix.claim2(0, k1, 8, k2, 3)).toBe(0);
+    expect([...k1, ...k2]).toEqual([8, 7, 3, 2]);
+  });
+
   it("counts the entries whose key is not free, one key every `stride` slots", () => {
     const ix = new CacheSetIndex({ entries: 4, ways: 2, replacement: "round-robin" });
     expect(ix.countValid(new Int32Array([-1, 7, 0, -1]))).toBe(2);

@@ -76,14 +76,8 @@ export class DescCache {
   /** Claim an entry for (k1, k2) (replacing one in its set); the caller fills words/info. @linux a configuration cache fill */
   fill(k1: number, k2: number): number {
     const ix = this.ix;
-    const s = ix.first(mix(k1, k2));
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) if (this.key1[s + w] === k1 && this.key2[s + w] === k2) e = s + w;
-    if (e < 0) e = ix.pick(s, this.key1);
-    this.key1[e] = k1;
-    this.key2[e] = k2;
+    const e = ix.claim2(ix.first(mix(k1, k2)), this.key1, k1, this.key2, k2);
     this.reported[e] = 0;
-    ix.touch(e);
     return e;
   }
 

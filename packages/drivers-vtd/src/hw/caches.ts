@@ -78,15 +78,9 @@ export class VtdDescCache {
   /** Claim the entry for (k1, k2); the caller fills it. @linux a context/PASID-cache fill */
   fill(k1: number, k2: number, did: number): number {
     const ix = this.ix;
-    const s = ix.first(cacheHash(k1, k2));
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) if (this.key1[s + w] === k1 && this.key2[s + w] === k2) e = s + w;
-    if (e < 0) e = ix.pick(s, this.key1);
-    this.key1[e] = k1;
-    this.key2[e] = k2;
+    const e = ix.claim2(ix.first(cacheHash(k1, k2)), this.key1, k1, this.key2, k2);
     this.did[e] = did;
     this.reported[e] = 0;
-    ix.touch(e);
     return e;
   }
 
