@@ -29,6 +29,7 @@ export * from "./platform/description.js";
 export * from "./platform/dma.js";
 export * from "./platform/driver-core/index.js";
 export * from "./platform/hw-kind.js";
+export * from "./platform/hw-options.js";
 export * from "./platform/hw-ring.js";
 export * from "./platform/hwcache.js";
 export * from "./platform/iommu-hw.js";

@@ -79,6 +79,34 @@ export class CacheSetIndex {
     if (this.lru) this.stamp[e] = ++this.clock;
   }
 
+  /**
+   * Claim the entry for the two-part key (k1, k2) in the set starting at `s` (a configuration-cache fill): the
+   * entry already holding the key if any, else the one {@link CacheSetIndex.pick} chooses (free entries have
+   * `key1 === -1`). Writes both keys and records the use; the caller fills the rest of the entry. Used on a miss
+   * only, never on a lookup.
+   * @linux none: hardware model helper
+   */
+  claim2(s: number, key1: Int32Array, k1: number, key2: Int32Array, k2: number): number {
+    let e = -1;
+    for (let w = 0; w < this.ways; w++) if (key1[s + w] === k1 && key2[s + w] === k2) e = s + w;
+    if (e < 0) e = this.pick(s, key1);
+    key1[e] = k1;
+    key2[e] = k2;
+    this.touch(e);
+    return e;
+  }
+
+  /**
+   * Valid entries of a cache whose entry `e` is free when its key `keys[e * stride]` is negative (-1): for a
+   * cache's occupancy report, never on a lookup path.
+   * @linux none: hardware model helper
+   */
+  countValid(keys: ArrayLike<number>, stride = 1): number {
+    let n = 0;
+    for (let e = 0; e < this.entries; e++) if (keys[e * stride]! >= 0) n++;
+    return n;
+  }
+
   /** The entry to fill in the set starting at `s`, preferring a free one (`keys[e] === -1`). */
   pick(s: number, keys: Float64Array | Int32Array): number {
     for (let w = 0; w < this.ways; w++) if (keys[s + w] === -1) return s + w;

@@ -84,4 +84,25 @@ describe("CacheSetIndex", () => {
     for (const e of [0, 1, 2, 3, 0, 2]) lru.touch(e);
     expect(lru.pick(0, keys)).toBe(1);
   });
+
+  it("claims the entry already holding a two-part key, else a free or victim entry of its set", () => {
+    const ix = new CacheSetIndex({ entries: 2, ways: 2, replacement: "round-robin" });
+    const k1 = new Int32Array(2).fill(-1);
+    const k2 = new Int32Array(2);
+    expect(ix.claim2(0, k1, 7, k2, 1)).toBe(0);
+    expect(ix.claim2(0, k1, 7, k2, 2)).toBe(1);
+    expect(ix.claim2(0, k1, 7, k2, 1)).toBe(0);
+    expect(ix.claim2(0, k1, 7, k2, 2)).toBe(1);
+    // Full set, new key: the round-robin victim (way 0) is replaced, both keys written.
+    expect(ix.claim2(0, k1, 8, k2, 3)).toBe(0);
+    expect([...k1, ...k2]).toEqual([8, 7, 3, 2]);
+  });
+
+  it("counts the entries whose key is not free, one key every `stride` slots", () => {
+    const ix = new CacheSetIndex({ entries: 4, ways: 2, replacement: "round-robin" });
+    expect(ix.countValid(new Int32Array([-1, 7, 0, -1]))).toBe(2);
+    // A packed layout: entry e's key is at e * 3; the slots in between are not keys.
+    const packed = new Float64Array([5, -1, -1, -1, -1, -1, 0, 9, 9, -1, 4, 4]);
+    expect(ix.countValid(packed, 3)).toBe(2);
+  });
 });

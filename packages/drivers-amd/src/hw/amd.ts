@@ -12,14 +12,19 @@ import {
   type Diagnostics,
   type DmaRequest,
   type DmaTranslation,
+  fieldGet,
+  fieldPrep,
+  getAddr,
+  getField,
   type HwModelContext,
   type IommuHwModel,
   type MmioHandler,
+  maskOf,
   type PhysicalMemory,
   StaleCacheReporter,
+  TWO_32,
 } from "@iommu-sim/core";
 import { AmdDteCache, AmdIotlb, DTE_WORDS } from "./caches.js";
-import { fieldGet, fieldPrep, getAddr, getField, maskOf, TWO_32 } from "./fields.js";
 import { type ResolvedAmdOptions, resolveAmdOptions } from "./options.js";
 import {
   AMD_MMIO_SIZE,

@@ -85,9 +85,7 @@ export class AmdDteCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.devid[e]! >= 0) n++;
-    return n;
+    return this.ix.countValid(this.devid);
   }
 }
 
@@ -185,8 +183,6 @@ export class AmdIotlb {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.did[e]! >= 0) n++;
-    return n;
+    return this.ix.countValid(this.did);
   }
 }

@@ -7,7 +7,6 @@ import { AmdHw } from "./amd.js";
 
 export * from "./amd.js";
 export * from "./caches.js";
-export * from "./fields.js";
 export * from "./options.js";
 export * from "./registers.js";
 export * from "./structures.js";

@@ -4,7 +4,9 @@
  * ignored here (the platform schema rejects them).
  * @linux none: the platform description → AMD-Vi EFR bits (what amd_iommu reads from MMIO_EXT_FEATURES)
  */
+
 import type { Replacement } from "@iommu-sim/core";
+import { optionBool, optionNumber } from "@iommu-sim/core";
 
 /**
  * What a platform description may set for an AMD-Vi unit.
@@ -41,32 +43,22 @@ export interface AmdOptions {
  */
 export type ResolvedAmdOptions = Required<Omit<AmdOptions, "guestTranslation">>;
 
-function num(o: Record<string, unknown>, k: string, d: number): number {
-  const v = o[k];
-  return typeof v === "number" && Number.isFinite(v) ? Math.trunc(v) : d;
-}
-
-function bool(o: Record<string, unknown>, k: string, d: boolean): boolean {
-  const v = o[k];
-  return typeof v === "boolean" ? v : d;
-}
-
 /**
  * Resolve platform options (unknown keys ignored, wrong types replaced by defaults).
  * @linux none: platform description → AMD-Vi implementation parameters
  */
 export function resolveAmdOptions(o: Record<string, unknown>): ResolvedAmdOptions {
   return {
-    v2: bool(o, "v2", true) && bool(o, "guestTranslation", true),
-    ppr: bool(o, "ppr", true),
-    pasidBits: Math.max(0, Math.min(20, num(o, "pasidBits", 16))),
-    hostLevels: Math.max(4, Math.min(6, num(o, "hostLevels", 6))),
-    domainIdBits: Math.max(4, Math.min(16, num(o, "domainIdBits", 16))),
-    dirty: bool(o, "dirty", true),
-    tlbEntries: Math.max(1, num(o, "tlbEntries", 256)),
-    tlbWays: Math.max(1, num(o, "tlbWays", 4)),
-    dteEntries: Math.max(1, num(o, "dteEntries", 64)),
+    v2: optionBool(o, "v2", true) && optionBool(o, "guestTranslation", true),
+    ppr: optionBool(o, "ppr", true),
+    pasidBits: Math.max(0, Math.min(20, Math.trunc(optionNumber(o, "pasidBits", 16)))),
+    hostLevels: Math.max(4, Math.min(6, Math.trunc(optionNumber(o, "hostLevels", 6)))),
+    domainIdBits: Math.max(4, Math.min(16, Math.trunc(optionNumber(o, "domainIdBits", 16)))),
+    dirty: optionBool(o, "dirty", true),
+    tlbEntries: Math.max(1, Math.trunc(optionNumber(o, "tlbEntries", 256))),
+    tlbWays: Math.max(1, Math.trunc(optionNumber(o, "tlbWays", 4))),
+    dteEntries: Math.max(1, Math.trunc(optionNumber(o, "dteEntries", 64))),
     replacement: o.replacement === "lru" ? "lru" : "round-robin",
-    strict: bool(o, "strict", false),
+    strict: optionBool(o, "strict", false),
   };
 }

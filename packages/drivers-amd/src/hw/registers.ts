@@ -6,7 +6,7 @@
  * @linux drivers/iommu/amd/amd_iommu_types.h (MMIO_*_OFFSET, CONTROL_*_EN, MMIO_STATUS_*, FEATURE_*); QEMU
  * hw/i386/amd_iommu.h (AMDVI_MMIO_*)
  */
-import { bits, field } from "./fields.js";
+import { bits, field } from "@iommu-sim/core";
 
 /** Register offsets. @linux MMIO_DEV_TABLE_OFFSET, MMIO_CMD_BUF_OFFSET, ... */
 export const AMD_REG = {

@@ -8,7 +8,7 @@
  * @linux drivers/iommu/amd/amd_iommu_types.h (DTE_FLAG_*, DEV_ENTRY_*, IOMMU_PTE_*, CMD_*, EVENT_*, PPR_*),
  * generic_pt/fmt/amdv1.h; QEMU hw/i386/amd_iommu.h
  */
-import { bits, field } from "./fields.js";
+import { bits, field } from "@iommu-sim/core";
 
 /** Bytes of a device table entry. @linux struct dev_table_entry (4 × u64) */
 export const DTE_SIZE = 32;

@@ -7,7 +7,7 @@
  * @linux the hardware walk that generic_pt/fmt/amdv1.h and fmt/x86_64.h describe; QEMU amdvi_page_walk
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
-import { fieldGet, getAddr, maskOf, TWO_32 } from "./fields.js";
+import { fieldGet, getAddr, maskOf, TWO_32 } from "@iommu-sim/core";
 import { EVT_CODE, EVT_FLAG, GCR3_ENTRY, NL_SIZE, V1_PTE, X86_PTE } from "./structures.js";
 
 /** Access permission bits of a walk result. @linux IOMMU_PROT_IR / IOMMU_PROT_IW */

@@ -7,6 +7,7 @@
  * `translate` is the hot path: configuration-cache lookup, IOTLB lookup, and only on a miss a walk; no `Map`, no
  * allocation, no bigint. Faults are returned as codes (FAULT_CODE) after a record is queued.
  */
+
 import type {
   Diagnostics,
   DmaRequest,
@@ -19,6 +20,7 @@ import type {
   PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
+import { optionBool, optionNumber } from "@iommu-sim/core";
 import {
   BASE,
   CR,
@@ -198,16 +200,6 @@ export interface MockIommuStats {
 /** Invalidation op names by value, for trace records. */
 const INV_OP_NAME: Record<number, string> = Object.fromEntries(Object.entries(INV_OP).map(([k, v]) => [v, k]));
 
-function numOption(o: Record<string, unknown>, key: string, dflt: number): number {
-  const v = o[key];
-  return typeof v === "number" && Number.isFinite(v) ? v : dflt;
-}
-
-function boolOption(o: Record<string, unknown>, key: string, dflt: boolean): boolean {
-  const v = o[key];
-  return typeof v === "boolean" ? v : dflt;
-}
-
 function log2(n: number): number {
   return 31 - Math.clz32(n);
 }
@@ -276,10 +268,10 @@ export class MockIommuHw implements IommuHwModel {
     this.memory = ctx.memory;
     this.diag = ctx.diag;
     this.mmio = this;
-    const pasidBits = Math.max(0, Math.min(20, numOption(o, "pasidBits", 20)));
-    this.iotlb = new MockIotlb(Math.max(1, numOption(o, "tlbEntries", 256)), numOption(o, "tlbWays", 2));
+    const pasidBits = Math.max(0, Math.min(20, optionNumber(o, "pasidBits", 20)));
+    this.iotlb = new MockIotlb(Math.max(1, optionNumber(o, "tlbEntries", 256)), optionNumber(o, "tlbWays", 2));
     let cfg = 1;
-    while (cfg < Math.max(1, numOption(o, "cfgEntries", 64))) cfg <<= 1;
+    while (cfg < Math.max(1, optionNumber(o, "cfgEntries", 64))) cfg <<= 1;
     this.cfgMask = cfg - 1;
     this.cfg = new Int32Array(cfg << CFG_SHIFT);
     for (let c = 0; c < cfg; c++) this.cfg[c << CFG_SHIFT] = -1;
@@ -296,9 +288,9 @@ export class MockIommuHw implements IommuHwModel {
         fieldPrep(IDR1.MAX_LEVELS, PT_MAX_LEVELS) |
         fieldPrep(IDR1.IAS, 48) |
         fieldPrep(IDR1.OAS, 48) |
-        fieldPrep(IDR1.NESTING, boolOption(o, "nesting", true) ? 1 : 0) |
-        fieldPrep(IDR1.DIRTY, boolOption(o, "dirty", true) ? 1 : 0) |
-        fieldPrep(IDR1.PRI, boolOption(o, "pri", true) ? 1 : 0)) >>>
+        fieldPrep(IDR1.NESTING, optionBool(o, "nesting", true) ? 1 : 0) |
+        fieldPrep(IDR1.DIRTY, optionBool(o, "dirty", true) ? 1 : 0) |
+        fieldPrep(IDR1.PRI, optionBool(o, "pri", true) ? 1 : 0)) >>>
       0;
     this.idr2 =
       (fieldPrep(IDR2.TLB_LG2, log2(this.iotlb.entries)) |

@@ -76,14 +76,8 @@ export class DescCache {
   /** Claim an entry for (k1, k2) (replacing one in its set); the caller fills words/info. @linux a configuration cache fill */
   fill(k1: number, k2: number): number {
     const ix = this.ix;
-    const s = ix.first(mix(k1, k2));
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) if (this.key1[s + w] === k1 && this.key2[s + w] === k2) e = s + w;
-    if (e < 0) e = ix.pick(s, this.key1);
-    this.key1[e] = k1;
-    this.key2[e] = k2;
+    const e = ix.claim2(ix.first(mix(k1, k2)), this.key1, k1, this.key2, k2);
     this.reported[e] = 0;
-    ix.touch(e);
     return e;
   }
 
@@ -102,9 +96,7 @@ export class DescCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.key1[e]! >= 0) n++;
-    return n;
+    return this.ix.countValid(this.key1);
   }
 }
 
@@ -264,9 +256,7 @@ export class SmmuTlb {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.vpn[e] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.vpn);
   }
 }
 
@@ -359,8 +349,6 @@ export class WalkCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.region[e] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.region);
   }
 }

@@ -6,14 +6,17 @@
  * loop, so it is a second reading of the tables the model walks.
  */
 import {
+  type Field,
   fieldGet,
+  getAddr,
+  getField,
   hex64,
   type PhysicalMemory,
   type TranslationDecoder,
   type TranslationLevel,
   type TranslationResult,
+  TWO_32,
 } from "@iommu-sim/core";
-import { type Field, getAddr, getField, TWO_32 } from "./fields.js";
 import { StageParams, setupStage } from "./lpae-walk.js";
 import { CR0, IDR5, PA_SIZE_BITS, REG, STRTAB_BASE, STRTAB_BASE_CFG, STRTAB_FMT } from "./registers.js";
 import {

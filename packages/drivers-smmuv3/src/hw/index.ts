@@ -7,7 +7,6 @@ import { Smmuv3Hw } from "./smmuv3.js";
 
 export * from "./caches.js";
 export * from "./decode.js";
-export * from "./fields.js";
 export * from "./lpae-walk.js";
 export * from "./options.js";
 export * from "./registers.js";

@@ -9,7 +9,7 @@
  * @linux drivers/iommu/io-pgtable-arm.c (the format the hardware walks; __arm_lpae_iova_to_phys done by hardware)
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
-import { maskOf, TWO_32 } from "./fields.js";
+import { maskOf, TWO_32 } from "@iommu-sim/core";
 import { EVT_ID, PTE } from "./structures.js";
 
 const VALID = maskOf(PTE.VALID);

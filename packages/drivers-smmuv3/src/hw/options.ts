@@ -2,6 +2,7 @@
  * The SMMUv3 model's feature and cache options, as the platform description gives them (`iommus[].options`), with
  * their defaults. Features are reported to the driver through the ID registers.
  */
+import { optionBool, optionChoice, optionNumber } from "@iommu-sim/core";
 import type { Replacement } from "./caches.js";
 
 /**
@@ -74,21 +75,6 @@ export interface Smmuv3Options {
  */
 export type ResolvedSmmuv3Options = Required<Omit<Smmuv3Options, "dirty">>;
 
-function num(o: Record<string, unknown>, k: string, d: number): number {
-  const v = o[k];
-  return typeof v === "number" && Number.isFinite(v) ? v : d;
-}
-
-function bool(o: Record<string, unknown>, k: string, d: boolean): boolean {
-  const v = o[k];
-  return typeof v === "boolean" ? v : d;
-}
-
-function pick<T extends string>(o: Record<string, unknown>, k: string, allowed: readonly T[], d: T): T {
-  const v = o[k];
-  return typeof v === "string" && (allowed as readonly string[]).includes(v) ? (v as T) : d;
-}
-
 /**
  * Resolve platform options (unknown keys ignored, wrong types replaced by defaults).
  * @linux none: platform description → SMMU implementation parameters
@@ -97,40 +83,40 @@ export function resolveSmmuv3Options(o: Record<string, unknown>): ResolvedSmmuv3
   const granules = Array.isArray(o.granules)
     ? (o.granules as unknown[]).filter((g): g is number => g === 4096 || g === 16384 || g === 65536)
     : [4096, 16384, 65536];
-  const dirty = bool(o, "dirty", true);
-  const clampQ = (k: string, d: number) => Math.max(1, Math.min(19, Math.trunc(num(o, k, d))));
+  const dirty = optionBool(o, "dirty", true);
+  const clampQ = (k: string, d: number) => Math.max(1, Math.min(19, Math.trunc(optionNumber(o, k, d))));
   const batch = o.cmdqBatch;
   return {
-    stages: pick(o, "stages", ["s1", "s2", "s1s2"] as const, "s1s2"),
-    nesting: bool(o, "nesting", true),
-    sidBits: Math.max(0, Math.min(32, Math.trunc(num(o, "sidBits", 16)))),
-    ssidBits: Math.max(0, Math.min(20, Math.trunc(num(o, "ssidBits", 20)))),
-    oas: Math.max(32, Math.min(52, Math.trunc(num(o, "oas", 48)))),
-    httu: pick(o, "httu", ["none", "ha", "hd"] as const, dirty ? "hd" : "ha"),
-    btm: bool(o, "btm", false),
-    vmid16: bool(o, "vmid16", true),
-    asid16: bool(o, "asid16", true),
-    ats: bool(o, "ats", true),
-    pri: bool(o, "pri", true),
-    stall: bool(o, "stall", false),
-    hyp: bool(o, "hyp", true),
-    twoLevelStreamTable: bool(o, "twoLevelStreamTable", true),
-    cd2l: bool(o, "cd2l", true),
-    coherent: bool(o, "coherent", true),
-    msi: bool(o, "msi", true),
-    ril: bool(o, "ril", true),
+    stages: optionChoice(o, "stages", ["s1", "s2", "s1s2"] as const, "s1s2"),
+    nesting: optionBool(o, "nesting", true),
+    sidBits: Math.max(0, Math.min(32, Math.trunc(optionNumber(o, "sidBits", 16)))),
+    ssidBits: Math.max(0, Math.min(20, Math.trunc(optionNumber(o, "ssidBits", 20)))),
+    oas: Math.max(32, Math.min(52, Math.trunc(optionNumber(o, "oas", 48)))),
+    httu: optionChoice(o, "httu", ["none", "ha", "hd"] as const, dirty ? "hd" : "ha"),
+    btm: optionBool(o, "btm", false),
+    vmid16: optionBool(o, "vmid16", true),
+    asid16: optionBool(o, "asid16", true),
+    ats: optionBool(o, "ats", true),
+    pri: optionBool(o, "pri", true),
+    stall: optionBool(o, "stall", false),
+    hyp: optionBool(o, "hyp", true),
+    twoLevelStreamTable: optionBool(o, "twoLevelStreamTable", true),
+    cd2l: optionBool(o, "cd2l", true),
+    coherent: optionBool(o, "coherent", true),
+    msi: optionBool(o, "msi", true),
+    ril: optionBool(o, "ril", true),
     granules: granules.length > 0 ? granules : [4096],
     cmdqSizeLog2: clampQ("cmdqSizeLog2", 8),
     evtqSizeLog2: clampQ("evtqSizeLog2", 7),
     priqSizeLog2: clampQ("priqSizeLog2", 7),
-    tlbEntries: Math.max(1, num(o, "tlbEntries", 256)),
-    tlbWays: Math.max(1, num(o, "tlbWays", 4)),
-    cfgEntries: Math.max(1, num(o, "cfgEntries", 64)),
-    cfgWays: Math.max(1, num(o, "cfgWays", 4)),
-    walkCacheEntries: Math.max(1, num(o, "walkCacheEntries", 64)),
-    walkCacheWays: Math.max(1, num(o, "walkCacheWays", 4)),
-    replacement: pick(o, "replacement", ["round-robin", "lru"] as const, "round-robin"),
-    strict: bool(o, "strict", false),
+    tlbEntries: Math.max(1, optionNumber(o, "tlbEntries", 256)),
+    tlbWays: Math.max(1, optionNumber(o, "tlbWays", 4)),
+    cfgEntries: Math.max(1, optionNumber(o, "cfgEntries", 64)),
+    cfgWays: Math.max(1, optionNumber(o, "cfgWays", 4)),
+    walkCacheEntries: Math.max(1, optionNumber(o, "walkCacheEntries", 64)),
+    walkCacheWays: Math.max(1, optionNumber(o, "walkCacheWays", 4)),
+    replacement: optionChoice(o, "replacement", ["round-robin", "lru"] as const, "round-robin"),
+    strict: optionBool(o, "strict", false),
     cmdqBatch: typeof batch === "number" && batch >= 0 ? batch : Number.POSITIVE_INFINITY,
   };
 }

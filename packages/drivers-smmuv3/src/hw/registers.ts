@@ -8,7 +8,7 @@
  * ../shared/reference/formats.md §1.1).
  * @linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h ARM_SMMU_* register offsets and their fields
  */
-import { bits, type Field, field } from "./fields.js";
+import { bits, type Field, field } from "@iommu-sim/core";
 
 /** Access type of a register. @linux the RO/RW/WO columns of the SMMUv3 register tables */
 export type RegAccess = "ro" | "rw" | "wo";

@@ -20,9 +20,8 @@ import type {
   PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
-import { StaleCacheReporter } from "@iommu-sim/core";
+import { fieldGet, fieldPrep, getAddr, getField, maskOf, StaleCacheReporter, TWO_32 } from "@iommu-sim/core";
 import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
-import { fieldGet, fieldPrep, getAddr, getField, maskOf, TWO_32 } from "./fields.js";
 import {
   contiguousCount,
   isContiguous,

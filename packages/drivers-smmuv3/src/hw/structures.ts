@@ -8,7 +8,7 @@
  * Fields tagged [SPEC?] there are used only where noted.
  * @linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h STRTAB_*, CTXDESC_*, CMDQ_*, EVTQ_*, PRIQ_*; io-pgtable-arm.c ARM_LPAE_PTE_*
  */
-import { bits, field } from "./fields.js";
+import { bits, field } from "@iommu-sim/core";
 
 // --- stream table ------------------------------------------------------------------------------------------------
 

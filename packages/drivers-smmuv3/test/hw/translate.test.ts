@@ -3,9 +3,9 @@
  * registers programmed over MMIO, DMA from devices of the default platform (smmu-dma0 = SID 0x10, smmu-dma1 =
  * 0x11, nic0 = 0x108, gpu0 = 0x110). No driver is loaded.
  */
-import { DmaFault, type Machine } from "@iommu-sim/core";
+import { DmaFault, fieldGet, type Machine } from "@iommu-sim/core";
 import { afterEach, describe, expect, it } from "vitest";
-import { EVT_ID, fieldGet, IDR0, IDR1, IDR5, SMMU_ABORT, type Smmuv3Hw } from "../../src/hw/index.js";
+import { EVT_ID, IDR0, IDR1, IDR5, SMMU_ABORT, type Smmuv3Hw } from "../../src/hw/index.js";
 import { bootSmmu, bytes, type Evt, PageTable, type Tables } from "./helpers/encoder.js";
 
 const SID0 = 0x10;

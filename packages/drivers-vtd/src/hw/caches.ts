@@ -78,15 +78,9 @@ export class VtdDescCache {
   /** Claim the entry for (k1, k2); the caller fills it. @linux a context/PASID-cache fill */
   fill(k1: number, k2: number, did: number): number {
     const ix = this.ix;
-    const s = ix.first(cacheHash(k1, k2));
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) if (this.key1[s + w] === k1 && this.key2[s + w] === k2) e = s + w;
-    if (e < 0) e = ix.pick(s, this.key1);
-    this.key1[e] = k1;
-    this.key2[e] = k2;
+    const e = ix.claim2(ix.first(cacheHash(k1, k2)), this.key1, k1, this.key2, k2);
     this.did[e] = did;
     this.reported[e] = 0;
-    ix.touch(e);
     return e;
   }
 
@@ -111,9 +105,7 @@ export class VtdDescCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.key1[e]! >= 0) n++;
-    return n;
+    return this.ix.countValid(this.key1);
   }
 }
 
@@ -273,9 +265,7 @@ export class VtdIotlb {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.f[e << 3] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.f, 8);
   }
 }
 
@@ -377,8 +367,6 @@ export class VtdPagingCache {
 
   /** Valid entries. */
   get used(): number {
-    let n = 0;
-    for (let e = 0; e < this.ix.entries; e++) if (this.f[e * 4] !== -1) n++;
-    return n;
+    return this.ix.countValid(this.f, 4);
   }
 }

@@ -3,7 +3,9 @@
  * CAP and ECAP advertise, and the cache geometry (IMPLEMENTATION DEFINED). Unknown keys are ignored.
  * @linux none: the platform description → VT-d capability registers (what intel_iommu reads from CAP/ECAP)
  */
+
 import type { Replacement } from "@iommu-sim/core";
+import { optionBool, optionNumber } from "@iommu-sim/core";
 
 /**
  * What a platform description may set for a VT-d unit.
@@ -77,16 +79,6 @@ export interface VtdOptions {
  */
 export type ResolvedVtdOptions = Required<VtdOptions>;
 
-function num(o: Record<string, unknown>, k: string, d: number): number {
-  const v = o[k];
-  return typeof v === "number" && Number.isFinite(v) ? v : d;
-}
-
-function bool(o: Record<string, unknown>, k: string, d: boolean): boolean {
-  const v = o[k];
-  return typeof v === "boolean" ? v : d;
-}
-
 /**
  * Resolve platform options (unknown keys ignored, wrong types replaced by defaults).
  * @linux none: platform description → VT-d implementation parameters
@@ -95,40 +87,40 @@ export function resolveVtdOptions(o: Record<string, unknown>): ResolvedVtdOption
   const sagaw = Array.isArray(o.sagaw)
     ? (o.sagaw as unknown[]).filter((l): l is number => l === 3 || l === 4 || l === 5)
     : [3, 4];
-  const fl5lp = bool(o, "fl5lp", false);
+  const fl5lp = optionBool(o, "fl5lp", false);
   const batch = o.qiBatch;
   const rep = o.replacement === "lru" ? "lru" : "round-robin";
   return {
-    scalableMode: bool(o, "scalableMode", true),
-    firstStage: bool(o, "firstStage", true),
-    secondStage: bool(o, "secondStage", true),
-    nesting: bool(o, "nesting", true),
-    cachingMode: bool(o, "cachingMode", false),
+    scalableMode: optionBool(o, "scalableMode", true),
+    firstStage: optionBool(o, "firstStage", true),
+    secondStage: optionBool(o, "secondStage", true),
+    nesting: optionBool(o, "nesting", true),
+    cachingMode: optionBool(o, "cachingMode", false),
     sagaw: sagaw.length > 0 ? sagaw : [4],
-    domainIdBits: Math.max(4, Math.min(16, Math.trunc(num(o, "domainIdBits", 16)))),
-    pasidBits: Math.max(0, Math.min(20, Math.trunc(num(o, "pasidBits", 20)))),
-    pri: bool(o, "pri", true),
-    ats: bool(o, "ats", true),
-    dirty: bool(o, "dirty", true),
-    passThrough: bool(o, "passThrough", true),
+    domainIdBits: Math.max(4, Math.min(16, Math.trunc(optionNumber(o, "domainIdBits", 16)))),
+    pasidBits: Math.max(0, Math.min(20, Math.trunc(optionNumber(o, "pasidBits", 20)))),
+    pri: optionBool(o, "pri", true),
+    ats: optionBool(o, "ats", true),
+    dirty: optionBool(o, "dirty", true),
+    passThrough: optionBool(o, "passThrough", true),
     fl5lp,
-    fl1gp: bool(o, "fl1gp", true),
-    sllps: Math.trunc(num(o, "sllps", 3)) & 3,
-    psi: bool(o, "psi", true),
-    mamv: Math.max(0, Math.min(63, Math.trunc(num(o, "mamv", 18)))),
-    faultRecords: Math.max(1, Math.min(256, Math.trunc(num(o, "faultRecords", 8)))),
-    qi: bool(o, "qi", true),
-    rwbf: bool(o, "rwbf", false),
-    coherent: bool(o, "coherent", true),
-    mgaw: Math.max(39, Math.min(57, Math.trunc(num(o, "mgaw", fl5lp || sagaw.includes(5) ? 57 : 48)))),
-    tlbEntries: Math.max(1, num(o, "tlbEntries", 256)),
-    tlbWays: Math.max(1, num(o, "tlbWays", 4)),
-    contextEntries: Math.max(1, num(o, "contextEntries", 64)),
-    pasidEntries: Math.max(1, num(o, "pasidEntries", 64)),
-    cacheWays: Math.max(1, num(o, "cacheWays", 4)),
-    pagingCacheEntries: Math.max(1, num(o, "pagingCacheEntries", 64)),
+    fl1gp: optionBool(o, "fl1gp", true),
+    sllps: Math.trunc(optionNumber(o, "sllps", 3)) & 3,
+    psi: optionBool(o, "psi", true),
+    mamv: Math.max(0, Math.min(63, Math.trunc(optionNumber(o, "mamv", 18)))),
+    faultRecords: Math.max(1, Math.min(256, Math.trunc(optionNumber(o, "faultRecords", 8)))),
+    qi: optionBool(o, "qi", true),
+    rwbf: optionBool(o, "rwbf", false),
+    coherent: optionBool(o, "coherent", true),
+    mgaw: Math.max(39, Math.min(57, Math.trunc(optionNumber(o, "mgaw", fl5lp || sagaw.includes(5) ? 57 : 48)))),
+    tlbEntries: Math.max(1, optionNumber(o, "tlbEntries", 256)),
+    tlbWays: Math.max(1, optionNumber(o, "tlbWays", 4)),
+    contextEntries: Math.max(1, optionNumber(o, "contextEntries", 64)),
+    pasidEntries: Math.max(1, optionNumber(o, "pasidEntries", 64)),
+    cacheWays: Math.max(1, optionNumber(o, "cacheWays", 4)),
+    pagingCacheEntries: Math.max(1, optionNumber(o, "pagingCacheEntries", 64)),
     replacement: rep,
-    strict: bool(o, "strict", false),
+    strict: optionBool(o, "strict", false),
     qiBatch: typeof batch === "number" && batch >= 0 ? batch : Number.POSITIVE_INFINITY,
   };
 }

@@ -5,7 +5,7 @@
  * @linux drivers/iommu/intel/iommu.h (DMAR_*_REG, DMA_GCMD_*, DMA_GSTS_*, DMA_FSTS_*, cap_* / ecap_* macros);
  * QEMU hw/i386/intel_iommu_internal.h
  */
-import { bits, field } from "./fields.js";
+import { bits, field } from "@iommu-sim/core";
 
 /** Register offsets. @linux DMAR_VER_REG … DMAR_PRS_REG */
 export const VTD_REG = {

@@ -7,7 +7,7 @@
  * @linux drivers/iommu/intel/iommu.h (root/context helpers, QI_* descriptor macros), pasid.h (struct pasid_entry
  * fields), prq.c (struct page_req_dsc), dmar.c (fault reasons); QEMU hw/i386/intel_iommu_internal.h
  */
-import { bits, field } from "./fields.js";
+import { bits, field } from "@iommu-sim/core";
 
 /** Legacy root entry (16 B, indexed by bus). @linux struct root_entry (lo: present + context table) */
 export const ROOT = {

@@ -13,12 +13,18 @@ import {
   type Diagnostics,
   type DmaRequest,
   type DmaTranslation,
+  fieldGet,
+  fieldPrep,
+  getAddr,
+  getField,
   type HwModelContext,
   type IommuHwCounters,
   type IommuHwModel,
   type MmioHandler,
+  maskOf,
   type PhysicalMemory,
   StaleCacheReporter,
+  TWO_32,
 } from "@iommu-sim/core";
 import {
   DESC_ADDR,
@@ -33,7 +39,6 @@ import {
   VtdIotlb,
   VtdPagingCache,
 } from "./caches.js";
-import { fieldGet, fieldPrep, getAddr, getField, maskOf, TWO_32 } from "./fields.js";
 import { type ResolvedVtdOptions, resolveVtdOptions } from "./options.js";
 import {
   CAP,
