@@ -11,6 +11,7 @@ export * from "./group.js";
 export * from "./iommu-core.js";
 export * from "./iommu-device.js";
 export * from "./iopf.js";
+export * from "./iopf-enable.js";
 export * from "./iopf-report.js";
 export * from "./iopf-types.js";
 export * from "./iopf-workqueue.js";
