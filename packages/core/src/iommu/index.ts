@@ -15,6 +15,7 @@ export * from "./iopf-enable.js";
 export * from "./iopf-report.js";
 export * from "./iopf-types.js";
 export * from "./iopf-workqueue.js";
+export * from "./irq-lines.js";
 export * from "./map.js";
 export * from "./of-iommu.js";
 export * from "./pasid.js";

@@ -11,8 +11,10 @@ import {
   HwRing,
   type IommuCore,
   IommuDevice,
+  type IommuIrqLines,
   type IopfQueue,
   type IvrsUnit,
+  isIommuIrqLines,
   kerr,
   type Machine,
   parseBdf,
@@ -47,13 +49,8 @@ export interface AmdIommuSink {
   handlePpr(iommu: AmdIommu, req: AmdPprEntry): Promise<void>;
 }
 
-interface IrqLines {
-  connectIrq(line: "event" | "ppr" | "comwait", handler: (() => void) | undefined): void;
-}
-
-function isIrqLines(x: unknown): x is IrqLines {
-  return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
-}
+/** The unit's interrupt line names. */
+type IrqName = "event" | "ppr" | "comwait";
 
 /** Driver options. */
 export interface AmdIommuOptions {
@@ -119,7 +116,7 @@ export class AmdIommu extends IommuDevice {
   readonly devDataById = new Map<number, unknown>();
   private readonly ring = new HwRing(LOG_LEN_SHIFT, false);
   private cmdTail = 0;
-  private irqLines: IrqLines | undefined;
+  private irqLines: IommuIrqLines<IrqName> | undefined;
   private pprThread: Task<void> | undefined;
   private pprPending = false;
 
@@ -377,7 +374,7 @@ export class AmdIommu extends IommuDevice {
 
   private setupIrqs(): void {
     const line = this.machine.hw.get(this.pdev.name);
-    if (!isIrqLines(line)) return;
+    if (!isIommuIrqLines<IrqName>(line)) return;
     this.irqLines = line;
     line.connectIrq("event", () => this.pollEvents());
     if (this.pprLogPa >= 0) line.connectIrq("ppr", () => this.pprIrq());

@@ -11,7 +11,9 @@ import {
   type Device,
   type IommuCore,
   IommuDevice,
+  type IommuIrqLines,
   type IopfQueue,
+  isIommuIrqLines,
   kerr,
   type Machine,
   type Task,
@@ -154,14 +156,8 @@ export interface ArmSmmuEventSink {
   handlePri(smmu: ArmSmmuDevice, pri: ArmSmmuPri): Promise<void>;
 }
 
-/** The wired interrupts a hardware model may offer (one handler per line). */
-interface IrqLine {
-  connectIrq(line: "evtq" | "priq" | "gerror", handler: (() => void) | undefined): void;
-}
-
-function isIrqLine(x: unknown): x is IrqLine {
-  return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
-}
+/** The unit's interrupt line names. */
+type IrqName = "evtq" | "priq" | "gerror";
 
 /** Stream table state. @linux struct arm_smmu_strtab_cfg */
 export interface ArmSmmuStrtab {
@@ -220,7 +216,7 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
   /** Global errors seen. */
   readonly gerrors: string[] = [];
   sink: ArmSmmuEventSink | undefined;
-  private irqLine: IrqLine | undefined;
+  private irqLine: IommuIrqLines<IrqName> | undefined;
   private thread: Task<void> | undefined;
   private irqPending = false;
   private readonly cfgiEnt = newCmdEnt(CMDQ_OP.CFGI_STE);
@@ -650,7 +646,7 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
   private setupIrqs(): void {
     this.writeRegSync(0, SMMU_REG.IRQ_CTRL, SMMU_REG.IRQ_CTRLACK);
     const line = this.machine.hw.get(this.pdev.name);
-    if (isIrqLine(line)) {
+    if (isIommuIrqLines<IrqName>(line)) {
       this.irqLine = line;
       line.connectIrq("gerror", () => this.handleGerror());
       line.connectIrq("evtq", () => this.irq());

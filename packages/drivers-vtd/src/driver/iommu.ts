@@ -10,7 +10,9 @@ import {
   HwRing,
   type IommuCore,
   IommuDevice,
+  type IommuIrqLines,
   type IopfQueue,
+  isIommuIrqLines,
   kerr,
   type Machine,
   pollHwProgress,
@@ -67,14 +69,8 @@ export interface IntelIommuSink {
   handlePageRequest(iommu: IntelIommu, req: PageReqDsc): Promise<void>;
 }
 
-/** The interrupt lines a hardware model may offer. */
-interface IrqLines {
-  connectIrq(line: "fault" | "prq" | "inv", handler: (() => void) | undefined): void;
-}
-
-function isIrqLines(x: unknown): x is IrqLines {
-  return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
-}
+/** The unit's interrupt line names. */
+type IrqName = "fault" | "prq" | "inv";
 
 /** Driver options. @linux intel_iommu=sm_off, intel_iommu=... (dmar_disabled / no QI) */
 export interface IntelIommuOptions {
@@ -131,7 +127,7 @@ export class IntelIommu extends IommuDevice {
   /** Index arithmetic of the invalidation queue (head/tail without a wrap bit: one slot stays free). */
   private readonly qiRing = new HwRing(Math.log2(QI_LENGTH), false);
   private prqPa = -1;
-  private irqLines: IrqLines | undefined;
+  private irqLines: IommuIrqLines<IrqName> | undefined;
   private faultThread: Task<void> | undefined;
   private prqThread: Task<void> | undefined;
   private prqPending = false;
@@ -484,7 +480,7 @@ export class IntelIommu extends IommuDevice {
   /** Connect the fault (and page-request) interrupts and unmask them. @linux dmar_set_interrupt / intel_iommu_enable_prq's request_threaded_irq */
   setupIrqs(): void {
     const line = this.machine.hw.get(this.pdev.name);
-    if (isIrqLines(line)) {
+    if (isIommuIrqLines<IrqName>(line)) {
       this.irqLines = line;
       line.connectIrq("fault", () => this.faultIrq());
       if (this.prqPa >= 0) line.connectIrq("prq", () => this.prqIrq());
