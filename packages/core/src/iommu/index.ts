@@ -20,6 +20,7 @@ export * from "./map.js";
 export * from "./of-iommu.js";
 export * from "./pasid.js";
 export * from "./probe.js";
+export * from "./pt-domain.js";
 export * from "./resv.js";
 export * from "./tokens.js";
 export * from "./topology.js";
