@@ -22,6 +22,7 @@ export * from "./pasid.js";
 export * from "./probe.js";
 export * from "./pt-domain.js";
 export * from "./resv.js";
+export * from "./threaded-irq.js";
 export * from "./tokens.js";
 export * from "./topology.js";
 export * from "./types.js";

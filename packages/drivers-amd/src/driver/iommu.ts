@@ -12,6 +12,7 @@ import {
   type IommuCore,
   IommuDevice,
   type IommuIrqLines,
+  IommuThreadedIrq,
   type IopfQueue,
   type IvrsUnit,
   isIommuIrqLines,
@@ -19,7 +20,6 @@ import {
   type Machine,
   parseBdf,
   pollHwProgress,
-  type Task,
 } from "@iommu-sim/core";
 import {
   type AmdEvent,
@@ -117,8 +117,8 @@ export class AmdIommu extends IommuDevice {
   private readonly ring = new HwRing(LOG_LEN_SHIFT, false);
   private cmdTail = 0;
   private irqLines: IommuIrqLines<IrqName> | undefined;
-  private pprThread: Task<void> | undefined;
-  private pprPending = false;
+  /** @linux the PPR interrupt's thread */
+  private readonly pprIrq: IommuThreadedIrq;
 
   constructor(
     core: IommuCore,
@@ -131,6 +131,11 @@ export class AmdIommu extends IommuDevice {
     if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
     super({ dev: pdev, name: `ivhd${index}` });
     this.machine = core.machine;
+    this.pprIrq = new IommuThreadedIrq(
+      this.machine.scheduler,
+      () => `irq/${this.name}-ppr`,
+      () => this.pollPpr(),
+    );
     this.core = core;
     this.pdev = pdev;
     this.base = mmio.start;
@@ -259,7 +264,7 @@ export class AmdIommu extends IommuDevice {
     this.writel(MMIO.CONTROL, 0);
     for (const l of ["event", "ppr"] as const) this.irqLines?.connectIrq(l, undefined);
     this.irqLines = undefined;
-    while (this.pprThread) await this.pprThread.join();
+    await this.pprIrq.synchronize();
     let order = 0;
     while (4096 * 2 ** order < this.devTableEntries * DEV_TABLE_ENTRY_SIZE) order++;
     this.freePages(this.devTablePa, order);
@@ -377,7 +382,7 @@ export class AmdIommu extends IommuDevice {
     if (!isIommuIrqLines<IrqName>(line)) return;
     this.irqLines = line;
     line.connectIrq("event", () => this.pollEvents());
-    if (this.pprLogPa >= 0) line.connectIrq("ppr", () => this.pprIrq());
+    if (this.pprLogPa >= 0) line.connectIrq("ppr", () => this.pprIrq.raise());
   }
 
   /**
@@ -405,24 +410,9 @@ export class AmdIommu extends IommuDevice {
     this.writel(MMIO.STATUS, st & (STATUS.EVT_INT | STATUS.EVT_OVERFLOW));
   }
 
-  private pprIrq(): void {
-    this.pprPending = true;
-    if (this.pprThread !== undefined) return;
-    this.pprThread = this.machine.scheduler.spawn(`irq/${this.name}-ppr`, async () => {
-      try {
-        while (this.pprPending) {
-          this.pprPending = false;
-          await this.pollPpr();
-        }
-      } finally {
-        this.pprThread = undefined;
-      }
-    });
-  }
-
   /** Drain every pending page request now. @linux synchronize_irq + amd_iommu_poll_ppr_log */
   async drainPpr(): Promise<void> {
-    while (this.pprThread) await this.pprThread.join();
+    await this.pprIrq.synchronize();
     if (this.pprLogPa >= 0) await this.pollPpr();
   }
 

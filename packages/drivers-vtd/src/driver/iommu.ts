@@ -11,6 +11,7 @@ import {
   type IommuCore,
   IommuDevice,
   type IommuIrqLines,
+  IommuThreadedIrq,
   type IopfQueue,
   isIommuIrqLines,
   kerr,
@@ -129,8 +130,8 @@ export class IntelIommu extends IommuDevice {
   private prqPa = -1;
   private irqLines: IommuIrqLines<IrqName> | undefined;
   private faultThread: Task<void> | undefined;
-  private prqThread: Task<void> | undefined;
-  private prqPending = false;
+  /** @linux the PRQ interrupt's thread */
+  private readonly prqIrq: IommuThreadedIrq;
 
   constructor(
     core: IommuCore,
@@ -142,6 +143,11 @@ export class IntelIommu extends IommuDevice {
     if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
     super({ dev: pdev, name: `dmar${seqId}` });
     this.machine = core.machine;
+    this.prqIrq = new IommuThreadedIrq(
+      this.machine.scheduler,
+      () => `irq/${this.name}-prq`,
+      () => this.prqEventThread(),
+    );
     this.core = core;
     this.pdev = pdev;
     this.base = mmio.start;
@@ -483,7 +489,7 @@ export class IntelIommu extends IommuDevice {
     if (isIommuIrqLines<IrqName>(line)) {
       this.irqLines = line;
       line.connectIrq("fault", () => this.faultIrq());
-      if (this.prqPa >= 0) line.connectIrq("prq", () => this.prqIrq());
+      if (this.prqPa >= 0) line.connectIrq("prq", () => this.prqIrq.raise());
     }
     this.writel(DMAR.FECTL, 0);
     if (this.prqPa >= 0) this.writel(DMAR.PECTL, 0);
@@ -495,7 +501,7 @@ export class IntelIommu extends IommuDevice {
     for (const l of ["fault", "prq"] as const) this.irqLines?.connectIrq(l, undefined);
     this.irqLines = undefined;
     while (this.faultThread) await this.faultThread.join();
-    while (this.prqThread) await this.prqThread.join();
+    await this.prqIrq.synchronize();
   }
 
   private faultIrq(): void {
@@ -552,24 +558,9 @@ export class IntelIommu extends IommuDevice {
     this.prqPa = -1;
   }
 
-  private prqIrq(): void {
-    this.prqPending = true;
-    if (this.prqThread !== undefined) return;
-    this.prqThread = this.machine.scheduler.spawn(`irq/${this.name}-prq`, async () => {
-      try {
-        while (this.prqPending) {
-          this.prqPending = false;
-          await this.prqEventThread();
-        }
-      } finally {
-        this.prqThread = undefined;
-      }
-    });
-  }
-
   /** Drain every pending page request now (what the PRQ thread does). @linux synchronize_irq + prq_event_thread */
   async drainPrq(): Promise<void> {
-    while (this.prqThread) await this.prqThread.join();
+    await this.prqIrq.synchronize();
     await this.prqEventThread();
   }
 
