@@ -17,6 +17,7 @@ export * from "./iopf-types.js";
 export * from "./iopf-workqueue.js";
 export * from "./irq-lines.js";
 export * from "./map.js";
+export * from "./mmio-resource.js";
 export * from "./of-iommu.js";
 export * from "./pasid.js";
 export * from "./probe.js";

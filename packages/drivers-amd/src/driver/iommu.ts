@@ -15,6 +15,7 @@ import {
   IommuThreadedIrq,
   type IopfQueue,
   type IvrsUnit,
+  iommuMmioResource,
   isIommuIrqLines,
   kerr,
   type Machine,
@@ -127,8 +128,7 @@ export class AmdIommu extends IommuDevice {
     readonly unit: IvrsUnit,
     readonly options: AmdIommuOptions,
   ) {
-    const mmio = pdev.resources.find((r) => r.name === "mmio") ?? pdev.resources[0];
-    if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
+    const mmio = iommuMmioResource(pdev);
     super({ dev: pdev, name: `ivhd${index}` });
     this.machine = core.machine;
     this.pprIrq = new IommuThreadedIrq(

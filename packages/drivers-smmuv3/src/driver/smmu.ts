@@ -13,6 +13,7 @@ import {
   IommuDevice,
   type IommuIrqLines,
   type IopfQueue,
+  iommuMmioResource,
   isIommuIrqLines,
   kerr,
   type Machine,
@@ -223,8 +224,7 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
   private readonly prefetchEnt = newCmdEnt(CMDQ_OP.PREFETCH_CFG);
 
   constructor(core: IommuCore, pdev: Device, options: ArmSmmuV3Options) {
-    const mmio = pdev.resources.find((r) => r.name === "mmio") ?? pdev.resources[0];
-    if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
+    const mmio = iommuMmioResource(pdev);
     super({ dev: pdev, name: pdev.name });
     this.machine = core.machine;
     this.core = core;

@@ -13,6 +13,7 @@ import {
   type IommuIrqLines,
   IommuThreadedIrq,
   type IopfQueue,
+  iommuMmioResource,
   isIommuIrqLines,
   kerr,
   type Machine,
@@ -139,8 +140,7 @@ export class IntelIommu extends IommuDevice {
     seqId: number,
     readonly options: IntelIommuOptions,
   ) {
-    const mmio = pdev.resources.find((r) => r.name === "mmio") ?? pdev.resources[0];
-    if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
+    const mmio = iommuMmioResource(pdev);
     super({ dev: pdev, name: `dmar${seqId}` });
     this.machine = core.machine;
     this.prqIrq = new IommuThreadedIrq(
