@@ -4,7 +4,14 @@
  * (its DeviceID, the alias whose DTE it shares, ATS/PRI/PASID).
  * @linux drivers/iommu/amd/amd_iommu_types.h struct protection_domain, struct iommu_dev_data, struct pdom_iommu_info
  */
-import { type Device, IOMMU_DOMAIN, IommuDomain, type IommuDomainOps, type IoPageTable } from "@iommu-sim/core";
+import {
+  type Device,
+  IOMMU_DOMAIN,
+  IommuDomain,
+  type IommuDomainOps,
+  type IoPageTable,
+  ptDomainInit,
+} from "@iommu-sim/core";
 import type { AmdIommu } from "./iommu.js";
 
 /**
@@ -56,8 +63,7 @@ export class ProtectionDomain extends IommuDomain {
     super({
       ops,
       type: IOMMU_DOMAIN.UNMANAGED,
-      pgsizeBitmap: pt.pgsizeBitmap,
-      geometry: { apertureStart: 0, apertureEnd: 2 ** pt.ias - 1, forceAperture: true },
+      ...ptDomainInit(pt),
       name: `amd_pdom(${id})`,
     });
   }

@@ -22,7 +22,7 @@
  * @linux drivers/iommu/generic_pt/fmt/amdv1.h (amdv1pt_install_leaf_entry, amdv1pt_install_table,
  * amdv1pt_iommu_fmt_init); older io_pgtable.c (iommu_v1_map_pages, PM_LEVEL_ENC)
  */
-import { IOMMU_READ, IOMMU_WRITE, kerr, type PageTableFormat } from "@iommu-sim/core";
+import { IOMMU_READ, IOMMU_WRITE, kerr, type PageTableFormat, x86RadixFormatBase } from "@iommu-sim/core";
 
 /** v1 entry bits (low and high halves). @linux AMDV1PT_FMT_PR, _D, _NEXT_LEVEL, _FC, _IR, _IW */
 export const AMDV1 = {
@@ -49,20 +49,11 @@ export function amdv1Format(levels: number): PageTableFormat {
   const fmt: PageTableFormat = {
     name: `amdv1-${levels}lvl`,
     spec: "AMD IOMMU Specification 2.2.3 host I/O page tables; generic_pt/fmt/amdv1.h",
-    granuleLg2: 12,
-    bitsPerLevel: 9,
-    minLevels: levels,
-    maxLevels: levels,
-    topTable: "full",
-    geometry: () => ({ levels, topItemsLg2: 9 }),
+    ...x86RadixFormatBase(levels),
     leafLevels: 0b111,
     presentLo: A.PR,
-    oaLo: 0xfffff000 | 0,
-    oaHi: 0x000fffff,
     leafTypeMaskLo: A.NL_MASK,
-    partialUnmap: "whole",
     dirty: { maskLo: A.D, maskHi: A.IW_HI, dirtyLo: A.D, dirtyHi: A.IW_HI, cleanLo: 0, cleanHi: A.IW_HI },
-    contig: null,
     tableMatch(level, out) {
       out[0] = A.NL_MASK;
       out[1] = level << A.NL_SHIFT;
@@ -80,8 +71,6 @@ export function amdv1Format(levels: number): PageTableFormat {
     decodeProt(_lo, hi) {
       return (hi & A.IR_HI ? IOMMU_READ : 0) | (hi & A.IW_HI ? IOMMU_WRITE : 0);
     },
-    packOa: null,
-    unpackOa: null,
   };
   cache.set(levels, fmt);
   return fmt;

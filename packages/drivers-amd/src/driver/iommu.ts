@@ -11,13 +11,16 @@ import {
   HwRing,
   type IommuCore,
   IommuDevice,
+  type IommuIrqLines,
+  IommuThreadedIrq,
   type IopfQueue,
   type IvrsUnit,
+  iommuMmioResource,
+  isIommuIrqLines,
   kerr,
   type Machine,
   parseBdf,
   pollHwProgress,
-  type Task,
 } from "@iommu-sim/core";
 import {
   type AmdEvent,
@@ -47,13 +50,8 @@ export interface AmdIommuSink {
   handlePpr(iommu: AmdIommu, req: AmdPprEntry): Promise<void>;
 }
 
-interface IrqLines {
-  connectIrq(line: "event" | "ppr" | "comwait", handler: (() => void) | undefined): void;
-}
-
-function isIrqLines(x: unknown): x is IrqLines {
-  return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
-}
+/** The unit's interrupt line names. */
+type IrqName = "event" | "ppr" | "comwait";
 
 /** Driver options. */
 export interface AmdIommuOptions {
@@ -119,9 +117,9 @@ export class AmdIommu extends IommuDevice {
   readonly devDataById = new Map<number, unknown>();
   private readonly ring = new HwRing(LOG_LEN_SHIFT, false);
   private cmdTail = 0;
-  private irqLines: IrqLines | undefined;
-  private pprThread: Task<void> | undefined;
-  private pprPending = false;
+  private irqLines: IommuIrqLines<IrqName> | undefined;
+  /** @linux the PPR interrupt's thread */
+  private readonly pprIrq: IommuThreadedIrq;
 
   constructor(
     core: IommuCore,
@@ -130,10 +128,14 @@ export class AmdIommu extends IommuDevice {
     readonly unit: IvrsUnit,
     readonly options: AmdIommuOptions,
   ) {
-    const mmio = pdev.resources.find((r) => r.name === "mmio") ?? pdev.resources[0];
-    if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
+    const mmio = iommuMmioResource(pdev);
     super({ dev: pdev, name: `ivhd${index}` });
     this.machine = core.machine;
+    this.pprIrq = new IommuThreadedIrq(
+      this.machine.scheduler,
+      () => `irq/${this.name}-ppr`,
+      () => this.pollPpr(),
+    );
     this.core = core;
     this.pdev = pdev;
     this.base = mmio.start;
@@ -262,7 +264,7 @@ export class AmdIommu extends IommuDevice {
     this.writel(MMIO.CONTROL, 0);
     for (const l of ["event", "ppr"] as const) this.irqLines?.connectIrq(l, undefined);
     this.irqLines = undefined;
-    while (this.pprThread) await this.pprThread.join();
+    await this.pprIrq.synchronize();
     let order = 0;
     while (4096 * 2 ** order < this.devTableEntries * DEV_TABLE_ENTRY_SIZE) order++;
     this.freePages(this.devTablePa, order);
@@ -377,10 +379,10 @@ export class AmdIommu extends IommuDevice {
 
   private setupIrqs(): void {
     const line = this.machine.hw.get(this.pdev.name);
-    if (!isIrqLines(line)) return;
+    if (!isIommuIrqLines<IrqName>(line)) return;
     this.irqLines = line;
     line.connectIrq("event", () => this.pollEvents());
-    if (this.pprLogPa >= 0) line.connectIrq("ppr", () => this.pprIrq());
+    if (this.pprLogPa >= 0) line.connectIrq("ppr", () => this.pprIrq.raise());
   }
 
   /**
@@ -408,24 +410,9 @@ export class AmdIommu extends IommuDevice {
     this.writel(MMIO.STATUS, st & (STATUS.EVT_INT | STATUS.EVT_OVERFLOW));
   }
 
-  private pprIrq(): void {
-    this.pprPending = true;
-    if (this.pprThread !== undefined) return;
-    this.pprThread = this.machine.scheduler.spawn(`irq/${this.name}-ppr`, async () => {
-      try {
-        while (this.pprPending) {
-          this.pprPending = false;
-          await this.pollPpr();
-        }
-      } finally {
-        this.pprThread = undefined;
-      }
-    });
-  }
-
   /** Drain every pending page request now. @linux synchronize_irq + amd_iommu_poll_ppr_log */
   async drainPpr(): Promise<void> {
-    while (this.pprThread) await this.pprThread.join();
+    await this.pprIrq.synchronize();
     if (this.pprLogPa >= 0) await this.pollPpr();
   }
 

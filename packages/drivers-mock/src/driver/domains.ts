@@ -14,6 +14,7 @@ import {
   type IotlbGather,
   minPageSize,
   mockFormat,
+  ptDomainGeometry,
 } from "@iommu-sim/core";
 import { CTX_MODE, INV_OP } from "../spec/fields.js";
 import {
@@ -56,7 +57,7 @@ export class MockPagingDomain extends IommuDomain {
       ops,
       pgsizeBitmap: huge ? MOCK_HUGE_PGSIZE_BITMAP : MOCK_PGSIZE_BITMAP,
       geometry: huge
-        ? { apertureStart: 0, apertureEnd: 2 ** pt.ias - 1, forceAperture: true }
+        ? ptDomainGeometry(pt)
         : { apertureStart: MOCK_APERTURE_START, apertureEnd: MOCK_APERTURE_LAST, forceAperture: true },
       ...(dirtyOps ? { dirtyOps } : {}),
       name: `mock_domain#${did}`,

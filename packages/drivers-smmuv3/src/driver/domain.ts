@@ -4,7 +4,14 @@
  * @linux arm-smmu-v3.h: struct arm_smmu_domain, struct arm_smmu_nested_domain; arm-smmu-v3.c:
  * arm_smmu_domain_finalise
  */
-import { IOMMU_DOMAIN, type IommuDirtyOps, IommuDomain, type IommuDomainOps, type IoPageTable } from "@iommu-sim/core";
+import {
+  IOMMU_DOMAIN,
+  type IommuDirtyOps,
+  IommuDomain,
+  type IommuDomainOps,
+  type IoPageTable,
+  ptDomainInit,
+} from "@iommu-sim/core";
 import { type ArmLpaeS1Cfg, type ArmLpaeS2Cfg, armLpaeS1Cfg, armLpaeS2Cfg } from "./io-pgtable-arm.js";
 import type { ArmSmmuMasterDomain } from "./master.js";
 import type { ArmSmmuDevice } from "./smmu.js";
@@ -43,8 +50,7 @@ export class ArmSmmuDomain extends IommuDomain {
     super({
       ops,
       type: IOMMU_DOMAIN.UNMANAGED,
-      pgsizeBitmap: pt.pgsizeBitmap,
-      geometry: { apertureStart: 0, apertureEnd: 2 ** pt.ias - 1, forceAperture: true },
+      ...ptDomainInit(pt),
       ...(dirtyOps ? { dirtyOps } : {}),
       diag: smmu.core.diag,
       name: `arm_smmu_${stage === ARM_SMMU_DOMAIN.S1 ? `s1#asid${tag}` : `s2#vmid${tag}`}`,

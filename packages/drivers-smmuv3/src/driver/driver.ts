@@ -39,10 +39,10 @@ import {
   iommuFwspecAddIds,
   iommuGetDomainForDev,
   iopfFaultFromRequest,
-  iopfQueueAddDevice,
   iopfQueueAlloc,
   iopfQueueFree,
-  iopfQueueRemoveDevice,
+  iopfRefcountGet,
+  iopfRefcountPut,
   iopfReportFromDriver,
   KernelError,
   kerr,
@@ -515,21 +515,17 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
     if (!smmu.iopfQueue || !(master.priSupported || master.stallEnabled)) {
       throw kerr("EOPNOTSUPP", `${master.dev.name}: no page-request support`);
     }
-    if (master.iopfRefcount++ > 0) return;
-    try {
-      await iopfQueueAddDevice(smmu.iopfQueue, master.dev);
-    } catch (e) {
-      master.iopfRefcount = 0;
-      throw e;
-    }
+    await iopfRefcountGet(master, smmu.iopfQueue);
   }
 
   /** @linux arm_smmu_disable_iopf */
   private async disableIopf(master: ArmSmmuMaster, domain: IommuDomain | undefined): Promise<void> {
-    if (domain?.iopfHandler === undefined || master.iopfRefcount === 0) return;
-    if (--master.iopfRefcount > 0) return;
-    await master.smmu.drainQueues();
-    if (master.smmu.iopfQueue) await iopfQueueRemoveDevice(master.smmu.iopfQueue, master.dev);
+    if (domain?.iopfHandler === undefined) return;
+    await iopfRefcountPut(
+      master,
+      () => master.smmu.iopfQueue,
+      () => master.smmu.drainQueues(),
+    );
   }
 
   /** @linux arm_smmu_attach_prepare */

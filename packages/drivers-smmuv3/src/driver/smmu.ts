@@ -11,7 +11,10 @@ import {
   type Device,
   type IommuCore,
   IommuDevice,
+  type IommuIrqLines,
   type IopfQueue,
+  iommuMmioResource,
+  isIommuIrqLines,
   kerr,
   type Machine,
   type Task,
@@ -154,14 +157,8 @@ export interface ArmSmmuEventSink {
   handlePri(smmu: ArmSmmuDevice, pri: ArmSmmuPri): Promise<void>;
 }
 
-/** The wired interrupts a hardware model may offer (one handler per line). */
-interface IrqLine {
-  connectIrq(line: "evtq" | "priq" | "gerror", handler: (() => void) | undefined): void;
-}
-
-function isIrqLine(x: unknown): x is IrqLine {
-  return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
-}
+/** The unit's interrupt line names. */
+type IrqName = "evtq" | "priq" | "gerror";
 
 /** Stream table state. @linux struct arm_smmu_strtab_cfg */
 export interface ArmSmmuStrtab {
@@ -220,15 +217,14 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
   /** Global errors seen. */
   readonly gerrors: string[] = [];
   sink: ArmSmmuEventSink | undefined;
-  private irqLine: IrqLine | undefined;
+  private irqLine: IommuIrqLines<IrqName> | undefined;
   private thread: Task<void> | undefined;
   private irqPending = false;
   private readonly cfgiEnt = newCmdEnt(CMDQ_OP.CFGI_STE);
   private readonly prefetchEnt = newCmdEnt(CMDQ_OP.PREFETCH_CFG);
 
   constructor(core: IommuCore, pdev: Device, options: ArmSmmuV3Options) {
-    const mmio = pdev.resources.find((r) => r.name === "mmio") ?? pdev.resources[0];
-    if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
+    const mmio = iommuMmioResource(pdev);
     super({ dev: pdev, name: pdev.name });
     this.machine = core.machine;
     this.core = core;
@@ -650,7 +646,7 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
   private setupIrqs(): void {
     this.writeRegSync(0, SMMU_REG.IRQ_CTRL, SMMU_REG.IRQ_CTRLACK);
     const line = this.machine.hw.get(this.pdev.name);
-    if (isIrqLine(line)) {
+    if (isIommuIrqLines<IrqName>(line)) {
       this.irqLine = line;
       line.connectIrq("gerror", () => this.handleGerror());
       line.connectIrq("evtq", () => this.irq());

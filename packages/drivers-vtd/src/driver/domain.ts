@@ -13,6 +13,7 @@ import {
   IommuDomain,
   type IommuDomainOps,
   type IoPageTable,
+  ptDomainInit,
 } from "@iommu-sim/core";
 import type { IntelIommu } from "./iommu.js";
 import { QiBatch } from "./qi-batch.js";
@@ -84,8 +85,7 @@ export class DmarDomain extends IommuDomain implements DmarDomainCommon {
     super({
       ops,
       type: IOMMU_DOMAIN.UNMANAGED,
-      pgsizeBitmap: pt.pgsizeBitmap,
-      geometry: { apertureStart: 0, apertureEnd: 2 ** pt.ias - 1, forceAperture: true },
+      ...ptDomainInit(pt),
       ...(dirtyOps ? { dirtyOps } : {}),
       name: `dmar_domain(${firstStage ? "fs" : "ss"}${nestParent ? ",parent" : ""})`,
     });

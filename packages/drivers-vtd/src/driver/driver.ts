@@ -34,10 +34,10 @@ import {
   iommuDeviceRegister,
   iommuDeviceUnregister,
   iopfFaultFromRequest,
-  iopfQueueAddDevice,
   iopfQueueAlloc,
   iopfQueueFree,
-  iopfQueueRemoveDevice,
+  iopfRefcountGet,
+  iopfRefcountPut,
   iopfReportFromDriver,
   kerr,
   type ModuleContext,
@@ -580,21 +580,17 @@ export class IntelIommuDriver implements IntelIommuSink {
     if (d.iopfHandler === undefined || d === prev) return;
     const iommu = info.iommu;
     if (!info.priSupported || !iommu.iopfQueue) throw kerr("ENODEV", `${info.dev.name}: no page requests`);
-    if (info.iopfRefcount++ > 0) return;
-    try {
-      await iopfQueueAddDevice(iommu.iopfQueue, info.dev);
-    } catch (e) {
-      info.iopfRefcount = 0;
-      throw e;
-    }
+    await iopfRefcountGet(info, iommu.iopfQueue);
   }
 
   /** @linux iopf_for_domain_remove → intel_iommu_disable_iopf */
   private async iopfForDomainRemove(info: DeviceDomainInfo, d: IommuDomain | undefined): Promise<void> {
-    if (d?.iopfHandler === undefined || info.iopfRefcount === 0) return;
-    if (--info.iopfRefcount > 0) return;
-    await info.iommu.drainPrq();
-    if (info.iommu.iopfQueue) await iopfQueueRemoveDevice(info.iommu.iopfQueue, info.dev);
+    if (d?.iopfHandler === undefined) return;
+    await iopfRefcountPut(
+      info,
+      () => info.iommu.iopfQueue,
+      () => info.iommu.drainPrq(),
+    );
   }
 
   // --- invalidation ---------------------------------------------------------------------------------------------

@@ -10,7 +10,11 @@ import {
   HwRing,
   type IommuCore,
   IommuDevice,
+  type IommuIrqLines,
+  IommuThreadedIrq,
   type IopfQueue,
+  iommuMmioResource,
+  isIommuIrqLines,
   kerr,
   type Machine,
   pollHwProgress,
@@ -67,14 +71,8 @@ export interface IntelIommuSink {
   handlePageRequest(iommu: IntelIommu, req: PageReqDsc): Promise<void>;
 }
 
-/** The interrupt lines a hardware model may offer. */
-interface IrqLines {
-  connectIrq(line: "fault" | "prq" | "inv", handler: (() => void) | undefined): void;
-}
-
-function isIrqLines(x: unknown): x is IrqLines {
-  return typeof (x as { connectIrq?: unknown } | undefined)?.connectIrq === "function";
-}
+/** The unit's interrupt line names. */
+type IrqName = "fault" | "prq" | "inv";
 
 /** Driver options. @linux intel_iommu=sm_off, intel_iommu=... (dmar_disabled / no QI) */
 export interface IntelIommuOptions {
@@ -131,10 +129,10 @@ export class IntelIommu extends IommuDevice {
   /** Index arithmetic of the invalidation queue (head/tail without a wrap bit: one slot stays free). */
   private readonly qiRing = new HwRing(Math.log2(QI_LENGTH), false);
   private prqPa = -1;
-  private irqLines: IrqLines | undefined;
+  private irqLines: IommuIrqLines<IrqName> | undefined;
   private faultThread: Task<void> | undefined;
-  private prqThread: Task<void> | undefined;
-  private prqPending = false;
+  /** @linux the PRQ interrupt's thread */
+  private readonly prqIrq: IommuThreadedIrq;
 
   constructor(
     core: IommuCore,
@@ -142,10 +140,14 @@ export class IntelIommu extends IommuDevice {
     seqId: number,
     readonly options: IntelIommuOptions,
   ) {
-    const mmio = pdev.resources.find((r) => r.name === "mmio") ?? pdev.resources[0];
-    if (!mmio) throw kerr("ENODEV", `${pdev.name}: no MMIO resource`);
+    const mmio = iommuMmioResource(pdev);
     super({ dev: pdev, name: `dmar${seqId}` });
     this.machine = core.machine;
+    this.prqIrq = new IommuThreadedIrq(
+      this.machine.scheduler,
+      () => `irq/${this.name}-prq`,
+      () => this.prqEventThread(),
+    );
     this.core = core;
     this.pdev = pdev;
     this.base = mmio.start;
@@ -484,10 +486,10 @@ export class IntelIommu extends IommuDevice {
   /** Connect the fault (and page-request) interrupts and unmask them. @linux dmar_set_interrupt / intel_iommu_enable_prq's request_threaded_irq */
   setupIrqs(): void {
     const line = this.machine.hw.get(this.pdev.name);
-    if (isIrqLines(line)) {
+    if (isIommuIrqLines<IrqName>(line)) {
       this.irqLines = line;
       line.connectIrq("fault", () => this.faultIrq());
-      if (this.prqPa >= 0) line.connectIrq("prq", () => this.prqIrq());
+      if (this.prqPa >= 0) line.connectIrq("prq", () => this.prqIrq.raise());
     }
     this.writel(DMAR.FECTL, 0);
     if (this.prqPa >= 0) this.writel(DMAR.PECTL, 0);
@@ -499,7 +501,7 @@ export class IntelIommu extends IommuDevice {
     for (const l of ["fault", "prq"] as const) this.irqLines?.connectIrq(l, undefined);
     this.irqLines = undefined;
     while (this.faultThread) await this.faultThread.join();
-    while (this.prqThread) await this.prqThread.join();
+    await this.prqIrq.synchronize();
   }
 
   private faultIrq(): void {
@@ -556,24 +558,9 @@ export class IntelIommu extends IommuDevice {
     this.prqPa = -1;
   }
 
-  private prqIrq(): void {
-    this.prqPending = true;
-    if (this.prqThread !== undefined) return;
-    this.prqThread = this.machine.scheduler.spawn(`irq/${this.name}-prq`, async () => {
-      try {
-        while (this.prqPending) {
-          this.prqPending = false;
-          await this.prqEventThread();
-        }
-      } finally {
-        this.prqThread = undefined;
-      }
-    });
-  }
-
   /** Drain every pending page request now (what the PRQ thread does). @linux synchronize_irq + prq_event_thread */
   async drainPrq(): Promise<void> {
-    while (this.prqThread) await this.prqThread.join();
+    await this.prqIrq.synchronize();
     await this.prqEventThread();
   }
 

@@ -19,7 +19,7 @@
  * | 63    | —                                    | XD                                   |
  * @linux drivers/iommu/generic_pt/fmt/vtdss.h, fmt/x86_64.h; intel/iommu.c domain_pfn_mapping (older io-pgtable)
  */
-import { IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, kerr, type PageTableFormat } from "@iommu-sim/core";
+import { IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, kerr, type PageTableFormat, x86RadixFormatBase } from "@iommu-sim/core";
 
 /** Second-stage entry bits. @linux VTDSS_FMT_R / _W / _PS / _A / _D / _SNP (DMA_PTE_*) */
 export const VTDSS = { R: 1 << 0, W: 1 << 1, PS: 1 << 7, A: 1 << 8, D: 1 << 9, SNP: 1 << 11 } as const;
@@ -47,20 +47,11 @@ export function vtdssFormat(levels: number, superpages: number): PageTableFormat
   const fmt: PageTableFormat = {
     name: `vtdss-${levels}lvl`,
     spec: "Intel VT-d 9.8 second-stage paging entries; generic_pt/fmt/vtdss.h",
-    granuleLg2: 12,
-    bitsPerLevel: 9,
-    minLevels: levels,
-    maxLevels: levels,
-    topTable: "full",
-    geometry: () => ({ levels, topItemsLg2: 9 }),
+    ...x86RadixFormatBase(levels),
     leafLevels: leafLevels((superpages & 1) !== 0, (superpages & 2) !== 0),
     presentLo: S.R | S.W,
-    oaLo: 0xfffff000 | 0,
-    oaHi: 0x000fffff,
     leafTypeMaskLo: S.PS,
-    partialUnmap: "whole",
     dirty: { maskLo: S.D | S.W, maskHi: 0, dirtyLo: S.D | S.W, dirtyHi: 0, cleanLo: S.W, cleanHi: 0 },
-    contig: null,
     tableMatch(_level, out) {
       out[0] = S.PS;
       out[1] = 0;
@@ -82,8 +73,6 @@ export function vtdssFormat(levels: number, superpages: number): PageTableFormat
     decodeProt(lo) {
       return (lo & S.R ? IOMMU_READ : 0) | (lo & S.W ? IOMMU_WRITE : 0);
     },
-    packOa: null,
-    unpackOa: null,
   };
   cache.set(key, fmt);
   return fmt;
@@ -103,20 +92,11 @@ export function x86_64Format(levels: number, gib1: boolean): PageTableFormat {
   const fmt: PageTableFormat = {
     name: `x86-64-${levels}lvl`,
     spec: "Intel SDM 4.5 IA-32e paging (VT-d first stage); generic_pt/fmt/x86_64.h",
-    granuleLg2: 12,
-    bitsPerLevel: 9,
-    minLevels: levels,
-    maxLevels: levels,
-    topTable: "full",
-    geometry: () => ({ levels, topItemsLg2: 9 }),
+    ...x86RadixFormatBase(levels),
     leafLevels: leafLevels(true, gib1),
     presentLo: X.P,
-    oaLo: 0xfffff000 | 0,
-    oaHi: 0x000fffff,
     leafTypeMaskLo: X.PS,
-    partialUnmap: "whole",
     dirty: null,
-    contig: null,
     tableMatch(_level, out) {
       out[0] = X.PS;
       out[1] = 0;
@@ -137,8 +117,6 @@ export function x86_64Format(levels: number, gib1: boolean): PageTableFormat {
     decodeProt(lo, hi) {
       return IOMMU_READ | (lo & X.RW ? IOMMU_WRITE : 0) | (hi & X.NX_HI ? IOMMU_NOEXEC : 0);
     },
-    packOa: null,
-    unpackOa: null,
   };
   cache.set(key, fmt);
   return fmt;
