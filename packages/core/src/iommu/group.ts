@@ -456,6 +456,19 @@ export function iommuDefaultDeviceGroup(core: IommuCoreLike, dev: Device): Iommu
 }
 
 /**
+ * A driver's `deviceGroup` for PCI-topology grouping: checks that the iommu core holds the probe lock (the driver
+ * op runs inside `__iommu_probe_device`), then groups PCI functions by topology and other devices one per group.
+ * @linux intel_iommu_device_group, amd_iommu_device_group, arm_smmu_device_group
+ */
+export async function iommuPciOrGenericDeviceGroup(
+  core: IommuCoreLike & { probeLock: { assertHeld(): void } },
+  dev: Device,
+): Promise<IommuGroup> {
+  core.probeLock.assertHeld();
+  return iommuDefaultDeviceGroup(core, dev);
+}
+
+/**
  * The group a probed device belongs to, from the driver's `deviceGroup` (or {@link iommuDefaultDeviceGroup}),
  * referenced for the device. Throws the driver's error; EINVAL (and a warning) when it returns nothing.
  * @linux the ops->device_group step of iommu_init_device

@@ -28,13 +28,13 @@ import {
   type IotlbGather,
   iommuDeviceRegister,
   iommuDeviceUnregister,
+  iommuPciOrGenericDeviceGroup,
   iopfFaultFromRequest,
   iopfQueueAlloc,
   iopfQueueFree,
   iopfReportFromDriver,
   kerr,
   type ModuleContext,
-  pciDeviceGroup,
   X86_MSI_RANGE_END,
   X86_MSI_RANGE_START,
   XA_LIMIT,
@@ -151,10 +151,7 @@ export class AmdIommuDriver implements AmdIommuSink {
       releaseDomain: this.blocked,
       probeDevice: async (dev) => this.probeDevice(dev),
       releaseDevice: (dev) => this.releaseDevice(dev),
-      deviceGroup: async (dev) => {
-        this.core.probeLock.assertHeld();
-        return pciDeviceGroup(this.core, dev);
-      },
+      deviceGroup: (dev) => iommuPciOrGenericDeviceGroup(this.core, dev),
       getResvRegions: (dev) => this.getResvRegions(dev),
       pageResponse: (dev, fault, msg) => this.pageResponse(dev, fault, msg),
       defaultDomainOps: this.pagingOps,

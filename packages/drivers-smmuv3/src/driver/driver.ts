@@ -11,7 +11,6 @@ import {
   devIommuFwspecGet,
   devIommuPrivGet,
   devIommuPrivSet,
-  genericDeviceGroup,
   IOMMU_CAP,
   IOMMU_DIRTY_NO_CLEAR,
   IOMMU_DOMAIN,
@@ -38,6 +37,7 @@ import {
   iommuDeviceUnregister,
   iommuFwspecAddIds,
   iommuGetDomainForDev,
+  iommuPciOrGenericDeviceGroup,
   iopfFaultFromRequest,
   iopfQueueAlloc,
   iopfQueueFree,
@@ -47,7 +47,6 @@ import {
   KernelError,
   kerr,
   type ModuleContext,
-  pciDeviceGroup,
   reportIommuFault,
   XA_LIMIT,
   XArray,
@@ -347,9 +346,8 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
   }
 
   /** @linux arm_smmu_device_group */
-  async deviceGroup(dev: Device) {
-    this.core.probeLock.assertHeld();
-    return dev.pci ? pciDeviceGroup(this.core, dev) : genericDeviceGroup(this.core, dev);
+  deviceGroup(dev: Device) {
+    return iommuPciOrGenericDeviceGroup(this.core, dev);
   }
 
   /** @linux arm_smmu_capable */

@@ -33,6 +33,7 @@ import {
   IotlbGather,
   iommuDeviceRegister,
   iommuDeviceUnregister,
+  iommuPciOrGenericDeviceGroup,
   iopfFaultFromRequest,
   iopfQueueAlloc,
   iopfQueueFree,
@@ -41,7 +42,6 @@ import {
   iopfReportFromDriver,
   kerr,
   type ModuleContext,
-  pciDeviceGroup,
   X86_MSI_RANGE_END,
   X86_MSI_RANGE_START,
 } from "@iommu-sim/core";
@@ -152,10 +152,7 @@ export class IntelIommuDriver implements IntelIommuSink {
       releaseDomain: this.blocked,
       probeDevice: async (dev) => this.probeDevice(dev),
       releaseDevice: (dev) => this.releaseDevice(dev),
-      deviceGroup: async (dev) => {
-        this.core.probeLock.assertHeld();
-        return pciDeviceGroup(this.core, dev);
-      },
+      deviceGroup: (dev) => iommuPciOrGenericDeviceGroup(this.core, dev),
       getResvRegions: (dev) => this.getResvRegions(dev),
       pageResponse: (dev, fault, msg) => this.pageResponse(dev, fault, msg),
       defaultDomainOps: this.pagingOps,
