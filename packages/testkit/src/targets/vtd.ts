@@ -2,18 +2,8 @@
  * The conformance target of the Intel VT-d driver (drivers-vtd): vtd0 of the default platform, reached through the
  * DMAR table (so the DT-based probe checks that add devices are n/a).
  */
-import type { Machine } from "@iommu-sim/core";
-import { type IntelIommu, intelIommuDriver, type VtdHw, vtdHw } from "@iommu-sim/drivers-vtd";
+import { type IntelIommu, intelIommuDriver } from "@iommu-sim/drivers-vtd";
 import type { ConformanceTarget } from "../target.js";
-
-function hw(m: Machine): VtdHw {
-  return m.hw.get("vtd0") as VtdHw;
-}
-
-/** nvme0's requester ID as its DMA carries it. */
-function rid(m: Machine): number {
-  return m.device("nvme0").route.requesterId;
-}
 
 /**
  * The VT-d driver as a conformance target: xhci0 and nvme0 (PASID, PRI) on segment 1.
@@ -34,18 +24,8 @@ export function vtdTarget(): ConformanceTarget {
       identity: true,
       blocked: true,
       pasid: { device: "nvme0", pasids: [1, 2] },
-      // The VT-d model takes page requests through its own entry point (it predates the endpoint's pageRequest).
-      iopf: {
-        device: "nvme0",
-        pageRequest: (m, _dev, r) => {
-          const before = hw(m).pageResponses.length;
-          const P = vtdHw.VTD_PR_PERM;
-          hw(m).pageRequest(rid(m), r.pasid, r.addr, r.write ? P.READ | P.WRITE : P.READ, r.grpid, r.last);
-          return hw(m).pageResponses.length === before;
-        },
-        responses: (m) =>
-          hw(m).pageResponses.map((x) => ({ grpid: x.prgIndex, code: x.code === 0 ? 0 : x.code === 1 ? 1 : 2 })),
-      },
+      // Page requests go through the endpoint (its model's acceptPageRequest); responses are read back from it.
+      iopf: { device: "nvme0" },
       dirty: true,
       cachesTranslations: true,
       iommufd: true,
