@@ -42,6 +42,7 @@ import {
   iopfReportFromDriver,
   kerr,
   type ModuleContext,
+  PgtableMapError,
   X86_MSI_RANGE_END,
   X86_MSI_RANGE_START,
 } from "@iommu-sim/core";
@@ -103,8 +104,12 @@ export class IntelIommuDriver implements IntelIommuSink {
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDevPaging(d as DmarDomain, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d as DmarAnyDomain, dev, pasid, old),
-      mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as DmarDomain).pt.map(iova, pa, pgsize, count, prot, gather),
+      mapPages: (d, iova, pa, pgsize, count, prot, gather) => {
+        // ERRATA_772415_SPR17: a nest parent takes no read-only mappings (PT_FEAT_VTDSS_FORCE_WRITEABLE).
+        if ((d as DmarDomain).nestParent && !(prot & IOMMU_WRITE))
+          throw new PgtableMapError("EINVAL", 0, `${d.name}: read-only mapping on a nest parent (ERRATA_772415_SPR17)`);
+        return (d as DmarDomain).pt.map(iova, pa, pgsize, count, prot, gather);
+      },
       unmapPages: (d, iova, pgsize, count, gather) => (d as DmarDomain).pt.unmap(iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => (d as DmarDomain).pt.iovaToPhys(iova),
       flushIotlbAll: (d) => cacheTagFlushAll(d as DmarDomain),
@@ -334,10 +339,7 @@ export class IntelIommuDriver implements IntelIommuSink {
     if (data) throw kerr("EOPNOTSUPP", "intel: paging domains take no data");
     const wantFs = (flags & ~(H.PASID | H.FAULT_ID_VALID)) === 0 && iommu.flts;
     if (!wantFs) {
-      if (
-        (flags & H.NEST_PARENT && (!iommu.nesting || flags & H.PASID)) ||
-        (flags & H.DIRTY_TRACKING && !iommu.slads)
-      ) {
+      if ((flags & H.NEST_PARENT && !iommu.nesting) || (flags & H.DIRTY_TRACKING && !iommu.slads)) {
         throw kerr("EOPNOTSUPP", "intel: unsupported second-stage flags");
       }
       if (!iommu.slts) throw kerr("EOPNOTSUPP", "intel: no second-stage translation");
