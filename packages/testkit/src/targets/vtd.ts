@@ -2,7 +2,8 @@
  * The conformance target of the Intel VT-d driver (drivers-vtd): vtd0 of the default platform, reached through the
  * DMAR table (so the DT-based probe checks that add devices are n/a).
  */
-import { type IntelIommu, intelIommuDriver } from "@iommu-sim/drivers-vtd";
+import { IOMMU_HWPT_ALLOC, iommuDomainAllocNested } from "@iommu-sim/core";
+import { type IntelIommu, IOMMU_HWPT_DATA_VTD_S1, intelIommuDriver } from "@iommu-sim/drivers-vtd";
 import type { ConformanceTarget } from "../target.js";
 
 /**
@@ -19,14 +20,35 @@ export function vtdTarget(): ConformanceTarget {
     spareIds: [],
     settle: (m) => (intelIommuDriver.instanceFor(m, "vtd0") as IntelIommu).drainPrq(),
     caps: {
-      pageSizes: [4096, 2 * 1024 * 1024],
+      pageSizes: [4096, 2 * 1024 * 1024, 1024 * 1024 * 1024],
       iova: { base: 0x100_0000, size: 2 ** 36 },
       identity: true,
       blocked: true,
       pasid: { device: "nvme0", pasids: [1, 2] },
+      // A nested domain from struct iommu_hwpt_vtd_s1 (4-level guest table at GPA 0, which the suite's parent leaves
+      // unmapped: its DMA faults in the second stage).
+      nested: {
+        parentFlags: IOMMU_HWPT_ALLOC.NEST_PARENT,
+        alloc: (_m, dev, parent) => {
+          const data = new Uint8Array(24);
+          new DataView(data.buffer).setUint32(16, 48, true); // addr_width
+          return iommuDomainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_VTD_S1, data });
+        },
+      },
       // Page requests go through the endpoint (its model's acceptPageRequest); responses are read back from it.
       iopf: { device: "nvme0" },
       dirty: true,
+      strict: {
+        options: {
+          strict: true,
+          tlbEntries: 2,
+          tlbWays: 1,
+          contextEntries: 2,
+          pasidEntries: 2,
+          cacheWays: 1,
+          pagingCacheEntries: 2,
+        },
+      },
       cachesTranslations: true,
       iommufd: true,
     },
