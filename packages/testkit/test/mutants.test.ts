@@ -7,8 +7,7 @@ import { describe, expect, it } from "vitest";
 import { conformanceTargets, runMutants } from "../src/index.js";
 
 describe("mutants", () => {
-  // VT-d offers no mutants yet: its driver adopts them after the suite lands.
-  it.each(["mock", "smmuv3"])(
+  it.each(["mock", "smmuv3", "vtd"])(
     "every %s mutant is caught",
     async (name) => {
       const target = conformanceTargets[name]!();

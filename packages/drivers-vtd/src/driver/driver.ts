@@ -108,7 +108,9 @@ export class IntelIommuDriver implements IntelIommuSink {
         // ERRATA_772415_SPR17: a nest parent takes no read-only mappings (PT_FEAT_VTDSS_FORCE_WRITEABLE).
         if ((d as DmarDomain).nestParent && !(prot & IOMMU_WRITE))
           throw new PgtableMapError("EINVAL", 0, `${d.name}: read-only mapping on a nest parent (ERRATA_772415_SPR17)`);
-        return (d as DmarDomain).pt.map(iova, pa, pgsize, count, prot, gather);
+        // Test-only mutant "vtd:wrong-permission": every mapping writable.
+        const p = this.machine.mutant("vtd:wrong-permission") ? prot | IOMMU_WRITE : prot;
+        return (d as DmarDomain).pt.map(iova, pa, pgsize, count, p, gather);
       },
       unmapPages: (d, iova, pgsize, count, gather) => (d as DmarDomain).pt.unmap(iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => (d as DmarDomain).pt.iovaToPhys(iova),
@@ -265,6 +267,8 @@ export class IntelIommuDriver implements IntelIommuSink {
     }
     devIommuPrivSet(this.core, dev, info);
     iommu.deviceRbtree.set(info.rid, info);
+    // Test-only mutant: a reference taken in probe and never put (the leak class of "iommu: fix device leaks").
+    if (this.machine.mutant("vtd:leaked-device-ref")) dev.get("intel_iommu_probe_device");
     return iommu;
   }
 
