@@ -132,6 +132,30 @@ describe("faults", () => {
   });
 });
 
+describe("fault overflow", () => {
+  it("with the fault interrupt masked, a fault beyond the records sets PFO; unmasking runs the handler, which reads both records in order and clears PFO", async () => {
+    const VTD = 0xfed90000;
+    const b = await boot({ faultRecords: 2 });
+    await withDomain(b, "xhci0", 0, async () => {
+      const before = b.iommu.faults.length;
+      b.m.mmio.write32(VTD + 0x38, 0x8000_0000); // FECTL.IM
+      for (let i = 0; i < 3; i++) expect(() => b.m.device("xhci0").dmaRead(0x7000 + i * 4096, 4)).toThrow(DmaFault);
+      expect(b.m.mmio.read32(VTD + 0x34) & 3).toBe(3); // PFO | PPF
+      expect(b.iommu.faults.length).toBe(before); // nothing handled while masked
+      expect(b.hw.stats.faultsLost).toBe(1);
+      b.m.mmio.write32(VTD + 0x38, 0); // unmask: the pending interrupt (FECTL.IP) is delivered
+      expect(b.iommu.faults.slice(before).map((f) => [f.addr, f.reason, f.sid])).toEqual([
+        [0x7000, FR.SM_FS_NOT_PRESENT, 0xa0],
+        [0x8000, FR.SM_FS_NOT_PRESENT, 0xa0],
+      ]);
+      expect(b.m.mmio.read32(VTD + 0x34) & 3).toBe(0); // records free, PFO cleared
+      // Recording resumes: the next fault is recorded and handled at once.
+      expect(() => b.m.device("xhci0").dmaRead(0xa000, 4)).toThrow(DmaFault);
+      expect(b.iommu.faults.at(-1)).toMatchObject({ addr: 0xa000 });
+    });
+  });
+});
+
 describe("dirty tracking", () => {
   it("second-stage A/D: writes set D; read-and-clear reports and clears them", async () => {
     const b = await boot({ strict: true });
