@@ -56,7 +56,7 @@ import {
 import { contextClear, contextMap } from "./context.js";
 import { DeviceDomainInfo, type DmarAnyDomain, DmarDomain, DmarNestedDomain } from "./domain.js";
 import { type DmarFaultRecord, IntelIommu, type IntelIommuOptions, type IntelIommuSink } from "./iommu.js";
-import { intelIommuHwInfo, parseVtdS1, vtdInvalidateUser } from "./iommufd.js";
+import { IOMMU_HWPT_DATA_VTD_S1, intelIommuHwInfo, parseVtdS1, vtdInvalidateUser } from "./iommufd.js";
 import {
   pasidAllocTable,
   pasidFreeTable,
@@ -397,10 +397,12 @@ export class IntelIommuDriver implements IntelIommuSink {
   async domainAllocNested(dev: Device, parent: IommuDomain, flags: number, data: IommuUserData): Promise<IommuDomain> {
     const iommu = this.info(dev).iommu;
     if (!iommu.nesting || flags & ~IOMMU_HWPT_ALLOC.PASID) throw kerr("EOPNOTSUPP", "intel: nesting");
-    const s1 = parseVtdS1(data);
+    // As Linux: the data type, then the parent, then the struct itself.
+    if (data.type !== IOMMU_HWPT_DATA_VTD_S1) throw kerr("EOPNOTSUPP", "intel: nested data type");
     if (!(parent instanceof DmarDomain) || parent.firstStage || !parent.nestParent) {
       throw kerr("EINVAL", "intel: parent is not a second-stage nest parent");
     }
+    const s1 = parseVtdS1(data);
     const d = new DmarNestedDomain(this.nestedOps, parent, s1);
     d.owner = this.ops;
     parent.nestedChildren.add(d);
