@@ -237,6 +237,10 @@ describe("scalable mode: PASID entries and nested domains", () => {
     expect(bad).toEqual([]);
     expect(seen.pasid).toEqual(new Set(["d0", "d1", "n0", "fault"]));
     expect(seen.rid).toContain("n0");
+    // A change in the parent flushes the whole device TLB of a device on a nested domain (it caches nested results).
+    iommuMap(d1, 0x4000_0000, bufs[0]!, 4096, RW);
+    iommuUnmap(d1, 0x4000_0000, 4096);
+    expect(b.hw.devTlbInvalidations.at(-1)).toMatchObject({ sid: 0x100, size: Number.POSITIVE_INFINITY });
     await iommuDeviceReleaseDmaOwner(dev);
     iommuDomainFree(n0);
     iommuUnmap(d0, IOVA, 4096);
