@@ -18,6 +18,8 @@ import { type CacheGeometry, cacheHash, CacheSetIndex as SetIndex } from "@iommu
 export type { CacheGeometry, Replacement } from "@iommu-sim/core";
 
 const mix = cacheHash;
+/** Multiplier of the TLB's set hash (odd, well mixed in its high and low bits). */
+const TLB_HASH = 0x45d9f3b;
 
 /** 32-bit words kept per descriptor (64 bytes). */
 export const DESC_WORDS = 16;
@@ -42,6 +44,11 @@ export class DescCache {
   readonly addr: Float64Array;
   /** Strict mode: a stale use of this entry was already reported. */
   readonly reported: Uint8Array;
+  /**
+   * Bumped by every fill and every invalidation: a result derived from entries of this cache (the model's
+   * per-stream fast path) is still valid while `gen` has not moved.
+   */
+  gen = 0;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
@@ -73,8 +80,14 @@ export class DescCache {
     return -1;
   }
 
+  /** Record a use of entry `e` found without {@link lookup} (LRU replacement). @linux a configuration cache hit */
+  touch(e: number): void {
+    this.ix.touch(e);
+  }
+
   /** Claim an entry for (k1, k2) (replacing one in its set); the caller fills words/info. @linux a configuration cache fill */
   fill(k1: number, k2: number): number {
+    this.gen++;
     const ix = this.ix;
     const e = ix.claim2(ix.first(mix(k1, k2)), this.key1, k1, this.key2, k2);
     this.reported[e] = 0;
@@ -83,6 +96,7 @@ export class DescCache {
 
   /** Drop entries with key1 in [lo, hi] (and key2 === k2 unless k2 is -1). Returns how many. @linux CFGI_STE_RANGE / CFGI_CD */
   invalidate(lo: number, hi: number, k2 = -1): number {
+    this.gen++;
     let n = 0;
     for (let e = 0; e < this.ix.entries; e++) {
       const k = this.key1[e]!;
@@ -178,10 +192,19 @@ export class SmmuTlb {
   readonly ssid: Int32Array;
   /** Strict mode: a stale use was already reported. */
   readonly reported: Uint8Array;
+  // The set geometry as plain fields, for the lookup on every translation.
+  private readonly ways: number;
+  private readonly wayShift: number;
+  private readonly setMask: number;
+  private readonly lru: boolean;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
     const n = this.ix.entries;
+    this.ways = this.ix.ways;
+    this.wayShift = Math.log2(this.ix.ways);
+    this.setMask = this.ix.setMask;
+    this.lru = this.ix.lru;
     this.vpn = new Float64Array(n).fill(-1);
     this.kind = new Int8Array(n);
     this.tag = new Int32Array(n);
@@ -202,14 +225,23 @@ export class SmmuTlb {
     return this.ix.entries;
   }
 
+  /**
+   * First entry of the set of (kind, tag, vpn): the page number's low and high words XORed with a multiplicative
+   * hash of the tag, so consecutive pages of one address space fill consecutive sets (one multiply, no mixing
+   * rounds: this is on every translation).
+   */
+  private setOf(kind: number, tag: number, vpn: number): number {
+    const h = Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn ^ ((vpn / 4294967296) | 0);
+    return (h & this.setMask) << this.wayShift;
+  }
+
   /** The entry for (kind, tag, vpn), or -1. @linux a TLB lookup */
   lookup(kind: number, tag: number, vpn: number): number {
-    const ix = this.ix;
-    const s = ix.first(mix(tag + (kind << 28), vpn | 0) ^ ((vpn / 4294967296) | 0));
-    for (let w = 0; w < ix.ways; w++) {
-      const e = s + w;
+    const s = this.setOf(kind, tag, vpn);
+    const end = s + this.ways;
+    for (let e = s; e < end; e++) {
       if (this.vpn[e] === vpn && this.tag[e] === tag && this.kind[e] === kind) {
-        ix.touch(e);
+        if (this.lru) this.ix.touch(e);
         return e;
       }
     }
@@ -219,7 +251,7 @@ export class SmmuTlb {
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;
-    const s = ix.first(mix(tag + (kind << 28), vpn | 0) ^ ((vpn / 4294967296) | 0));
+    const s = this.setOf(kind, tag, vpn);
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
