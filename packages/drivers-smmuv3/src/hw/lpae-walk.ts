@@ -9,7 +9,7 @@
  * @linux drivers/iommu/io-pgtable-arm.c (the format the hardware walks; __arm_lpae_iova_to_phys done by hardware)
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
-import { maskOf } from "@iommu-sim/core";
+import { alignDownLg2, maskOf } from "@iommu-sim/core";
 import { EVT_ID, PTE } from "./structures.js";
 
 // Private copies of constants used in the walk loops: V8 folds a module's own consts into the code, while an
@@ -33,26 +33,9 @@ const CONT_HI = maskOf(PTE.CONT);
 const PXN_HI = maskOf(PTE.PXN);
 const XN_HI = maskOf(PTE.XN);
 
-/** Powers of two 0..63 (exact doubles): a load instead of `2 ** n` (a call to Math.pow) on the walk paths. */
+/** Powers of two 0..63 (exact doubles). */
 const POW2 = new Float64Array(64);
 for (let i = 0; i < 64; i++) POW2[i] = 2 ** i;
-
-/**
- * `x` rounded down to a multiple of 2^`lg2` (`x` a non-negative integer below 2^53, `lg2` below 64), without the
- * floating-point remainder (a call to fmod) that `x - x % 2 ** lg2` costs: a mask below 4 GiB, else an exact
- * division by a power of two.
- * @linux none: address alignment (ALIGN_DOWN) on JS numbers
- */
-export function alignDownLg2(x: number, lg2: number): number {
-  if (x < TWO_32 && lg2 < 32) return (x & (-1 << lg2)) >>> 0;
-  const size = POW2[lg2]!;
-  return Math.floor(x / size) * size;
-}
-
-/** 2^`lg2` for `lg2` below 64, from a table. @linux none: BIT_ULL(lg2) on JS numbers */
-export function pow2(lg2: number): number {
-  return POW2[lg2]!;
-}
 
 /**
  * Permission bits of a translation (and of a request's needs): read/write/execute for privileged and unprivileged

@@ -20,16 +20,24 @@ import type {
   PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
-import { fieldGet, fieldPrep, getAddr, getField, maskOf, StaleCacheReporter, TWO_32 } from "@iommu-sim/core";
-import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
 import {
   alignDownLg2,
+  fieldGet,
+  fieldPrep,
+  getAddr,
+  getField,
+  maskOf,
+  pow2,
+  StaleCacheReporter,
+  TWO_32,
+} from "@iommu-sim/core";
+import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
+import {
   contiguousCount,
   isContiguous,
   markDirty,
   PERM,
   PTE_AF_MASK,
-  pow2,
   StageParams,
   s1Perm,
   s2Fetch,
