@@ -218,11 +218,15 @@ export function walkStage(
   const hi = (addr - lo) / TWO_32;
   const g = p.granLg2;
   const bpl = p.bpl;
+  const startLevel = p.startLevel;
+  const outLimit = p.outLimit;
   const memSize = mem.size;
   for (;;) {
     const s = g + bpl * (3 - level);
-    const n = level === p.startLevel ? p.rootBits : bpl;
-    const pte = table + bitsAt(lo, hi, s, n) * 8;
+    const n = level === startLevel ? p.rootBits : bpl;
+    // Below 4 GiB (hi = 0, the common case) the index is a shift and a mask of the low word.
+    const idx = hi === 0 ? (s < 32 ? (lo >>> s) & ((1 << n) - 1) : 0) : bitsAt(lo, hi, s, n);
+    const pte = table + idx * 8;
     r.ptePa = pte;
     r.level = level;
     if (pte + 8 > memSize) return F_WALK_EABT;
@@ -241,7 +245,7 @@ export function walkStage(
     if ((elo & VALID) === 0) return F_TRANSLATION;
     let oa = descOa(p, elo, ehi);
     if ((elo & TYPE) !== 0 && level < 3) {
-      if (!(oa < p.outLimit)) return F_ADDR_SIZE;
+      if (!(oa < outLimit)) return F_ADDR_SIZE;
       table = oa;
       level++;
       r.tablePa = table;
@@ -298,7 +302,7 @@ export function walkNestedS1(
   for (;;) {
     const s = g + bpl * (3 - level);
     const n = level === s1p.startLevel ? s1p.rootBits : bpl;
-    const pteIpa = table + bitsAt(lo, hi, s, n) * 8;
+    const pteIpa = table + (hi === 0 ? (s < 32 ? (lo >>> s) & ((1 << n) - 1) : 0) : bitsAt(lo, hi, s, n)) * 8;
     r1.level = level;
     r1.ptePa = pteIpa;
     const f2 = s2Fetch(mem, s2p, pteIpa, r2, s2Update);

@@ -31,7 +31,18 @@ import {
   StaleCacheReporter,
   TWO_32,
 } from "@iommu-sim/core";
-import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
+import {
+  DESC_INFO,
+  DESC_WORDS,
+  DescCache,
+  InvScope,
+  KIND_MASK,
+  SmmuTlb,
+  TLB_F64,
+  TLB_I32,
+  TLB_KIND,
+  WalkCache,
+} from "./caches.js";
 import {
   contiguousCount,
   isContiguous,
@@ -206,6 +217,11 @@ function ri(def: { offset: number }): number {
   return (def.offset & (SMMU_PAGE_SIZE - 1)) >>> 2;
 }
 
+// TLB entry fields read on every translation (private copies: V8 folds a module's own consts into the code).
+const TF_PA = TLB_F64.PA;
+const TF_SPAN = TLB_F64.SPAN;
+const TI_PERM = TLB_I32.PERM;
+
 /** Register slot of CR0ACK, read on every translation. */
 const CR0ACK_SLOT = ri(REG.CR0ACK);
 const LOCAL_TWO_32 = 4294967296;
@@ -213,7 +229,8 @@ const LOCAL_TWO_32 = 4294967296;
 // The per-stream fast path (see Smmuv3Hw.translate): a direct-mapped table of what the STE and CD of a
 // (StreamID, SubstreamID) decided, STREAM_WORDS words per entry.
 const STREAM_ENTRIES = 64;
-const STREAM_WORDS = 8;
+const STREAM_SHIFT = 3;
+const STREAM_WORDS = 1 << STREAM_SHIFT;
 const SW_SID = 0;
 const SW_SSID = 1;
 const SW_SE = 2;
@@ -654,44 +671,101 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    */
   translate(req: DmaRequest, out: DmaTranslation): void {
     if ((this.regs[CR0ACK_SLOT]! & CR0_SMMUEN) !== 0 && !this.strict) {
-      const sid = req.requesterId;
-      const ssid = req.pasid;
-      const st = this.streams;
-      const k = ((sid ^ Math.imul(ssid + 1, STREAM_HASH)) & (STREAM_ENTRIES - 1)) * STREAM_WORDS;
-      if (
-        st[k + SW_SID] === sid &&
-        st[k + SW_SSID] === ssid &&
-        this.streamGen[k / STREAM_WORDS] === this.steCache.gen + this.cdCache.gen
-      ) {
-        this.nTranslations++;
-        const se = st[k + SW_SE]!;
-        const ce = st[k + SW_CE]!;
-        if (this.cfgLru) {
-          this.steCache.touch(se);
-          if (ce >= 0) this.cdCache.touch(ce);
-        }
-        const bits = st[k + SW_BITS]!;
-        const pageLg2 = bits & 63;
-        const kind = st[k + SW_KIND]!;
-        const tag = st[k + SW_TAG]!;
+      const k = this.streamEntry(req.requesterId, req.pasid);
+      if (k >= 0) {
         const iova = req.iova;
-        const vpn = iova < LOCAL_TWO_32 ? iova >>> pageLg2 : Math.floor(iova / pow2(pageLg2));
-        const need = needOf(req);
-        const tlb = this.tlb;
-        const e = tlb.lookup(kind, tag, vpn);
-        if (e >= 0 && (tlb.perm[e]! & need) === need) {
-          this.nHits++;
-          const off = iova < LOCAL_TWO_32 ? (iova & ((1 << pageLg2) - 1)) >>> 0 : iova - alignDownLg2(iova, pageLg2);
-          out.pa = tlb.pa[e]! + off;
-          out.length = tlb.span[e]! - off;
+        const st = this.streams;
+        const pageLg2 = st[k + SW_BITS]! & 63;
+        if (iova < LOCAL_TWO_32) {
+          const need = needOf(req);
+          const tlb = this.tlb;
+          const e = tlb.lookup(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
+          if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
+            this.nTranslations++;
+            this.nHits++;
+            if (this.cfgLru) this.touchStream(k);
+            const off = (iova & ((1 << pageLg2) - 1)) >>> 0;
+            out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+            out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
+            return;
+          }
+          this.walkStream(req, out, k, iova >>> pageLg2, need);
           return;
         }
-        this.nMisses++;
-        this.walk(req, out, se, ce, kind, tag, vpn, pageLg2, need, (bits & SB_S1) !== 0, (bits & SB_S2) !== 0);
+        this.translateStream(req, out, k);
         return;
       }
     }
     this.translateSlow(req, out);
+  }
+
+  /** The per-stream table's entry (word index) for (sid, ssid) when it holds and is current, else -1. */
+  private streamEntry(sid: number, ssid: number): number {
+    const st = this.streams;
+    const k = ((sid ^ Math.imul(ssid + 1, STREAM_HASH)) & (STREAM_ENTRIES - 1)) * STREAM_WORDS;
+    return st[k + SW_SID] === sid &&
+      st[k + SW_SSID] === ssid &&
+      this.streamGen[k >> STREAM_SHIFT] === this.steCache.gen + this.cdCache.gen
+      ? k
+      : -1;
+  }
+
+  /** LRU: the configuration cache entries a per-stream hit used count as used, as the lookups would. */
+  private touchStream(k: number): void {
+    this.steCache.touch(this.streams[k + SW_SE]!);
+    const ce = this.streams[k + SW_CE]!;
+    if (ce >= 0) this.cdCache.touch(ce);
+  }
+
+  /** {@link translate} with the per-stream entry `k` current, for an IOVA at or above 4 GiB. */
+  private translateStream(req: DmaRequest, out: DmaTranslation, k: number): void {
+    this.nTranslations++;
+    if (this.cfgLru) this.touchStream(k);
+    const st = this.streams;
+    const bits = st[k + SW_BITS]!;
+    const pageLg2 = bits & 63;
+    const kind = st[k + SW_KIND]!;
+    const tag = st[k + SW_TAG]!;
+    const iova = req.iova;
+    const vpn = iova < LOCAL_TWO_32 ? iova >>> pageLg2 : Math.floor(iova / pow2(pageLg2));
+    const need = needOf(req);
+    const tlb = this.tlb;
+    const e = tlb.lookup(kind, tag, vpn);
+    if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
+      this.nHits++;
+      const off = iova - alignDownLg2(iova, pageLg2);
+      out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+      out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
+      return;
+    }
+    this.nMisses++;
+    const se = st[k + SW_SE]!;
+    const ce = st[k + SW_CE]!;
+    this.walk(req, out, se, ce, kind, tag, vpn, pageLg2, need, (bits & SB_S1) !== 0, (bits & SB_S2) !== 0);
+  }
+
+  /** {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn`: the walk. */
+  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): void {
+    this.nTranslations++;
+    this.nMisses++;
+    if (this.cfgLru) this.touchStream(k);
+    const st = this.streams;
+    const bits = st[k + SW_BITS]!;
+    const useS1 = (bits & SB_S1) !== 0;
+    const useS2 = (bits & SB_S2) !== 0;
+    this.walk(
+      req,
+      out,
+      st[k + SW_SE]!,
+      st[k + SW_CE]!,
+      st[k + SW_KIND]!,
+      st[k + SW_TAG]!,
+      vpn,
+      bits & 63,
+      need,
+      useS1,
+      useS2,
+    );
   }
 
   /** {@link translate} off its fast path: decode the STE and CD from the caches (fetching them on a miss). */
@@ -812,15 +886,15 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       st[k + SW_KIND] = kind;
       st[k + SW_TAG] = tag;
       st[k + SW_BITS] = pageLg2 | (useS1 ? SB_S1 : 0) | (useS2 ? SB_S2 : 0);
-      this.streamGen[k / STREAM_WORDS] = this.steCache.gen + this.cdCache.gen;
+      this.streamGen[k >> STREAM_SHIFT] = this.steCache.gen + this.cdCache.gen;
     }
     const tlb = this.tlb;
     const e = tlb.lookup(kind, tag, vpn);
-    if (e >= 0 && (tlb.perm[e]! & need) === need) {
+    if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
       this.nHits++;
       const off = iova - alignDownLg2(iova, pageLg2);
-      out.pa = tlb.pa[e]! + off;
-      out.length = tlb.span[e]! - off;
+      out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+      out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
       if (this.strict) this.checkTlb(e, se, ce, kind, iova, sid, ssid, vmid);
       return;
     }
@@ -938,15 +1012,17 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const off = iova - alignDownLg2(iova, pageLg2);
     const tlb = this.tlb;
     const e = tlb.fill(kind, tag, vpn);
-    tlb.pageLg2[e] = pageLg2;
-    tlb.pa[e] = paOut - off;
-    tlb.span[e] = spanFromIova + off;
-    tlb.perm[e] = perm;
-    tlb.level[e] = level;
-    tlb.leafBase[e] = leafBase;
-    tlb.leafLg2[e] = leafLg2;
-    tlb.sid[e] = req.requesterId;
-    tlb.ssid[e] = req.pasid;
+    const fb = e << 2;
+    tlb.f[fb + TF_PA] = paOut - off;
+    tlb.f[fb + TF_SPAN] = spanFromIova + off;
+    tlb.f[fb + TLB_F64.LEAF_BASE] = leafBase;
+    const ib = e << 3;
+    tlb.i[ib + TLB_I32.PAGE_LG2] = pageLg2;
+    tlb.i[ib + TI_PERM] = perm;
+    tlb.i[ib + TLB_I32.LEVEL] = level;
+    tlb.i[ib + TLB_I32.LEAF_LG2] = leafLg2;
+    tlb.i[ib + TLB_I32.SID] = req.requesterId;
+    tlb.i[ib + TLB_I32.SSID] = req.pasid;
     out.pa = paOut;
     out.length = spanFromIova;
   }
@@ -1399,12 +1475,12 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         }
       }
     }
-    const off = iova % 2 ** tlb.pageLg2[e]!;
-    const cachedPa = tlb.pa[e]! + off;
-    const cachedPerm = tlb.perm[e]!;
+    const off = iova - alignDownLg2(iova, tlb.i[(e << 3) + TLB_I32.PAGE_LG2]!);
+    const cachedPa = tlb.f[(e << 2) + TF_PA]! + off;
+    const cachedPerm = tlb.i[(e << 3) + TI_PERM]!;
     if (f === 0 && pa === cachedPa && (perm & cachedPerm) === cachedPerm) return;
     tlb.reported[e] = 1;
-    const asid = tlb.tag[e]! & 0xffff;
+    const asid = tlb.i[(e << 3) + TLB_I32.TAG]! & 0xffff;
     const now = f !== 0 ? `the tables now give ${EVT_NAME[f] ?? "a fault"}` : `the tables now give PA ${hex(pa)}`;
     const permNote =
       f === 0 && pa === cachedPa
