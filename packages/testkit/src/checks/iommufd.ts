@@ -223,6 +223,11 @@ const viommuTombstone: ConformanceCheck = {
       await s.p.close(s.devfd);
       const gone = await code(destroy(s.p, s.iommufd, vdev));
       check(gone === "ENOENT", `IOMMU_DESTROY of the tombstoned vDEVICE gave ${gone}, want ENOENT`);
+      // A tombstone keeps its ID until close(): new objects (xa_alloc takes the lowest free ID) never get it.
+      for (let i = 0; i < 3; i++) {
+        const id = await ioasAlloc(s.p, s.iommufd);
+        check(id !== vdev, `a new IOAS got ID ${id}, the unbound vDEVICE's: its ID was freed instead of tombstoned`);
+      }
       for (const [what, id] of [
         ["nested HWPT", nested],
         ["vIOMMU", viommuId],
