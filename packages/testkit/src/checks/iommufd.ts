@@ -12,6 +12,7 @@ import {
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_FAULT_ID_VALID,
+  IOMMU_HWPT_INVALIDATE,
   ioasAlloc,
   ioasMap,
   ioasUnmap,
@@ -22,9 +23,13 @@ import {
 import { ConformanceError, check, hex } from "../errors.js";
 import {
   faultQueueAlloc,
+  hwptInvalidate,
   nestedHwptAlloc,
   readFaults,
+  readVevents,
+  userBuffer,
   vdeviceAlloc,
+  veventqAlloc,
   viommuAlloc,
   writeFaultResponse,
 } from "../iommufd-helpers.js";
@@ -275,12 +280,127 @@ const faultQueue: ConformanceCheck = {
     }),
 };
 
+/** A VMM session with a nesting parent on its IOAS, a vIOMMU, the device's vDEVICE and a nested HWPT attached. */
+async function viommuSession(rig: Rig, nested?: (zeroIpa: number) => import("@iommu-sim/core").IommuUserData) {
+  const v = rig.target.caps.viommu!;
+  const s = await openVmmSession(rig.m, rig.target.devices.primary);
+  const va = s.p.mmap(PAGE);
+  const iova = iovaOf(rig);
+  await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: PAGE, iova });
+  const parent = await hwptAlloc(s.p, s.iommufd, { devId: s.devId, ptId: s.ioas, flags: IOMMU_HWPT_ALLOC_NEST_PARENT });
+  const { viommuId } = await viommuAlloc(s.p, s.iommufd, { type: v.type, devId: s.devId, hwptId: parent });
+  const virtId = v.virtId ?? 1;
+  const vdev = await vdeviceAlloc(s.p, s.iommufd, { viommuId, devId: s.devId, virtId });
+  const data = nested ? nested(iova) : v.nestedData();
+  const hwpt = await nestedHwptAlloc(s.p, s.iommufd, {
+    devId: s.devId,
+    ptId: viommuId,
+    dataType: data.type,
+    data: data.data,
+  });
+  return { s, iova, parent, viommuId, virtId, vdev, hwpt };
+}
+
+const errCode = (p: Promise<unknown>) =>
+  p.then(
+    () => "ok",
+    (e: { code?: string }) => e.code ?? String(e),
+  );
+
+const viommuInvalidate: ConformanceCheck = {
+  id: "iommufd/hwpt-invalidate",
+  title:
+    "IOMMU_HWPT_INVALIDATE on the vIOMMU handles valid entries, stops at a bad one reporting how many it handled, " +
+    "and refuses an IOAS, an unknown type and a reserved field",
+  applies: (t) =>
+    !t.caps.iommufd
+      ? "iommufd not claimed"
+      : !t.caps.viommu
+        ? "vIOMMU not claimed"
+        : !t.caps.viommu.invalidate
+          ? "vIOMMU invalidation not claimed"
+          : undefined,
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const inv = target.caps.viommu!.invalidate!;
+      const { s, viommuId, virtId, hwpt } = await viommuSession(rig);
+      await vfioDeviceAttachPt(s.p, s.devfd, hwpt);
+      const call = (id: number, entries: Uint8Array[], dataType = inv.dataType) =>
+        hwptInvalidate(s.p, s.iommufd, { hwptId: id, dataType, entryLen: inv.entryLen, entries });
+      const good = inv.entry(virtId);
+      check((await call(viommuId, [])) === 0, "an empty invalidation array did not report 0 entries handled");
+      const n = await call(viommuId, [good, good, good]);
+      check(n === 3, `three valid entries reported ${n} handled, want 3`);
+      // A bad entry in the middle: the call fails with the driver's errno and entry_num counts those before it.
+      const cmd = {
+        size: 0,
+        hwpt_id: viommuId,
+        data_uptr: userBuffer(s.p, new Uint8Array([...good, ...inv.bad(virtId), ...good])),
+        data_type: inv.dataType,
+        entry_len: inv.entryLen,
+        entry_num: 3,
+        __reserved: 0,
+      };
+      const bad = await errCode(s.p.ioctl(s.iommufd, IOMMU_HWPT_INVALIDATE, cmd));
+      check(bad === inv.badCode, `an invalidation array with a bad 2nd entry gave ${bad}, want ${inv.badCode}`);
+      check(cmd.entry_num === 1, `after a bad 2nd entry entry_num is ${cmd.entry_num}, want 1 (the entries handled)`);
+      const onIoas = await errCode(call(s.ioas, [good]));
+      check(onIoas === "EINVAL", `IOMMU_HWPT_INVALIDATE on an IOAS gave ${onIoas}, want EINVAL`);
+      const wrongType = await errCode(call(viommuId, [good], 0xdadbeef));
+      check(wrongType === "EINVAL", `an unknown data_type gave ${wrongType}, want EINVAL`);
+      const reserved = await errCode(
+        s.p.ioctl(s.iommufd, IOMMU_HWPT_INVALIDATE, { ...cmd, entry_num: 1, __reserved: 1 }),
+      );
+      check(reserved === "EOPNOTSUPP", `a non-zero __reserved gave ${reserved}, want EOPNOTSUPP`);
+      await s.p.exit();
+    }),
+};
+
+const veventq: ConformanceCheck = {
+  id: "iommufd/veventq",
+  title:
+    "an event of a device behind a vIOMMU reaches its vEVENTQ naming the vDEVICE's virtual ID, in sequence; one " +
+    "vEVENTQ per type",
+  applies: (t) =>
+    !t.caps.iommufd
+      ? "iommufd not claimed"
+      : !t.caps.viommu
+        ? "vIOMMU not claimed"
+        : !t.caps.viommu.vevent
+          ? "vEVENTQ not claimed"
+          : undefined,
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const ev = target.caps.viommu!.vevent!;
+      const { s, viommuId, virtId, hwpt, iova } = await viommuSession(rig, ev.nestedData);
+      const q = await veventqAlloc(s.p, s.iommufd, { viommuId, type: ev.type, depth: 8 });
+      const dup = await errCode(veventqAlloc(s.p, s.iommufd, { viommuId, type: ev.type, depth: 8 }));
+      check(dup === "EEXIST", `a second vEVENTQ of the same type gave ${dup}, want EEXIST`);
+      await vfioDeviceAttachPt(s.p, s.devfd, hwpt);
+      const dev = rig.dev(target.devices.primary);
+      for (let i = 0; i < 2; i++) await ev.trigger(rig.m, dev, iova);
+      await rig.settle();
+      const got = await readVevents(s.p, q.fd, ev.payloadLen);
+      check(got.length >= 2, `the vEVENTQ holds ${got.length} vEVENT(s) after two events, want 2`);
+      for (const [i, e] of got.slice(0, 2).entries()) {
+        check(e.flags === 0, `vEVENT ${i} has flags ${e.flags} (lost events?)`);
+        check(ev.virtId(e.data) === virtId, `vEVENT ${i} names virtual ID ${ev.virtId(e.data)}, want ${virtId}`);
+      }
+      check(got[1]!.sequence === got[0]!.sequence + 1, "vEVENT sequence numbers are not consecutive");
+      const busy = await errCode(destroy(s.p, s.iommufd, viommuId));
+      check(busy === "EBUSY", `destroying a vIOMMU with a vEVENTQ gave ${busy}, want EBUSY`);
+      await s.p.exit();
+    }),
+};
+
 /** The iommufd checks. */
 export const iommufdChecks: readonly ConformanceCheck[] = [
   ioasDma,
   hwptReplace,
   dirty,
   viommuTombstone,
+  viommuInvalidate,
+  veventq,
   faultQueue,
   closeInFlight,
 ];
