@@ -15,40 +15,19 @@
  * Medians of interleaved rounds (harness.ts from packages/core/bench); results appended to bench/results.json.
  */
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  defaultPlatform,
-  IOMMU_READ,
-  IOMMU_WRITE,
-  IoPageTable,
-  IotlbGather,
-  iommuAttachDevice,
-  iommuDeviceClaimDmaOwner,
-  iommuMap,
-  iommuPagingDomainAllocFlags,
-  iommuUnmap,
-} from "@iommu-sim/core";
+import { IoPageTable, IotlbGather, iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { benchPagingDomain, GIB_MAP_WORKLOAD } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
 import { type ArmSmmuDevice, armLpaeFormat, armSmmuV3Driver } from "../src/index.js";
 
-const GiB = 2 ** 30;
-const PAGE = 4096;
-const PAGES = GiB / PAGE;
-const IOVA0 = 4 * GiB;
-const PA0 = GiB;
-const RW = IOMMU_READ | IOMMU_WRITE;
+const { GiB, PAGE, PAGES, IOVA0, PA0, RW } = GIB_MAP_WORKLOAD;
 const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 
 const raw = new RawRadix(12);
 
 // --- the machine with the SMMUv3 driver and model ----------------------------------------------------------------
-const m = await createMachine({ platform: defaultPlatform(), modules: [armSmmuV3Driver], seed: 1 });
-await m.boot();
-const dev = m.driverCore.deviceFor("smmu-dma0")!;
-await iommuDeviceClaimDmaOwner(dev, "bench");
-const domain = await iommuPagingDomainAllocFlags(dev, 0);
-await iommuAttachDevice(domain, dev);
+const { m, domain } = await benchPagingDomain(armSmmuV3Driver, "smmu-dma0");
 const smmu = armSmmuV3Driver.instanceFor(m, "smmu0") as ArmSmmuDevice;
 
 // --- the engine alone, same format ---------------------------------------------------------------------------------

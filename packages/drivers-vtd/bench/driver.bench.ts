@@ -8,38 +8,17 @@
  *   npx tsx --conditions=iommu-sim:source packages/drivers-vtd/bench/driver.bench.ts
  */
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  defaultPlatform,
-  IOMMU_READ,
-  IOMMU_WRITE,
-  IoPageTable,
-  IotlbGather,
-  iommuAttachDevice,
-  iommuDeviceClaimDmaOwner,
-  iommuMap,
-  iommuPagingDomainAllocFlags,
-  iommuUnmap,
-} from "@iommu-sim/core";
+import { IoPageTable, IotlbGather, iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { benchPagingDomain, GIB_MAP_WORKLOAD } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
 import { intelIommuDriver, intelIommuDriverState, type VtdHw, x86_64Format } from "../src/index.js";
 import { annotate } from "./targets.js";
 
-const GiB = 2 ** 30;
-const PAGE = 4096;
-const PAGES = GiB / PAGE;
-const IOVA0 = 4 * GiB;
-const PA0 = GiB;
-const RW = IOMMU_READ | IOMMU_WRITE;
+const { GiB, PAGE, PAGES, IOVA0, PA0, RW } = GIB_MAP_WORKLOAD;
 const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 
-const m = await createMachine({ platform: defaultPlatform(), modules: [intelIommuDriver], seed: 1 });
-await m.boot();
-const dev = m.driverCore.deviceFor("xhci0")!;
-await iommuDeviceClaimDmaOwner(dev, "bench");
-const domain = await iommuPagingDomainAllocFlags(dev, 0);
-await iommuAttachDevice(domain, dev);
+const { m, domain } = await benchPagingDomain(intelIommuDriver, "xhci0");
 const iommu = intelIommuDriverState(intelIommuDriver, m)!.units.get("vtd0")!;
 const hw = m.dma.modelFor("vtd0") as VtdHw;
 
