@@ -5,7 +5,7 @@
  */
 import type { Device, IommuOps, Machine } from "@iommu-sim/core";
 import { describe, expect, it } from "vitest";
-import { type ConformanceTarget, mockTarget, runConformance } from "../src/index.js";
+import { amdTarget, type ConformanceTarget, mockTarget, runConformance } from "../src/index.js";
 
 async function runOne(target: ConformanceTarget, id: string) {
   const r = await runConformance({ drivers: [target], only: [id] });
@@ -33,7 +33,7 @@ describe("new conformance checks", () => {
     expect(r.detail).toMatch(/IOMMU probe failing at allocation \d+ \(mock_iommu\w*\) leaked 1 page/);
   });
 
-  it("faults/iopf-device-removal fails when the driver answers a page request twice", async () => {
+  it("the device-removal checks fail when the driver answers a page request twice", async () => {
     const twice: ConformanceTarget = {
       ...mockTarget(),
       async setup(m: Machine) {
@@ -46,9 +46,12 @@ describe("new conformance checks", () => {
         };
       },
     };
-    const r = await runOne(twice, "faults/iopf-device-removal");
-    expect(r.status).toBe("fail");
-    expect(r.detail).toMatch(/group 11 was answered 2 times across the removal, want once/);
+    const removal = await runOne(twice, "faults/iopf-device-removal");
+    expect(removal.status).toBe("fail");
+    expect(removal.detail).toMatch(/answered group 11 \[.*\], want once with INVALID/);
+    const race = await runOne(twice, "iommufd/fault-response-vs-removal");
+    expect(race.status).toBe("fail");
+    expect(race.detail).toMatch(/group 13 was answered 2 times, want exactly once/);
   });
 
   it("iommufd/hwpt-invalidate fails when valid entries are refused", async () => {
@@ -91,7 +94,8 @@ describe("new conformance checks", () => {
       "amd iommufd/hwpt-invalidate": "n/a: vIOMMU not claimed",
       "amd iommufd/veventq": "n/a: vIOMMU not claimed",
     });
-    const amdRemoval = await runOne((await import("../src/index.js")).amdTarget(), "faults/iopf-device-removal");
-    expect(amdRemoval).toMatchObject({ status: "n/a", detail: "PRI/IOPF not claimed" });
+    for (const id of ["faults/iopf-device-removal", "iommufd/fault-response-vs-removal"]) {
+      expect(await runOne(amdTarget(), id)).toMatchObject({ status: "n/a", detail: "PRI/IOPF not claimed" });
+    }
   });
 });

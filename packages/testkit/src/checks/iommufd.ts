@@ -393,6 +393,61 @@ const veventq: ConformanceCheck = {
     }),
 };
 
+const iommufdResponseVsRemoval: ConformanceCheck = {
+  id: "iommufd/fault-response-vs-removal",
+  title:
+    "a VMM's late page response races the device's unbind and hot-unplug: the device is answered exactly once, " +
+    "the late write fails cleanly (EINVAL) or wins, nothing is used after free, over many interleavings",
+  applies: (t) => (!t.caps.iopf ? "PRI/IOPF not claimed" : !t.caps.iommufd ? "iommufd not claimed" : undefined),
+  async run(ctx) {
+    const { target } = ctx;
+    for (let r = 0; r < ctx.runs(6, 100); r++) {
+      const seed = ctx.seed + r;
+      await withRig(target, { iommufd: true, seed, scheduler: { kind: "random", seed } }, async (rig) => {
+        const iopf = target.caps.iopf!;
+        const ep = rig.ep(iopf.device);
+        const seen = () => (iopf.responses ? iopf.responses(rig.m) : ep.pageResponses());
+        const s = await openVmmSession(rig.m, iopf.device);
+        const fq = await faultQueueAlloc(s.p, s.iommufd);
+        const h = await hwptAlloc(s.p, s.iommufd, {
+          devId: s.devId,
+          ptId: s.ioas,
+          flags: IOMMU_HWPT_FAULT_ID_VALID,
+          faultId: fq.id,
+        });
+        await vfioDeviceAttachPt(s.p, s.devfd, h);
+        const before = seen().length;
+        await sendPageRequest(rig, { pasid: -1, addr: iovaOf(rig), write: false, grpid: 13, last: true });
+        await rig.settle();
+        const faults = await readFaults(s.p, fq.fd);
+        check(faults.length === 1, `the fault queue holds ${faults.length} record(s), want 1`, seed);
+        const dev = rig.dev(iopf.device);
+        const sch = rig.m.scheduler;
+        let write = "";
+        const vmm = sch.spawn("testkit-vmm-response", async () => {
+          await sch.yield();
+          write = await writeFaultResponse(s.p, fq.fd, faults[0]!.cookie, 0).then(
+            () => "ok",
+            (e: { code?: string }) => e.code ?? String(e),
+          );
+        });
+        const unplug = sch.spawn("testkit-unbind-unplug", async () => {
+          await s.p.close(s.devfd);
+          await rig.m.driverCore.deviceUnregister(dev);
+        });
+        await sch.joinAll([vmm, unplug]);
+        await rig.settle();
+        check(write === "ok" || write === "EINVAL", `the late page response write gave ${write}`, seed);
+        const answers = seen()
+          .slice(before)
+          .filter((x) => x.grpid === 13);
+        check(answers.length === 1, `group 13 was answered ${answers.length} times, want exactly once`, seed);
+        await s.p.exit();
+      });
+    }
+  },
+};
+
 /** The iommufd checks. */
 export const iommufdChecks: readonly ConformanceCheck[] = [
   ioasDma,
@@ -402,5 +457,6 @@ export const iommufdChecks: readonly ConformanceCheck[] = [
   viommuInvalidate,
   veventq,
   faultQueue,
+  iommufdResponseVsRemoval,
   closeInFlight,
 ];
