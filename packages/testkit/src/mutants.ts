@@ -49,7 +49,15 @@ export async function runMutants(
       try {
         await runPlanned(mutated, p, opts);
       } catch (e) {
-        const detail = e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e);
+        const detail =
+          e instanceof Error
+            ? e.message
+                .split("\n")
+                .filter((l) => l.trim())
+                .slice(0, 2)
+                .join(" ")
+                .trim()
+            : String(e);
         r = { ...r, caught: true, by: p.check.id, detail };
         break;
       }
