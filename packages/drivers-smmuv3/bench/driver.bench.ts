@@ -16,7 +16,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { IoPageTable, IotlbGather, iommuMap, iommuUnmap } from "@iommu-sim/core";
-import { benchPagingDomain, GIB_MAP_WORKLOAD } from "@iommu-sim/testkit/bench";
+import { benchPagingDomain, GIB_MAP_WORKLOAD, gibMapBaselineCases } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
 import { type ArmSmmuDevice, armLpaeFormat, armSmmuV3Driver } from "../src/index.js";
@@ -32,6 +32,7 @@ const smmu = armSmmuV3Driver.instanceFor(m, "smmu0") as ArmSmmuDevice;
 
 // --- the engine alone, same format ---------------------------------------------------------------------------------
 const engine = new IoPageTable(armLpaeFormat(1, 12), m.memory, m.pages, { ias: 48, oas: 48 });
+const baselines = gibMapBaselineCases(engine, m, raw);
 const gather = new IotlbGather();
 
 let before = 0;
@@ -42,31 +43,8 @@ runBench({
   warmup: 1,
   resultsFile: RESULTS,
   cases: [
-    {
-      name: "raw-radix",
-      ops: PAGES,
-      fn: () => {
-        const pn0 = IOVA0 / PAGE;
-        for (let i = 0; i < PAGES; i++) raw.map(pn0 + i, PA0 / PAGE + i);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) n += raw.unmap(pn0 + i);
-        return n;
-      },
-    },
-    {
-      name: "engine",
-      ops: PAGES,
-      fn: () => {
-        for (let i = 0; i < PAGES; i++) engine.map(IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, 1, RW);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) {
-          n += engine.unmap(IOVA0 + i * PAGE, PAGE, 1, gather);
-          gather.freePages(m.pages);
-          gather.reset();
-        }
-        return n;
-      },
-    },
+    baselines.rawRadix,
+    baselines.engine,
     {
       name: "smmuv3-iommuMap/iommuUnmap",
       ops: PAGES,

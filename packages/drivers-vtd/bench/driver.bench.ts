@@ -8,8 +8,8 @@
  *   npx tsx --conditions=iommu-sim:source packages/drivers-vtd/bench/driver.bench.ts
  */
 import { fileURLToPath } from "node:url";
-import { IoPageTable, IotlbGather, iommuMap, iommuUnmap } from "@iommu-sim/core";
-import { benchPagingDomain, GIB_MAP_WORKLOAD } from "@iommu-sim/testkit/bench";
+import { IoPageTable, iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { benchPagingDomain, GIB_MAP_WORKLOAD, gibMapBaselineCases } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
 import { intelIommuDriver, intelIommuDriverState, type VtdHw, x86_64Format } from "../src/index.js";
@@ -23,8 +23,8 @@ const iommu = intelIommuDriverState(intelIommuDriver, m)!.units.get("vtd0")!;
 const hw = m.dma.modelFor("vtd0") as VtdHw;
 
 const engine = new IoPageTable(x86_64Format(4, true), m.memory, m.pages, { ias: 47, oas: 52 });
-const gather = new IotlbGather();
 const raw = new RawRadix(12);
+const baselines = gibMapBaselineCases(engine, m, raw);
 
 let before = 0;
 const r = runBench({
@@ -34,31 +34,8 @@ const r = runBench({
   warmup: 1,
   resultsFile: RESULTS,
   cases: [
-    {
-      name: "engine",
-      ops: PAGES,
-      fn: () => {
-        for (let i = 0; i < PAGES; i++) engine.map(IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, 1, RW);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) {
-          n += engine.unmap(IOVA0 + i * PAGE, PAGE, 1, gather);
-          gather.freePages(m.pages);
-          gather.reset();
-        }
-        return n;
-      },
-    },
-    {
-      name: "raw-radix",
-      ops: PAGES,
-      fn: () => {
-        const pn0 = IOVA0 / PAGE;
-        for (let i = 0; i < PAGES; i++) raw.map(pn0 + i, PA0 / PAGE + i);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) n += raw.unmap(pn0 + i);
-        return n;
-      },
-    },
+    baselines.engine,
+    baselines.rawRadix,
     {
       name: "vtd-iommuMap/iommuUnmap",
       ops: PAGES,

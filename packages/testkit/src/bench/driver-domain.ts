@@ -10,6 +10,8 @@ import {
   IOMMU_READ,
   IOMMU_WRITE,
   type IommuDomain,
+  type IoPageTable,
+  IotlbGather,
   iommuAttachDevice,
   iommuDeviceClaimDmaOwner,
   iommuPagingDomainAllocFlags,
@@ -47,4 +49,52 @@ export async function benchPagingDomain(
   const domain = await iommuPagingDomainAllocFlags(dev, flags);
   await iommuAttachDevice(domain, dev);
   return { m, dev, domain };
+}
+
+/** One benchmark case, as core's bench harness takes it. */
+export interface GibMapCase {
+  name: string;
+  ops: number;
+  fn: () => unknown;
+}
+
+/**
+ * The two in-run baselines of the GiB workload: core's engine alone on the driver's format ("engine": map every page,
+ * then unmap each with its gather freed) and a raw radix table ("raw-radix": the floor any table code can reach).
+ * @linux none: benchmark baselines
+ */
+export function gibMapBaselineCases(
+  engine: IoPageTable,
+  m: Machine,
+  raw: { map(pn: number, pfn: number): unknown; unmap(pn: number): number },
+): { engine: GibMapCase; rawRadix: GibMapCase } {
+  const { PAGE, PAGES, IOVA0, PA0, RW } = GIB_MAP_WORKLOAD;
+  const gather = new IotlbGather();
+  return {
+    engine: {
+      name: "engine",
+      ops: PAGES,
+      fn: () => {
+        for (let i = 0; i < PAGES; i++) engine.map(IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, 1, RW);
+        let n = 0;
+        for (let i = 0; i < PAGES; i++) {
+          n += engine.unmap(IOVA0 + i * PAGE, PAGE, 1, gather);
+          gather.freePages(m.pages);
+          gather.reset();
+        }
+        return n;
+      },
+    },
+    rawRadix: {
+      name: "raw-radix",
+      ops: PAGES,
+      fn: () => {
+        const pn0 = IOVA0 / PAGE;
+        for (let i = 0; i < PAGES; i++) raw.map(pn0 + i, PA0 / PAGE + i);
+        let n = 0;
+        for (let i = 0; i < PAGES; i++) n += raw.unmap(pn0 + i);
+        return n;
+      },
+    },
+  };
 }
