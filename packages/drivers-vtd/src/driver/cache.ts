@@ -83,7 +83,7 @@ function iotlbDesc(
   ih: boolean,
   b: QiBatch,
 ): void {
-  if (skipInvalidation(iommu)) return;
+  if (iommu.options.skipIotlbFlush) return;
   if (usePiotlb(d) && !tag.nesting) {
     if (pages === -1 || mask >= MAX_AGAW_PFN_WIDTH) b.add(iommu, qiDescPiotlbAll(tag.did, tag.pasid));
     else b.add(iommu, qiDescPiotlb(tag.did, tag.pasid, addr, mask, ih));
@@ -99,17 +99,9 @@ function iotlbDesc(
   else iommu.flushIotlb(tag.did, addr, mask, ih, QI_GRAN.IOTLB_PSI);
 }
 
-/**
- * Whether IOTLB and device-TLB invalidations are left out: the test-only option, or the conformance suite's mutant
- * "vtd:skip-invalidation".
- */
-function skipInvalidation(iommu: IntelIommu): boolean {
-  return iommu.options.skipIotlbFlush === true || iommu.machine.mutant("vtd:skip-invalidation");
-}
-
 function devtlbDesc(iommu: IntelIommu, tag: CacheTag, addr: number, mask: number, b: QiBatch): void {
   const info = tag.info;
-  if (!info.atsEnabled || !iommu.queued || skipInvalidation(iommu)) return;
+  if (!info.atsEnabled || !iommu.queued || iommu.options.skipIotlbFlush) return;
   const sid = info.rid;
   if (tag.pasid === 0) b.add(iommu, qiDescDevIotlb(sid, sid, info.atsQdep, addr, mask));
   else if (mask >= MAX_AGAW_PFN_WIDTH) b.add(iommu, qiDescDevIotlbPasidAll(sid, sid, info.atsQdep, tag.pasid));

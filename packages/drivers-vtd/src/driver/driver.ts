@@ -243,6 +243,7 @@ export class IntelIommuDriver implements IntelIommuSink {
     if (!iommu) throw kerr("ENODEV", `${dev.name}: its DRHD unit ${unit.unit.iommu} is not probed`);
     if (iommu.deviceRbtree.has(pci.rid)) throw kerr("EBUSY", `${dev.name}: requester ID already probed`);
     this.core.faults.check(INTEL_IOMMU_SITES.info);
+    if (this.machine.mutant("vtd:leaked-device-ref")) dev.get("intel_iommu_probe_device"); // test-only mutant
     const pasidBits = iommu.sm ? Math.min(pci.pasidBits, iommu.pasidBits) : 0;
     const ats = pci.ats && iommu.devTlb;
     const info = new DeviceDomainInfo(
@@ -267,8 +268,6 @@ export class IntelIommuDriver implements IntelIommuSink {
     }
     devIommuPrivSet(this.core, dev, info);
     iommu.deviceRbtree.set(info.rid, info);
-    // Test-only mutant: a reference taken in probe and never put (the leak class of "iommu: fix device leaks").
-    if (this.machine.mutant("vtd:leaked-device-ref")) dev.get("intel_iommu_probe_device");
     return iommu;
   }
 
@@ -602,7 +601,7 @@ export class IntelIommuDriver implements IntelIommuSink {
 
   /** @linux intel_iommu_tlb_sync (leaf-only hint when no table was freed) */
   iotlbSync(d: DmarDomain, gather: IotlbGather): void {
-    if (gather.end >= gather.start && gather.end > 0) {
+    if (gather.end >= gather.start && gather.end > 0 && !this.machine.mutant("vtd:skip-invalidation")) {
       cacheTagFlushRange(d, gather.start, gather.end, gather.freelist.length === 0);
     }
     gather.freePages(this.machine.pages);

@@ -315,8 +315,7 @@ export class IntelIommu extends IommuDevice {
     try {
       statusPa = this.allocPages(0, "intel_iommu_qi_status");
     } catch (e) {
-      // As dmar_enable_qi does when desc_status cannot be allocated: the descriptor pages go back.
-      this.freePages(basePa, dw ? 1 : 0);
+      this.freePages(basePa, dw ? 1 : 0); // as dmar_enable_qi frees qi->desc when desc_status fails
       throw e;
     }
     this.qi = { basePa, statusPa, freeHead: 0, dw };
