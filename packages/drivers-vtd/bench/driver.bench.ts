@@ -9,7 +9,7 @@
  *   npx tsx --conditions=iommu-sim:source packages/drivers-vtd/bench/driver.bench.ts
  */
 import { fileURLToPath } from "node:url";
-import { IoPageTable, iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { IoPageTable, IotlbGather, iommuMap, iommuUnmap } from "@iommu-sim/core";
 import { benchPagingDomain, GIB_MAP_WORKLOAD, gibMapBaselineCases } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
@@ -61,6 +61,7 @@ console.log(`descriptors issued during the per-page case: ${iommu.descriptorsIss
 // per page; its row records the descriptors the unit processed per unmap. Each call maps the GiB first (the same
 // work in both cases), then unmaps it in one call.
 const PA_4K = PA0 + PAGE;
+const gather = new IotlbGather();
 let perUnmap = -1;
 runBench({
   name: "vtd-driver/unmap 1GiB of 4KiB pages: invalidation descriptors per unmap",
