@@ -365,7 +365,8 @@ export class AmdIommuDriver implements AmdIommuSink {
       const levels = v2 ? this.gptLevels(iommu) : AMD_V1_LEVELS;
       // The v2 table drops the top address bit so it works both at PASID 0 (no sign extension) and at other PASIDs.
       const pt = new IoPageTable(v2 ? x86_64Format(levels, true) : amdv1Format(levels), m.memory, m.pages, {
-        ias: v2 ? (levels === 5 ? 56 : 47) : 12 + 9 * levels,
+        // Addresses are exact JS numbers below 2^53: a 5-level v2 domain's 56-bit aperture is clamped to 53 bits.
+        ias: v2 ? (levels === 5 ? 53 : 47) : 12 + 9 * levels,
         oas: 52,
         site: "amd_iommu_pgtable",
         diag: this.core.diag,
@@ -403,7 +404,7 @@ export class AmdIommuDriver implements AmdIommuSink {
    * The 256-bit DTE of a device for `d`: paging (V, TV, Mode and root for v1, IR, IW, DomainID, HAD with dirty
    * tracking, PPR, I), identity (mode 0, IR/IW) or blocked (V only); with a GCR3 table also GV, GLX, the GCR3
    * root pointer pieces and the guest paging mode (and GIOV for a v2 RID domain), tagged with the GCR3 table's
-   * per-device domain ID; a blocked RID keeping PASIDs is TV with IR = IW = 0.
+   * per-device domain ID; a blocked RID keeping PASIDs has GIOV with GCR3[0] empty.
    * @linux set_dte_entry, set_dte_gcr3_table, amd_iommu_make_clear_dte, amd_iommu_set_dte_v1
    */
   private makeDte(data: IommuDevData, d: ProtectionDomain | "identity" | "blocked", gcr3: Gcr3Table | undefined) {
@@ -416,10 +417,8 @@ export class AmdIommuDriver implements AmdIommuSink {
     if (d === "blocked" && !gcr3) return w;
     bit(DTE_BIT.TV);
     let did = this.identityId;
-    if (d !== "blocked") {
-      bit(DTE_BIT.IR);
-      bit(DTE_BIT.IW);
-    }
+    bit(DTE_BIT.IR);
+    bit(DTE_BIT.IW);
     if (d instanceof ProtectionDomain) {
       if (d.pdMode === PD_MODE.V1) this.dteSetV1(w, d);
       did = d.id;
@@ -429,7 +428,9 @@ export class AmdIommuDriver implements AmdIommuSink {
       did = gcr3.domid;
       dteSet(w, DTE_W.GV, 1);
       dteSet(w, DTE_W.GLX, gcr3.glx);
-      if (d instanceof ProtectionDomain && d.pdMode === PD_MODE.V2) dteSet(w, DTE_W.GIOV, 1);
+      // A blocked RID keeping PASIDs sends DMA without PASID to the empty GCR3[0] (the DTE's IR/IW gate the
+      // PASIDs' translations too, so they cannot block the RID alone).
+      if ((d instanceof ProtectionDomain && d.pdMode === PD_MODE.V2) || d === "blocked") dteSet(w, DTE_W.GIOV, 1);
       dteSetGcr3Root(w, gcr3.root);
       dteSet(w, DTE_W.GPT_LEVEL, this.gptLevels(data.iommu) === 5 ? GUEST_PGTABLE.L5 : GUEST_PGTABLE.L4);
     }
@@ -557,6 +558,11 @@ export class AmdIommuDriver implements AmdIommuSink {
 
   // --- attach ---------------------------------------------------------------------------------------------------
 
+  /** Leaving a v2 RID domain: GCR3[0] is cleared (and flushed) before the DTE changes. @linux destroy_gcr3_table (update_gcr3(dev_data, 0, 0, false)) */
+  private clearRidGcr3(data: IommuDevData, old: IommuDomain | undefined): void {
+    if (data.gcr3 && old instanceof ProtectionDomain && old.pdMode === PD_MODE.V2) this.gcr3Update(data, 0, -1);
+  }
+
   /** Take the device's RID off its previous domain: flush what that domain left cached. @linux detach_device / pdom_detach_iommu */
   private detachOld(data: IommuDevData, old: IommuDomain | undefined): void {
     if (old instanceof AmdNestedDomain) {
@@ -591,6 +597,7 @@ export class AmdIommuDriver implements AmdIommuSink {
     const v2 = d.pdMode === PD_MODE.V2;
     if (!v2 && data.pasidDomains.size > 0) throw kerr("EINVAL", `${dev.name}: PASIDs attached; v1 would nest them`);
     const old = data.domain;
+    if (!v2) this.clearRidGcr3(data, old);
     if (v2) {
       this.gcr3Get(data);
       this.gcr3Update(data, 0, d.pt.root);
@@ -602,7 +609,6 @@ export class AmdIommuDriver implements AmdIommuSink {
     const keep = v2 || data.pasidDomains.size > 0;
     this.updateDte(data, this.makeDte(data, d, keep ? data.gcr3 : undefined));
     this.detachOld(data, old);
-    if (!v2 && data.gcr3 && old instanceof ProtectionDomain && old.pdMode === PD_MODE.V2) this.gcr3Update(data, 0, -1);
     this.gcr3PutIfUnused(data);
   }
 
@@ -611,11 +617,11 @@ export class AmdIommuDriver implements AmdIommuSink {
     const data = this.devData(dev);
     const old = data.domain;
     if (kind === "blocked") data.atsEnabled = false;
+    this.clearRidGcr3(data, old);
     data.domain = kind === "identity" ? this.identity : this.blocked;
     const keep = data.pasidDomains.size > 0 ? data.gcr3 : undefined;
     this.updateDte(data, this.makeDte(data, kind, keep));
     this.detachOld(data, old);
-    if (data.gcr3 && old instanceof ProtectionDomain && old.pdMode === PD_MODE.V2) this.gcr3Update(data, 0, -1);
     this.gcr3PutIfUnused(data);
   }
 
@@ -727,9 +733,9 @@ export class AmdIommuDriver implements AmdIommuSink {
     if (data.atsSupported) data.atsEnabled = true;
     data.domain = n;
     n.devices.add(data);
+    this.clearRidGcr3(data, old);
     this.updateDte(data, this.makeNestedDte(data, n));
     this.detachOld(data, old);
-    if (data.gcr3 && old instanceof ProtectionDomain && old.pdMode === PD_MODE.V2) this.gcr3Update(data, 0, -1);
     this.gcr3PutIfUnused(data);
   }
 
