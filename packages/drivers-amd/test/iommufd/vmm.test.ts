@@ -11,6 +11,7 @@ import {
   type Machine,
   type Process,
   parsePlatform,
+  X86_64,
 } from "@iommu-sim/core";
 import {
   getHwInfo,
@@ -21,14 +22,11 @@ import {
   IOMMU_HW_CAP_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
-  ioasAlloc,
   ioasMap,
   iommufdModule,
   vfioDeviceAttachPt,
-  vfioDeviceBindIommufd,
-  vfioDeviceOf,
 } from "@iommu-sim/iommufd";
-import { nestedHwptAlloc, viommuAlloc } from "@iommu-sim/testkit";
+import { nestedHwptAlloc, openVmmSession, viommuAlloc } from "@iommu-sim/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   type AmdHw,
@@ -74,16 +72,11 @@ async function vmm(hw: Record<string, unknown> = { strict: true }, driver: AmdIo
   const m = await createMachine({ platform: parsePlatform(input), modules: [mod, iommufdModule], seed: 1 });
   live.push(m);
   await m.boot();
-  const p = m.spawnProcess();
-  const iommufd = await p.open("/dev/iommu");
-  const devfd = await p.open(vfioDeviceOf(m, m.driverCore.deviceFor("amd-gpu0")!)!.path);
-  const devId = await vfioDeviceBindIommufd(p, devfd, iommufd);
-  const ioas = await ioasAlloc(p, iommufd);
-  const ram = p.mmap(RAM_PAGES * PAGE);
-  await ioasMap(p, iommufd, { ioasId: ioas, userVa: ram, length: RAM_PAGES * PAGE, iova: GPA_BASE });
+  const s = await openVmmSession(m, "amd-gpu0");
+  const ram = s.p.mmap(RAM_PAGES * PAGE);
+  await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: ram, length: RAM_PAGES * PAGE, iova: GPA_BASE });
   const iommu = amdIommuDriverState(mod, m)!.units.get("amd0")!;
-  const hwm = m.dma.modelFor("amd0") as AmdHw;
-  return { m, p, hw: hwm, iommufd, devfd, devId, ioas, ram, dteOf: () => iommu.readDte(GPU) };
+  return { ...s, m, hw: m.dma.modelFor("amd0") as AmdHw, ram, dteOf: () => iommu.readDte(GPU) };
 }
 
 function bitmapWord(v: Vmm, va: bigint): bigint {
@@ -179,14 +172,18 @@ function write64(v: Vmm, page: number, off: number, val: bigint): void {
   v.p.writeMemory(v.ram + BigInt(page * PAGE + off), b);
 }
 
-/** GCR3[0] → PML4; the x86-64 tables map GIOVA to `data` (tables P|RW|US|A, leaf also D). */
+/** GCR3[0] → PML4 (valid); the x86-64 tables map GIOVA to `data` with the bits Linux writes. */
 function guestBuild(v: Vmm, g: Guest, data: number): void {
-  const idx = (l: number) => Math.floor(GIOVA / 2 ** (12 + 9 * (l - 1))) % 512;
+  const X = X86_64;
+  const table = BigInt(X.P | X.RW | X.U | X.A);
+  const chain = [G.PML4, G.PDPT, G.PD, G.PT];
   write64(v, G.GCR3, 0, BigInt(g.tableGpa(G.PML4)) | 1n);
-  write64(v, G.PML4, 8 * idx(4), BigInt(g.tableGpa(G.PDPT)) | 0x27n);
-  write64(v, G.PDPT, 8 * idx(3), BigInt(g.tableGpa(G.PD)) | 0x27n);
-  write64(v, G.PD, 8 * idx(2), BigInt(g.tableGpa(G.PT)) | 0x27n);
-  write64(v, G.PT, 8 * idx(1), BigInt(g.dataGpa(data)) | 0x67n);
+  chain.forEach((page, i) => {
+    const level = 4 - i;
+    const slot = Math.floor(GIOVA / 2 ** (3 + 9 * level)) % 512;
+    const next = level > 1 ? BigInt(g.tableGpa(chain[i + 1]!)) | table : BigInt(g.dataGpa(data)) | table | BigInt(X.D);
+    write64(v, page, 8 * slot, next);
+  });
 }
 
 /** `struct iommu_hwpt_amd_guest`: V, TV, GV, GIOV, GLX 0, the GCR3 root, the guest domain ID, the paging mode. */
