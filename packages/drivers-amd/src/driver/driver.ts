@@ -647,7 +647,7 @@ export class AmdIommuDriver implements AmdIommuSink {
 
   /**
    * Report and (unless IOMMU_DIRTY_NO_CLEAR) clear the D bits in [iova, iova + size); EINVAL while dirty tracking is
-   * off. The cleared entries' IOTLB entries are flushed.
+   * off. The caller flushes the IOTLB for the reported ranges.
    * @linux amd_iommu_read_and_clear_dirty (iommupt read_and_clear_dirty)
    */
   readAndClearDirty(
@@ -658,9 +658,8 @@ export class AmdIommuDriver implements AmdIommuSink {
     record: (iova: number, len: number) => void,
   ): void {
     if (!d.dirtyTracking) throw kerr("EINVAL", `${d.name}: dirty tracking is off`);
-    const gather = new IotlbGather();
-    d.pt.readAndClearDirty(iova, size, record, flags, gather);
-    if (!(flags & IOMMU_DIRTY_NO_CLEAR)) this.iotlbSync(d, gather);
+    // The caller (iommu_read_and_clear_dirty) flushes the IOTLB for what `record` reported.
+    d.pt.readAndClearDirty(iova, size, record, flags);
   }
 
   // --- vIOMMU and nested domains --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import {
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { DTE_W, dteGet, type ProtectionDomain } from "../../src/index.js";
-import { type Booted, boot, bytes, teardownAll } from "./helpers.js";
+import { type Booted, boot, bytes, propertyCase, teardownAll } from "./helpers.js";
 
 afterEach(teardownAll);
 const RW = IOMMU_READ | IOMMU_WRITE;
@@ -158,50 +158,50 @@ describe("v2 paging domains", () => {
           }),
           { maxLength: 25 },
         ),
-        async (ops) => {
-          const b = await boot({ strict: true, tlbEntries: 4, tlbWays: 2 });
-          const dev = b.m.driverCore.deviceFor("amd-gpu0")!;
-          await iommuDeviceClaimDmaOwner(dev, "test");
-          const doms = [
-            (await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID)) as ProtectionDomain,
-            (await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID)) as ProtectionDomain,
-          ];
-          const page = b.m.pages.allocPages(0, "test");
-          b.m.memory.writeBytes(page, bytes(16, 9));
-          const mapped = [false, false];
-          const at = new Map<number, number>();
-          const IOVA = 0x40_0000;
-          for (const { op, pasid, dom } of ops) {
-            const d = doms[dom]!;
-            if (op === "attach") {
-              if (at.has(pasid)) await iommuReplaceDevicePasid(d, dev, pasid, { domain: undefined });
-              else await iommuAttachDevicePasid(d, dev, pasid, { domain: undefined });
-              at.set(pasid, dom);
-            } else if (op === "detach" && at.has(pasid)) {
-              await iommuDetachDevicePasid(doms[at.get(pasid)!]!, dev, pasid);
-              at.delete(pasid);
-            } else if (op === "map" && !mapped[dom]) {
-              await iommuMap(d, IOVA, page, 4096, RW);
-              mapped[dom] = true;
-            } else if (op === "unmap" && mapped[dom]) {
-              await iommuUnmap(d, IOVA, 4096);
-              mapped[dom] = false;
+        (ops) =>
+          propertyCase(async () => {
+            const b = await boot({ strict: true, tlbEntries: 4, tlbWays: 2 });
+            const dev = b.m.driverCore.deviceFor("amd-gpu0")!;
+            await iommuDeviceClaimDmaOwner(dev, "test");
+            const doms = [
+              (await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID)) as ProtectionDomain,
+              (await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID)) as ProtectionDomain,
+            ];
+            const page = b.m.pages.allocPages(0, "test");
+            b.m.memory.writeBytes(page, bytes(16, 9));
+            const mapped = [false, false];
+            const at = new Map<number, number>();
+            const IOVA = 0x40_0000;
+            for (const { op, pasid, dom } of ops) {
+              const d = doms[dom]!;
+              if (op === "attach") {
+                if (at.has(pasid)) await iommuReplaceDevicePasid(d, dev, pasid, { domain: undefined });
+                else await iommuAttachDevicePasid(d, dev, pasid, { domain: undefined });
+                at.set(pasid, dom);
+              } else if (op === "detach" && at.has(pasid)) {
+                await iommuDetachDevicePasid(doms[at.get(pasid)!]!, dev, pasid);
+                at.delete(pasid);
+              } else if (op === "map" && !mapped[dom]) {
+                await iommuMap(d, IOVA, page, 4096, RW);
+                mapped[dom] = true;
+              } else if (op === "unmap" && mapped[dom]) {
+                await iommuUnmap(d, IOVA, 4096);
+                mapped[dom] = false;
+              }
+              for (let p = 1; p <= 3; p++) {
+                const want = at.has(p) && mapped[at.get(p)!] ? bytes(16, 9)[3] : "fault";
+                expect(read1(b, IOVA + 3, p)).toBe(want);
+              }
             }
-            for (let p = 1; p <= 3; p++) {
-              const want = at.has(p) && mapped[at.get(p)!] ? bytes(16, 9)[3] : "fault";
-              expect(read1(b, IOVA + 3, p)).toBe(want);
+            for (const [p, i] of at) await iommuDetachDevicePasid(doms[i]!, dev, p);
+            for (let i = 0; i < 2; i++) {
+              if (mapped[i]) await iommuUnmap(doms[i]!, IOVA, 4096);
+              iommuDomainFree(doms[i]!);
             }
-          }
-          for (const [p, i] of at) await iommuDetachDevicePasid(doms[i]!, dev, p);
-          for (let i = 0; i < 2; i++) {
-            if (mapped[i]) await iommuUnmap(doms[i]!, IOVA, 4096);
-            iommuDomainFree(doms[i]!);
-          }
-          expect(b.hw.stats.staleReports).toBe(0);
-          await iommuDeviceReleaseDmaOwner(dev);
-          b.m.pages.freePages(page, 0);
-          await teardownAll();
-        },
+            expect(b.hw.stats.staleReports).toBe(0);
+            await iommuDeviceReleaseDmaOwner(dev);
+            b.m.pages.freePages(page, 0);
+          }),
       ),
       { numRuns: 15, seed: 14 },
     );
