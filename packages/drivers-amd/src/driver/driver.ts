@@ -29,7 +29,7 @@ import {
   type IommuViommu,
   IoPageTable,
   type IopfFault,
-  IotlbGather,
+  type IotlbGather,
   iommuDeviceRegister,
   iommuDeviceUnregister,
   iommuPciOrGenericDeviceGroup,

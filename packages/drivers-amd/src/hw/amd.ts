@@ -621,6 +621,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         const [start, end] = AmdHw.pagesRange(w);
         const pasid = getField(w, CMD.GN) ? getField(w, CMD.PASID) : NO_PASID;
         this.iotlb.invalidate(getField(w, CMD.DOMAIN_ID), pasid, start, end);
+        // A host invalidation also drops the domain's nested (guest over host) entries, keyed by guest address.
+        if (pasid === NO_PASID) this.iotlb.invalidateGuest(getField(w, CMD.DOMAIN_ID));
         return true;
       }
       case CMD_OP.INVALIDATE_IOTLB_PAGES: {

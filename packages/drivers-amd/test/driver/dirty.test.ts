@@ -84,9 +84,9 @@ describe("dirty tracking", () => {
             b.m.pages.freePages(pa, 2);
           }),
       ),
-      { numRuns: 50, seed: 3 },
+      { numRuns: 30, seed: 3 },
     );
-  });
+  }, 60_000);
 
   it("no EFR.HDSup: capable(DIRTY_TRACKING) is false and the allocation is EOPNOTSUPP", async () => {
     const b = await boot({ dirty: false });

@@ -205,5 +205,5 @@ describe("v2 paging domains", () => {
       ),
       { numRuns: 15, seed: 14 },
     );
-  });
+  }, 60_000);
 });

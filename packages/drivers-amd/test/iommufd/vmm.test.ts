@@ -6,6 +6,7 @@
  */
 import {
   createMachine,
+  DmaFault,
   defaultPlatformInput,
   iommuGetDomainForDev,
   type Machine,
@@ -23,6 +24,7 @@ import {
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   ioasMap,
+  ioasUnmap,
   iommufdModule,
   vfioDeviceAttachPt,
 } from "@iommu-sim/iommufd";
@@ -242,6 +244,11 @@ describe("nesting", () => {
     const ep = v.m.device("amd-gpu0");
     ep.dmaWrite(GIOVA + 8, Uint8Array.of(1, 2, 3, 4));
     expect(v.p.readMemory(v.ram + BigInt(G.DATA_A * PAGE + 8), 4)).toEqual(Uint8Array.of(1, 2, 3, 4));
+    // Unmapping from the nest parent flushes the host domain IDs of its vIOMMU's guest domains too: the cached
+    // nested translation goes, and the strict model reports no stale hit.
+    await ioasUnmap(v.p, v.iommufd, v.ioas, GPA_BASE, RAM_PAGES * PAGE);
+    expect(() => ep.dmaWrite(GIOVA + 8, Uint8Array.of(9))).toThrow(DmaFault);
+    await ioasMap(v.p, v.iommufd, { ioasId: v.ioas, userVa: v.ram, length: RAM_PAGES * PAGE, iova: GPA_BASE });
     await vfioDeviceAttachPt(v.p, v.devfd, twin);
     expect(dteGet(v.dteOf(), DTE_W.DOMID)).toBe(hdom);
     await vfioDeviceAttachPt(v.p, v.devfd, other);
