@@ -14,10 +14,10 @@ import {
   devIommuPrivGet,
   devIommuPrivSet,
   IOMMU_CAP,
-  IOMMU_DIRTY_NO_CLEAR,
   IOMMU_DOMAIN,
   IOMMU_HWPT_ALLOC,
   IOMMU_RESV,
+  IOMMU_WRITE,
   type IommuCore,
   type IommuDirtyOps,
   IommuDomain,
@@ -148,7 +148,15 @@ export class AmdIommuDriver implements AmdIommuSink {
     const paging = (d: IommuDomain) => d as ProtectionDomain;
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDevice(paging(d), dev, old),
-      mapPages: (d, iova, pa, pgsize, count, prot, gather) => paging(d).pt.map(iova, pa, pgsize, count, prot, gather),
+      mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
+        paging(d).pt.map(
+          iova,
+          pa,
+          pgsize,
+          count,
+          this.machine.mutant("amd:wrong-permission") ? prot | IOMMU_WRITE : prot,
+          gather,
+        ),
       unmapPages: (d, iova, pgsize, count, gather) => paging(d).pt.unmap(iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => paging(d).pt.iovaToPhys(iova),
       flushIotlbAll: (d) => this.domainFlushAll(paging(d)),
@@ -274,6 +282,7 @@ export class AmdIommuDriver implements AmdIommuSink {
     }
     if (iommu.devDataById.has(pci.rid)) throw kerr("EBUSY", `${dev.name}: DeviceID already probed`);
     this.core.faults.check(AMD_IOMMU_SITES.devData);
+    if (this.machine.mutant("amd:leaked-device-ref")) dev.get("amd_iommu_probe_device"); // test-only mutant
     const pasidBits = Math.min(pci.pasidBits, iommu.pasidBits);
     const data = new IommuDevData(dev, iommu, pci.rid, unit.requesterId, pci.ats, pci.pri && iommu.pprSup, pasidBits);
     devIommuPrivSet(this.core, dev, data);
@@ -789,7 +798,12 @@ export class AmdIommuDriver implements AmdIommuSink {
 
   /** @linux amd_iommu_iotlb_sync */
   iotlbSync(d: ProtectionDomain, gather: IotlbGather): void {
-    if (gather.end >= gather.start && gather.end > 0 && !this.options.skipIotlbFlush) {
+    if (
+      gather.end >= gather.start &&
+      gather.end > 0 &&
+      !this.options.skipIotlbFlush &&
+      !this.machine.mutant("amd:skip-invalidation")
+    ) {
       this.domainFlushPages(d, gather.start, gather.end - gather.start + 1);
     }
     gather.freePages(this.machine.pages);
