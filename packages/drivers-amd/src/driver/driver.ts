@@ -535,7 +535,12 @@ export class AmdIommuDriver implements AmdIommuSink {
     if (rid instanceof AmdNestedDomain || (rid instanceof ProtectionDomain && rid.pdMode === PD_MODE.V1)) {
       throw kerr("EINVAL", `${dev.name}: PASIDs need a v2, identity or blocked RID domain`);
     }
-    this.core.faults.check(AMD_IOMMU_SITES.pdomDevData);
+    try {
+      this.core.faults.check(AMD_IOMMU_SITES.pdomDevData);
+    } catch {
+      // iommu_sva_set_dev_pasid answers a failed pdom_dev_data allocation with its initial -EINVAL.
+      throw kerr("EINVAL", `${dev.name}: PASID ${pasid}: no memory for the attachment`);
+    }
     const fresh = !data.gcr3;
     this.gcr3Get(data);
     this.gcr3Update(data, pasid, d.pt.root);
