@@ -543,7 +543,13 @@ export class AmdIommuDriver implements AmdIommuSink {
     }
     const fresh = !data.gcr3;
     this.gcr3Get(data);
-    this.gcr3Update(data, pasid, d.pt.root);
+    try {
+      this.gcr3Update(data, pasid, d.pt.root);
+    } catch (e) {
+      // A lower GCR3 level could not be allocated: a table set up for this attach goes again.
+      if (fresh) this.gcr3PutIfUnused(data);
+      throw e;
+    }
     if (fresh) this.refreshDte(data);
     const prev = data.pasidDomains.get(pasid);
     if (prev) {

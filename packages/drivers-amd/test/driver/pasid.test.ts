@@ -207,3 +207,39 @@ describe("v2 paging domains", () => {
     );
   }, 60_000);
 });
+
+describe("PASID attach under allocation failures", () => {
+  it("fails every allocation in turn: ENOMEM or EINVAL, nothing half set up, nothing leaked; then it attaches", async () => {
+    const b = await boot();
+    const dev = b.m.driverCore.deviceFor("amd-gpu0")!;
+    await iommuDeviceClaimDmaOwner(dev, "test");
+    const [d, pa] = await v2Domain(b, dev, 0x42, 0x30_0000);
+    const data = b.drv.devData(dev);
+    const dte = b.iommu.readDte(GPU);
+    let n = 1;
+    for (; n < 40; n++) {
+      b.m.faults.reset();
+      b.m.faults.failNth(n);
+      try {
+        await iommuAttachDevicePasid(d, dev, 7);
+      } catch (e) {
+        expect(["ENOMEM", "EINVAL"]).toContain((e as { code?: string }).code);
+        expect(data.gcr3).toBeUndefined();
+        expect(data.pasidDomains.size).toBe(0);
+        expect(b.iommu.readDte(GPU)).toEqual(dte);
+        expect(read1(b, 0x30_0000, 7)).toBe("fault");
+        continue;
+      }
+      if (!b.m.faults.nthConsumed) break;
+      await iommuDetachDevicePasid(d, dev, 7);
+    }
+    b.m.faults.reset();
+    expect(n).toBeGreaterThan(2); // the GCR3 root and its lower level both failed once
+    expect(read1(b, 0x30_0000, 7)).toBe(0x42);
+    await iommuDetachDevicePasid(d, dev, 7);
+    await iommuUnmap(d, 0x30_0000, 4096);
+    iommuDomainFree(d);
+    await iommuDeviceReleaseDmaOwner(dev);
+    b.m.pages.freePages(pa, 0);
+  });
+});
