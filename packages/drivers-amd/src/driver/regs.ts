@@ -86,15 +86,15 @@ export const DTE_W = {
   GPT_LEVEL: { w: 5, shift: 22, mask: 3 },
 } as const;
 
-/** A DTE field of {@link DTE_W}. */
+/** A DTE field of {@link DTE_W}. @linux the DTE_* GENMASK_ULL definitions */
 export type DteField = (typeof DTE_W)[keyof typeof DTE_W];
 
-/** The value of `f` in the DTE words `w`. */
+/** The value of `f` in the DTE words `w`. @linux FIELD_GET on struct dev_table_entry.data[] */
 export function dteGet(w: readonly number[], f: DteField): number {
   return ((w[f.w]! >>> 0) >>> f.shift) & f.mask;
 }
 
-/** Set `f` to `v` in the DTE words `w`. */
+/** Set `f` to `v` in the DTE words `w`. @linux FIELD_PREP into struct dev_table_entry.data[] */
 export function dteSet(w: number[], f: DteField, v: number): void {
   w[f.w] = ((w[f.w]! & ~(f.mask << f.shift)) | ((v & f.mask) << f.shift)) >>> 0;
 }
