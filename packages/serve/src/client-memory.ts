@@ -8,8 +8,8 @@
  * pages alone during the call, every pointer means what it means to the kernel. docs/serve-protocol.md says what is
  * coherent and when.
  */
-import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
-import { KernelError, type Machine, PAGE_SIZE, type Process, TASK_SIZE, type Vma } from "@iommu-sim/core";
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeSync } from "node:fs";
+import { KernelError, type Machine, PAGE_SIZE, type Process, shmemInodeOf, TASK_SIZE } from "@iommu-sim/core";
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
@@ -21,10 +21,29 @@ export interface Range {
   prot: number;
 }
 
+/** Where a mirrored page's bytes live in the client: its address space, or one of its memfds. */
+interface ClientBacking {
+  read(off: number, length: number): Uint8Array;
+  write(off: number, bytes: Uint8Array): void;
+}
+
 interface MirroredPage {
   pa: number;
-  /** The page as both sides last agreed on it. */
+  /** The page (or hugetlb folio) as both sides last agreed on it. */
   snap: Uint8Array;
+  backing: ClientBacking;
+  /** Offset of the page in `backing` (the VA, or the file offset). */
+  off: number;
+  /** Whether the simulated frame no longer backs this page (unmapped, truncated): forget it. */
+  stale(): boolean;
+}
+
+/** A client memfd shadowed by a simulated memfd at the same fd number. */
+interface ShadowFile {
+  /** The client's file identity (st_dev:st_ino), to notice a closed and reused fd number. */
+  ident: string;
+  /** The server's own fd on the client's memfd (opened through /proc/PID/fd/N). */
+  realFd: number;
 }
 
 /** Ranges of `a` not covered by a range of `b` with the same protection. */
@@ -72,7 +91,9 @@ export class ClientMemory {
   private mirrored: Range[] = [];
   /** Ranges mapped from a simulated file (the MMAP request): never replaced by a mirror. */
   private readonly fileRanges: Range[] = [];
-  private readonly pages = new Map<number, MirroredPage>();
+  private readonly pages = new Map<string, MirroredPage>();
+  /** Client memfds shadowed in the simulated fd table, by fd number. */
+  private readonly shadows = new Map<number, ShadowFile>();
 
   constructor(
     private readonly machine: Machine,
@@ -81,19 +102,22 @@ export class ClientMemory {
   ) {
     this.memFd = openSync(`/proc/${pid}/mem`, "r+");
     const mm = process.mm;
-    const fault = mm.faultPage.bind(mm);
-    mm.faultPage = (vma: Vma, va: number, write: boolean, needPage: boolean, unshare?: boolean): number => {
-      if (vma.file !== undefined || vma.shared || vma.pfnmap) return fault(vma, va, write, needPage, unshare);
-      const vpn = Math.floor(va / PAGE_SIZE);
-      // A mirrored page always exists: reads of it must see the client's bytes, not the zero page.
-      const pa = fault(vma, va, write, true, unshare);
-      if (!this.pages.has(vpn)) {
-        const bytes = this.readClient(vpn * PAGE_SIZE, PAGE_SIZE);
-        const base = pa - (pa % PAGE_SIZE);
-        this.machine.memory.writeBytes(base, bytes);
-        this.pages.set(vpn, { pa: base, snap: bytes });
-      }
-      return pa;
+    const clientVm: ClientBacking = {
+      read: (off, length) => this.readClient(off, length),
+      write: (off, bytes) => this.writeClient(off, bytes),
+    };
+    // The simulated process's anonymous pages are filled from the client's (core's userfaultfd-like hook): every
+    // page the simulated kernel touches first holds the client's bytes, and becomes a mirrored page.
+    mm.missingPageFill = (va, pa) => {
+      const bytes = this.readClient(va, PAGE_SIZE);
+      this.pages.set(`a${va / PAGE_SIZE}`, {
+        pa,
+        snap: bytes,
+        backing: clientVm,
+        off: va,
+        stale: () => mm.lookupPhys(BigInt(va)) !== pa,
+      });
+      return bytes;
     };
   }
 
@@ -151,21 +175,21 @@ export class ClientMemory {
     const added = subtract(wanted, this.mirrored);
     for (const r of gone) {
       this.process.munmap(BigInt(r.start), r.end - r.start);
-      for (let vpn = r.start / PAGE_SIZE; vpn < r.end / PAGE_SIZE; vpn++) this.pages.delete(vpn);
+      for (let vpn = r.start / PAGE_SIZE; vpn < r.end / PAGE_SIZE; vpn++) this.pages.delete(`a${vpn}`);
     }
     for (const r of added) {
       this.process.mmap(r.end - r.start, { prot: r.prot, fixed: BigInt(r.start) });
-      for (let vpn = r.start / PAGE_SIZE; vpn < r.end / PAGE_SIZE; vpn++) this.pages.delete(vpn);
+      for (let vpn = r.start / PAGE_SIZE; vpn < r.end / PAGE_SIZE; vpn++) this.pages.delete(`a${vpn}`);
     }
     this.mirrored = wanted;
-    for (const [vpn, page] of this.pages) {
-      if (this.process.mm.lookupPhys(BigInt(vpn * PAGE_SIZE)) !== page.pa) {
-        this.pages.delete(vpn);
+    for (const [key, page] of this.pages) {
+      if (page.stale()) {
+        this.pages.delete(key);
         continue;
       }
       let now: Uint8Array;
       try {
-        now = this.readClient(vpn * PAGE_SIZE, PAGE_SIZE);
+        now = page.backing.read(page.off, page.snap.byteLength);
       } catch {
         continue;
       }
@@ -176,22 +200,106 @@ export class ClientMemory {
     }
   }
 
+  /**
+   * Give every memfd the client holds a simulated memfd at the same fd number, whose page cache is filled from the
+   * client's file on first use and kept coherent like mirrored pages (so IOMMU_IOAS_MAP_FILE pins the client's
+   * file pages). Shadows of fds the client closed (or reused for another file) are closed. Returns the fd numbers
+   * shadowed now.
+   */
+  async syncFiles(simFds: ReadonlySet<number>): Promise<Set<number>> {
+    const p = this.process;
+    const live = new Set<number>();
+    let fds: number[] = [];
+    try {
+      fds = readdirSync(`/proc/${this.pid}/fd`).map(Number);
+    } catch {
+      // The client is gone; its session ends with the socket.
+    }
+    for (const fd of fds) {
+      if (simFds.has(fd) && !this.shadows.has(fd)) continue;
+      let link: string;
+      try {
+        link = readlinkSync(`/proc/${this.pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!link.startsWith("/memfd:")) continue;
+      let realFd: number;
+      try {
+        realFd = openSync(`/proc/${this.pid}/fd/${fd}`, "r+");
+      } catch {
+        continue;
+      }
+      const st = fstatSync(realFd);
+      const ident = `${st.dev}:${st.ino}`;
+      const cur = this.shadows.get(fd);
+      if (cur?.ident === ident) {
+        closeSync(realFd);
+        const inode = shmemInodeOf(p.files.lookup(fd)!);
+        if (inode !== undefined && inode.size !== st.size) p.ftruncate(fd, st.size);
+        live.add(fd);
+        continue;
+      }
+      if (cur !== undefined) await this.dropShadow(fd);
+      const hugetlb = st.blksize >= 2 * 1024 * 1024; // MFD_HUGETLB: hugetlbfs reports its page size
+      const tmp = p.memfdCreate(link.slice("/memfd:".length).replace(/ \(deleted\)$/, ""), st.size, { hugetlb });
+      await p.dup2(tmp, fd);
+      await p.close(tmp);
+      const inode = shmemInodeOf(p.files.lookup(fd)!)!;
+      const backing: ClientBacking = {
+        read: (off, length) => {
+          const buf = Buffer.alloc(length);
+          readSync(realFd, buf, 0, length, off);
+          return new Uint8Array(buf.buffer, buf.byteOffset, length);
+        },
+        write: (off, bytes) => {
+          writeSync(realFd, bytes, 0, bytes.byteLength, off);
+        },
+      };
+      inode.missingFill = (index, pa) => {
+        const size = inode.folioPages * PAGE_SIZE;
+        const bytes = backing.read(index * PAGE_SIZE, size);
+        this.pages.set(`f${fd}:${ident}:${index}`, {
+          pa,
+          snap: bytes,
+          backing,
+          off: index * PAGE_SIZE,
+          stale: () => inode.peekFolio(index)?.pa !== pa,
+        });
+        return bytes;
+      };
+      this.shadows.set(fd, { ident, realFd });
+      live.add(fd);
+    }
+    for (const fd of [...this.shadows.keys()]) if (!live.has(fd)) await this.dropShadow(fd);
+    return live;
+  }
+
+  private async dropShadow(fd: number): Promise<void> {
+    const s = this.shadows.get(fd)!;
+    this.shadows.delete(fd);
+    closeSync(s.realFd);
+    for (const key of [...this.pages.keys()]) if (key.startsWith(`f${fd}:${s.ident}:`)) this.pages.delete(key);
+    if (this.process.files.lookup(fd) !== undefined) await this.process.close(fd);
+  }
+
   /** The reply is about to go: copy every mirrored page the simulation changed back to the client. */
   syncOut(): void {
-    for (const [vpn, page] of this.pages) {
-      const now = this.machine.memory.readBytes(page.pa, PAGE_SIZE);
+    for (const page of this.pages.values()) {
+      const size = page.snap.byteLength;
+      const now = this.machine.memory.readBytes(page.pa, size);
       if (Buffer.compare(now, page.snap) === 0) continue;
       // Write only the changed bytes, so a client store the simulation did not touch is never rolled back.
       let i = 0;
-      while (i < PAGE_SIZE) {
+      while (i < size) {
         if (now[i] === page.snap[i]) {
           i++;
           continue;
         }
         let j = i;
-        while (j < PAGE_SIZE && now[j] !== page.snap[j]) j++;
+        while (j < size && now[j] !== page.snap[j]) j++;
         try {
-          this.writeClient(vpn * PAGE_SIZE + i, now.subarray(i, j));
+          page.backing.write(page.off + i, now.subarray(i, j));
         } catch {
           // The client unmapped it meanwhile; nothing to keep coherent.
         }
@@ -210,8 +318,10 @@ export class ClientMemory {
     }
   }
 
-  /** Release /proc/PID/mem. */
+  /** Release /proc/PID/mem and the client's memfds. */
   close(): void {
+    for (const s of this.shadows.values()) closeSync(s.realFd);
+    this.shadows.clear();
     closeSync(this.memFd);
   }
 }
