@@ -101,13 +101,19 @@ static long call_locked(uint32_t op, const void *payload, uint32_t plen, int ado
 {
 	if (sock < 0 || broken)
 		return -EIO;
-	unsigned char hdr[HDR] = { 0 };
+	/* Header and payload in one send: one wakeup of the server per call. */
+	unsigned char msg[HDR + 4096 + 8];
 	uint32_t len = HDR + plen;
 	uint32_t s = ++seq;
-	memcpy(hdr, &len, 4);
-	memcpy(hdr + 4, &op, 4);
-	memcpy(hdr + 8, &s, 4);
-	if (send_all(hdr, HDR) || (plen && send_all(payload, plen)))
+	if (plen > sizeof(msg) - HDR)
+		return -E2BIG;
+	memset(msg, 0, HDR);
+	memcpy(msg, &len, 4);
+	memcpy(msg + 4, &op, 4);
+	memcpy(msg + 8, &s, 4);
+	if (plen)
+		memcpy(msg + HDR, payload, plen);
+	if (send_all(msg, len))
 		goto dead;
 	unsigned char rh[HDR];
 	if (recv_all(rh, HDR))

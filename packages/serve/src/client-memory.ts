@@ -8,7 +8,7 @@
  * pages alone during the call, every pointer means what it means to the kernel. docs/serve-protocol.md says what is
  * coherent and when.
  */
-import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync, writeSync } from "node:fs";
 import { KernelError, type Machine, PAGE_SIZE, type Process, shmemInodeOf, TASK_SIZE } from "@iommu-sim/core";
 
 const PROT_READ = 1;
@@ -38,13 +38,41 @@ interface MirroredPage {
   stale(): boolean;
 }
 
-/** A client memfd shadowed by a simulated memfd at the same fd number. */
+/** A client memfd shadowed by a simulated memfd. */
 interface ShadowFile {
-  /** The client's file identity (st_dev:st_ino), to notice a closed and reused fd number. */
-  ident: string;
+  /** The client file's inode number (how /proc/PID/maps names its mappings). */
+  ino: number;
   /** The server's own fd on the client's memfd (opened through /proc/PID/fd/N). */
   realFd: number;
+  /** The simulated fd that keeps the shadow open (high in the table, never one the client uses). */
+  hiddenFd: number;
 }
+
+/** A MAP_SHARED mapping of a shadowed memfd in the client. */
+interface MemfdRange extends Range {
+  ino: number;
+  offset: number;
+}
+
+/** The MAP_SHARED mappings of memfds in /proc/PID/maps (path "/memfd:NAME (deleted)"). */
+function parseMemfdMaps(text: string): MemfdRange[] {
+  const out: MemfdRange[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (r|-)(w|-)\S(s) ([0-9a-f]+) \S+ (\d+)\s+\/memfd:/.exec(line);
+    if (!m) continue;
+    out.push({
+      start: Number.parseInt(m[1]!, 16),
+      end: Number.parseInt(m[2]!, 16),
+      prot: (m[3] === "r" ? PROT_READ : 0) | (m[4] === "w" ? PROT_WRITE : 0),
+      offset: Number.parseInt(m[6]!, 16),
+      ino: Number(m[7]),
+    });
+  }
+  return out;
+}
+
+const sameRange = (a: MemfdRange, b: MemfdRange) =>
+  a.start === b.start && a.end === b.end && a.ino === b.ino && a.offset === b.offset && a.prot === b.prot;
 
 /** Ranges of `a` not covered by a range of `b` with the same protection. */
 function subtract(a: readonly Range[], b: readonly Range[]): Range[] {
@@ -92,8 +120,14 @@ export class ClientMemory {
   /** Ranges mapped from a simulated file (the MMAP request): never replaced by a mirror. */
   private readonly fileRanges: Range[] = [];
   private readonly pages = new Map<string, MirroredPage>();
-  /** Client memfds shadowed in the simulated fd table, by fd number. */
+  /** Client memfds shadowed in the simulated process, by inode number. */
   private readonly shadows = new Map<number, ShadowFile>();
+  /** Client fd number -> inode of the shadowed memfd installed at the same number in the simulated table. */
+  private readonly fdShadow = new Map<number, number>();
+  /** Shared memfd mappings of the client, mapped from their shadows in the simulated process. */
+  private memfdMapped: MemfdRange[] = [];
+  /** /proc/PID/maps as read by the last syncFiles (syncIn reuses it). */
+  private mapsText = "";
 
   constructor(
     private readonly machine: Machine,
@@ -164,7 +198,13 @@ export class ClientMemory {
    * changed since the last reply into its simulated frame.
    */
   syncIn(): void {
-    let wanted = parseMaps(readFileSync(`/proc/${this.pid}/maps`, "utf8"));
+    const text = this.mapsText || readFileSync(`/proc/${this.pid}/maps`, "utf8");
+    this.mapsText = "";
+    const memfdWanted = parseMemfdMaps(text).filter((r) => this.shadows.has(r.ino));
+    let wanted = subtract(parseMaps(text), [
+      ...memfdWanted.map((r) => ({ ...r, prot: PROT_READ })),
+      ...memfdWanted.map((r) => ({ ...r, prot: PROT_READ | PROT_WRITE })),
+    ]);
     for (const f of this.fileRanges) {
       wanted = subtract(wanted, [
         { ...f, prot: PROT_READ },
@@ -177,11 +217,38 @@ export class ClientMemory {
       this.process.munmap(BigInt(r.start), r.end - r.start);
       for (let vpn = r.start / PAGE_SIZE; vpn < r.end / PAGE_SIZE; vpn++) this.pages.delete(`a${vpn}`);
     }
+    // Shared memfd mappings map the shadow file, so a page pinned through IOAS_MAP_FILE and the page the client
+    // sees at its address are one simulated page (as MD_CHECK_MAP and ACCESS_PAGES expect).
+    for (const r of this.memfdMapped) {
+      if (!memfdWanted.some((w) => sameRange(w, r))) this.process.munmap(BigInt(r.start), r.end - r.start);
+    }
+    for (const r of memfdWanted) {
+      if (this.memfdMapped.some((m) => sameRange(m, r))) continue;
+      const shadow = this.shadows.get(r.ino)!;
+      this.process.mmap(r.end - r.start, {
+        fd: shadow.hiddenFd,
+        shared: true,
+        offset: r.offset,
+        prot: r.prot,
+        fixed: BigInt(r.start),
+      });
+    }
+    this.memfdMapped = memfdWanted;
     for (const r of added) {
       this.process.mmap(r.end - r.start, { prot: r.prot, fixed: BigInt(r.start) });
       for (let vpn = r.start / PAGE_SIZE; vpn < r.end / PAGE_SIZE; vpn++) this.pages.delete(`a${vpn}`);
     }
     this.mirrored = wanted;
+    this.refreshPages();
+  }
+
+  /**
+   * Copy every mirrored page the client changed since the last agreement into its simulated frame, without
+   * looking at the client's mappings. The server calls this for the other connected clients too before a request,
+   * so memory they share with the caller (MAP_SHARED, a forked child's view of its parent's shared buffer) is
+   * current in every simulated process.
+   */
+  refreshPages(): void {
     for (const [key, page] of this.pages) {
       if (page.stale()) {
         this.pages.delete(key);
@@ -201,22 +268,23 @@ export class ClientMemory {
   }
 
   /**
-   * Give every memfd the client holds a simulated memfd at the same fd number, whose page cache is filled from the
-   * client's file on first use and kept coherent like mirrored pages (so IOMMU_IOAS_MAP_FILE pins the client's
-   * file pages). Shadows of fds the client closed (or reused for another file) are closed. Returns the fd numbers
-   * shadowed now.
+   * Give every memfd the client holds a simulated memfd (a shadow) at the same fd number, whose page cache is
+   * filled from the client's file on first use and kept coherent like mirrored pages, so IOMMU_IOAS_MAP_FILE pins
+   * the client's file pages; the client's MAP_SHARED mappings of it map the shadow (see syncIn). A shadow lives
+   * while the client has the file open or mapped.
    */
-  async syncFiles(simFds: ReadonlySet<number>): Promise<Set<number>> {
+  async syncFiles(simFds: ReadonlySet<number>): Promise<void> {
     const p = this.process;
-    const live = new Set<number>();
     let fds: number[] = [];
     try {
       fds = readdirSync(`/proc/${this.pid}/fd`).map(Number);
+      this.mapsText = readFileSync(`/proc/${this.pid}/maps`, "utf8");
     } catch {
-      // The client is gone; its session ends with the socket.
+      return; // the client is gone; its session ends with the socket
     }
+    const seen = new Map<number, number>();
     for (const fd of fds) {
-      if (simFds.has(fd) && !this.shadows.has(fd)) continue;
+      if (simFds.has(fd) && !this.fdShadow.has(fd)) continue;
       let link: string;
       try {
         link = readlinkSync(`/proc/${this.pid}/fd/${fd}`);
@@ -224,63 +292,80 @@ export class ClientMemory {
         continue;
       }
       if (!link.startsWith("/memfd:")) continue;
-      let realFd: number;
+      let st: ReturnType<typeof statSync>;
       try {
-        realFd = openSync(`/proc/${this.pid}/fd/${fd}`, "r+");
+        st = statSync(`/proc/${this.pid}/fd/${fd}`);
       } catch {
         continue;
       }
-      const st = fstatSync(realFd);
-      const ident = `${st.dev}:${st.ino}`;
-      const cur = this.shadows.get(fd);
-      if (cur?.ident === ident) {
-        closeSync(realFd);
-        const inode = shmemInodeOf(p.files.lookup(fd)!);
-        if (inode !== undefined && inode.size !== st.size) p.ftruncate(fd, st.size);
-        live.add(fd);
-        continue;
+      const ino = Number(st.ino);
+      let shadow = this.shadows.get(ino);
+      if (shadow === undefined) {
+        const name = link.slice("/memfd:".length).replace(/ \(deleted\)$/, "");
+        shadow = await this.createShadow(fd, ino, name, Number(st.size), Number(st.blksize));
       }
-      if (cur !== undefined) await this.dropShadow(fd);
-      const hugetlb = st.blksize >= 2 * 1024 * 1024; // MFD_HUGETLB: hugetlbfs reports its page size
-      const tmp = p.memfdCreate(link.slice("/memfd:".length).replace(/ \(deleted\)$/, ""), st.size, { hugetlb });
-      await p.dup2(tmp, fd);
-      await p.close(tmp);
-      const inode = shmemInodeOf(p.files.lookup(fd)!)!;
-      const backing: ClientBacking = {
-        read: (off, length) => {
-          const buf = Buffer.alloc(length);
-          readSync(realFd, buf, 0, length, off);
-          return new Uint8Array(buf.buffer, buf.byteOffset, length);
-        },
-        write: (off, bytes) => {
-          writeSync(realFd, bytes, 0, bytes.byteLength, off);
-        },
-      };
-      inode.missingFill = (index, pa) => {
-        const size = inode.folioPages * PAGE_SIZE;
-        const bytes = backing.read(index * PAGE_SIZE, size);
-        this.pages.set(`f${fd}:${ident}:${index}`, {
-          pa,
-          snap: bytes,
-          backing,
-          off: index * PAGE_SIZE,
-          stale: () => inode.peekFolio(index)?.pa !== pa,
-        });
-        return bytes;
-      };
-      this.shadows.set(fd, { ident, realFd });
-      live.add(fd);
+      const inode = shmemInodeOf(p.files.lookup(shadow.hiddenFd)!)!;
+      if (inode.size !== Number(st.size)) p.ftruncate(shadow.hiddenFd, Number(st.size));
+      seen.set(fd, ino);
     }
-    for (const fd of [...this.shadows.keys()]) if (!live.has(fd)) await this.dropShadow(fd);
-    return live;
+    for (const [fd, ino] of this.fdShadow) {
+      if (seen.get(fd) === ino) continue;
+      this.fdShadow.delete(fd);
+      if (p.files.lookup(fd) !== undefined) await p.close(fd);
+    }
+    for (const [fd, ino] of seen) {
+      if (this.fdShadow.get(fd) === ino) continue;
+      await p.dup2(this.shadows.get(ino)!.hiddenFd, fd);
+      this.fdShadow.set(fd, ino);
+    }
+    const mapped = new Set(parseMemfdMaps(this.mapsText).map((r) => r.ino));
+    for (const [ino, shadow] of this.shadows) {
+      if (mapped.has(ino) || [...seen.values()].includes(ino)) continue;
+      await this.dropShadow(shadow);
+    }
   }
 
-  private async dropShadow(fd: number): Promise<void> {
-    const s = this.shadows.get(fd)!;
-    this.shadows.delete(fd);
+  private async createShadow(fd: number, ino: number, name: string, size: number, blksize: number) {
+    const p = this.process;
+    const realFd = openSync(`/proc/${this.pid}/fd/${fd}`, "r+");
+    // MFD_HUGETLB: hugetlbfs reports its page size as the block size.
+    const tmp = p.memfdCreate(name, size, { hugetlb: blksize >= 2 * 1024 * 1024 });
+    let hiddenFd = p.rlimits.RLIMIT_NOFILE - 1;
+    while (p.files.lookup(hiddenFd) !== undefined) hiddenFd--;
+    await p.dup2(tmp, hiddenFd);
+    await p.close(tmp);
+    const inode = shmemInodeOf(p.files.lookup(hiddenFd)!)!;
+    const backing: ClientBacking = {
+      read: (off, length) => {
+        const buf = Buffer.alloc(length);
+        readSync(realFd, buf, 0, length, off);
+        return new Uint8Array(buf.buffer, buf.byteOffset, length);
+      },
+      write: (off, bytes) => {
+        writeSync(realFd, bytes, 0, bytes.byteLength, off);
+      },
+    };
+    inode.missingFill = (index, pa) => {
+      const bytes = backing.read(index * PAGE_SIZE, inode.folioPages * PAGE_SIZE);
+      this.pages.set(`f${ino}:${index}`, {
+        pa,
+        snap: bytes,
+        backing,
+        off: index * PAGE_SIZE,
+        stale: () => inode.peekFolio(index)?.pa !== pa,
+      });
+      return bytes;
+    };
+    const shadow = { ino, realFd, hiddenFd };
+    this.shadows.set(ino, shadow);
+    return shadow;
+  }
+
+  private async dropShadow(s: ShadowFile): Promise<void> {
+    this.shadows.delete(s.ino);
     closeSync(s.realFd);
-    for (const key of [...this.pages.keys()]) if (key.startsWith(`f${fd}:${s.ident}:`)) this.pages.delete(key);
-    if (this.process.files.lookup(fd) !== undefined) await this.process.close(fd);
+    for (const key of [...this.pages.keys()]) if (key.startsWith(`f${s.ino}:`)) this.pages.delete(key);
+    if (this.process.files.lookup(s.hiddenFd) !== undefined) await this.process.close(s.hiddenFd);
   }
 
   /** The reply is about to go: copy every mirrored page the simulation changed back to the client. */

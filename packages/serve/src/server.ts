@@ -74,10 +74,14 @@ export async function startServer(opts: ServeOptions): Promise<Server> {
   });
 
   const serveConnection = (socket: Socket): void => {
-    const session = new ClientSession(machine, (pid) => {
-      for (const s of sessions) if (s.session.pid === pid && s.session.simProcess !== undefined) return s.session;
-      return undefined;
-    });
+    const session = new ClientSession(
+      machine,
+      (pid) => {
+        for (const s of sessions) if (s.session.pid === pid && s.session.simProcess !== undefined) return s.session;
+        return undefined;
+      },
+      () => [...sessions].map((s) => s.session),
+    );
     let pending: Buffer = Buffer.alloc(0);
     let chain: Promise<void> = Promise.resolve();
     let ended = false;

@@ -57,11 +57,15 @@ export class ClientSession {
   private readonly diagStart: number;
   /** Failures that were not the simulated kernel's answer (the client vanished mid-call, a simulator bug). */
   private readonly serverErrors: string[] = [];
+  /** Whether a request of this client is being handled (its memory is synchronised by that request). */
+  private busy = false;
 
   constructor(
     private readonly machine: Machine,
     /** The live session of a client pid (a forked child's HELLO names its parent). */
     private readonly sessionOf: (clientPid: number) => ClientSession | undefined = () => undefined,
+    /** The other sessions, whose shared memory is kept coherent around this one's calls. */
+    private readonly peers: () => Iterable<ClientSession> = () => [],
   ) {
     this.diagStart = machine.diag.unexpected().length;
   }
@@ -120,9 +124,12 @@ export class ClientSession {
       return { reply: encodeReply(req.seq, -this.errnoOf(e, req), []), shutdown: false };
     }
     before = new Set(p.files.entries().map(([fd]) => fd));
+    this.busy = true;
+    const idlePeers = [...this.peers()].filter((s) => s !== this && !s.busy && s.memory !== undefined);
     try {
       this.reserveClientFds(before);
       mem.syncIn();
+      for (const peer of idlePeers) peer.memory!.refreshPages();
       out = await this.dispatch(p, mem, req);
     } catch (e) {
       out = { result: -this.errnoOf(e, req) };
@@ -131,8 +138,11 @@ export class ClientSession {
     }
     try {
       mem.syncOut();
+      for (const peer of idlePeers) if (peer.memory !== undefined && !peer.busy) peer.memory.syncOut();
     } catch (e) {
       out = { result: -this.errnoOf(e, req) };
+    } finally {
+      this.busy = false;
     }
     const installed = p.files
       .entries()

@@ -373,6 +373,12 @@ describe.skipIf(!hasCc)("unmodified C clients through the preload shim (skipped:
     expect(lines).toContain("get_dirty_bitmap 0 bitmap=5");
     expect(lines).toContain("veventq_read 12 flags=0 sequence=0 virt_id=153");
     expect(lines).toContain("vfio_check_type1v2 1");
+    // poll reflects the vEVENTQ (empty: not readable; after the event: POLLIN); a dup reads the same queue; a
+    // memfd of the client maps through its shadow.
+    expect(lines).toContain("poll_empty 0 revents=0");
+    expect(lines).toContain("poll_event 1 revents=1");
+    expect(lines).toContain("poll_drained 0");
+    expect(lines.find((l) => l.startsWith("ioas_map_file_memfd"))).toMatch(/^ioas_map_file_memfd 0 /);
     expect(lines).toEqual(await tsIoctlTour());
   });
 
