@@ -88,7 +88,7 @@ export function parseTap(text) {
       notes = [];
       continue;
     }
-    if (line.startsWith("# ") && !/^#\s+(RUN|OK|FAIL)\s/.test(line) && !line.startsWith("# Starting")) {
+    if (line.startsWith("# ") && !/^#\s+(RUN|OK|FAIL|SKIP)\s/.test(line) && !line.startsWith("# Starting")) {
       notes.push(line.slice(2));
     }
   }
