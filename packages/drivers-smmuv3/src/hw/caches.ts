@@ -239,6 +239,24 @@ export class SmmuTlb {
     return -1;
   }
 
+  /**
+   * {@link lookup} for a page number below 2^32 (the set hash's high word is 0: no division). The hit path's.
+   * @linux a TLB lookup
+   */
+  lookupLow(kind: number, tag: number, vpn: number): number {
+    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
+    const end = s + this.ways;
+    const v = this.vpn;
+    const i = this.i;
+    for (let e = s; e < end; e++) {
+      if (v[e] === vpn && i[e << 3] === tag && i[(e << 3) + I_KIND] === kind) {
+        if (this.lru) this.ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;

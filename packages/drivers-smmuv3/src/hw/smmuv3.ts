@@ -679,7 +679,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         if (iova < LOCAL_TWO_32) {
           const need = needOf(req);
           const tlb = this.tlb;
-          const e = tlb.lookup(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
+          const e = tlb.lookupLow(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
           if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
             this.nTranslations++;
             this.nHits++;
