@@ -220,7 +220,8 @@ export class SmmuTlb {
    * rounds: this is on every translation).
    */
   private setOf(kind: number, tag: number, vpn: number): number {
-    const h = Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn ^ ((vpn / 4294967296) | 0);
+    const hi = vpn < 4294967296 ? 0 : (vpn / 4294967296) | 0;
+    const h = Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn ^ hi;
     return (h & this.setMask) << this.wayShift;
   }
 
