@@ -53,7 +53,7 @@ const hw = new Smmuv3Hw({
   name: "bench",
   memory,
   diag: new Diagnostics(),
-  options: { tlbEntries: 4096, tlbWays: 4, walkCacheEntries: 64 },
+  options: { tlbEntries: 4096, tlbWays: 4, walkCacheEntries: 64, s2WalkTlbEntries: 64 },
 });
 let bump = 0x1000_0000;
 function alloc(): number {

@@ -185,6 +185,8 @@ export const IOMMU_OPTION_SCHEMAS = {
     cfgWays: ways.optional(),
     walkCacheEntries: entries.optional(),
     walkCacheWays: ways.optional(),
+    s2WalkTlbEntries: entries.optional(),
+    s2WalkTlbWays: ways.optional(),
     replacement: z.enum(["round-robin", "lru"]).optional(),
     strict: z.boolean().optional(),
     cmdqBatch: z.number().int().min(0).optional(),

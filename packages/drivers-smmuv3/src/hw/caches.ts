@@ -400,3 +400,108 @@ export class WalkCache {
     return this.ix.countValid(this.region);
   }
 }
+
+/**
+ * Stage-2 translations of stage-1 table fetches in nested configurations: for a VMID and the IPA granule a stage-1
+ * table (or descriptor) lives in, the PA of that granule (stage 2 granted read access when it was filled). A nested
+ * walk that hits reads the stage-1 descriptor without walking stage 2 again. Tagged by VMID only, like every
+ * stage-2 entry; dropped by the commands that invalidate stage-2 translations (TLBI_S2_IPA of an IPA in the entry's
+ * leaf, TLBI_S12_VMALL of its VMID, TLBI_NSNH_ALL), whatever their LEAF bit says: the entry caches a stage-2 leaf.
+ * @linux the stage-2 entries an SMMU may cache for its stage-1 table walks (S2PTW), which arm-smmu-v3.c invalidates
+ * with CMDQ_OP_TLBI_S2_IPA and, for nesting parents, CMDQ_OP_TLBI_S12_VMALL (arm_smmu_tlb_inv_range_domain)
+ */
+export class S2FetchCache {
+  private readonly ix: SetIndex;
+  /** IPA granule number (IPA >> granLg2); -1 = invalid. */
+  readonly ipa: Float64Array;
+  readonly vmid: Int32Array;
+  /** log2 of the stage-2 granule the entry is keyed by, and of the stage-2 leaf it came from (its TLBI range). */
+  readonly granLg2: Int8Array;
+  readonly leafLg2: Int8Array;
+  /** PA of the granule's first byte. */
+  readonly pa: Float64Array;
+  /** Strict mode: a stale use of this entry was already reported. */
+  readonly reported: Uint8Array;
+  /** Strict mode: the walker re-checks every hit against the stage-2 tables. */
+  strict = false;
+  /**
+   * Strict mode: the last hit found stale (-1: none), for its owner to report and reset: the IPA fetched, the PA
+   * the entry gave, and what stage 2 gives now (a PA, or minus a fault code).
+   */
+  staleEntry = -1;
+  staleIpa = 0;
+  stalePa = 0;
+  staleNow = 0;
+
+  constructor(g: CacheGeometry) {
+    this.ix = new SetIndex(g);
+    const n = this.ix.entries;
+    this.ipa = new Float64Array(n).fill(-1);
+    this.vmid = new Int32Array(n);
+    this.granLg2 = new Int8Array(n);
+    this.leafLg2 = new Int8Array(n);
+    this.pa = new Float64Array(n);
+    this.reported = new Uint8Array(n);
+  }
+
+  /** Total entries. */
+  get entries(): number {
+    return this.ix.entries;
+  }
+
+  /** The entry for (VMID, IPA granule number) with granule `granLg2`, or -1. @linux an S2PTW cache lookup */
+  lookup(vmid: number, gpn: number, granLg2: number): number {
+    const ix = this.ix;
+    const s = ix.first(Math.imul(vmid + 1, TLB_HASH) ^ gpn);
+    for (let w = 0; w < ix.ways; w++) {
+      const e = s + w;
+      if (this.ipa[e] === gpn && this.vmid[e] === vmid && this.granLg2[e] === granLg2) {
+        ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  /** Cache granule `gpn` of VMID `vmid` at `pa`, from a stage-2 leaf of `leafLg2`. @linux an S2PTW cache fill */
+  insert(vmid: number, gpn: number, granLg2: number, leafLg2: number, pa: number): void {
+    const ix = this.ix;
+    const s = ix.first(Math.imul(vmid + 1, TLB_HASH) ^ gpn);
+    const e = ix.pick(s, this.ipa);
+    this.ipa[e] = gpn;
+    this.vmid[e] = vmid;
+    this.granLg2[e] = granLg2;
+    this.leafLg2[e] = leafLg2;
+    this.pa[e] = pa;
+    this.reported[e] = 0;
+    ix.touch(e);
+  }
+
+  /**
+   * Drop every entry the scope covers: scopes naming stage 2 (TLBI_S2_IPA, TLBI_S12_VMALL, TLBI_NSNH_ALL) by VMID
+   * and, for ranges, by overlap with the stage-2 leaf the entry came from. Returns how many.
+   * @linux CMDQ_OP_TLBI_S2_IPA / _S12_VMALL / _NSNH_ALL
+   */
+  invalidate(sc: InvScope): number {
+    if ((sc.kinds & (1 << TLB_KIND.S2)) === 0) return 0;
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      if (this.ipa[e] === -1) continue;
+      if (sc.vmid >= 0 && this.vmid[e] !== sc.vmid) continue;
+      if (sc.hi !== Number.POSITIVE_INFINITY) {
+        const size = 2 ** this.leafLg2[e]!;
+        const ipa = this.ipa[e]! * 2 ** this.granLg2[e]!;
+        const base = ipa - (ipa % size);
+        if (!(base < sc.hi && sc.lo < base + size)) continue;
+      }
+      this.ipa[e] = -1;
+      n++;
+    }
+    return n;
+  }
+
+  /** Valid entries. */
+  get used(): number {
+    return this.ix.countValid(this.ipa);
+  }
+}

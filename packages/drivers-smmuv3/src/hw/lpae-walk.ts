@@ -10,6 +10,7 @@
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
 import { alignDownLg2, maskOf } from "@iommu-sim/core";
+import type { S2FetchCache } from "./caches.js";
 import { EVT_ID, PTE } from "./structures.js";
 
 // Private copies of constants used in the walk loops: V8 folds a module's own consts into the code, while an
@@ -273,6 +274,10 @@ export function walkStage(
  * translated by the stage-2 tables of `s2p` before the descriptor is read; stage 2 must grant read access. Returns
  * 0 with `r1.pa` the IPA of `addr`, or a fault code; on a stage-2 fault `r1.s2` is set with `r1.cls` = TT and
  * `r1.ipa` the IPA that faulted. `s2Update`: apply stage-2 access-flag updates (off for strict-mode re-walks).
+ * With `fc`, stage-2 translations of table fetches come from (and go to) that cache under `vmid`; a hit is used
+ * even when the tables now say otherwise (that is what the cache is), and in `fc.strict` mode such a stale hit is
+ * left in `fc.staleEntry` for the caller to report. `table`/`level`: start at that stage-1 table (an IPA, from the
+ * walk cache) instead of the root; `r1.tablePa`/`r1.tableLevel` name the last table descended into (an IPA).
  * @linux the nested (stage 1 + stage 2) walk of an SMMU for an IOMMU_DOMAIN_NESTED attached to a nest parent
  */
 export function walkNestedS1(
@@ -283,6 +288,10 @@ export function walkNestedS1(
   r1: WalkResult,
   r2: WalkResult,
   s2Update: boolean,
+  fc: S2FetchCache | null = null,
+  vmid = 0,
+  table = -1,
+  level = -1,
 ): number {
   r1.needAf = false;
   r1.s2 = false;
@@ -292,27 +301,46 @@ export function walkNestedS1(
     r1.level = s1p.startLevel;
     return F_TRANSLATION;
   }
-  let table = s1p.ttb;
-  let level = s1p.startLevel;
-  if (!(table < s1p.outLimit)) return F_ADDR_SIZE;
+  if (table < 0) {
+    table = s1p.ttb;
+    level = s1p.startLevel;
+    if (!(table < s1p.outLimit)) return F_ADDR_SIZE;
+  }
   const lo = addr >>> 0;
   const hi = (addr - lo) / TWO_32;
   const g = s1p.granLg2;
   const bpl = s1p.bpl;
+  const g2 = s2p.granLg2;
   for (;;) {
     const s = g + bpl * (3 - level);
     const n = level === s1p.startLevel ? s1p.rootBits : bpl;
     const pteIpa = table + (hi === 0 ? (s < 32 ? (lo >>> s) & ((1 << n) - 1) : 0) : bitsAt(lo, hi, s, n)) * 8;
     r1.level = level;
     r1.ptePa = pteIpa;
-    const f2 = s2Fetch(mem, s2p, pteIpa, r2, s2Update);
-    if (f2 !== 0) {
-      r1.s2 = true;
-      r1.cls = 1; // EVT_CLASS.TT
-      r1.ipa = pteIpa;
-      return f2;
+    let pte: number;
+    // The stage-2 translation of the fetch: from the cache when it holds the IPA's granule, else a stage-2 walk.
+    const gpn = fc === null ? 0 : pteIpa < TWO_32 ? pteIpa >>> g2 : Math.floor(pteIpa / POW2[g2]!);
+    const e = fc === null ? -1 : fc.lookup(vmid, gpn, g2);
+    if (e >= 0) {
+      pte = fc!.pa[e]! + (pteIpa - gpn * POW2[g2]!);
+      if (fc!.strict && fc!.reported[e] === 0) checkFetch(mem, s2p, pteIpa, pte, fc!, e);
+      if (pte + 8 > mem.size) {
+        r1.s2 = true;
+        r1.cls = 1;
+        r1.ipa = pteIpa;
+        return F_WALK_EABT;
+      }
+    } else {
+      const f2 = s2Fetch(mem, s2p, pteIpa, r2, s2Update);
+      if (f2 !== 0) {
+        r1.s2 = true;
+        r1.cls = 1; // EVT_CLASS.TT
+        r1.ipa = pteIpa;
+        return f2;
+      }
+      pte = r2.pa;
+      if (fc !== null) fc.insert(vmid, gpn, g2, r2.leafLg2, pte - (pteIpa - gpn * POW2[g2]!));
     }
-    const pte = r2.pa;
     const ix = mem.wordIndexR(pte);
     let elo: number;
     let ehi: number;
@@ -330,6 +358,8 @@ export function walkNestedS1(
       if (!(oa < s1p.outLimit)) return F_ADDR_SIZE;
       table = oa;
       level++;
+      r1.tablePa = table;
+      r1.tableLevel = level;
       continue;
     }
     if (level === 3 ? (elo & TYPE) === 0 : (s1p.blockLevels & (1 << level)) === 0) return F_TRANSLATION;
@@ -347,6 +377,19 @@ export function walkNestedS1(
     r1.ptePa = pte;
     return 0;
   }
+}
+
+const fetchScratch = new WalkResult();
+
+/** Strict: a cached stage-2 translation of a table fetch must still be what the stage-2 tables give. */
+function checkFetch(mem: PhysicalMemory, s2p: StageParams, ipa: number, pa: number, fc: S2FetchCache, e: number): void {
+  const f = s2Fetch(mem, s2p, ipa, fetchScratch, false);
+  if (f === 0 && fetchScratch.pa === pa) return;
+  fc.reported[e] = 1;
+  fc.staleEntry = e;
+  fc.staleIpa = ipa;
+  fc.stalePa = pa;
+  fc.staleNow = f === 0 ? fetchScratch.pa : -f;
 }
 
 /**

@@ -58,6 +58,12 @@ export interface Smmuv3Options {
   cfgWays?: number;
   walkCacheEntries?: number;
   walkCacheWays?: number;
+  /**
+   * Stage-2 translations cached for nested stage-1 table fetches (IPA granule → PA, tagged by VMID). Default 32
+   * entries, 4 ways.
+   */
+  s2WalkTlbEntries?: number;
+  s2WalkTlbWays?: number;
   replacement?: Replacement;
   /** Strict mode: re-check every cache hit against memory and report stale entries as warnings. Default false. */
   strict?: boolean;
@@ -115,6 +121,8 @@ export function resolveSmmuv3Options(o: Record<string, unknown>): ResolvedSmmuv3
     cfgWays: Math.max(1, optionNumber(o, "cfgWays", 4)),
     walkCacheEntries: Math.max(1, optionNumber(o, "walkCacheEntries", 64)),
     walkCacheWays: Math.max(1, optionNumber(o, "walkCacheWays", 4)),
+    s2WalkTlbEntries: Math.max(1, optionNumber(o, "s2WalkTlbEntries", 32)),
+    s2WalkTlbWays: Math.max(1, optionNumber(o, "s2WalkTlbWays", 4)),
     replacement: optionChoice(o, "replacement", ["round-robin", "lru"] as const, "round-robin"),
     strict: optionBool(o, "strict", false),
     cmdqBatch: typeof batch === "number" && batch >= 0 ? batch : Number.POSITIVE_INFINITY,

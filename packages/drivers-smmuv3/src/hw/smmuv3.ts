@@ -37,6 +37,7 @@ import {
   DescCache,
   InvScope,
   KIND_MASK,
+  S2FetchCache,
   SmmuTlb,
   TLB_F64,
   TLB_I32,
@@ -277,6 +278,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   readonly cdCache: DescCache;
   readonly tlb: SmmuTlb;
   readonly walkCache: WalkCache;
+  /** Stage-2 translations of nested stage-1 table fetches. */
+  readonly s2WalkTlb: S2FetchCache;
   /** PRI responses sent to endpoints, oldest first. */
   readonly priResponses: SmmuPriResponse[] = [];
   /** RESUME commands executed. */
@@ -394,6 +397,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     this.cdCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep }, this.cfgGen);
     this.tlb = new SmmuTlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: rep });
     this.walkCache = new WalkCache({ entries: o.walkCacheEntries, ways: o.walkCacheWays, replacement: rep });
+    this.s2WalkTlb = new S2FetchCache({ entries: o.s2WalkTlbEntries, ways: o.s2WalkTlbWays, replacement: rep });
+    this.s2WalkTlb.strict = o.strict;
     this.steS2 = Array.from({ length: this.steCache.entries }, () => new StageParams());
     this.cdS1 = Array.from({ length: this.cdCache.entries }, () => new StageParams());
     this.steFetchPa = new Float64Array(this.steCache.entries);
@@ -937,7 +942,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       }
       let f: number;
       if (useS2) {
-        f = walkNestedS1(mem, p1, this.steS2[se]!, iova, r1, r2, true);
+        f = this.walkNestedCached(p1, this.steS2[se]!, tag, iova, r1, r2);
         if (f !== 0) {
           this.walkFault(req, out, f, r1.s2, r1.cls, r1.ipa, sflags, cflags);
           return;
@@ -975,7 +980,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         // Stage 2 of the output IPA (after the stage-1 permission check, which has priority).
         const p2 = this.steS2[se]!;
         const ipa = r1.pa;
-        const f2 = walkStage(mem, p2, ipa, r2);
+        // Stage-2 walk-cache entries are the VMID's, shared with stage-2-only streams of that VMID.
+        const f2 = this.walkCached(p2, TLB_KIND.S2, tag & 0xffff0000, ipa, r2);
         if (f2 !== 0) {
           this.walkFault(req, out, f2, true, EVT_CLASS.IN, ipa, sflags, cflags);
           return;
@@ -1076,6 +1082,83 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const f = walkStage(this.memory, p, iova, r);
     if (r.tableLevel === 3) wc.insert(kind, tag, region, regionLg2, r.tablePa, 3);
     return f;
+  }
+
+  /**
+   * Stage 1 of a nested walk through the walk cache (last-level stage-1 table IPAs, kind NESTED) and the cache of
+   * stage-2 translations for table fetches (tagged by the VMID in `tag`).
+   */
+  private walkNestedCached(
+    p1: StageParams,
+    p2: StageParams,
+    tag: number,
+    iova: number,
+    r1: WalkResult,
+    r2: WalkResult,
+  ): number {
+    const fc = this.s2WalkTlb;
+    const vmid = tag >>> 16;
+    const regionLg2 = p1.granLg2 + p1.bpl;
+    if (p1.startLevel >= 3)
+      return this.nestedFetchChecked(walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid));
+    const region = iova < TWO_32 && regionLg2 < 32 ? iova >>> regionLg2 : Math.floor(iova / pow2(regionLg2));
+    const wc = this.walkCache;
+    const kind = TLB_KIND.NESTED;
+    const w = wc.lookup(kind, tag, region);
+    if (w >= 0 && iova < p1.inLimit) {
+      this.nWalkHits++;
+      const table = wc.table[w]!;
+      const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid, table, wc.level[w]!);
+      if (this.strict) {
+        this.nestedFetchChecked(0);
+        this.checkNestedWalkCache(p1, p2, iova, r1, f, table, wc.level[w]!);
+      }
+      return f;
+    }
+    const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid);
+    if (r1.tableLevel === 3) wc.insert(kind, tag, region, regionLg2, r1.tablePa, 3);
+    return this.strict ? this.nestedFetchChecked(f) : f;
+  }
+
+  /** Strict: report a stale hit the last nested walk made in the stage-2 table-fetch cache; returns `f`. */
+  private nestedFetchChecked(f: number): number {
+    const fc = this.s2WalkTlb;
+    if (fc.staleEntry < 0) return f;
+    fc.staleEntry = -1;
+    const ipa = fc.staleIpa;
+    const now = fc.staleNow < 0 ? `now gives ${EVT_NAME[-fc.staleNow] ?? "a fault"}` : `now gives ${hex(fc.staleNow)}`;
+    this.stale(
+      "stage-2 table-fetch cache entry",
+      `IPA ${hex(ipa)}`,
+      `the stage-1 table fetch at IPA ${hex(ipa)} used a cached stage-2 translation to ${hex(fc.stalePa)}, but ` +
+        `stage 2 ${now} (missing TLBI_S2_IPA / TLBI_S12_VMALL + CMD_SYNC after changing the stage-2 tables?)`,
+    );
+    return f;
+  }
+
+  /**
+   * Strict: a nested walk started from the walk cache must reach the same stage-1 table (IPA) from the root. What
+   * stage 2 then gives for the fetch is the stage-2 table-fetch cache's business (checked on its own).
+   */
+  private checkNestedWalkCache(
+    p1: StageParams,
+    p2: StageParams,
+    iova: number,
+    r1: WalkResult,
+    f: number,
+    table: number,
+    level: number,
+  ): void {
+    const x = this.rs1;
+    const g = walkNestedS1(this.memory, p1, p2, iova, x, this.rs2, false);
+    if (x.tableLevel === level && x.tablePa === table) return;
+    if (g === f && (f !== 0 || x.ptePa === r1.ptePa)) return;
+    this.stale(
+      "walk-cache entry",
+      `IOVA ${hex(iova)}`,
+      `the walk cache points IOVA ${hex(iova)} at stage-1 table IPA ${hex(table)}, but the tables from the root no ` +
+        `longer lead there (missing non-leaf TLBI after freeing or replacing a table?)`,
+    );
   }
 
   /** Record a translation fault (F_TRANSLATION … F_WALK_EABT) with its fields, if recording is enabled. */
@@ -1760,6 +1843,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private invalidateTlb(sc: InvScope): void {
     this.tlb.invalidate(sc);
     this.walkCache.invalidate(sc);
+    this.s2WalkTlb.invalidate(sc);
   }
 
   /** Execute one command; returns a CERROR code (0 = done). */

@@ -34,6 +34,8 @@ const TINY = {
   cfgWays: 1,
   walkCacheEntries: 2,
   walkCacheWays: 1,
+  s2WalkTlbEntries: 2,
+  s2WalkTlbWays: 1,
 };
 const RW = IOMMU_READ | IOMMU_WRITE;
 const BASE = 0x100_0000;

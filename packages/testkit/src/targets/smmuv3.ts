@@ -111,6 +111,8 @@ export function smmuv3Target(): ConformanceTarget {
           cfgWays: 1,
           walkCacheEntries: 2,
           walkCacheWays: 1,
+          s2WalkTlbEntries: 2,
+          s2WalkTlbWays: 1,
         },
       },
       cachesTranslations: true,
