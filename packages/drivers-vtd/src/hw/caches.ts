@@ -216,8 +216,19 @@ export class VtdIotlb {
         return e;
       }
     }
+    this.missSet = s;
+    this.missKey = key;
+    this.missVpn = vpn;
     return -1;
   }
+
+  /**
+   * The set, key and page of the last {@link probe} that missed; -1: none (reset by every fill). Only a fill can
+   * create that entry, so while it is set the entry is known absent and {@link fill} skips its hash and scan.
+   */
+  private missSet = -1;
+  private missKey = 0;
+  private missVpn = 0;
 
   /** The entry for (kind, did, pasid, vpn), or -1. @linux an IOTLB lookup */
   lookup(kind: number, did: number, pasid: number, vpn: number): number {
@@ -228,14 +239,19 @@ export class VtdIotlb {
   fill(kind: number, did: number, pasid: number, vpn: number): number {
     const ix = this.ix;
     const key = iotlbKey(kind, did, pasid);
-    const s = this.setOf(key, vpn);
     const t = this.tags;
     let e = -1;
-    for (let w = 0; w < ix.ways; w++) {
-      const x = s + w;
-      if (t[x << 1] === vpn && t[(x << 1) + 1] === key) e = x;
+    if (this.missSet >= 0 && this.missVpn === vpn && this.missKey === key) {
+      e = ix.pickStrided(this.missSet, t, 2);
+    } else {
+      const s = this.setOf(key, vpn);
+      for (let w = 0; w < ix.ways; w++) {
+        const x = s + w;
+        if (t[x << 1] === vpn && t[(x << 1) + 1] === key) e = x;
+      }
+      if (e < 0) e = ix.pickStrided(s, t, 2);
     }
-    if (e < 0) e = ix.pickStrided(s, t, 2);
+    this.missSet = -1;
     t[e << 1] = vpn;
     t[(e << 1) + TLB_T.KEY] = key;
     const i = this.i;
@@ -306,6 +322,11 @@ export class VtdPagingCache {
     return this.f[e * 4 + 2]!;
   }
 
+  /** The set, key and region of the last {@link lookup} that missed (for {@link insertMissed}); -1: none. */
+  private missSet = -1;
+  private missKey = 0;
+  private missRegion = 0;
+
   /** The entry for the region, or -1. @linux a paging-structure-cache lookup */
   lookup(kind: number, did: number, pasid: number, region: number): number {
     const key = iotlbKey(kind, did, pasid);
@@ -319,7 +340,24 @@ export class VtdPagingCache {
         return e;
       }
     }
+    this.missSet = s;
+    this.missKey = key;
+    this.missRegion = region;
     return -1;
+  }
+
+  /**
+   * {@link insert} of the region the last {@link lookup} missed, with nothing in between that could have filled it
+   * (the walk after the miss): no second hash, no duplicate scan.
+   */
+  insertMissed(kind: number, did: number, pasid: number, region: number, table: number): void {
+    if (this.missSet < 0 || region !== this.missRegion || this.missKey !== iotlbKey(kind, did, pasid)) {
+      this.insert(kind, did, pasid, region, table);
+      return;
+    }
+    const e = this.ix.pickStrided(this.missSet, this.f, 4);
+    this.missSet = -1;
+    this.put(e, kind, did, pasid, region, this.missKey, table);
   }
 
   /** Cache the last-level table of a region. @linux a paging-structure-cache fill */
@@ -334,18 +372,25 @@ export class VtdPagingCache {
       if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
     }
     if (e < 0) e = ix.pickStrided(s, f, 4);
+    this.put(e, kind, did, pasid, region, key, table);
+  }
+
+  private put(e: number, kind: number, did: number, pasid: number, region: number, key: number, table: number): void {
+    const f = this.f;
+    const k = this.k;
     f[e * 4] = region;
     f[e * 4 + 1] = key;
     f[e * 4 + 2] = table;
-    this.k[e * 4] = kind;
-    this.k[e * 4 + 1] = did;
-    this.k[e * 4 + 2] = pasid;
-    ix.touch(e);
+    k[e * 4] = kind;
+    k[e * 4 + 1] = did;
+    k[e * 4 + 2] = pasid;
+    this.ix.touch(e);
   }
 
   /** Drop entries the scope covers (when `sc.walk`). @linux IOTLB invalidation with IH = 0 */
   invalidate(sc: VtdInvScope): number {
     if (!sc.walk) return 0;
+    this.missSet = -1;
     let n = 0;
     const size = 2 ** PSC_REGION_LG2;
     const f = this.f;

@@ -906,7 +906,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     did: number,
     tagPasid: number,
   ): number {
-    const region = Math.floor(iova / PSC_REGION_SIZE);
+    const region = iova < TWO_32 ? iova >>> PSC_REGION_LG2 : Math.floor(iova / PSC_REGION_SIZE);
     const pc = this.pagingCache;
     const w = iova < POW2[12 + 9 * levels]! ? pc.lookup(kind, did, tagPasid, region) : -1;
     if (w >= 0) {
@@ -919,7 +919,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       return f;
     }
     const f = ssWalk(this.memory, root, levels, iova, sllps, sm, r);
-    if (r.tablePa >= 0 && f === 0) pc.insert(kind, did, tagPasid, region, r.tablePa);
+    if (r.tablePa >= 0 && f === 0) pc.insertMissed(kind, did, tagPasid, region, r.tablePa);
     return f;
   }
 
@@ -936,7 +936,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const root = this.pasidCache.addr[pe * DESC_ADDR + 1]!;
     const levels = this.pasidCache.info[pb + PI_FSLEVELS]!;
     const fl1gp = this.fl1gp;
-    const region = Math.floor(iova / PSC_REGION_SIZE);
+    const region = iova < TWO_32 ? iova >>> PSC_REGION_LG2 : Math.floor(iova / PSC_REGION_SIZE);
     const pc = this.pagingCache;
     const w = pc.lookup(kind, did, tagPasid, region);
     if (w >= 0) {
@@ -949,7 +949,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       return f;
     }
     const f = fsWalk(this.memory, root, levels, iova, fl1gp, true, r, s2, this.r2);
-    if (r.tablePa >= 0 && f === 0) pc.insert(kind, did, tagPasid, region, r.tablePa);
+    if (r.tablePa >= 0 && f === 0) pc.insertMissed(kind, did, tagPasid, region, r.tablePa);
     return f;
   }
 

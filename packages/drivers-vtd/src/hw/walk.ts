@@ -74,13 +74,21 @@ export function ssWalk(
     const shift = 12 + 9 * (level - 1);
     const idx = addr < TWO_32 && shift < 32 ? (addr >>> shift) & 511 : Math.floor(addr / POW2[shift]!) % 512;
     const pte = table + idx * 8;
-    if (!inMem(mem, pte)) return sm ? FR.SM_SS_READ : FR.PAGING_ENTRY_ERR;
-    if (level === 1) r.tablePa = table;
-    // Entries are 8-byte aligned: both halves sit in one frame, found once in the memory's word array.
+    // Entries are 8-byte aligned: both halves sit in one frame, found once in the memory's word array (a frame
+    // found there is inside memory: the bounds check is only for the other path).
     const ix = mem.wordIndexR(pte);
-    const words = mem.words32;
-    const lo = ix >= 0 ? words[ix]! : mem.read32(pte);
-    const hi = ix >= 0 ? words[ix + 1]! : mem.read32(pte + 4);
+    let lo: number;
+    let hi: number;
+    if (ix >= 0) {
+      const words = mem.words32;
+      lo = words[ix]!;
+      hi = words[ix + 1]!;
+    } else {
+      if (!inMem(mem, pte)) return sm ? FR.SM_SS_READ : FR.PAGING_ENTRY_ERR;
+      lo = mem.read32(pte);
+      hi = mem.read32(pte + 4);
+    }
+    if (level === 1) r.tablePa = table;
     if ((lo & (SS_PTE.R | SS_PTE.W)) === 0) {
       r.ptePa = pte;
       r.level = level;
@@ -154,12 +162,19 @@ export function fsWalk(
     const shift = 12 + 9 * (level - 1);
     const idx = addr < TWO_32 && shift < 32 ? (addr >>> shift) & 511 : Math.floor(addr / POW2[shift]!) % 512;
     const pte = table + idx * 8;
-    if (!inMem(mem, pte)) return FR.SM_FS_READ;
-    if (level === 1) r.tablePa = table;
     const ix = mem.wordIndexR(pte);
-    const words = mem.words32;
-    let lo = ix >= 0 ? words[ix]! : mem.read32(pte);
-    const hi = ix >= 0 ? words[ix + 1]! : mem.read32(pte + 4);
+    let lo: number;
+    let hi: number;
+    if (ix >= 0) {
+      const words = mem.words32;
+      lo = words[ix]!;
+      hi = words[ix + 1]!;
+    } else {
+      if (!inMem(mem, pte)) return FR.SM_FS_READ;
+      lo = mem.read32(pte);
+      hi = mem.read32(pte + 4);
+    }
+    if (level === 1) r.tablePa = table;
     if ((lo & FS_PTE.P) === 0) {
       r.ptePa = pte;
       r.level = level;
