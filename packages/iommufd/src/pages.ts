@@ -111,30 +111,102 @@ export class IoptPages {
     return this.chunks.size;
   }
 
-  /** @internal Record the PFN of a freshly pinned page (no users yet). */
-  storePa(index: number, pa: number): void {
-    const key = Math.floor(index / CHUNK_PAGES);
-    let c = this.chunks.get(key);
-    if (c === undefined) {
-      c = new PfnChunk();
-      this.chunks.set(key, c);
+  /** @internal The first index in [i, last] whose page has no users, or last + 1. Scans a chunk at a time. */
+  firstUnused(i: number, last: number): number {
+    while (i <= last) {
+      const key = Math.floor(i / CHUNK_PAGES);
+      const c = this.chunks.get(key);
+      if (c === undefined) return i;
+      const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) if (c.users[off] === 0) return i;
     }
-    const off = index % CHUNK_PAGES;
-    if (c.pas[off] === NOT_PINNED) c.stored++;
-    c.pas[off] = pa;
+    return i;
   }
 
-  /** @internal Forget the PFN of a page that has no users; drops an empty chunk. */
-  clearPa(index: number): number {
-    const key = Math.floor(index / CHUNK_PAGES);
-    const c = this.chunks.get(key);
-    if (c === undefined) return NOT_PINNED;
-    const off = index % CHUNK_PAGES;
-    const pa = c.pas[off]!;
-    if (pa === NOT_PINNED) return pa;
-    c.pas[off] = NOT_PINNED;
-    if (--c.stored === 0) this.chunks.delete(key);
-    return pa;
+  /** @internal The last index of the run of pages without users that starts at `i`, at most `maxLast`. */
+  unusedRunEnd(i: number, maxLast: number): number {
+    let j = i;
+    while (j < maxLast) {
+      const key = Math.floor((j + 1) / CHUNK_PAGES);
+      const end = Math.min(maxLast, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const c = this.chunks.get(key);
+      if (c !== undefined) {
+        for (let k = j + 1, off = k - key * CHUNK_PAGES; k <= end; k++, off++) if (c.users[off] !== 0) return k - 1;
+      }
+      j = end;
+    }
+    return j;
+  }
+
+  /**
+   * @internal The number of pages from `idx` (at most to `last`) whose PFNs follow each other: a contiguous PFN
+   * run, mapped with one driver call. @linux batch_add_pfn merging into one pfn_batch entry
+   */
+  contiguousPages(idx: number, last: number): number {
+    const first = this.pa(idx);
+    let k = idx + 1;
+    while (k <= last) {
+      const key = Math.floor(k / CHUNK_PAGES);
+      const c = this.chunks.get(key);
+      if (c === undefined) break;
+      const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const pas = c.pas;
+      let off = k - key * CHUNK_PAGES;
+      for (; k <= end; k++, off++) if (pas[off] !== first + (k - idx) * PAGE_SIZE) return k - idx;
+    }
+    return k - idx;
+  }
+
+  /** @internal Record the PFNs of freshly pinned pages `first`.. (no users yet). */
+  storePas(first: number, pas: readonly number[]): void {
+    let n = 0;
+    while (n < pas.length) {
+      const i = first + n;
+      const key = Math.floor(i / CHUNK_PAGES);
+      let c = this.chunks.get(key);
+      if (c === undefined) {
+        c = new PfnChunk();
+        this.chunks.set(key, c);
+      }
+      const end = Math.min(pas.length, n + (key * CHUNK_PAGES + CHUNK_PAGES - i));
+      for (let off = i - key * CHUNK_PAGES; n < end; n++, off++) {
+        if (c.pas[off] === NOT_PINNED) c.stored++;
+        c.pas[off] = pas[n]!;
+      }
+    }
+  }
+
+  /**
+   * @internal Forget the PFNs of pages [a, b] (none with users), calling `unpin(pa, n)` for each run of
+   * physically contiguous pages; drops emptied chunks.
+   */
+  clearPas(a: number, b: number, unpin: (pa: number, n: number) => void): void {
+    let runPa = NOT_PINNED;
+    let runLen = 0;
+    let i = a;
+    while (i <= b) {
+      const key = Math.floor(i / CHUNK_PAGES);
+      const end = Math.min(b, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const c = this.chunks.get(key);
+      if (c !== undefined) {
+        for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) {
+          const pa = c.pas[off]!;
+          if (pa === NOT_PINNED) continue;
+          c.pas[off] = NOT_PINNED;
+          c.stored--;
+          if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
+            runLen++;
+            continue;
+          }
+          if (runLen !== 0) unpin(runPa, runLen);
+          runPa = pa;
+          runLen = 1;
+        }
+        if (c.stored === 0) this.chunks.delete(key);
+      }
+      i = end + 1;
+    }
+    if (runLen !== 0) unpin(runPa, runLen);
   }
 
   /** @internal Add one user to each page of [first, last] (all stored). */
@@ -149,11 +221,14 @@ export class IoptPages {
   }
 
   /**
-   * @internal Drop one user of each page of [first, last]; calls `free(index)` for each page left without users,
-   * in index order. WARNs on an underflow (the page is skipped).
+   * @internal Drop one user of each page of [first, last]; calls `free(a, b)` for each run of consecutive pages
+   * left without users, in index order. WARNs on an underflow (the page is skipped). Returns the pages freed.
    */
-  dropUsers(first: number, last: number, free: (index: number) => void): void {
+  dropUsers(first: number, last: number, free: (a: number, b: number) => void): number {
     const diag = this.core.diag;
+    let freed = 0;
+    let runStart = -1;
+    let runEnd = -1;
     let i = first;
     while (i <= last) {
       const key = Math.floor(i / CHUNK_PAGES);
@@ -164,13 +239,27 @@ export class IoptPages {
         i = end + 1;
         continue;
       }
-      for (let k = i; k <= end; k++) {
-        const off = k % CHUNK_PAGES;
-        if (diag.warnOn(c.users[off] === 0, "iopt_pages: user count underflow")) continue;
-        if (--c.users[off]! === 0) free(k);
+      const users = c.users;
+      for (let k = i, off = i - key * CHUNK_PAGES; k <= end; k++, off++) {
+        const n = users[off]!;
+        if (n === 0) {
+          diag.warnOn(true, "iopt_pages: user count underflow");
+          continue;
+        }
+        users[off] = n - 1;
+        if (n !== 1) continue;
+        freed++;
+        if (runStart >= 0 && k === runEnd + 1) {
+          runEnd = k;
+          continue;
+        }
+        if (runStart >= 0) free(runStart, runEnd);
+        runStart = runEnd = k;
       }
       i = end + 1;
     }
+    if (runStart >= 0) free(runStart, runEnd);
+    return freed;
   }
 }
 
@@ -314,24 +403,18 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
   try {
     if (by === "domain") faults.check(PFN_BATCH_ALLOC_SITE);
     let upages = by === "access";
-    let i = first;
+    let i = pages.firstUnused(first, last);
     while (i <= last) {
-      if (pages.users(i) !== 0) {
-        i++;
-        continue;
-      }
-      let j = i;
-      while (j < last && j - i + 1 < PIN_BATCH_PAGES && pages.users(j + 1) === 0) j++;
+      const j = pages.unusedRunEnd(i, Math.min(last, i + PIN_BATCH_PAGES - 1));
       if (!upages) {
         faults.check(PFN_READER_UPAGES_SITE);
         upages = true;
       }
-      const pas = pinRange(pages, i, j - i + 1);
-      for (let k = 0; k < pas.length; k++) pages.storePa(i + k, pas[k]!);
+      pages.storePas(i, pinRange(pages, i, j - i + 1));
       pinnedNow.push([i, j]);
       added += j - i + 1;
       pages.core.pinnedPages += j - i + 1;
-      i = j + 1;
+      i = pages.firstUnused(j + 1, last);
     }
     if (by === "access") faults.check(PAGES_TO_XARRAY_SITE, "EINVAL");
     if (added) {
@@ -347,10 +430,13 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
   pages.addUsers(first, last);
 }
 
+/** Unpin pages [a, b] (all pinned, none with users), a physically contiguous run per call. @linux batch_unpin */
 function unpinRange(pages: IoptPages, a: number, b: number): void {
-  const pas: number[] = [];
-  for (let k = a; k <= b; k++) pas.push(pages.clearPa(k));
-  pages.source.unpin(pas);
+  const src = pages.source;
+  pages.clearPas(a, b, (pa, n) => {
+    if (src.unpinRange) src.unpinRange(pa, n);
+    else src.unpin(Array.from({ length: n }, (_, k) => pa + k * PAGE_SIZE));
+  });
   pages.core.pinnedPages -= b - a + 1;
 }
 
@@ -359,19 +445,7 @@ function unpinRange(pages: IoptPages, a: number, b: number): void {
  * @linux iopt_pages_unfill / iopt_pages_remove_access / unpin_user_pages
  */
 export function ioptPagesRemoveUsers(pages: IoptPages, first: number, last: number): void {
-  let removed = 0;
-  let runStart = -1;
-  let runEnd = -1;
-  pages.dropUsers(first, last, (k) => {
-    removed++;
-    if (runStart >= 0 && k === runEnd + 1) {
-      runEnd = k;
-      return;
-    }
-    if (runStart >= 0) unpinRange(pages, runStart, runEnd);
-    runStart = runEnd = k;
-  });
-  if (runStart >= 0) unpinRange(pages, runStart, runEnd);
+  const removed = pages.dropUsers(first, last, (a, b) => unpinRange(pages, a, b));
   pages.npinned -= removed;
   pages.lastNpinned = pages.npinned;
   ioptPagesAccount(pages, -removed);

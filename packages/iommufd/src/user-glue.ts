@@ -18,6 +18,7 @@ import {
   type Process,
   pinUserPagesFast,
   shmemInodeOf,
+  unpinUserPageRangeDirtyLock,
   unpinUserPages,
 } from "@iommu-sim/core";
 
@@ -57,6 +58,12 @@ export interface IommufdUser {
   pin(va: number, npages: number, write: boolean): number[];
   /** @linux unpin_user_pages */
   unpin(pas: readonly number[]): void;
+  /**
+   * Unpin `npages` physically contiguous pages from `pa` (optional: {@link IommufdUser.unpin} of each page
+   * otherwise).
+   * @linux unpin_user_page_range_dirty_lock
+   */
+  unpinRange?(pa: number, npages: number): void;
   /** @linux copy_from_user */
   read(va: bigint, length: number): Uint8Array;
   /** @linux copy_to_user */
@@ -123,6 +130,7 @@ export function userOfProcess(p: unknown): IommufdUser {
     capable: (cap) => proc.cred.has(cap),
     pin: (va, npages, write) => pinUserPagesFast(mm, BigInt(va), npages, { write, longterm: true }),
     unpin: (pas) => unpinUserPages(mm, pas),
+    unpinRange: (pa, npages) => unpinUserPageRangeDirtyLock(mm, pa, npages, false),
     read: (va, length) => mm.read(va, length),
     write: (va, bytes) => mm.write(va, bytes),
     fileOf: (fd) => proc.files.lookup(fd),

@@ -49,8 +49,11 @@ export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts:
   const write = opts.write ?? false;
   const longterm = opts.longterm ?? false;
   const out: number[] = [];
+  // One holder record for the whole call; each page's VA is kept beside its pin.
+  const record: PinRecord = { pid: mm.ownerPid, longterm };
   try {
-    for (let i = 0; i < npages; i++) {
+    let i = 0;
+    while (i < npages) {
       const a = start + i * PAGE_SIZE;
       const vma = mm.findVma(a);
       if (vma === undefined) throw kerr("EFAULT", `pin of unmapped address 0x${a.toString(16)}`);
@@ -63,10 +66,14 @@ export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts:
       // pin of a private file mapping unshares too (gup_must_unshare): it pins the process's own copy, so a later
       // write by the process lands in the pinned page rather than in a fresh copy-on-write page.
       const unshare = longterm && !write && !vma.shared && vma.inode !== undefined;
-      const pa = mm.faultPage(vma, a, write, true, unshare);
-      const record: PinRecord = { pid: mm.ownerPid, va: a, longterm };
-      table.pin(pa, record);
-      out.push(pa);
+      // The checks hold for every page of this mapping: walk its pages without looking it up again.
+      const stop = Math.min(npages, i + Math.ceil((vma.end - a) / PAGE_SIZE));
+      for (; i < stop; i++) {
+        const va = start + i * PAGE_SIZE;
+        const pa = mm.faultPage(vma, va, write, true, unshare);
+        table.pin(pa, record, va);
+        out.push(pa);
+      }
     }
   } catch (e) {
     for (const pa of out) table.unpin(pa);

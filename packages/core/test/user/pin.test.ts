@@ -185,6 +185,30 @@ describe("pin_user_pages", () => {
     );
     expect(report).toMatch(/1 page from user_page still allocated/);
   });
+
+  it("names each page's own VA and every stacked pin when one call pinned a run", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const va = p.mmap(3 * PAGE_SIZE);
+    const pas = pinUserPagesFast(p.mm, va, 3, { write: true, longterm: true });
+    unpinUserPages(p.mm, [pas[1]!]);
+    pinUserPagesFast(p.mm, va + BigInt(2 * PAGE_SIZE), 1, { longterm: false });
+    const at = (i: number) => (va + BigInt(i * PAGE_SIZE)).toString(16);
+    expect(m.userSpace.pages.pins().map((x) => [x.pa, x.record.va, x.record.longterm])).toEqual(
+      expect.arrayContaining([
+        [pas[0], Number(va), true],
+        [pas[2], Number(va) + 2 * PAGE_SIZE, true],
+        [pas[2], Number(va) + 2 * PAGE_SIZE, false],
+      ]),
+    );
+    expect(m.userSpace.pages.pins()).toHaveLength(3);
+    const err = await m.teardown().catch((e: unknown) => e);
+    const report = (err as TeardownError).report;
+    expect(report).toMatch(new RegExp(`pinned \\(longterm\\) by pid ${p.pid} at VA 0x${at(0)}`));
+    expect(report).toMatch(new RegExp(`pinned \\(longterm\\) by pid ${p.pid} at VA 0x${at(2)}`));
+    expect(report).toMatch(new RegExp(`pinned by pid ${p.pid} at VA 0x${at(2)}`));
+    expect(report).not.toMatch(new RegExp(`at VA 0x${at(1)}`));
+  });
 });
 
 describe("a driver pinning on behalf of its file", () => {
