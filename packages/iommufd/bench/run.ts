@@ -110,6 +110,7 @@ async function main(): Promise<void> {
   if (profile) {
     profile.connect();
     await profile.post("Profiler.enable");
+    await profile.post("Profiler.setSamplingInterval", { interval: 100 });
     await profile.post("Profiler.start");
   }
   for (let r = 0; r < ROUNDS; r++) {

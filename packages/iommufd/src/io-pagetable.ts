@@ -545,7 +545,7 @@ export async function ioptUnmapIova(iopt: IoPagetable, iova: number, length: num
  * Unmap everything; an empty IOAS is not an error.
  * @linux iopt_unmap_all
  */
-export async function ioptUnmapAll(iopt: IoPagetable): Promise<number> {
+export function ioptUnmapAll(iopt: IoPagetable): Promise<number> {
   return ioptUnmapIovaRange(iopt, 0, IOPT_IOVA_MAX);
 }
 

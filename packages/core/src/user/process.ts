@@ -28,6 +28,7 @@ import {
   type FileContext,
   FMODE_READ,
   FMODE_WRITE,
+  fdput,
   fput,
   fputDeferred,
   type IoctlArg,
@@ -159,6 +160,11 @@ export class UserSpace implements FileContext {
     void p.finally(() => this.pending.delete(p));
   }
 
+  /** Whether deferred releases are waiting for {@link UserSpace.flushDeferred}. @linux task_work_pending */
+  get hasDeferred(): boolean {
+    return this.pending.size > 0;
+  }
+
   /**
    * Wait for releases started by synchronous paths (munmap of the last mapping of a file).
    * @linux task_work_run / flush_delayed_fput
@@ -245,7 +251,7 @@ export class Process {
       try {
         return await fn();
       } finally {
-        await this.space.flushDeferred();
+        if (this.space.hasDeferred) await this.space.flushDeferred();
       }
     });
   }
@@ -324,7 +330,8 @@ export class Process {
         const r = await file.fops.ioctl(file, cmd, arg, this);
         return typeof r === "number" ? r : 0;
       } finally {
-        await fput(file);
+        const release = fdput(file);
+        if (release) await release;
       }
     });
   }
