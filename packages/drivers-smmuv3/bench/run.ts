@@ -6,7 +6,12 @@
 import { rmSync } from "node:fs";
 
 rmSync(new URL("./results.json", import.meta.url), { force: true });
-for (const suite of ["./hw-translate.bench.ts", "./driver.bench.ts", "./lpae-format.bench.ts", "./iommufd-ioas.bench.ts"]) {
+for (const suite of [
+  "./hw-translate.bench.ts",
+  "./driver.bench.ts",
+  "./lpae-format.bench.ts",
+  "./iommufd-ioas.bench.ts",
+]) {
   console.log(`\n=== ${suite}`);
   await import(suite);
 }

@@ -7,7 +7,7 @@
  * pfn_reader, iopt_pages_update_pinned, incr_user_locked_vm)
  */
 import { type File, fputDeferred, getFile, kerr, kfree, Mutex, Refcount, shmemInodeOf } from "@iommu-sim/core";
-import type { IommufdCore } from "./core.js";
+import { type IommufdCore, PFN_CHUNK_CACHE_MAX } from "./core.js";
 import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_NONE, IOPT_PAGES_ACCOUNT_USER } from "./ctx.js";
 import { type IommufdUser, PAGE_SIZE } from "./user-glue.js";
 
@@ -44,7 +44,10 @@ export type IoptAddressType = "user" | "file";
 const NOT_PINNED = -1;
 const CHUNK_PAGES = 512;
 
-/** One node of the sparse PFN store: the PFNs and user counts of 512 consecutive page indexes. */
+/**
+ * One node of the sparse PFN store: the PFNs and user counts of 512 consecutive page indexes. An emptied node
+ * (no PFN stored, so no users either) goes back to the core's cache as it is, clean for the next user.
+ */
 class PfnChunk {
   readonly pas = new Float64Array(CHUNK_PAGES).fill(NOT_PINNED);
   readonly users = new Uint32Array(CHUNK_PAGES);
@@ -157,18 +160,18 @@ export class IoptPages {
     return k - idx;
   }
 
-  /** @internal Record the PFNs of freshly pinned pages `first`.. (no users yet). */
-  storePas(first: number, pas: readonly number[]): void {
+  /** @internal Record the PFNs of `count` freshly pinned pages from `first` (no users yet). */
+  storePas(first: number, pas: readonly number[], count = pas.length): void {
     let n = 0;
-    while (n < pas.length) {
+    while (n < count) {
       const i = first + n;
       const key = Math.floor(i / CHUNK_PAGES);
       let c = this.chunks.get(key);
       if (c === undefined) {
-        c = new PfnChunk();
+        c = (this.core.pfnChunkCache.pop() as PfnChunk | undefined) ?? new PfnChunk();
         this.chunks.set(key, c);
       }
-      const end = Math.min(pas.length, n + (key * CHUNK_PAGES + CHUNK_PAGES - i));
+      const end = Math.min(count, n + (key * CHUNK_PAGES + CHUNK_PAGES - i));
       for (let off = i - key * CHUNK_PAGES; n < end; n++, off++) {
         if (c.pas[off] === NOT_PINNED) c.stored++;
         c.pas[off] = pas[n]!;
@@ -202,7 +205,11 @@ export class IoptPages {
           runPa = pa;
           runLen = 1;
         }
-        if (c.stored === 0) this.chunks.delete(key);
+        if (c.stored === 0) {
+          this.chunks.delete(key);
+          const cache = this.core.pfnChunkCache;
+          if (cache.length < PFN_CHUNK_CACHE_MAX) cache.push(c);
+        }
       }
       i = end + 1;
     }
@@ -378,14 +385,14 @@ export function ioptPagesAccount(pages: IoptPages, npages: number): void {
   u.mmAcct.pinnedVm = (u.mmAcct.pinnedVm ?? 0) + npages;
 }
 
-function pinRange(pages: IoptPages, first: number, count: number): number[] {
+function pinRange(pages: IoptPages, first: number, count: number, upages: number[] | undefined): number[] {
   const u = pages.source;
   pages.core.faults.check(IOPT_PAGES_PIN_SITE, "EFAULT");
   if (pages.type === "file") {
     if (!u.pinFile) throw kerr("EOPNOTSUPP", "file pinning is not available");
     return u.pinFile(pages.file, pages.base + first * PAGE_SIZE, count);
   }
-  return u.pin(pages.base + first * PAGE_SIZE, count, pages.writable);
+  return u.pin(pages.base + first * PAGE_SIZE, count, pages.writable, upages);
 }
 
 /** Who is adding users: an area being filled into domains, or an in-kernel access pinning pages. */
@@ -402,15 +409,16 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
   let added = 0;
   try {
     if (by === "domain") faults.check(PFN_BATCH_ALLOC_SITE);
-    let upages = by === "access";
+    // The page array every run is pinned into, allocated at the first run (a domain fill's allocation can fail).
+    let upages: number[] | undefined;
     let i = pages.firstUnused(first, last);
     while (i <= last) {
       const j = pages.unusedRunEnd(i, Math.min(last, i + PIN_BATCH_PAGES - 1));
-      if (!upages) {
-        faults.check(PFN_READER_UPAGES_SITE);
-        upages = true;
+      if (upages === undefined) {
+        if (by === "domain") faults.check(PFN_READER_UPAGES_SITE);
+        upages = [];
       }
-      pages.storePas(i, pinRange(pages, i, j - i + 1));
+      pages.storePas(i, pinRange(pages, i, j - i + 1, upages), j - i + 1);
       pinnedNow.push([i, j]);
       added += j - i + 1;
       pages.core.pinnedPages += j - i + 1;

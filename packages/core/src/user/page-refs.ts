@@ -120,6 +120,17 @@ export interface PageRefs {
   owner: string;
 }
 
+/** Forget the holder of the last pin of page `key` of `f` (the reports' side of an unpin). */
+function dropPinHolder(f: Folio, key: number): void {
+  const rs = f.morePins?.get(key);
+  if (rs !== undefined) {
+    rs.length -= 2;
+    if (rs.length === 0) f.morePins!.delete(key);
+  } else if (f.pin0 !== undefined && f.pin0Page === key) {
+    f.pin0 = undefined;
+  }
+}
+
 /** A pin's holder as reported: the record, with the page's own VA when the record is shared by a run. */
 function holder(record: PinRecord, va: number): PinRecord {
   return Number.isNaN(va) ? record : { ...record, va };
@@ -301,20 +312,47 @@ export class UserPageRefs {
       this.diag.report("refcount", `unpin_user_page of ${hex(pa)}, which is not pinned`, { skipFrames: 1 });
       return;
     }
-    const key = Math.floor((pa - f.pa) / PAGE_SIZE);
-    const rs = f.morePins?.get(key);
-    if (rs !== undefined) {
-      rs.length -= 2;
-      if (rs.length === 0) f.morePins!.delete(key);
-    } else if (f.pin0 !== undefined && f.pin0Page === key) {
-      f.pin0 = undefined;
-    }
+    dropPinHolder(f, Math.floor((pa - f.pa) / PAGE_SIZE));
     if (makeDirty) f.dirty = true;
     if (f.large) {
       f.pincount -= 1;
       this.put(f, 1);
     } else {
       this.put(f, GUP_PIN_COUNTING_BIAS);
+    }
+  }
+
+  /**
+   * Drop one pin of each of the `npages` physically contiguous pages from `pa`, a folio at a time (one reference
+   * drop per order-0 page, one per large folio for all its pages in the range). Each page that is not pinned is
+   * reported as {@link UserPageRefs.unpin} reports it.
+   * @linux unpin_user_page_range_dirty_lock (gup_put_folio per folio)
+   */
+  unpinRange(pa: number, npages: number, makeDirty = false): void {
+    let i = 0;
+    while (i < npages) {
+      const at = pa + i * PAGE_SIZE;
+      const f = this.folioOf(at);
+      if (f !== undefined && f.order === 0 && f.refcount >= GUP_PIN_COUNTING_BIAS) {
+        // A pinned order-0 page: what unpin() does, without looking the folio up again.
+        dropPinHolder(f, 0);
+        if (makeDirty) f.dirty = true;
+        this.put(f, GUP_PIN_COUNTING_BIAS);
+        i++;
+        continue;
+      }
+      const first = f === undefined ? 0 : Math.floor((at - f.pa) / PAGE_SIZE);
+      const n = f === undefined ? 1 : Math.min(npages - i, f.nrPages - first);
+      if (f === undefined || !f.large || f.pincount < n) {
+        // Not pinned, or a large folio with fewer pins than pages asked: page by page, with unpin()'s checks.
+        for (let k = 0; k < n; k++) this.unpin(at + k * PAGE_SIZE, makeDirty);
+      } else {
+        for (let k = 0; k < n; k++) dropPinHolder(f, first + k);
+        if (makeDirty) f.dirty = true;
+        f.pincount -= n;
+        this.put(f, n);
+      }
+      i += n;
     }
   }
 
