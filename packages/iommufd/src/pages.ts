@@ -160,8 +160,11 @@ export class IoptPages {
     return k - idx;
   }
 
-  /** @internal Record the PFNs of `count` freshly pinned pages from `first` (no users yet). */
-  storePas(first: number, pas: readonly number[], count = pas.length): void {
+  /**
+   * @internal Record the PFNs of `count` freshly pinned pages from `first`, each with `users` users (0, or 1 for
+   * the caller's own, saving a second pass).
+   */
+  storePas(first: number, pas: readonly number[], count = pas.length, users = 0): void {
     let n = 0;
     while (n < count) {
       const i = first + n;
@@ -175,12 +178,13 @@ export class IoptPages {
       for (let off = i - key * CHUNK_PAGES; n < end; n++, off++) {
         if (c.pas[off] === NOT_PINNED) c.stored++;
         c.pas[off] = pas[n]!;
+        c.users[off] = users;
       }
     }
   }
 
   /**
-   * @internal Forget the PFNs of pages [a, b] (none with users), calling `unpin(pa, n)` for each run of
+   * @internal Forget the PFNs of pages [a, b] (no users but a caller's own being unwound), calling `unpin(pa, n)` for each run of
    * physically contiguous pages; drops emptied chunks.
    */
   clearPas(a: number, b: number, unpin: (pa: number, n: number) => void): void {
@@ -196,6 +200,7 @@ export class IoptPages {
           const pa = c.pas[off]!;
           if (pa === NOT_PINNED) continue;
           c.pas[off] = NOT_PINNED;
+          c.users[off] = 0;
           c.stored--;
           if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
             runLen++;
@@ -205,11 +210,7 @@ export class IoptPages {
           runPa = pa;
           runLen = 1;
         }
-        if (c.stored === 0) {
-          this.chunks.delete(key);
-          const cache = this.core.pfnChunkCache;
-          if (cache.length < PFN_CHUNK_CACHE_MAX) cache.push(c);
-        }
+        if (c.stored === 0) this.dropChunk(key, c);
       }
       i = end + 1;
     }
@@ -228,14 +229,15 @@ export class IoptPages {
   }
 
   /**
-   * @internal Drop one user of each page of [first, last]; calls `free(a, b)` for each run of consecutive pages
-   * left without users, in index order. WARNs on an underflow (the page is skipped). Returns the pages freed.
+   * @internal Drop one user of each page of [first, last]; each page left without users loses its PFN, and
+   * `unpin(pa, n)` is called for each physically contiguous run of them (one pass). WARNs on an underflow (the
+   * page is skipped). Returns the pages freed.
    */
-  dropUsers(first: number, last: number, free: (a: number, b: number) => void): number {
+  dropUsers(first: number, last: number, unpin: (pa: number, n: number) => void): number {
     const diag = this.core.diag;
     let freed = 0;
-    let runStart = -1;
-    let runEnd = -1;
+    let runPa = NOT_PINNED;
+    let runLen = 0;
     let i = first;
     while (i <= last) {
       const key = Math.floor(i / CHUNK_PAGES);
@@ -247,7 +249,8 @@ export class IoptPages {
         continue;
       }
       const users = c.users;
-      for (let k = i, off = i - key * CHUNK_PAGES; k <= end; k++, off++) {
+      const pas = c.pas;
+      for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) {
         const n = users[off]!;
         if (n === 0) {
           diag.warnOn(true, "iopt_pages: user count underflow");
@@ -256,17 +259,28 @@ export class IoptPages {
         users[off] = n - 1;
         if (n !== 1) continue;
         freed++;
-        if (runStart >= 0 && k === runEnd + 1) {
-          runEnd = k;
+        const pa = pas[off]!;
+        pas[off] = NOT_PINNED;
+        c.stored--;
+        if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
+          runLen++;
           continue;
         }
-        if (runStart >= 0) free(runStart, runEnd);
-        runStart = runEnd = k;
+        if (runLen !== 0) unpin(runPa, runLen);
+        runPa = pa;
+        runLen = 1;
       }
-      i = end + 1;
+      if (c.stored === 0) this.dropChunk(key, c);
     }
-    if (runStart >= 0) free(runStart, runEnd);
+    if (runLen !== 0) unpin(runPa, runLen);
     return freed;
+  }
+
+  /** Drop an emptied chunk, keeping it in the core's cache for reuse. */
+  private dropChunk(key: number, c: PfnChunk): void {
+    this.chunks.delete(key);
+    const cache = this.core.pfnChunkCache;
+    if (cache.length < PFN_CHUNK_CACHE_MAX) cache.push(c);
   }
 }
 
@@ -418,7 +432,8 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
         if (by === "domain") faults.check(PFN_READER_UPAGES_SITE);
         upages = [];
       }
-      pages.storePas(i, pinRange(pages, i, j - i + 1, upages), j - i + 1);
+      // Stored with this caller's user already counted; an unwind below clears it with the PFN.
+      pages.storePas(i, pinRange(pages, i, j - i + 1, upages), j - i + 1, 1);
       pinnedNow.push([i, j]);
       added += j - i + 1;
       pages.core.pinnedPages += j - i + 1;
@@ -435,17 +450,26 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
   }
   pages.npinned += added;
   pages.lastNpinned = pages.npinned;
-  pages.addUsers(first, last);
+  // The pages pinned just now have their user; add it to the others (already pinned by other users).
+  let from = first;
+  for (const [a, b] of pinnedNow) {
+    if (a > from) pages.addUsers(from, a - 1);
+    from = b + 1;
+  }
+  if (from <= last) pages.addUsers(from, last);
 }
 
-/** Unpin pages [a, b] (all pinned, none with users), a physically contiguous run per call. @linux batch_unpin */
-function unpinRange(pages: IoptPages, a: number, b: number): void {
+/** Unpin `n` physically contiguous pages from `pa`. @linux batch_unpin (unpin_user_page_range_dirty_lock) */
+function unpinRun(pages: IoptPages, pa: number, n: number): void {
   const src = pages.source;
-  pages.clearPas(a, b, (pa, n) => {
-    if (src.unpinRange) src.unpinRange(pa, n);
-    else src.unpin(Array.from({ length: n }, (_, k) => pa + k * PAGE_SIZE));
-  });
-  pages.core.pinnedPages -= b - a + 1;
+  if (src.unpinRange) src.unpinRange(pa, n);
+  else src.unpin(Array.from({ length: n }, (_, k) => pa + k * PAGE_SIZE));
+  pages.core.pinnedPages -= n;
+}
+
+/** Unpin pages [a, b] (all pinned, none with users), a physically contiguous run per call. */
+function unpinRange(pages: IoptPages, a: number, b: number): void {
+  pages.clearPas(a, b, (pa, n) => unpinRun(pages, pa, n));
 }
 
 /**
@@ -453,7 +477,7 @@ function unpinRange(pages: IoptPages, a: number, b: number): void {
  * @linux iopt_pages_unfill / iopt_pages_remove_access / unpin_user_pages
  */
 export function ioptPagesRemoveUsers(pages: IoptPages, first: number, last: number): void {
-  const removed = pages.dropUsers(first, last, (a, b) => unpinRange(pages, a, b));
+  const removed = pages.dropUsers(first, last, (pa, n) => unpinRun(pages, pa, n));
   pages.npinned -= removed;
   pages.lastNpinned = pages.npinned;
   ioptPagesAccount(pages, -removed);

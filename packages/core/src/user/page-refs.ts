@@ -281,13 +281,14 @@ export class UserPageRefs {
   pin(pa: number, record: PinRecord, va = Number.NaN): Folio {
     const f = this.folioOf(pa);
     if (f === undefined || f.refcount <= 0) throw new Error(`pin of a page that is not a live user page: ${hex(pa)}`);
-    if (f.large) {
+    let key = 0;
+    if (f.order !== 0) {
       f.refcount += 1;
       f.pincount += 1;
+      key = Math.floor((pa - f.pa) / PAGE_SIZE);
     } else {
       f.refcount += GUP_PIN_COUNTING_BIAS;
     }
-    const key = Math.floor((pa - f.pa) / PAGE_SIZE);
     if (f.pin0 === undefined) {
       f.pin0 = record;
       f.pin0Page = key;
