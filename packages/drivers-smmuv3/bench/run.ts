@@ -1,7 +1,8 @@
 /**
  * `npm run bench` for @iommu-sim/drivers-smmuv3: the hardware model's translation (TLB hit, full stage-1 walk,
  * nested walk), map/unmap through the driver (page by page, and in large calls), the LPAE format against the
- * engine's test format, and IOAS_MAP+IOAS_UNMAP through iommufd against the bare calls on the same domain, each beside in-run baselines. Clears `results.json` first.
+ * engine's test format, and IOAS_MAP+IOAS_UNMAP through iommufd against the bare calls on the same domain, each
+ * beside in-run baselines. Clears `results.json` first.
  */
 import { rmSync } from "node:fs";
 
