@@ -184,8 +184,8 @@ export class IoptPages {
   }
 
   /**
-   * @internal Forget the PFNs of pages [a, b] (no users but a caller's own being unwound), calling `unpin(pa, n)` for each run of
-   * physically contiguous pages; drops emptied chunks.
+   * @internal Forget the PFNs of pages [a, b] (no users but a caller's own being unwound), calling
+   * `unpin(pa, n)` for each run of physically contiguous pages; drops emptied chunks.
    */
   clearPas(a: number, b: number, unpin: (pa: number, n: number) => void): void {
     let runPa = NOT_PINNED;
@@ -260,6 +260,7 @@ export class IoptPages {
         if (n !== 1) continue;
         freed++;
         const pa = pas[off]!;
+        if (pa === NOT_PINNED) continue;
         pas[off] = NOT_PINNED;
         c.stored--;
         if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
