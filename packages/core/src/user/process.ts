@@ -318,6 +318,51 @@ export class Process {
   }
 
   /**
+   * Duplicate `oldfd` onto `newfd`, closing what `newfd` had open first; `newfd` equal to `oldfd` is a no-op once
+   * `oldfd` is checked. EBADF for a bad `oldfd` or a negative or too large `newfd` (at or past RLIMIT_NOFILE).
+   * @linux dup2 -> ksys_dup3 -> do_dup2
+   */
+  dup2(oldfd: number, newfd: number): Promise<number> {
+    return this.syscall(async () => {
+      if (!Number.isInteger(newfd) || newfd < 0 || newfd >= this.rlimits.RLIMIT_NOFILE) {
+        throw kerr("EBADF", `fd ${newfd} is out of range`);
+      }
+      const file = fget(this, oldfd);
+      if (oldfd === newfd) {
+        await fput(file);
+        return newfd;
+      }
+      let old: File | undefined;
+      try {
+        old = this.files.replace(newfd, file);
+      } catch (e) {
+        await fput(file);
+        throw e;
+      }
+      if (old !== undefined) await filpClose(old, this);
+      return newfd;
+    });
+  }
+
+  /**
+   * Duplicate `fd` onto the lowest free fd at or above `minfd`. EBADF for a bad fd, EINVAL for a `minfd` at or past
+   * RLIMIT_NOFILE, EMFILE when none is free.
+   * @linux fcntl(F_DUPFD) -> f_dupfd
+   */
+  dupFrom(fd: number, minfd: number): number {
+    this.assertAlive();
+    const file = fget(this, fd);
+    try {
+      const nfd = this.files.allocFdFrom(minfd, this.rlimits.RLIMIT_NOFILE);
+      fdInstallAt(this, nfd, file);
+      return nfd;
+    } catch (e) {
+      fputDeferred(file);
+      throw e;
+    }
+  }
+
+  /**
    * Issue an ioctl; `arg` reaches the driver's `ioctl` as given. EBADF for a bad fd, ENOTTY when the file has no
    * ioctl, otherwise what the driver returns or throws.
    * @linux ksys_ioctl -> vfs_ioctl

@@ -52,6 +52,7 @@ import {
   PPR,
   PPR_FLAG,
   PPR_REQ_FAULT,
+  V1_PTE,
 } from "./structures.js";
 import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v2Walk } from "./walk.js";
 
@@ -114,6 +115,11 @@ const F_NOPF = 64;
 const F_GPT5 = 128;
 const F_MODE_SHIFT = 8;
 const F_GLX_SHIFT = 12;
+/** DTE HAD = 3: the host table's D bit is set on writes. */
+const F_HAD = 1 << 14;
+const V1_D = maskOf(V1_PTE.D);
+/** EFR2.GCR3TRPMode (bit 3): the GCR3 table root pointer may be a guest physical address. */
+const EFR2_GCR3TRPMODE = 1 << 3;
 
 /**
  * One AMD-Vi IOMMU.
@@ -214,7 +220,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   /** @linux readl of an AMD IOMMU register */
   read32(offset: number): number {
     if (offset === AMD_REG.EFR || offset === AMD_REG.EFR + 4) return this.efr[(offset - AMD_REG.EFR) >>> 2]!;
-    if (offset === AMD_REG.EFR2 || offset === AMD_REG.EFR2 + 4) return 0;
+    if (offset === AMD_REG.EFR2) return this.options.v2 ? EFR2_GCR3TRPMODE : 0;
+    if (offset === AMD_REG.EFR2 + 4) return 0;
     if (offset < 0 || offset >= AMD_REG_WORDS * 4) return 0;
     return this.reg(offset);
   }
@@ -344,7 +351,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       (getField(dte, DTE.NO_PAGE_FAULT) ? F_NOPF : 0) |
       (getField(dte, DTE.GPT_LEVEL) === 1 ? F_GPT5 : 0) |
       (getField(dte, DTE.MODE) << F_MODE_SHIFT) |
-      (getField(dte, DTE.GLX) << F_GLX_SHIFT);
+      (getField(dte, DTE.GLX) << F_GLX_SHIFT) |
+      (getField(dte, DTE.HAD) === 3 && this.options.dirty ? F_HAD : 0);
     c.did[f] = getField(dte, DTE.DOMAIN_ID);
     c.root[f] = getAddr(dte, DTE.ROOT_LO, DTE.ROOT_HI);
     c.gcr3[f] =
@@ -429,7 +437,9 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     }
     const vpn = Math.floor(iova / 4096);
     const tl = this.iotlb;
-    const e = tl.lookup(did, pasid, vpn);
+    let e = tl.lookup(did, pasid, vpn);
+    // With HAD, an entry a read filled carries no W: a write walks again, which sets D before it goes on.
+    if (e >= 0 && fl & F_HAD && req.write && !(tl.perm[e]! & AMD_PERM.W)) e = -1;
     let pa: number;
     let sizeLg2: number;
     let perm: number;
@@ -455,8 +465,16 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = r.pa;
       sizeLg2 = r.sizeLg2;
       perm = r.perm;
+      let cached = perm;
+      if (fl & F_HAD && pasid === NO_PASID && r.ptePa >= 0) {
+        // Host dirty update (DTE HAD = 3): a permitted write sets the leaf's D bit; until D is set no cached
+        // translation may let a write through.
+        if (req.write && perm & AMD_PERM.W) {
+          if (!(r.leafLo & V1_D)) this.memory.write32(r.ptePa, (r.leafLo | V1_D) >>> 0);
+        } else if (!(r.leafLo & V1_D)) cached &= ~AMD_PERM.W;
+      }
       const size = POW2[sizeLg2]!;
-      tl.fill(did, pasid, vpn, iova - (iova % size), sizeLg2, pa, perm);
+      tl.fill(did, pasid, vpn, iova - (iova % size), sizeLg2, pa, cached);
     }
     if (!this.permits(perm, req)) {
       const gn = pasid >= 0 ? EVT_FLAG.GN : 0;
@@ -522,7 +540,9 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     this.nWalks--;
     const base = tl.pa[e]! + (va % 2 ** tl.sizeLg2[e]!);
     const now = code ? -1 : rs.pa + (va % 2 ** rs.sizeLg2);
-    if (code === 0 && now === base && rs.perm === tl.perm[e]) return;
+    const had = (this.dteCache.flags[de]! & F_HAD) !== 0;
+    const perm = tl.perm[e]!;
+    if (code === 0 && now === base && (rs.perm === perm || (had && (rs.perm & ~AMD_PERM.W) === perm))) return;
     tl.reported[e] = 1;
     this.reporter.report(
       "IOTLB entry",
@@ -601,6 +621,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         const [start, end] = AmdHw.pagesRange(w);
         const pasid = getField(w, CMD.GN) ? getField(w, CMD.PASID) : NO_PASID;
         this.iotlb.invalidate(getField(w, CMD.DOMAIN_ID), pasid, start, end);
+        // A host invalidation also drops the domain's nested (guest over host) entries, keyed by guest address.
+        if (pasid === NO_PASID) this.iotlb.invalidateGuest(getField(w, CMD.DOMAIN_ID));
         return true;
       }
       case CMD_OP.INVALIDATE_IOTLB_PAGES: {

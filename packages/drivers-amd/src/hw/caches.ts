@@ -163,6 +163,20 @@ export class AmdIotlb {
   }
 
   /**
+   * Drop every guest (PASID-tagged) entry of `did`, whatever its address: they combine a guest translation with a
+   * host one, so a host (GN=0) invalidation of the domain may have changed them.
+   */
+  invalidateGuest(did: number): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      if (this.did[e] !== did || this.pasid[e]! < 0) continue;
+      this.did[e] = -1;
+      n++;
+    }
+    return n;
+  }
+
+  /**
    * Drop entries of `did` (-1: all) whose PASID matches (`pasid` -2: any) and whose leaf meets [start, end].
    * Returns how many. @linux INVALIDATE_IOMMU_PAGES (GN selects PASID entries) / INVALIDATE_IOMMU_ALL
    */

@@ -30,6 +30,9 @@ export class AmdWalkResult {
   flags = 0;
   /** Address for the event (the IOVA, or the table address of a hardware error). */
   addr = 0;
+  /** Physical address and low word of the v1 leaf entry (for the host dirty update), or -1. */
+  ptePa = -1;
+  leafLo = 0;
 }
 
 const NL_MASK = maskOf(V1_PTE.NL);
@@ -80,6 +83,7 @@ export function v1Walk(
   out.flags = 0;
   out.addr = iova;
   out.perm = perm;
+  out.ptePa = -1;
   if (mode < 6 && iova >= POW2[12 + 9 * mode]!) return pageFault(out, 0);
   let table = root;
   let level = mode;
@@ -95,6 +99,8 @@ export function v1Walk(
     out.perm &= (hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0);
     const nl = (lo & NL_MASK) >>> V1_PTE.NL.bit;
     const addr = entryAddr();
+    out.ptePa = pa;
+    out.leafLo = lo;
     if (nl === 0 || level === 1) {
       if (nl !== 0 && nl !== NL_SIZE) return pageFault(out, EVT_FLAG.RZ);
       if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
