@@ -186,6 +186,16 @@ export async function fput(file: File, holder = "anon"): Promise<void> {
 }
 
 /**
+ * {@link fput} for a system call's own reference: the release to wait for when this was the last reference,
+ * undefined otherwise (so the common case costs no asynchronous step).
+ * @linux fdput
+ */
+export function fdput(file: File, holder = "anon"): Promise<void> | undefined {
+  if (!file.ref.put(holder)) return undefined;
+  return finalFput(file);
+}
+
+/**
  * Drop a reference from a path that cannot wait (munmap, fork unwinding): a release that has to sleep is parked
  * with the machine and completes before the current system call returns.
  * @linux fput (deferred to task_work / delayed_fput)

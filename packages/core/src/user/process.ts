@@ -28,6 +28,7 @@ import {
   type FileContext,
   FMODE_READ,
   FMODE_WRITE,
+  fdput,
   fput,
   fputDeferred,
   type IoctlArg,
@@ -159,6 +160,11 @@ export class UserSpace implements FileContext {
     void p.finally(() => this.pending.delete(p));
   }
 
+  /** Whether deferred releases are waiting for {@link UserSpace.flushDeferred}. @linux task_work_pending */
+  get hasDeferred(): boolean {
+    return this.pending.size > 0;
+  }
+
   /**
    * Wait for releases started by synchronous paths (munmap of the last mapping of a file).
    * @linux task_work_run / flush_delayed_fput
@@ -245,7 +251,7 @@ export class Process {
       try {
         return await fn();
       } finally {
-        await this.space.flushDeferred();
+        if (this.space.hasDeferred) await this.space.flushDeferred();
       }
     });
   }
@@ -362,16 +368,29 @@ export class Process {
    * @linux ksys_ioctl -> vfs_ioctl
    */
   ioctl(fd: number, cmd: number, arg: IoctlArg = null): Promise<number> {
-    return this.syscall(async () => {
+    // The hottest system call runs as one asynchronous function (what syscall() does, without its two layers).
+    try {
+      this.assertAlive();
+      return runAsProcess(this, () => this.doIoctl(fd, cmd, arg));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private async doIoctl(fd: number, cmd: number, arg: IoctlArg): Promise<number> {
+    try {
       const file = fget(this, fd);
       try {
         if (file.fops.ioctl === undefined) throw kerr("ENOTTY", `${file.name} has no ioctl`);
         const r = await file.fops.ioctl(file, cmd, arg, this);
         return typeof r === "number" ? r : 0;
       } finally {
-        await fput(file);
+        const release = fdput(file);
+        if (release) await release;
       }
-    });
+    } finally {
+      if (this.space.hasDeferred) await this.space.flushDeferred();
+    }
   }
 
   /**
