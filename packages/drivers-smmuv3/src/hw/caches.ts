@@ -239,6 +239,10 @@ export class SmmuTlb {
         return e;
       }
     }
+    this.missSet = s;
+    this.missKind = kind;
+    this.missTag = tag;
+    this.missVpn = vpn;
     return -1;
   }
 
@@ -257,21 +261,39 @@ export class SmmuTlb {
         return e;
       }
     }
+    this.missSet = s;
+    this.missKind = kind;
+    this.missTag = tag;
+    this.missVpn = vpn;
     return -1;
   }
+
+  /**
+   * The set and key of the last lookup that missed; -1: none (reset by every fill). Only a fill creates an entry,
+   * so while it is set that entry is known absent and {@link fill} skips its hash and duplicate scan.
+   */
+  private missSet = -1;
+  private missKind = 0;
+  private missTag = 0;
+  private missVpn = 0;
 
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;
-    const s = this.setOf(kind, tag, vpn);
     const v = this.vpn;
     const i = this.i;
     let e = -1;
-    for (let w = 0; w < ix.ways; w++) {
-      const x = s + w;
-      if (v[x] === vpn && i[x << 3] === tag && i[(x << 3) + I_KIND] === kind) e = x;
+    if (this.missSet >= 0 && this.missVpn === vpn && this.missTag === tag && this.missKind === kind) {
+      e = ix.pick(this.missSet, v);
+    } else {
+      const s = this.setOf(kind, tag, vpn);
+      for (let w = 0; w < ix.ways; w++) {
+        const x = s + w;
+        if (v[x] === vpn && i[x << 3] === tag && i[(x << 3) + I_KIND] === kind) e = x;
+      }
+      if (e < 0) e = ix.pick(s, v);
     }
-    if (e < 0) e = ix.pick(s, v);
+    this.missSet = -1;
     v[e] = vpn;
     i[e << 3] = tag;
     i[(e << 3) + I_KIND] = kind;
@@ -352,19 +374,34 @@ export class WalkCache {
         return e;
       }
     }
+    this.missSet = s;
+    this.missKind = kind;
+    this.missTag = tag;
+    this.missRegion = region;
     return -1;
   }
+
+  /** The set and key of the last lookup that missed (see {@link SmmuTlb}'s); -1: none. */
+  private missSet = -1;
+  private missKind = 0;
+  private missTag = 0;
+  private missRegion = 0;
 
   /** Cache the table of (kind, tag, region). @linux a walk-cache fill */
   insert(kind: number, tag: number, region: number, regionLg2: number, table: number, level: number): void {
     const ix = this.ix;
-    const s = ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
     let e = -1;
-    for (let w = 0; w < ix.ways; w++) {
-      const x = s + w;
-      if (this.region[x] === region && this.tag[x] === tag && this.kind[x] === kind) e = x;
+    if (this.missSet >= 0 && this.missRegion === region && this.missTag === tag && this.missKind === kind) {
+      e = ix.pick(this.missSet, this.region);
+    } else {
+      const s = ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
+      for (let w = 0; w < ix.ways; w++) {
+        const x = s + w;
+        if (this.region[x] === region && this.tag[x] === tag && this.kind[x] === kind) e = x;
+      }
+      if (e < 0) e = ix.pick(s, this.region);
     }
-    if (e < 0) e = ix.pick(s, this.region);
+    this.missSet = -1;
     this.region[e] = region;
     this.kind[e] = kind;
     this.tag[e] = tag;
