@@ -261,16 +261,13 @@ export class SmmuTlb {
         return e;
       }
     }
-    this.missSet = s;
-    this.missKind = kind;
-    this.missTag = tag;
-    this.missVpn = vpn;
     return -1;
   }
 
   /**
-   * The set and key of the last lookup that missed; -1: none (reset by every fill). Only a fill creates an entry,
-   * so while it is set that entry is known absent and {@link fill} skips its hash and duplicate scan.
+   * The set and key of the last {@link lookup} that missed (not {@link lookupLow}'s: the hit path stays as small as
+   * it is); -1: none (reset by every fill). Only a fill creates an entry, so while it is set that entry is known
+   * absent and {@link fill} skips its hash and duplicate scan.
    */
   private missSet = -1;
   private missKind = 0;
