@@ -1,7 +1,7 @@
 /**
  * The AMD-Vi hardware model (one IOMMU): the register file (registers.ts), the device table entry fetched from
- * memory through a DTE cache, the v1 host walk and the GCR3 + v2 guest walk (walk.ts), an IOTLB tagged by domain
- * ID and PASID (caches.ts), the command buffer, the event log and the PPR log.
+ * memory through a DTE cache, the v1 host walk and the GCR3 + v2 guest walk (walk.ts) below a page-directory cache,
+ * an IOTLB tagged by domain ID and PASID (caches.ts), the command buffer, the event log and the PPR log.
  *
  * `translate` is the hot path: a DTE cache lookup, an IOTLB lookup, and only on a miss a walk; no `Map`, no
  * allocation, no bigint. A fault is logged as an event (unless the DTE suppresses it) and returned as its event code.
@@ -17,6 +17,7 @@ import {
   getAddr,
   getField,
   type HwModelContext,
+  type IommuHwCounters,
   type IommuHwModel,
   type MmioHandler,
   maskOf,
@@ -24,7 +25,7 @@ import {
   StaleCacheReporter,
   TWO_32,
 } from "@iommu-sim/core";
-import { AmdDteCache, AmdIotlb, DTE_WORDS } from "./caches.js";
+import { AmdDteCache, AmdIotlb, AmdPdc, DTE_WORDS, PDC_REGION_LG2 } from "./caches.js";
 import { type ResolvedAmdOptions, resolveAmdOptions } from "./options.js";
 import {
   AMD_MMIO_SIZE,
@@ -53,7 +54,7 @@ import {
   PPR_FLAG,
   PPR_REQ_FAULT,
 } from "./structures.js";
-import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v2Walk } from "./walk.js";
+import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v1WalkFrom, v2Walk, v2WalkFrom } from "./walk.js";
 
 /** Interrupt lines of the unit. @linux the IOMMU's MSI, raised for the event log, the PPR log and COMPLETION_WAIT */
 export type AmdIrqLine = "event" | "ppr" | "comwait";
@@ -87,11 +88,17 @@ export interface AmdStats {
   iotlbHits: number;
   iotlbMisses: number;
   walks: number;
+  /** Walks that started below a page-directory-cache entry. */
+  pdcHits: number;
   dteMisses: number;
   events: number;
   eventsLost: number;
   pageRequests: number;
   commands: number;
+  /** Translations refused (each an event, unless the DTE suppressed it, or a returned fault). */
+  faults: number;
+  /** Invalidation commands executed. */
+  invalidations: number;
   staleReports: number;
 }
 
@@ -103,6 +110,8 @@ const PPRLOG_EN = maskOf(CONTROL.PPRLOG_EN);
 const PPR_EN = maskOf(CONTROL.PPR_EN);
 const CMDBUF_RUN = maskOf(STATUS.CMDBUF_RUN);
 const NO_PASID = -1;
+const PERM_RW = AMD_PERM.R | AMD_PERM.W;
+const PDC_REGION = 2 ** PDC_REGION_LG2;
 /** Decoded DTE bits kept per DTE-cache entry. */
 const F_V = 1;
 const F_TV = 2;
@@ -129,6 +138,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   readonly options: ResolvedAmdOptions;
   readonly dteCache: AmdDteCache;
   readonly iotlb: AmdIotlb;
+  /** The page-directory cache. */
+  readonly pdc: AmdPdc;
   /** Responses sent to endpoints (COMPLETE_PPR_REQUEST or automatic). */
   readonly pprResponses: AmdPprResponse[] = [];
   /** INVALIDATE_IOTLB_PAGES sent to endpoints. */
@@ -143,12 +154,16 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   private readonly reporter: StaleCacheReporter;
   private readonly r = new AmdWalkResult();
   private readonly rs = new AmdWalkResult();
+  private readonly rs2 = new AmdWalkResult();
   private readonly dte = new Uint32Array(DTE_WORDS);
   private readonly w = new Uint32Array(4);
   private nTranslations = 0;
   private nHits = 0;
   private nMisses = 0;
   private nWalks = 0;
+  private nPdcHits = 0;
+  private nFaults = 0;
+  private nInvalidations = 0;
   private nDteMisses = 0;
   private nEvents = 0;
   private nEventsLost = 0;
@@ -164,6 +179,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     this.mmio = this;
     this.dteCache = new AmdDteCache({ entries: o.dteEntries, ways: o.tlbWays, replacement: o.replacement });
     this.iotlb = new AmdIotlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: o.replacement });
+    this.pdc = new AmdPdc({ entries: o.pdcEntries, ways: o.tlbWays, replacement: o.replacement });
     this.reporter = new StaleCacheReporter(ctx.diag, ctx.name);
     const e = this.efr;
     e[0] =
@@ -187,12 +203,29 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       iotlbHits: this.nHits,
       iotlbMisses: this.nMisses,
       walks: this.nWalks,
+      pdcHits: this.nPdcHits,
       dteMisses: this.nDteMisses,
       events: this.nEvents,
       eventsLost: this.nEventsLost,
       pageRequests: this.nPageRequests,
       commands: this.nCommands,
+      faults: this.nFaults,
+      invalidations: this.nInvalidations,
       staleReports: this.reporter.count,
+    };
+  }
+
+  /** The counters every model reports alike (tools print them side by side). */
+  counters(): IommuHwCounters {
+    return {
+      translations: this.nTranslations,
+      iotlbHits: this.nHits,
+      iotlbMisses: this.nMisses,
+      walks: this.nWalks,
+      faults: this.nFaults + this.nPageRequests,
+      pageRequests: this.nPageRequests,
+      commands: this.nCommands,
+      invalidations: this.nInvalidations,
     };
   }
 
@@ -442,7 +475,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     } else {
       this.nMisses++;
       const r = this.r;
-      const code = this.walk(de, pasid, iova, dtePerm, r);
+      const code = this.walk(de, pasid, iova, dtePerm, r, true);
       if (code) {
         if (code === EVT_CODE.IO_PAGE_FAULT) {
           this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | r.flags, iova, quiet);
@@ -473,31 +506,115 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     return (perm & (req.write ? AMD_PERM.W : AMD_PERM.R)) !== 0;
   }
 
-  /** The walk behind an IOTLB miss: v1 from the DTE, or GCR3 + v2 (then v1 on the result when Mode is not 0). */
-  private walk(de: number, pasid: number, iova: number, dtePerm: number, r: AmdWalkResult): number {
+  /**
+   * The walk behind an IOTLB miss: v1 from the DTE, or GCR3 + v2 (then v1 on the result when Mode is not 0). With
+   * `cached`, each table walk starts below the page-directory cache's entry for its region when there is one (and
+   * fills it after a full walk); without, it reads memory from the root (strict mode's reference walk).
+   */
+  private walk(de: number, pasid: number, iova: number, dtePerm: number, r: AmdWalkResult, cached: boolean): number {
     this.nWalks++;
-    const mem = this.memory;
     const c = this.dteCache;
     const fl = c.flags[de]!;
     const mode = (fl >>> F_MODE_SHIFT) & 7;
-    if (pasid === NO_PASID) return v1Walk(mem, c.root[de]!, mode, iova, dtePerm, r);
+    const did = c.did[de]!;
+    if (pasid === NO_PASID) {
+      const code = this.hostWalk(did, c.root[de]!, mode, iova, r, cached);
+      r.perm &= dtePerm;
+      return code;
+    }
     r.flags = 0;
     r.addr = iova;
-    const cr3 = gcr3Lookup(mem, c.gcr3[de]!, (fl >>> F_GLX_SHIFT) & 3, pasid, r);
+    const cr3 = gcr3Lookup(this.memory, c.gcr3[de]!, (fl >>> F_GLX_SHIFT) & 3, pasid, r);
     if (cr3 < 0) return r.code;
-    const code = v2Walk(mem, cr3, fl & F_GPT5 ? 5 : 4, iova, r);
+    const code = this.guestWalk(did, pasid, cr3, fl & F_GPT5 ? 5 : 4, iova, r, cached);
     if (code) return code;
     r.perm &= dtePerm;
     if (mode === 0) return 0;
     // The guest page's physical address goes through the host table (table pointers are not: see the README).
     const gpa = r.pa + (iova % 2 ** r.sizeLg2);
     const gLg2 = r.sizeLg2;
-    const h = v1Walk(mem, c.root[de]!, mode, gpa, r.perm, r);
+    const gPerm = r.perm;
+    const h = this.hostWalk(did, c.root[de]!, mode, gpa, r, cached);
     if (h) return h;
+    r.perm &= gPerm;
     const lg2 = Math.min(gLg2, r.sizeLg2);
     r.pa = r.pa + (gpa % 2 ** r.sizeLg2) - (gpa % 2 ** lg2);
     r.sizeLg2 = lg2;
     return 0;
+  }
+
+  /** The v1 walk of `iova` (an IOVA, or a guest physical address) through the page-directory cache. */
+  private hostWalk(did: number, root: number, mode: number, iova: number, r: AmdWalkResult, cached: boolean): number {
+    const mem = this.memory;
+    if (!cached) return v1Walk(mem, root, mode, iova, PERM_RW, r);
+    const p = this.pdc;
+    const region = Math.floor(iova / PDC_REGION);
+    const e = p.lookup(did, NO_PASID, region);
+    if (e >= 0) {
+      this.nPdcHits++;
+      const code = v1WalkFrom(mem, p.table[e]!, p.level[e]!, iova, p.perm[e]!, r);
+      if (this.options.strict && p.reported[e] === 0) {
+        this.checkPdc(e, code, r, v1Walk(mem, root, mode, iova, PERM_RW, this.rs2), iova);
+      }
+      return code;
+    }
+    const code = v1Walk(mem, root, mode, iova, PERM_RW, r);
+    if (code === 0) p.fill(did, NO_PASID, region, r.table, r.level, r.tablePerm);
+    return code;
+  }
+
+  /** The v2 walk of `iova` under guest CR3 `cr3` through the page-directory cache (entries tagged by PASID). */
+  private guestWalk(
+    did: number,
+    pasid: number,
+    cr3: number,
+    levels: number,
+    iova: number,
+    r: AmdWalkResult,
+    cached: boolean,
+  ): number {
+    const mem = this.memory;
+    if (!cached) return v2Walk(mem, cr3, levels, iova, r);
+    const p = this.pdc;
+    const region = Math.floor(iova / PDC_REGION);
+    const e = p.lookup(did, pasid, region);
+    if (e >= 0) {
+      this.nPdcHits++;
+      const code = v2WalkFrom(mem, p.table[e]!, p.level[e]!, iova, p.perm[e]!, r);
+      if (this.options.strict && p.reported[e] === 0) {
+        this.checkPdc(e, code, r, v2Walk(mem, cr3, levels, iova, this.rs2), iova);
+      }
+      return code;
+    }
+    const code = v2Walk(mem, cr3, levels, iova, r);
+    if (code === 0) p.fill(did, pasid, region, r.table, r.level, r.tablePerm);
+    return code;
+  }
+
+  /**
+   * Strict mode: a walk that started below page-directory-cache entry `e` (result `code`, `r`) against the walk
+   * from the root (`full`, `rs2`): any difference (outcome, page, permissions, or the table the leaf is read from)
+   * means a directory entry changed without INVALIDATE_IOMMU_PAGES with PDE=1.
+   */
+  private checkPdc(e: number, code: number, r: AmdWalkResult, full: number, iova: number): void {
+    const m = this.rs2;
+    if (code === full) {
+      if (code !== 0) return;
+      if (r.pa === m.pa && r.sizeLg2 === m.sizeLg2 && r.perm === m.perm && r.table === m.table && r.level === m.level)
+        return;
+    }
+    const p = this.pdc;
+    p.reported[e] = 1;
+    const pasid = p.pasid[e]!;
+    const tag = `DomainID ${p.did[e]}${pasid >= 0 ? ` PASID ${pasid}` : ""}`;
+    const mem = full
+      ? `faults (event 0x${full.toString(16)})`
+      : `reads level ${m.level} table 0x${m.table.toString(16)}`;
+    this.reporter.report(
+      "page-directory cache entry",
+      `domain ${p.did[e]} iova 0x${iova.toString(16)}`,
+      `${tag} iova 0x${iova.toString(16)}: cached level ${p.level[e]} table 0x${p.table[e]!.toString(16)}, memory ${mem} (missing INVALIDATE_IOMMU_PAGES with PDE=1)`,
+    );
   }
 
   private pageFault(out: DmaTranslation, devid: number, id: number, flags: number, iova: number, quiet: boolean) {
@@ -506,6 +623,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   }
 
   private fail(out: DmaTranslation, code: number): void {
+    this.nFaults++;
     out.faultCode = code;
     out.faultReason = EVT_NAME[code] ?? "fault";
     out.pa = 0;
@@ -518,7 +636,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     const va = tl.vpn[e]! * 4096;
     const dtePerm = (this.dteCache.flags[de]! >>> 2) & 3;
     const rs = this.rs;
-    const code = this.walk(de, pasid, va, dtePerm, rs);
+    const code = this.walk(de, pasid, va, dtePerm, rs, false);
     this.nWalks--;
     const base = tl.pa[e]! + (va % 2 ** tl.sizeLg2[e]!);
     const now = code ? -1 : rs.pa + (va % 2 ** rs.sizeLg2);
@@ -595,15 +713,21 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         return true;
       }
       case CMD_OP.INVALIDATE_DEVTAB_ENTRY:
+        this.nInvalidations++;
         this.dteCache.invalidate(getField(w, CMD.DEVID));
         return true;
       case CMD_OP.INVALIDATE_IOMMU_PAGES: {
+        this.nInvalidations++;
         const [start, end] = AmdHw.pagesRange(w);
         const pasid = getField(w, CMD.GN) ? getField(w, CMD.PASID) : NO_PASID;
-        this.iotlb.invalidate(getField(w, CMD.DOMAIN_ID), pasid, start, end);
+        const did = getField(w, CMD.DOMAIN_ID);
+        this.iotlb.invalidate(did, pasid, start, end);
+        // PDE=1: the cached directory entries of the range go too; PDE=0 leaves them.
+        if (getField(w, CMD.PDE)) this.pdc.invalidate(did, pasid, start, end);
         return true;
       }
       case CMD_OP.INVALIDATE_IOTLB_PAGES: {
+        this.nInvalidations++;
         const [start, end] = AmdHw.pagesRange(w);
         const pasid = getField(w, CMD.GN)
           ? (getField(w, CMD.IOTLB_PASID_HI) << 8) | getField(w, CMD.IOTLB_PASID_LO)
@@ -612,6 +736,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         return true;
       }
       case CMD_OP.INVALIDATE_INTERRUPT_TABLE:
+        this.nInvalidations++;
         return true;
       case CMD_OP.COMPLETE_PPR_REQUEST:
         if (!fieldGet(this.efr[0]!, EFR.PPR_SUP)) return false;
@@ -624,8 +749,10 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         });
         return true;
       case CMD_OP.INVALIDATE_IOMMU_ALL:
+        this.nInvalidations++;
         this.dteCache.invalidate(-1);
         this.iotlb.invalidate(-1, -2, 0, Number.POSITIVE_INFINITY);
+        this.pdc.invalidate(-1, -2, 0, Number.POSITIVE_INFINITY);
         return true;
       default:
         return false;

@@ -3,10 +3,12 @@
  *
  * - {@link AmdDteCache}: device table entries keyed by DeviceID, holding the raw 256-bit entry (for strict-mode
  *   comparison);
- * - {@link AmdIotlb}: translations keyed by (DomainID, PASID or none, 4 KiB page), with the leaf's range.
+ * - {@link AmdIotlb}: translations keyed by (DomainID, PASID or none, 4 KiB page), with the leaf's range;
+ * - {@link AmdPdc}: the page-directory cache, keyed by (DomainID, PASID or none, 2 MiB region), holding the table
+ *   the region's leaves are read from (what the directory entries above it said), so a miss reads one entry.
  *
- * Entries leave only through INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES and INVALIDATE_IOMMU_ALL (or by
- * replacement).
+ * Entries leave only through INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES (PDE=1 for the page-directory cache)
+ * and INVALIDATE_IOMMU_ALL (or by replacement).
  * @linux the DTE cache and IOTLB that amd iommu.c's iommu_flush_dte / domain_flush_pages / iommu_flush_all target
  */
 import { type CacheGeometry, CacheSetIndex, cacheHash } from "@iommu-sim/core";
@@ -175,6 +177,112 @@ export class AmdIotlb {
       const lo = this.leafIova[e]!;
       const hi = lo + 2 ** this.sizeLg2[e]! - 1;
       if (hi < start || lo > end) continue;
+      this.did[e] = -1;
+      n++;
+    }
+    return n;
+  }
+
+  /** Valid entries. */
+  get used(): number {
+    return this.ix.countValid(this.did);
+  }
+}
+
+/** log2 of the input region one page-directory-cache entry covers (the reach of one last-level table: 2 MiB). */
+export const PDC_REGION_LG2 = 21;
+
+/**
+ * The page-directory cache: for a (DomainID, PASID or none, 2 MiB input region), the table the walk read the
+ * region's leaf from, its level, and the permissions the directory entries above it granted. The path to that table
+ * depends only on input bits at or above bit 21 (skipped levels included), so one entry serves the whole region.
+ * Entries leave only through INVALIDATE_IOMMU_PAGES with PDE=1 whose range meets the region (matching the domain
+ * and, by GN, the PASID), INVALIDATE_IOMMU_ALL, or replacement; never by INVALIDATE_DEVTAB_ENTRY or PDE=0.
+ * @linux the page directory cache INVALIDATE_IOMMU_PAGES with PDE=1 targets (build_inv_address sets PDE always)
+ */
+export class AmdPdc {
+  private readonly ix: CacheSetIndex;
+  /** Domain ID; -1 = invalid. */
+  readonly did: Int32Array;
+  /** PASID (-1: none). */
+  readonly pasid: Int32Array;
+  /** 2 MiB region number of the input address. */
+  readonly region: Float64Array;
+  /** The cached table's address, level and the directory entries' permissions (AMD_PERM). */
+  readonly table: Float64Array;
+  readonly level: Uint8Array;
+  readonly perm: Uint8Array;
+  /** Strict mode: a stale use of this entry was already reported. */
+  readonly reported: Uint8Array;
+
+  constructor(g: CacheGeometry) {
+    this.ix = new CacheSetIndex(g);
+    const n = this.ix.entries;
+    this.did = new Int32Array(n).fill(-1);
+    this.pasid = new Int32Array(n);
+    this.region = new Float64Array(n);
+    this.table = new Float64Array(n);
+    this.level = new Uint8Array(n);
+    this.perm = new Uint8Array(n);
+    this.reported = new Uint8Array(n);
+  }
+
+  /** Total entries. */
+  get entries(): number {
+    return this.ix.entries;
+  }
+
+  private hash(did: number, pasid: number, region: number): number {
+    return cacheHash(did ^ (pasid << 16), region | 0);
+  }
+
+  /** The entry for (did, pasid, region), or -1. @linux a page-directory-cache lookup */
+  lookup(did: number, pasid: number, region: number): number {
+    const ix = this.ix;
+    const s = ix.first(this.hash(did, pasid, region));
+    for (let w = 0; w < ix.ways; w++) {
+      const e = s + w;
+      if (this.did[e] === did && this.region[e] === region && this.pasid[e] === pasid) {
+        ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  /** Cache the table of a region. @linux a page-directory-cache fill after a walk */
+  fill(did: number, pasid: number, region: number, table: number, level: number, perm: number): void {
+    const ix = this.ix;
+    const s = ix.first(this.hash(did, pasid, region));
+    let e = -1;
+    for (let w = 0; w < ix.ways; w++) {
+      const x = s + w;
+      if (this.did[x] === did && this.region[x] === region && this.pasid[x] === pasid) e = x;
+    }
+    if (e < 0) e = ix.pick(s, this.did);
+    this.did[e] = did;
+    this.pasid[e] = pasid;
+    this.region[e] = region;
+    this.table[e] = table;
+    this.level[e] = level;
+    this.perm[e] = perm;
+    this.reported[e] = 0;
+    ix.touch(e);
+  }
+
+  /**
+   * Drop entries of `did` (-1: all) whose PASID matches (`pasid` -2: any) and whose region meets [start, end].
+   * Returns how many. @linux INVALIDATE_IOMMU_PAGES with PDE=1 / INVALIDATE_IOMMU_ALL
+   */
+  invalidate(did: number, pasid: number, start: number, end: number): number {
+    const size = 2 ** PDC_REGION_LG2;
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      const d = this.did[e]!;
+      if (d < 0 || (did >= 0 && d !== did)) continue;
+      if (pasid !== -2 && this.pasid[e] !== pasid) continue;
+      const lo = this.region[e]! * size;
+      if (lo + size - 1 < start || lo > end) continue;
       this.did[e] = -1;
       n++;
     }

@@ -30,6 +30,13 @@ export class AmdWalkResult {
   flags = 0;
   /** Address for the event (the IOVA, or the table address of a hardware error). */
   addr = 0;
+  /**
+   * The table the leaf was read from and its level, and the permissions the directory entries above it granted
+   * (AMD_PERM bits, the walk's starting permissions ANDed with each PDE's): what a page-directory cache keeps.
+   */
+  table = 0;
+  level = 0;
+  tablePerm = 0;
 }
 
 const NL_MASK = maskOf(V1_PTE.NL);
@@ -76,13 +83,34 @@ export function v1Walk(
   perm: number,
   out: AmdWalkResult,
 ): number {
+  if (mode < 6 && iova >= POW2[12 + 9 * mode]!) {
+    out.code = 0;
+    out.flags = 0;
+    out.addr = iova;
+    out.perm = perm;
+    return pageFault(out, 0);
+  }
+  return v1WalkFrom(mem, root, mode, iova, perm, out);
+}
+
+/**
+ * The v1 walk from a table at `level` (the root, or a table a page-directory cache remembered for `iova`'s region),
+ * with the permissions the entries above it granted. `out.table`/`level`/`tablePerm` name the table the leaf was
+ * read from.
+ * @linux the host walk of amdv1.h, resumed below cached directory entries
+ */
+export function v1WalkFrom(
+  mem: PhysicalMemory,
+  table: number,
+  level: number,
+  iova: number,
+  perm: number,
+  out: AmdWalkResult,
+): number {
   out.code = 0;
   out.flags = 0;
   out.addr = iova;
   out.perm = perm;
-  if (mode < 6 && iova >= POW2[12 + 9 * mode]!) return pageFault(out, 0);
-  let table = root;
-  let level = mode;
   for (;;) {
     const shift = 12 + 9 * (level - 1);
     const idx = ivaBits(iova, shift, level === 6 ? 7 : 9);
@@ -92,6 +120,9 @@ export function v1Walk(
     const lo = w2[0]!;
     const hi = w2[1]!;
     if ((lo & PR) === 0) return pageFault(out, 0);
+    out.table = table;
+    out.level = level;
+    out.tablePerm = out.perm;
     out.perm &= (hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0);
     const nl = (lo & NL_MASK) >>> V1_PTE.NL.bit;
     const addr = entryAddr();
@@ -165,19 +196,43 @@ const PS = maskOf(X86_PTE.PS);
  * @linux generic_pt/fmt/x86_64.h, as the hardware reads it (AMD IOMMU Specification §2.2.7)
  */
 export function v2Walk(mem: PhysicalMemory, cr3: number, levels: number, iova: number, out: AmdWalkResult): number {
+  if (iova >= 2 ** (12 + 9 * levels - 1)) {
+    out.code = 0;
+    out.flags = EVT_FLAG.GN;
+    out.addr = iova;
+    out.perm = AMD_PERM.R | AMD_PERM.W;
+    return pageFault(out, 0);
+  }
+  return v2WalkFrom(mem, cr3, levels, iova, AMD_PERM.R | AMD_PERM.W, out);
+}
+
+/**
+ * The x86-64 walk from a table at `level` (the guest CR3, or a table a page-directory cache remembered), with the
+ * permissions the entries above it granted.
+ * @linux generic_pt/fmt/x86_64.h, resumed below cached directory entries
+ */
+export function v2WalkFrom(
+  mem: PhysicalMemory,
+  table: number,
+  level: number,
+  iova: number,
+  perm: number,
+  out: AmdWalkResult,
+): number {
   out.code = 0;
   out.flags = EVT_FLAG.GN;
   out.addr = iova;
-  out.perm = AMD_PERM.R | AMD_PERM.W;
-  if (iova >= 2 ** (12 + 9 * levels - 1)) return pageFault(out, 0);
-  let table = cr3;
-  for (let level = levels; level >= 1; level--) {
+  out.perm = perm;
+  for (; level >= 1; level--) {
     const shift = 12 + 9 * (level - 1);
     const pa = table + 8 * ivaBits(iova, shift, 9);
     if (pa + 8 > mem.size) return pageTableError(out, pa);
     mem.read64Parts(pa, w2);
     const lo = w2[0]!;
     if ((lo & P) === 0) return pageFault(out, 0);
+    out.table = table;
+    out.level = level;
+    out.tablePerm = out.perm;
     if ((lo & RW) === 0) out.perm &= ~AMD_PERM.W;
     const addr = entryAddr();
     if (level === 1 || ((lo & PS) !== 0 && level <= 3)) {
