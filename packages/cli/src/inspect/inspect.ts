@@ -3,6 +3,7 @@
  * vendor package exports (hw/), and format it level by level.
  */
 import { describeIommuTopology, type Machine, type TranslationDecoder, type TranslationPath } from "@iommu-sim/core";
+import { amdHw } from "@iommu-sim/drivers-amd";
 import { decodeMockTranslation } from "@iommu-sim/drivers-mock";
 import { smmuv3Hw } from "@iommu-sim/drivers-smmuv3";
 import { StepError } from "../scenario/context.js";
@@ -11,6 +12,7 @@ import { StepError } from "../scenario/context.js";
 export const DECODERS: Record<string, TranslationDecoder> = {
   mock: decodeMockTranslation,
   smmuv3: smmuv3Hw.decodeSmmuv3Translation,
+  amd: amdHw.decodeAmdTranslation,
 };
 
 /** A decoded path with its text rendering. */

@@ -112,6 +112,10 @@ const CMDBUF_RUN = maskOf(STATUS.CMDBUF_RUN);
 const NO_PASID = -1;
 const PERM_RW = AMD_PERM.R | AMD_PERM.W;
 const PDC_REGION = 2 ** PDC_REGION_LG2;
+/** DmaFault reasons of an IO_PAGE_FAULT, by the check that failed. */
+const PF_PERMISSION = "IO_PAGE_FAULT: permission";
+const PF_RESERVED = "IO_PAGE_FAULT: reserved field";
+const PF_NOT_PRESENT = "IO_PAGE_FAULT: translation not present";
 /** Decoded DTE bits kept per DTE-cache entry. */
 const F_V = 1;
 const F_TV = 2;
@@ -620,6 +624,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   private pageFault(out: DmaTranslation, devid: number, id: number, flags: number, iova: number, quiet: boolean) {
     if (!quiet) this.logEvent(EVT_CODE.IO_PAGE_FAULT, devid, id, flags, iova);
     this.fail(out, EVT_CODE.IO_PAGE_FAULT);
+    // The event's flags say which check failed (PE: permission, RZ: a reserved field, neither: not present).
+    out.faultReason = flags & EVT_FLAG.PE ? PF_PERMISSION : flags & EVT_FLAG.RZ ? PF_RESERVED : PF_NOT_PRESENT;
   }
 
   private fail(out: DmaTranslation, code: number): void {
