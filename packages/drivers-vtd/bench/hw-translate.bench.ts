@@ -19,16 +19,7 @@ import { fileURLToPath } from "node:url";
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
 import { mappedBaselines, randomIovas, randomPages, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
-import {
-  CR,
-  CTX,
-  CTX_MODE,
-  fieldPrep,
-  BASE as MOCK_BASE,
-  REG as MOCK_REG,
-  MockIommuHw,
-  PTE,
-} from "../../drivers-mock/src/index.js";
+import { mockModelBaseline } from "../../drivers-mock/bench/mock-baseline.js";
 import { VtdHw } from "../src/hw/index.js";
 
 const KiB = 1024;
@@ -135,54 +126,9 @@ for (const sid of [1, 2, 3]) {
   }
 }
 
-// --- the mock model: 4 levels of 2 KiB pages, the same IOVAs --------------------------------------------------------
-const mockMem = new PhysicalMemory({ size: 4 * GiB });
-const mock = new MockIommuHw({ name: "mock", memory: mockMem, diag: new Diagnostics(), options: { tlbEntries: 4096 } });
-let mbump = 0x1000_0000;
-const mAlloc = () => {
-  const pa = mbump;
-  mbump += 4096;
-  return pa;
-};
-const mRoot = mAlloc();
-const MPAGE = 2048;
-function mockMap(iova: number, pa: number): void {
-  let table = mRoot;
-  for (let l = 3; l > 0; l--) {
-    const e = table + (Math.floor(iova / 2 ** (11 + 9 * l)) % 512) * 8;
-    let lo = mockMem.read32(e);
-    if (lo === 0) {
-      lo = (fieldPrep(PTE.V, 1) | fieldPrep(PTE.T, 1) | fieldPrep(PTE.R, 1) | fieldPrep(PTE.W, 1) | mAlloc()) >>> 0;
-      mockMem.write32(e, lo);
-    }
-    table = (lo & ~0xfff) >>> 0;
-  }
-  const e = table + (Math.floor(iova / MPAGE) % 512) * 8;
-  mockMem.write32(e, (fieldPrep(PTE.V, 1) | fieldPrep(PTE.R, 1) | fieldPrep(PTE.W, 1) | pa) >>> 0);
-  mockMem.write32(e + 4, Math.floor(pa / TWO_32));
-}
-// Only the 2 KiB pages the lookups touch (first half of each 4 KiB page) and the warm set are needed.
-for (let i = 0; i < PAGES; i++) mockMap(BASE_IOVA + i * PAGE, BASE_PA + i * PAGE);
-const dt = mAlloc();
-mockMem.write32(dt + 32, fieldPrep(CTX.V, 1) | fieldPrep(CTX.MODE, CTX_MODE.TRANSLATE) | fieldPrep(CTX.LEVELS, 4));
-mockMem.write32(dt + 36, fieldPrep(CTX.DID, 1));
-mockMem.write32(dt + 40, mRoot >>> 0);
-mock.write32(MOCK_REG.DT_BASE_LO.offset, (dt >>> 0) | fieldPrep(MOCK_BASE.LOG2SIZE, 4));
-mock.write32(MOCK_REG.CR.offset, fieldPrep(CR.EN, 1));
-const mreq = newDmaRequest();
-mreq.requesterId = 1;
-const mout = newDmaTranslation();
-/** The mock on the same IOVAs, offset into the first 2 KiB of each 4 KiB page (the pages it maps). */
-function mockTranslate(iovas: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < iovas.length; i++) {
-    mreq.iova = iovas[i]! - (iovas[i]! % PAGE) + (iovas[i]! % MPAGE);
-    mock.translate(mreq, mout);
-    sum += mout.pa;
-  }
-  if (mout.faultCode !== 0) throw new Error(`bench: mock fault ${mout.faultReason}`);
-  return sum;
-}
+// --- the mock model (packages/drivers-mock/bench/mock-baseline.ts): the same IOVAs over 4 levels of 2 KiB pages ----
+const mock = mockModelBaseline(RANGE, BASE_PA);
+const mockTranslate = (iovas: Float64Array) => mock.translateAll(iovas);
 
 const { raw, tlb } = mappedBaselines(RANGE, BASE_PA);
 

@@ -111,6 +111,10 @@ const PPR_EN = maskOf(CONTROL.PPR_EN);
 const CMDBUF_RUN = maskOf(STATUS.CMDBUF_RUN);
 const NO_PASID = -1;
 const PERM_RW = AMD_PERM.R | AMD_PERM.W;
+// The hot path's constants, local so V8 folds them (an imported binding is a load and a hole check per use).
+const PERM_R = 1;
+const PERM_W = 2;
+const FOUR_GIB = 4294967296;
 const PDC_REGION = 2 ** PDC_REGION_LG2;
 /** DmaFault reasons of an IO_PAGE_FAULT, by the check that failed. */
 const PF_PERMISSION = "IO_PAGE_FAULT: permission";
@@ -127,6 +131,11 @@ const F_NOPF = 64;
 const F_GPT5 = 128;
 const F_MODE_SHIFT = 8;
 const F_GLX_SHIFT = 12;
+const F_MODE_MASK = 7 << F_MODE_SHIFT;
+/** The hot path's DTE: V and TV set, GV clear. */
+const F_FAST_MASK = F_V | F_TV | F_GV;
+const F_FAST = F_V | F_TV;
+const CONTROL_WORD = AMD_REG.CONTROL >>> 2;
 
 /**
  * One AMD-Vi IOMMU.
@@ -140,6 +149,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   readonly memory: PhysicalMemory;
   readonly diag: Diagnostics;
   readonly options: ResolvedAmdOptions;
+  private readonly strict: boolean;
   readonly dteCache: AmdDteCache;
   readonly iotlb: AmdIotlb;
   /** The page-directory cache. */
@@ -180,6 +190,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     this.diag = ctx.diag;
     this.options = resolveAmdOptions(ctx.options);
     const o = this.options;
+    this.strict = o.strict;
     this.mmio = this;
     this.dteCache = new AmdDteCache({ entries: o.dteEntries, ways: o.tlbWays, replacement: o.replacement });
     this.iotlb = new AmdIotlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: o.replacement });
@@ -354,7 +365,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     const c = this.dteCache;
     const e = c.lookup(devid);
     if (e >= 0) {
-      if (this.options.strict && c.reported[e] === 0) this.checkDte(e, devid);
+      if (this.strict && c.reported[e] === 0) this.checkDte(e, devid);
       return e;
     }
     this.nDteMisses++;
@@ -410,8 +421,57 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     }
   }
 
-  /** Hot path. @linux the IOMMU translating one DMA (QEMU amdvi_translate / amdvi_do_translate) */
+  /**
+   * Hot path. The common case stays small, as the mock model's does, so V8 can inline it into the caller's loop: the
+   * unit enabled, no PASID, not strict, the DTE cached with V and TV and a host table (no GV), an IOTLB hit that
+   * grants the access. Everything else (and any miss) is {@link translateSlow}, which decides again from the start.
+   * @linux the IOMMU translating one DMA (QEMU amdvi_translate / amdvi_do_translate)
+   */
   translate(req: DmaRequest, out: DmaTranslation): void {
+    const iova = req.iova;
+    if (iova < FOUR_GIB && (this.regs[CONTROL_WORD]! & IOMMU_EN) !== 0 && req.pasid < 0 && !this.strict) {
+      const c = this.dteCache;
+      const de = c.lookup(req.requesterId & 0xffff);
+      if (de >= 0 && (c.flags[de]! & F_FAST_MASK) === F_FAST && (c.flags[de]! & F_MODE_MASK) !== 0) {
+        const vpn = iova >>> 12;
+        const tl = this.iotlb;
+        const e = tl.lookup(c.did[de]!, NO_PASID, vpn);
+        if (e < 0) {
+          this.translateMiss(req, out, de, vpn);
+          return;
+        }
+        if ((tl.perm[e]! & (req.write ? PERM_W : PERM_R)) !== 0) {
+          this.nTranslations++;
+          this.nHits++;
+          const lg2 = tl.sizeLg2[e]!;
+          out.faultCode = 0;
+          out.faultReason = "";
+          if (lg2 === 12) {
+            const off = iova & 0xfff;
+            out.pa = tl.pa[e]! + off;
+            out.length = 4096 - off;
+            return;
+          }
+          const off = iova % 2 ** lg2;
+          out.pa = tl.pa[e]! + off;
+          out.length = 2 ** lg2 - off;
+          return;
+        }
+      }
+    }
+    this.translateSlow(req, out);
+  }
+
+  /** The hot path's IOTLB miss: the walk and the fill without deciding the DTE again. */
+  private translateMiss(req: DmaRequest, out: DmaTranslation, de: number, vpn: number): void {
+    this.nTranslations++;
+    out.faultCode = 0;
+    out.faultReason = "";
+    this.translateIn(req, out, de, NO_PASID, vpn, -1);
+  }
+
+  /** Every translation the hot path does not finish: the whole decision, in the architecture's order. */
+  private translateSlow(req: DmaRequest, out: DmaTranslation): void {
     this.nTranslations++;
     out.faultCode = 0;
     out.faultReason = "";
@@ -465,8 +525,22 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       return;
     }
     const vpn = Math.floor(iova / 4096);
+    this.translateIn(req, out, de, pasid, vpn, this.iotlb.lookup(did, pasid, vpn));
+  }
+
+  /**
+   * The translation once the DTE (cache entry `de`) says a table decides: the IOTLB entry `e` of (DomainID, `pasid`,
+   * `vpn`) if it hit, else the walk (through the page-directory cache) and the fill; then the permission check.
+   */
+  private translateIn(req: DmaRequest, out: DmaTranslation, de: number, pasid: number, vpn: number, e: number): void {
+    const iova = req.iova;
+    const c = this.dteCache;
+    const fl = c.flags[de]!;
+    const did = c.did[de]!;
+    const devid = req.requesterId & 0xffff;
+    const rw = req.write ? EVT_FLAG.RW : 0;
+    const quiet = (fl & F_NOPF) !== 0;
     const tl = this.iotlb;
-    const e = tl.lookup(did, pasid, vpn);
     let pa: number;
     let sizeLg2: number;
     let perm: number;
@@ -475,11 +549,11 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = tl.pa[e]!;
       sizeLg2 = tl.sizeLg2[e]!;
       perm = tl.perm[e]!;
-      if (this.options.strict && tl.reported[e] === 0) this.checkIotlb(e, de, pasid, devid);
+      if (this.strict && tl.reported[e] === 0) this.checkIotlb(e, de, pasid, devid);
     } else {
       this.nMisses++;
       const r = this.r;
-      const code = this.walk(de, pasid, iova, dtePerm, r, true);
+      const code = this.walk(de, pasid, iova, (fl >>> 2) & 3, r, true);
       if (code) {
         if (code === EVT_CODE.IO_PAGE_FAULT) {
           this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | r.flags, iova, quiet);
@@ -492,18 +566,24 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = r.pa;
       sizeLg2 = r.sizeLg2;
       perm = r.perm;
-      const size = POW2[sizeLg2]!;
-      tl.fill(did, pasid, vpn, iova - (iova % size), sizeLg2, pa, perm);
+      tl.fillMiss(
+        did,
+        pasid,
+        vpn,
+        vpn * 4096 - (sizeLg2 === 12 ? 0 : (vpn * 4096) % POW2[sizeLg2]!),
+        sizeLg2,
+        pa,
+        perm,
+      );
     }
     if (!this.permits(perm, req)) {
       const gn = pasid >= 0 ? EVT_FLAG.GN : 0;
       this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | gn | EVT_FLAG.PR | EVT_FLAG.PE, iova, quiet);
       return;
     }
-    const size = POW2[sizeLg2]!;
-    const off = iova % size;
+    const off = sizeLg2 === 12 ? iova - vpn * 4096 : iova % POW2[sizeLg2]!;
     out.pa = pa + off;
-    out.length = size - off;
+    out.length = POW2[sizeLg2]! - off;
   }
 
   private permits(perm: number, req: DmaRequest): boolean {
@@ -552,18 +632,18 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     const mem = this.memory;
     if (!cached) return v1Walk(mem, root, mode, iova, PERM_RW, r);
     const p = this.pdc;
-    const region = Math.floor(iova / PDC_REGION);
+    const region = iova === iova >>> 0 ? iova >>> PDC_REGION_LG2 : Math.floor(iova / PDC_REGION);
     const e = p.lookup(did, NO_PASID, region);
     if (e >= 0) {
       this.nPdcHits++;
       const code = v1WalkFrom(mem, p.table[e]!, p.level[e]!, iova, p.perm[e]!, r);
-      if (this.options.strict && p.reported[e] === 0) {
+      if (this.strict && p.reported[e] === 0) {
         this.checkPdc(e, code, r, v1Walk(mem, root, mode, iova, PERM_RW, this.rs2), iova);
       }
       return code;
     }
     const code = v1Walk(mem, root, mode, iova, PERM_RW, r);
-    if (code === 0) p.fill(did, NO_PASID, region, r.table, r.level, r.tablePerm);
+    if (code === 0) p.fillMiss(did, NO_PASID, region, r.table, r.level, r.tablePerm);
     return code;
   }
 
@@ -585,13 +665,13 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     if (e >= 0) {
       this.nPdcHits++;
       const code = v2WalkFrom(mem, p.table[e]!, p.level[e]!, iova, p.perm[e]!, r);
-      if (this.options.strict && p.reported[e] === 0) {
+      if (this.strict && p.reported[e] === 0) {
         this.checkPdc(e, code, r, v2Walk(mem, cr3, levels, iova, this.rs2), iova);
       }
       return code;
     }
     const code = v2Walk(mem, cr3, levels, iova, r);
-    if (code === 0) p.fill(did, pasid, region, r.table, r.level, r.tablePerm);
+    if (code === 0) p.fillMiss(did, pasid, region, r.table, r.level, r.tablePerm);
     return code;
   }
 

@@ -11,7 +11,16 @@
  * and INVALIDATE_IOMMU_ALL (or by replacement).
  * @linux the DTE cache and IOTLB that amd iommu.c's iommu_flush_dte / domain_flush_pages / iommu_flush_all target
  */
-import { type CacheGeometry, CacheSetIndex, cacheHash } from "@iommu-sim/core";
+import { type CacheGeometry, CacheSetIndex } from "@iommu-sim/core";
+
+/**
+ * Set selection of the three caches: the key's low part (page, region or DeviceID) mixed with its tag, as a
+ * hardware TLB indexes by low page bits; kept in this file so the hot path folds it (no imported binding).
+ */
+const HASH_MUL = 0x45d9f3b;
+function mix(tag: number, x: number): number {
+  return x ^ Math.imul(tag, HASH_MUL);
+}
 
 /** 32-bit words of a cached DTE. */
 export const DTE_WORDS = 8;
@@ -22,6 +31,9 @@ export const DTE_WORDS = 8;
  */
 export class AmdDteCache {
   private readonly ix: CacheSetIndex;
+  private readonly setMask: number;
+  private readonly ways: number;
+  private readonly lru: boolean;
   /** DeviceID of each entry; -1 = invalid. */
   readonly devid: Int32Array;
   /** The raw entry. */
@@ -38,6 +50,9 @@ export class AmdDteCache {
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
+    this.setMask = this.ix.setMask;
+    this.ways = this.ix.ways;
+    this.lru = this.ix.lru;
     this.devid = new Int32Array(n).fill(-1);
     this.raw = new Uint32Array(n * DTE_WORDS);
     this.reported = new Uint8Array(n);
@@ -49,12 +64,12 @@ export class AmdDteCache {
 
   /** The entry caching `devid`, or -1. */
   lookup(devid: number): number {
-    const ix = this.ix;
-    const s = ix.first(cacheHash(devid, 0));
-    for (let w = 0; w < ix.ways; w++) {
-      if (this.devid[s + w] === devid) {
-        ix.touch(s + w);
-        return s + w;
+    const s = (mix(0, devid) & this.setMask) * this.ways;
+    const end = s + this.ways;
+    for (let e = s; e < end; e++) {
+      if (this.devid[e] === devid) {
+        if (this.lru) this.ix.touch(e);
+        return e;
       }
     }
     return -1;
@@ -63,7 +78,7 @@ export class AmdDteCache {
   /** Claim an entry for `devid` and copy `words` into it. */
   fill(devid: number, words: Uint32Array): number {
     const ix = this.ix;
-    const s = ix.first(cacheHash(devid, 0));
+    const s = (mix(0, devid) & this.setMask) * this.ways;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) if (this.devid[s + w] === devid) e = s + w;
     if (e < 0) e = ix.pick(s, this.devid);
@@ -98,6 +113,9 @@ export class AmdDteCache {
  */
 export class AmdIotlb {
   private readonly ix: CacheSetIndex;
+  private readonly setMask: number;
+  private readonly ways: number;
+  private readonly lru: boolean;
   /** Domain ID; -1 = invalid. */
   readonly did: Int32Array;
   /** PASID (-1: none). */
@@ -115,6 +133,9 @@ export class AmdIotlb {
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
+    this.setMask = this.ix.setMask;
+    this.ways = this.ix.ways;
+    this.lru = this.ix.lru;
     this.did = new Int32Array(n).fill(-1);
     this.pasid = new Int32Array(n);
     this.vpn = new Float64Array(n);
@@ -125,34 +146,29 @@ export class AmdIotlb {
     this.reported = new Uint8Array(n);
   }
 
-  private hash(did: number, pasid: number, vpn: number): number {
-    // vpn | 0 keeps the page number's low 32 bits: enough to spread sets, and cheaper than a float modulo.
-    return cacheHash(did ^ (pasid << 16), vpn | 0);
+  private set(did: number, pasid: number, vpn: number): number {
+    return (mix(did ^ (pasid << 16), vpn) & this.setMask) * this.ways;
   }
 
   /** The entry for (did, pasid, vpn), or -1. */
   lookup(did: number, pasid: number, vpn: number): number {
-    const ix = this.ix;
-    const s = ix.first(this.hash(did, pasid, vpn));
-    for (let w = 0; w < ix.ways; w++) {
-      const e = s + w;
-      if (this.did[e] === did && this.pasid[e] === pasid && this.vpn[e] === vpn) {
-        ix.touch(e);
+    const s = this.set(did, pasid, vpn);
+    const end = s + this.ways;
+    for (let e = s; e < end; e++) {
+      if (this.vpn[e] === vpn && this.did[e] === did && this.pasid[e] === pasid) {
+        if (this.lru) this.ix.touch(e);
         return e;
       }
     }
     return -1;
   }
 
-  /** Fill an entry. */
-  fill(did: number, pasid: number, vpn: number, leafIova: number, sizeLg2: number, pa: number, perm: number): void {
+  /**
+   * Fill an entry for a key {@link lookup} just missed (so no entry of the set holds it): a free or the replaced one.
+   */
+  fillMiss(did: number, pasid: number, vpn: number, leafIova: number, sizeLg2: number, pa: number, perm: number): void {
     const ix = this.ix;
-    const s = ix.first(this.hash(did, pasid, vpn));
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) {
-      if (this.did[s + w] === did && this.pasid[s + w] === pasid && this.vpn[s + w] === vpn) e = s + w;
-    }
-    if (e < 0) e = ix.pick(s, this.did);
+    const e = ix.pick(this.set(did, pasid, vpn), this.did);
     this.did[e] = did;
     this.pasid[e] = pasid;
     this.vpn[e] = vpn;
@@ -202,6 +218,9 @@ export const PDC_REGION_LG2 = 21;
  */
 export class AmdPdc {
   private readonly ix: CacheSetIndex;
+  private readonly setMask: number;
+  private readonly ways: number;
+  private readonly lru: boolean;
   /** Domain ID; -1 = invalid. */
   readonly did: Int32Array;
   /** PASID (-1: none). */
@@ -218,6 +237,9 @@ export class AmdPdc {
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
+    this.setMask = this.ix.setMask;
+    this.ways = this.ix.ways;
+    this.lru = this.ix.lru;
     this.did = new Int32Array(n).fill(-1);
     this.pasid = new Int32Array(n);
     this.region = new Float64Array(n);
@@ -232,34 +254,30 @@ export class AmdPdc {
     return this.ix.entries;
   }
 
-  private hash(did: number, pasid: number, region: number): number {
-    return cacheHash(did ^ (pasid << 16), region | 0);
+  private set(did: number, pasid: number, region: number): number {
+    return (mix(did ^ (pasid << 16), region) & this.setMask) * this.ways;
   }
 
   /** The entry for (did, pasid, region), or -1. @linux a page-directory-cache lookup */
   lookup(did: number, pasid: number, region: number): number {
-    const ix = this.ix;
-    const s = ix.first(this.hash(did, pasid, region));
-    for (let w = 0; w < ix.ways; w++) {
-      const e = s + w;
-      if (this.did[e] === did && this.region[e] === region && this.pasid[e] === pasid) {
-        ix.touch(e);
+    const s = this.set(did, pasid, region);
+    const end = s + this.ways;
+    for (let e = s; e < end; e++) {
+      if (this.region[e] === region && this.did[e] === did && this.pasid[e] === pasid) {
+        if (this.lru) this.ix.touch(e);
         return e;
       }
     }
     return -1;
   }
 
-  /** Cache the table of a region. @linux a page-directory-cache fill after a walk */
-  fill(did: number, pasid: number, region: number, table: number, level: number, perm: number): void {
+  /**
+   * Cache the table of a region {@link lookup} just missed (so no entry of the set holds it).
+   * @linux a page-directory-cache fill after a walk
+   */
+  fillMiss(did: number, pasid: number, region: number, table: number, level: number, perm: number): void {
     const ix = this.ix;
-    const s = ix.first(this.hash(did, pasid, region));
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) {
-      const x = s + w;
-      if (this.did[x] === did && this.region[x] === region && this.pasid[x] === pasid) e = x;
-    }
-    if (e < 0) e = ix.pick(s, this.did);
+    const e = ix.pick(this.set(did, pasid, region), this.did);
     this.did[e] = did;
     this.pasid[e] = pasid;
     this.region[e] = region;

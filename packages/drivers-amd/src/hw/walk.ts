@@ -40,6 +40,7 @@ export class AmdWalkResult {
 }
 
 const NL_MASK = maskOf(V1_PTE.NL);
+const NL_SHIFT = V1_PTE.NL.bit;
 const PR = maskOf(V1_PTE.PR);
 const IR_HI = maskOf(V1_PTE.IR);
 const IW_HI = maskOf(V1_PTE.IW);
@@ -110,36 +111,60 @@ export function v1WalkFrom(
   out.code = 0;
   out.flags = 0;
   out.addr = iova;
-  out.perm = perm;
+  // Below 4 GiB the index arithmetic is 32-bit shifts; above, floating-point division (exact below 2^53).
+  const small = iova === iova >>> 0;
+  const words = mem.words32;
+  let tPerm = perm;
   for (;;) {
     const shift = 12 + 9 * (level - 1);
-    const idx = ivaBits(iova, shift, level === 6 ? 7 : 9);
+    const idx = small ? (shift < 32 ? (iova >>> shift) & 0x1ff : 0) : ivaBits(iova, shift, level === 6 ? 7 : 9);
     const pa = table + 8 * idx;
-    if (pa + 8 > mem.size) return pageTableError(out, pa);
-    mem.read64Parts(pa, w2);
-    const lo = w2[0]!;
-    const hi = w2[1]!;
-    if ((lo & PR) === 0) return pageFault(out, 0);
-    out.table = table;
-    out.level = level;
-    out.tablePerm = out.perm;
-    out.perm &= (hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0);
-    const nl = (lo & NL_MASK) >>> V1_PTE.NL.bit;
-    const addr = entryAddr();
-    if (nl === 0 || level === 1) {
-      if (nl !== 0 && nl !== NL_SIZE) return pageFault(out, EVT_FLAG.RZ);
+    // The table's words straight from memory's word array when it has them (one load per half), else read64Parts.
+    const wi = mem.wordIndexR(pa);
+    let lo: number;
+    let hi: number;
+    if (wi >= 0) {
+      lo = words[wi]!;
+      hi = words[wi + 1]!;
+    } else {
+      if (pa + 8 > mem.size) return pageTableError(out, pa);
+      mem.read64Parts(pa, w2);
+      lo = w2[0]!;
+      hi = w2[1]!;
+    }
+    if ((lo & PR) === 0) {
+      out.perm = tPerm;
+      return pageFault(out, 0);
+    }
+    const ePerm = tPerm & ((hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0));
+    const nl = (lo & NL_MASK) >>> NL_SHIFT;
+    if (nl === 0 || nl === NL_SIZE || level === 1) {
+      out.table = table;
+      out.level = level;
+      out.tablePerm = tPerm;
+      out.perm = ePerm;
       if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
+      if (nl !== 0) return pageFault(out, EVT_FLAG.RZ);
+      const addr = (hi & 0xfffff) * TWO_32 + ((lo & 0xfffff000) >>> 0);
       out.sizeLg2 = shift;
-      out.pa = addr - (addr % POW2[shift]!);
+      out.pa = shift === 12 ? addr : addr - (addr % POW2[shift]!);
       return 0;
     }
-    if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
-    if (nl >= level) return pageFault(out, EVT_FLAG.RZ);
+    if (nl >= level) {
+      out.perm = ePerm;
+      return pageFault(out, EVT_FLAG.RZ);
+    }
     // Level skipping: the IOVA bits of the skipped levels must be zero.
-    const skipLo = 12 + 9 * nl;
-    if (ivaBits(iova, skipLo, shift - skipLo) !== 0) return pageFault(out, 0);
-    table = addr;
+    if (nl !== level - 1) {
+      const skipLo = 12 + 9 * nl;
+      if (ivaBits(iova, skipLo, shift - skipLo) !== 0) {
+        out.perm = ePerm;
+        return pageFault(out, 0);
+      }
+    }
+    table = (hi & 0xfffff) * TWO_32 + ((lo & 0xfffff000) >>> 0);
     level = nl;
+    tPerm = ePerm;
   }
 }
 
