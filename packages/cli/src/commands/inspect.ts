@@ -22,7 +22,7 @@ export const inspectCommand: Command = {
   usage: "inspect --device NAME --iova ADDR [--pasid N] [--scenario FILE] [--at LABEL] [--platform FILE] [--json]",
   help: [
     "Options:",
-    "  --device NAME     the endpoint device (e.g. mock-dev0, smmu-dma0)",
+    "  --device NAME     the endpoint device (e.g. mock-dev0, smmu-dma0, amd-nic0)",
     "  --iova ADDR       the input address (hex or decimal)",
     "  --pasid N         a PASID / SubstreamID (default: none)",
     "  --scenario FILE   the scenario that sets the machine up (default: the embedded default scenario)",
@@ -35,6 +35,7 @@ export const inspectCommand: Command = {
   ].join("\n"),
   examples: [
     "inspect --device smmu-dma0 --iova 0x10000010",
+    "inspect --device amd-nic0 --iova 0x30000200",
     "inspect --device mock-dev0 --iova 0x1000040 --json",
     "inspect --device mock-dev0 --iova 0x1000040 --scenario examples/basic-mock.yaml --at mapped",
   ],

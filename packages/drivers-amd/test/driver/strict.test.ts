@@ -1,8 +1,8 @@
 /**
  * The hardware model's strict mode (every DTE-cache, IOTLB and page-directory-cache hit re-checked against memory)
- * with 2-entry caches: random map/unmap/replace/realloc/DMA sequences through the driver never hit a stale entry, and DMA always agrees
- * with a simple model of what is mapped; with the IOTLB invalidation removed on purpose (the test-only
- * `skipIotlbFlush` option) the same checker reports a stale IOTLB hit.
+ * with 2-entry caches: random map/unmap/replace/realloc/DMA sequences through the driver never hit a stale entry,
+ * and DMA always agrees with a simple model of what is mapped; with the IOTLB invalidation removed on purpose (the
+ * test-only `skipIotlbFlush` option) the same checker reports a stale IOTLB hit.
  */
 import {
   DmaFault,
