@@ -6,7 +6,7 @@
 import type { Machine } from "@iommu-sim/core";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AmdHw } from "../../src/hw/index.js";
-import { bootAmd, NIC, Setup, type Tables, v1 } from "./helpers/encoder.js";
+import { bootAmd, GPU, NIC, Setup, type Tables, v1, x86 } from "./helpers/encoder.js";
 
 let m: Machine;
 let t: Tables;
@@ -95,5 +95,49 @@ describe("page-directory cache", () => {
     expect(read(0x3000)).toBe(0xb3);
     expect(read(0x2000)).toBe(0xb2);
     expect(hw.stats.staleReports).toBe(1);
+  });
+});
+
+describe("page-directory cache of guest (v2) tables", () => {
+  it("is tagged by PASID: a GN invalidation with PDE=1 drops only that PASID's entries", async () => {
+    ({ m, t, hw } = await bootAmd({ pdcEntries: 4, strict: false }));
+    const s = new Setup(t);
+    const gcr3 = t.alloc(4096);
+    // Two PASIDs, each with its own 4-level guest table mapping IOVA 0x1000 and 0x2000 through one L1 table.
+    for (const pasid of [1, 2]) {
+      const cr3 = t.alloc(4096);
+      let table = cr3;
+      for (let level = 4; level > 1; level--) {
+        const next = t.alloc(4096);
+        t.q(table, x86(next));
+        table = next;
+      }
+      for (const i of [1, 2]) {
+        const page = t.alloc(4096);
+        m.memory.write32(page, 0x100 * pasid + i);
+        t.q(table + 8 * i, x86(page));
+      }
+      t.q(gcr3 + 8 * pasid, BigInt(cr3) | 1n);
+    }
+    s.setDte(GPU, { gv: true, glx: 0, gcr3, did: 9 });
+    const read = (iova: number, pasid: number) =>
+      new DataView(m.device("amd-gpu0").dmaRead(iova, 4, { pasid }).buffer).getUint32(0, true);
+    expect(read(0x1000, 1)).toBe(0x101);
+    expect(read(0x1000, 2)).toBe(0x201);
+    expect(hw.pdc.used).toBe(2);
+    // Behind the hardware's back, each PASID's L2 directory entry now points at an empty L1 table.
+    const empty = t.alloc(4096);
+    for (const pasid of [1, 2]) {
+      const cr3 = Number(t.rq(gcr3 + 8 * pasid) & ~0xfffn);
+      const l3 = Number(t.rq(cr3) & 0x000f_ffff_ffff_f000n);
+      const l2 = Number(t.rq(l3) & 0x000f_ffff_ffff_f000n);
+      t.q(l2, x86(empty));
+    }
+    // PASID 1 with PDE=1 (GN): its entry goes and its walk now faults; PASID 2 still walks the cached L1 table.
+    s.invPages(9, 0x1000n, false, 1, true);
+    s.invPages(9, 0x2000n, false, 2, false);
+    expect(hw.pdc.used).toBe(1);
+    expect(() => read(0x2000, 1)).toThrow(/not present/);
+    expect(read(0x2000, 2)).toBe(0x202);
   });
 });
