@@ -394,6 +394,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       (getField(dte, DTE.MODE) << F_MODE_SHIFT) |
       (getField(dte, DTE.GLX) << F_GLX_SHIFT);
     c.did[f] = getField(dte, DTE.DOMAIN_ID);
+    const fl = c.flags[f]!;
+    c.fast[f] = (fl & F_FAST_MASK) === F_FAST && (fl & F_MODE_MASK) !== 0 ? c.did[f]! : -1;
     c.root[f] = getAddr(dte, DTE.ROOT_LO, DTE.ROOT_HI);
     c.gcr3[f] =
       getField(dte, DTE.GCR3_51_31) * 2 ** 31 +
@@ -432,10 +434,11 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     if (iova < FOUR_GIB && (this.regs[CONTROL_WORD]! & IOMMU_EN) !== 0 && req.pasid < 0 && !this.strict) {
       const c = this.dteCache;
       const de = c.lookup(req.requesterId & 0xffff);
-      if (de >= 0 && (c.flags[de]! & F_FAST_MASK) === F_FAST && (c.flags[de]! & F_MODE_MASK) !== 0) {
+      const did = de >= 0 ? c.fast[de]! : -1;
+      if (did >= 0) {
         const vpn = iova >>> 12;
         const tl = this.iotlb;
-        const e = tl.lookup(c.did[de]!, NO_PASID, vpn);
+        const e = tl.lookup(did, NO_PASID, vpn);
         if (e < 0) {
           this.translateMiss(req, out, de, vpn);
           return;

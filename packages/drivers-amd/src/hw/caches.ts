@@ -18,6 +18,11 @@ import { type CacheGeometry, CacheSetIndex } from "@iommu-sim/core";
  * hardware TLB indexes by low page bits; kept in this file so the hot path folds it (no imported binding).
  */
 const HASH_MUL = 0x45d9f3b;
+
+/** One number for (domain ID, PASID or -1): exact in a double (16 + 21 bits). */
+function iotlbTag(did: number, pasid: number): number {
+  return did * 2097152 + pasid + 1;
+}
 function mix(tag: number, x: number): number {
   return x ^ Math.imul(tag, HASH_MUL);
 }
@@ -43,6 +48,11 @@ export class AmdDteCache {
   /** Decoded at fill time (the model's DTE_F_* bits, Mode and GLX), so a hit reads no bit fields. */
   readonly flags: Int32Array;
   readonly did: Int32Array;
+  /**
+   * The domain ID when the entry sends requests without a PASID straight to the IOTLB (V, TV, a host table, no GV),
+   * else -1: the model's hot path reads this one word.
+   */
+  readonly fast: Int32Array;
   /** Host page-table root and GCR3 table root. */
   readonly root: Float64Array;
   readonly gcr3: Float64Array;
@@ -58,6 +68,7 @@ export class AmdDteCache {
     this.reported = new Uint8Array(n);
     this.flags = new Int32Array(n);
     this.did = new Int32Array(n);
+    this.fast = new Int32Array(n).fill(-1);
     this.root = new Float64Array(n);
     this.gcr3 = new Float64Array(n);
   }
@@ -122,6 +133,8 @@ export class AmdIotlb {
   readonly pasid: Int32Array;
   /** 4 KiB page number of the IOVA looked up. */
   readonly vpn: Float64Array;
+  /** Domain ID and PASID as one key ({@link iotlbTag}), compared on lookup. */
+  readonly tag: Float64Array;
   /** Leaf range: base IOVA and log2 size. */
   readonly leafIova: Float64Array;
   readonly sizeLg2: Uint8Array;
@@ -139,6 +152,7 @@ export class AmdIotlb {
     this.did = new Int32Array(n).fill(-1);
     this.pasid = new Int32Array(n);
     this.vpn = new Float64Array(n);
+    this.tag = new Float64Array(n).fill(-1);
     this.leafIova = new Float64Array(n);
     this.sizeLg2 = new Uint8Array(n);
     this.pa = new Float64Array(n);
@@ -154,8 +168,9 @@ export class AmdIotlb {
   lookup(did: number, pasid: number, vpn: number): number {
     const s = this.set(did, pasid, vpn);
     const end = s + this.ways;
+    const tag = iotlbTag(did, pasid);
     for (let e = s; e < end; e++) {
-      if (this.vpn[e] === vpn && this.did[e] === did && this.pasid[e] === pasid) {
+      if (this.vpn[e] === vpn && this.tag[e] === tag) {
         if (this.lru) this.ix.touch(e);
         return e;
       }
@@ -170,6 +185,7 @@ export class AmdIotlb {
     const ix = this.ix;
     const e = ix.pick(this.set(did, pasid, vpn), this.did);
     this.did[e] = did;
+    this.tag[e] = iotlbTag(did, pasid);
     this.pasid[e] = pasid;
     this.vpn[e] = vpn;
     this.leafIova[e] = leafIova;
@@ -194,6 +210,7 @@ export class AmdIotlb {
       const hi = lo + 2 ** this.sizeLg2[e]! - 1;
       if (hi < start || lo > end) continue;
       this.did[e] = -1;
+      this.tag[e] = -1;
       n++;
     }
     return n;
