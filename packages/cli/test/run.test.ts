@@ -54,6 +54,10 @@ describe("the default scenario", () => {
     );
     expect(r.out).toMatch(/^mock0 +mock +\d+/m);
     expect(r.out).toMatch(/^smmu0 +smmuv3 +\d+/m);
+    // VT-d: DMA through a first-stage table, an IOTLB hit, a write to a read-only page refused.
+    expect(r.out).toMatch(/VT-d DMA read back \(an IOTLB hit\): .*ok \[a5 5a c3 3c\]/);
+    expect(r.out).toMatch(/VT-d DMA write to the read-only page: .*vtd0: .*write \(as expected\)/);
+    expect(r.out).toMatch(/^vtd0 +vtd +4 +25\.0% +3 +2 +0 +\d+ +\d+$/m);
     // AMD-Vi: DMA through a v1 table, an IOTLB hit, a permission fault, a not-present fault, an inspected path.
     expect(r.out).toMatch(/bind amd-nic0: \/dev\/vfio\/devices\/vfio\d+ \(behind amd0\) bound/);
     expect(r.out).toMatch(/AMD-Vi DMA write to guest RAM: .*landed in ram3 at \+0x200/);
