@@ -214,6 +214,9 @@ export const decodeAmdTranslation: TranslationDecoder = ({ memory, readReg, requ
   let gPasid = -1;
   if (pasid >= 0) {
     if (!gv) return { levels, result: { fault: "INVALID_DEVICE_REQUEST: PASID without DTE.GV" } };
+    const efr = [readReg(AMD_REG.EFR), readReg(AMD_REG.EFR + 4)];
+    if (pasid >= 2 ** (f(efr, EFR.PASMAX) + 1))
+      return { levels, result: { fault: `INVALID_DEVICE_REQUEST: PASID ${hex(pasid)} beyond EFR.PASmax` } };
     gPasid = pasid;
   } else if (gv && bit(d, DTE.GIOV)) {
     gPasid = 0;

@@ -98,6 +98,7 @@ describe("AMD-Vi inspect decoder", () => {
     expect(d.levels[0]!.fields).toMatchObject({ GV: true, GLX: 0, GCR3TRP: `0x${gcr3.toString(16)}` });
     expect(d.result).toEqual({ pa: buf + 0x40, size: 4096, perm: "r-" });
     expect(decode(GPU, iova, 6).result.fault).toMatch(/GCR3 entry not valid/);
+    expect(decode(GPU, iova, 1 << 16).result.fault).toMatch(/beyond EFR.PASmax/);
     s.setDte(NIC, { mode: 0 });
     expect(decode(NIC, iova, 1).result.fault).toMatch(/INVALID_DEVICE_REQUEST/);
   });
