@@ -6,35 +6,18 @@
  *   npx tsx --conditions=iommu-sim:source packages/drivers-amd/bench/driver.bench.ts
  */
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  defaultPlatform,
-  IOMMU_READ,
-  IOMMU_WRITE,
-  iommuAttachDevice,
-  iommuDeviceClaimDmaOwner,
-  iommuMap,
-  iommuPagingDomainAllocFlags,
-  iommuUnmap,
-} from "@iommu-sim/core";
+import { iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { benchPagingDomain, GIB_MAP_WORKLOAD } from "@iommu-sim/testkit/bench";
 import { recordCount } from "../../core/bench/harness.js";
 import { type AmdHw, amdIommuDriver } from "../src/index.js";
 
-const GiB = 2 ** 30;
-const PAGE = 4096;
-const IOVA0 = 4 * GiB;
-const PA0 = GiB;
+const { GiB, PAGE, PAGES, IOVA0, PA0, RW } = GIB_MAP_WORKLOAD;
 const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 
-const m = await createMachine({ platform: defaultPlatform(), modules: [amdIommuDriver], seed: 1 });
-await m.boot();
-const dev = m.driverCore.deviceFor("amd-nic0")!;
-await iommuDeviceClaimDmaOwner(dev, "bench");
-const domain = await iommuPagingDomainAllocFlags(dev, 0);
-await iommuAttachDevice(domain, dev);
+const { m, domain } = await benchPagingDomain(amdIommuDriver, "amd-nic0");
 const hw = m.dma.modelFor("amd0") as AmdHw;
 
-for (let i = 0; i < GiB / PAGE; i++) iommuMap(domain, IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, IOMMU_READ | IOMMU_WRITE);
+for (let i = 0; i < PAGES; i++) iommuMap(domain, IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, RW);
 const c0 = hw.stats.commands;
 iommuUnmap(domain, IOVA0, GiB);
 recordCount({

@@ -15,44 +15,24 @@
  * Medians of interleaved rounds (harness.ts from packages/core/bench); results appended to bench/results.json.
  */
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  defaultPlatform,
-  IOMMU_READ,
-  IOMMU_WRITE,
-  IoPageTable,
-  IotlbGather,
-  iommuAttachDevice,
-  iommuDeviceClaimDmaOwner,
-  iommuMap,
-  iommuPagingDomainAllocFlags,
-  iommuUnmap,
-} from "@iommu-sim/core";
+import { IoPageTable, IotlbGather, iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { benchPagingDomain, GIB_MAP_WORKLOAD, gibMapBaselineCases } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { runBench } from "../../core/bench/harness.js";
 import { type ArmSmmuDevice, armLpaeFormat, armSmmuV3Driver } from "../src/index.js";
 
-const GiB = 2 ** 30;
-const PAGE = 4096;
-const PAGES = GiB / PAGE;
-const IOVA0 = 4 * GiB;
-const PA0 = GiB;
-const RW = IOMMU_READ | IOMMU_WRITE;
+const { GiB, PAGE, PAGES, IOVA0, PA0, RW } = GIB_MAP_WORKLOAD;
 const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 
 const raw = new RawRadix(12);
 
 // --- the machine with the SMMUv3 driver and model ----------------------------------------------------------------
-const m = await createMachine({ platform: defaultPlatform(), modules: [armSmmuV3Driver], seed: 1 });
-await m.boot();
-const dev = m.driverCore.deviceFor("smmu-dma0")!;
-await iommuDeviceClaimDmaOwner(dev, "bench");
-const domain = await iommuPagingDomainAllocFlags(dev, 0);
-await iommuAttachDevice(domain, dev);
+const { m, domain } = await benchPagingDomain(armSmmuV3Driver, "smmu-dma0");
 const smmu = armSmmuV3Driver.instanceFor(m, "smmu0") as ArmSmmuDevice;
 
 // --- the engine alone, same format ---------------------------------------------------------------------------------
 const engine = new IoPageTable(armLpaeFormat(1, 12), m.memory, m.pages, { ias: 48, oas: 48 });
+const baselines = gibMapBaselineCases(engine, m, raw);
 const gather = new IotlbGather();
 
 let before = 0;
@@ -63,31 +43,8 @@ runBench({
   warmup: 1,
   resultsFile: RESULTS,
   cases: [
-    {
-      name: "raw-radix",
-      ops: PAGES,
-      fn: () => {
-        const pn0 = IOVA0 / PAGE;
-        for (let i = 0; i < PAGES; i++) raw.map(pn0 + i, PA0 / PAGE + i);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) n += raw.unmap(pn0 + i);
-        return n;
-      },
-    },
-    {
-      name: "engine",
-      ops: PAGES,
-      fn: () => {
-        for (let i = 0; i < PAGES; i++) engine.map(IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, 1, RW);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) {
-          n += engine.unmap(IOVA0 + i * PAGE, PAGE, 1, gather);
-          gather.freePages(m.pages);
-          gather.reset();
-        }
-        return n;
-      },
-    },
+    baselines.rawRadix,
+    baselines.engine,
     {
       name: "smmuv3-iommuMap/iommuUnmap",
       ops: PAGES,

@@ -8,43 +8,22 @@
  *   npx tsx --conditions=iommu-sim:source packages/drivers-vtd/bench/driver.bench.ts
  */
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  defaultPlatform,
-  IOMMU_READ,
-  IOMMU_WRITE,
-  IoPageTable,
-  IotlbGather,
-  iommuAttachDevice,
-  iommuDeviceClaimDmaOwner,
-  iommuMap,
-  iommuPagingDomainAllocFlags,
-  iommuUnmap,
-} from "@iommu-sim/core";
+import { IoPageTable, iommuMap, iommuUnmap } from "@iommu-sim/core";
+import { benchPagingDomain, GIB_MAP_WORKLOAD, gibMapBaselineCases } from "@iommu-sim/testkit/bench";
 import { RawRadix } from "../../core/bench/baselines.js";
 import { recordCount, runBench } from "../../core/bench/harness.js";
 import { intelIommuDriver, intelIommuDriverState, type VtdHw, x86_64Format } from "../src/index.js";
 
-const GiB = 2 ** 30;
-const PAGE = 4096;
-const PAGES = GiB / PAGE;
-const IOVA0 = 4 * GiB;
-const PA0 = GiB;
-const RW = IOMMU_READ | IOMMU_WRITE;
+const { GiB, PAGE, PAGES, IOVA0, PA0, RW } = GIB_MAP_WORKLOAD;
 const RESULTS = fileURLToPath(new URL("./results.json", import.meta.url));
 
-const m = await createMachine({ platform: defaultPlatform(), modules: [intelIommuDriver], seed: 1 });
-await m.boot();
-const dev = m.driverCore.deviceFor("xhci0")!;
-await iommuDeviceClaimDmaOwner(dev, "bench");
-const domain = await iommuPagingDomainAllocFlags(dev, 0);
-await iommuAttachDevice(domain, dev);
+const { m, domain } = await benchPagingDomain(intelIommuDriver, "xhci0");
 const iommu = intelIommuDriverState(intelIommuDriver, m)!.units.get("vtd0")!;
 const hw = m.dma.modelFor("vtd0") as VtdHw;
 
 const engine = new IoPageTable(x86_64Format(4, true), m.memory, m.pages, { ias: 47, oas: 52 });
-const gather = new IotlbGather();
 const raw = new RawRadix(12);
+const baselines = gibMapBaselineCases(engine, m, raw);
 
 let before = 0;
 const r = runBench({
@@ -54,31 +33,8 @@ const r = runBench({
   warmup: 1,
   resultsFile: RESULTS,
   cases: [
-    {
-      name: "engine",
-      ops: PAGES,
-      fn: () => {
-        for (let i = 0; i < PAGES; i++) engine.map(IOVA0 + i * PAGE, PA0 + i * PAGE, PAGE, 1, RW);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) {
-          n += engine.unmap(IOVA0 + i * PAGE, PAGE, 1, gather);
-          gather.freePages(m.pages);
-          gather.reset();
-        }
-        return n;
-      },
-    },
-    {
-      name: "raw-radix",
-      ops: PAGES,
-      fn: () => {
-        const pn0 = IOVA0 / PAGE;
-        for (let i = 0; i < PAGES; i++) raw.map(pn0 + i, PA0 / PAGE + i);
-        let n = 0;
-        for (let i = 0; i < PAGES; i++) n += raw.unmap(pn0 + i);
-        return n;
-      },
-    },
+    baselines.engine,
+    baselines.rawRadix,
     {
       name: "vtd-iommuMap/iommuUnmap",
       ops: PAGES,

@@ -1,5 +1,5 @@
 /**
- * VT-d hardware-model translation beside the mock model (packages/drivers-mock) and the raw baselines of
+ * VT-d hardware-model translation beside the mock model (packages/core/bench/mock-model.ts) and the raw baselines of
  * packages/core/bench/baselines.ts, in the same process and run, same access pattern:
  *
  * - hit: a working set of 512 pages already in the IOTLB; VT-d first stage (scalable mode) vs the mock's IOTLB hit
@@ -19,7 +19,7 @@ import { fileURLToPath } from "node:url";
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
 import { mappedBaselines, randomIovas, randomPages, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
-import { mockModelBaseline } from "../../drivers-mock/bench/mock-baseline.js";
+import { mockModelBaseline } from "../../core/bench/mock-model.js";
 import { VtdHw } from "../src/hw/index.js";
 
 const KiB = 1024;
@@ -126,7 +126,7 @@ for (const sid of [1, 2, 3]) {
   }
 }
 
-// --- the mock model (packages/drivers-mock/bench/mock-baseline.ts): the same IOVAs over 4 levels of 2 KiB pages ----
+// --- the mock model (core's bench/mock-model.ts): the same GiB as 2 KiB pages, 4 levels, the same IOVAs ------------
 const mock = mockModelBaseline(RANGE, BASE_PA);
 const mockTranslate = (iovas: Float64Array) => mock.translateAll(iovas);
 

@@ -14,6 +14,7 @@ import {
   iommufdLockObj,
   iommufdObjectAbortAndDestroy,
   iommufdObjectAlloc,
+  iommufdObjectDestroyUser,
   iommufdObjectFinalize,
   iommufdObjectTombstoneUser,
   iommufdPutObject,
@@ -160,5 +161,7 @@ export async function iommufdDeviceRemoveVdev(idev: IommufdDevice): Promise<void
   if (!vdev) return;
   // Preemptible between mutex_unlock and the tombstone: a racing IOMMU_DESTROY meets the users reference (EBUSY).
   await ictx.sched.preemptionPoint();
-  await iommufdObjectTombstoneUser(ictx, vdev);
+  // Test-only mutant "iommufd:missing-tombstone": a plain destroy frees the ID for reuse.
+  if (ictx.core.machine.mutant("iommufd:missing-tombstone")) await iommufdObjectDestroyUser(ictx, vdev);
+  else await iommufdObjectTombstoneUser(ictx, vdev);
 }

@@ -5,6 +5,20 @@
 import { planConformance, runPlanned } from "./run-check.js";
 import type { ConformanceOptions, ConformanceTarget } from "./target.js";
 
+/**
+ * Mutants of the shared kernel code a target runs on, offered to every target whose claimed capabilities reach them:
+ * iommufd's vDEVICE tombstone for targets claiming a vIOMMU.
+ * @linux iommufd_device_remove_vdev's iommufd_object_tombstone_user
+ */
+export function sharedMutants(target: ConformanceTarget): string[] {
+  return target.caps.iommufd && target.caps.viommu ? ["iommufd:missing-tombstone"] : [];
+}
+
+/** Every mutant the mutation run switches on for `target`: its own, then the shared ones that apply. */
+export function targetMutants(target: ConformanceTarget): string[] {
+  return [...(target.mutants ?? []), ...sharedMutants(target)];
+}
+
 /** One mutant's outcome. */
 export interface MutantResult {
   driver: string;
@@ -26,7 +40,7 @@ export async function runMutants(
   opts: ConformanceOptions & { onMutant?(r: MutantResult): void } = {},
 ): Promise<MutantResult[]> {
   const out: MutantResult[] = [];
-  for (const mutant of target.mutants ?? []) {
+  for (const mutant of targetMutants(target)) {
     const t0 = Date.now();
     const mutated: ConformanceTarget = { ...target, enabledMutants: [mutant] };
     let r: MutantResult = { driver: target.name, mutant, caught: false, ms: 0 };
@@ -35,7 +49,15 @@ export async function runMutants(
       try {
         await runPlanned(mutated, p, opts);
       } catch (e) {
-        const detail = e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e);
+        const detail =
+          e instanceof Error
+            ? e.message
+                .split("\n")
+                .filter((l) => l.trim())
+                .slice(0, 2)
+                .join(" ")
+                .trim()
+            : String(e);
         r = { ...r, caught: true, by: p.check.id, detail };
         break;
       }
@@ -47,11 +69,16 @@ export async function runMutants(
   return out;
 }
 
-/** "caught/total" lines, one per mutant, then the total. */
+/** One line per mutant, a "driver: caught/total" line per driver, then the total. */
 export function formatMutantReport(results: readonly MutantResult[]): string {
-  const lines = results.map(
-    (r) => `${r.caught ? "caught " : "MISSED "} ${r.mutant.padEnd(32)} ${r.caught ? `by ${r.by}: ${r.detail}` : ""}`,
+  const lines = results.map((r) =>
+    `${r.caught ? "caught " : "MISSED "} ${r.driver.padEnd(8)} ${r.mutant.padEnd(32)} ${r.caught ? `by ${r.by}: ${r.detail}` : ""}`.trimEnd(),
   );
+  const drivers = [...new Set(results.map((r) => r.driver))];
+  for (const d of drivers) {
+    const mine = results.filter((r) => r.driver === d);
+    lines.push(`${d}: ${mine.filter((r) => r.caught).length}/${mine.length} mutants caught`);
+  }
   const caught = results.filter((r) => r.caught).length;
   lines.push(`${caught}/${results.length} mutants caught`);
   return `${lines.join("\n")}\n`;

@@ -30,6 +30,36 @@ export interface PageResponseSeen {
   code: number;
 }
 
+/** How a target's vIOMMU takes IOMMU_HWPT_INVALIDATE arrays. @linux iommufd_viommu_ops.cache_invalidate */
+export interface ViommuInvalidateSpec {
+  /** `data_type` of the entries (e.g. IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3). */
+  dataType: number;
+  /** `entry_len`: the size of one entry. */
+  entryLen: number;
+  /** A valid entry invalidating the caches of the vDEVICE with virtual ID `virtId`. */
+  entry(virtId: number): Uint8Array;
+  /** An entry the driver refuses (a forbidden opcode, an out-of-range cache ID), and the errno it gives. */
+  bad(virtId: number): Uint8Array;
+  badCode: string;
+}
+
+/** How a target's device raises an event its driver reports to the vIOMMU's vEVENTQ. @linux iommufd_viommu_report_event */
+export interface ViommuVeventSpec {
+  /** The vEVENTQ type (IOMMU_VEVENTQ_TYPE_*). */
+  type: number;
+  /** Size of one vEVENT's payload. */
+  payloadLen: number;
+  /**
+   * Data of the nested HWPT to attach instead of `nestedData()`, given an IPA of a zero-filled page the VMM mapped
+   * (e.g. a stage-1 vSTE whose context pointer is that page, so the CD fetch finds no valid CD).
+   */
+  nestedData?(zeroIpa: number): IommuUserData;
+  /** Make `dev` (attached to the nested HWPT) raise the event; `iova` is mapped to the zero page. */
+  trigger(m: Machine, dev: Device, iova: number): Promise<void>;
+  /** The virtual device ID the payload names. */
+  virtId(payload: Uint8Array): number;
+}
+
 /** Capabilities a driver claims. Every check that needs one not claimed is reported "n/a: <capability>". */
 export interface ConformanceCapabilities {
   /** Page sizes of paging domains (bytes), each checked by the mapping checks. The first is the granule. */
@@ -71,7 +101,15 @@ export interface ConformanceCapabilities {
   /** iommufd through the VFIO cdev works for `primary` (IOAS, HWPT alloc/replace; dirty and nested where claimed). */
   iommufd?: boolean;
   /** vIOMMU/vDEVICE through iommufd: the vIOMMU type and the data of a nested HWPT allocated on it. */
-  viommu?: { type: number; nestedData(): IommuUserData; virtId?: number };
+  viommu?: {
+    type: number;
+    nestedData(): IommuUserData;
+    virtId?: number;
+    /** IOMMU_HWPT_INVALIDATE on the vIOMMU: the entry type and size, a valid entry and one the driver rejects. */
+    invalidate?: ViommuInvalidateSpec;
+    /** vEVENTQ: how the device raises an event the driver forwards to the vIOMMU. */
+    vevent?: ViommuVeventSpec;
+  };
 }
 
 /**

@@ -13,7 +13,7 @@ import { scaffoldDriver } from "../src/index.js";
 
 const soak = process.env.IOMMU_SIM_SOAK === "1";
 const root = fileURLToPath(new URL("../../..", import.meta.url));
-const PACKAGES = ["core", "iommufd", "drivers-mock", "drivers-smmuv3", "drivers-vtd", "testkit"];
+const PACKAGES = ["core", "iommufd", "drivers-mock", "drivers-smmuv3", "drivers-vtd", "drivers-amd", "testkit"];
 
 describe("the published packages", () => {
   it.skipIf(!soak)(

@@ -17,10 +17,19 @@ describe("planConformance", () => {
     expect(na["domains/identity"]).toBe("identity domains not claimed");
     expect(na["domains/pasid"]).toBe("PASID not claimed");
     expect(na["faults/iopf-round-trip"]).toBe("PRI/IOPF not claimed");
+    expect(na["faults/iopf-device-removal"]).toBe("PRI/IOPF not claimed");
+    expect(na["iommufd/hwpt-invalidate"]).toBe("iommufd not claimed");
+    expect(na["iommufd/veventq"]).toBe("iommufd not claimed");
     expect(na["iommufd/dirty"]).toBe("iommufd not claimed");
     expect(na["invalidation/strict-random"]).toBe("no strict mode in the hardware model");
     // Always-applicable checks stay applicable.
-    for (const id of ["probe/probed", "domains/transitions", "isolation/random", "mapping/three-way-0x800"]) {
+    for (const id of [
+      "probe/probed",
+      "probe/iommu-fail-nth",
+      "domains/transitions",
+      "isolation/random",
+      "mapping/three-way-0x800",
+    ]) {
       expect(plan.find((p) => p.check.id === id)?.na).toBeUndefined();
     }
     const full = planConformance(mockTarget());

@@ -79,6 +79,32 @@ export function setField(words: { [i: number]: number }, f: Field, value: number
 /** 2^32, for joining 32-bit halves of an address without bigint. */
 export const TWO_32 = 4294967296;
 
+/** Powers of two 0..63 (exact doubles). */
+const POW2 = new Float64Array(64);
+for (let i = 0; i < 64; i++) POW2[i] = 2 ** i;
+const LOCAL_TWO_32 = 4294967296;
+
+/**
+ * 2^`lg2` for an integer `lg2` in 0..63, from a table: what a walker's hot path uses instead of `2 ** lg2` (a call
+ * to Math.pow when `lg2` is not a constant).
+ * @linux BIT_ULL(lg2)
+ */
+export function pow2(lg2: number): number {
+  return POW2[lg2]!;
+}
+
+/**
+ * `x` (a non-negative integer below 2^53) rounded down to a multiple of 2^`lg2` (0..63), without the floating-point
+ * remainder (a call to fmod) that `x - x % 2 ** lg2` costs: a mask below 4 GiB, else an exact division by a power
+ * of two. For the address arithmetic of the hardware models' walk and TLB paths.
+ * @linux ALIGN_DOWN(x, BIT_ULL(lg2))
+ */
+export function alignDownLg2(x: number, lg2: number): number {
+  if (x < LOCAL_TWO_32 && lg2 < 32) return (x & (-1 << lg2)) >>> 0;
+  const size = POW2[lg2]!;
+  return Math.floor(x / size) * size;
+}
+
 /**
  * Join an address from two fields of a structure: `lo` holds address bits [31:lo.bit&31], `hi` address bits
  * [32 + hi.width - 1 : 32] (both fields sit at their address bit positions in their words).

@@ -110,6 +110,20 @@ export class CacheSetIndex {
   /** The entry to fill in the set starting at `s`, preferring a free one (`keys[e] === -1`). */
   pick(s: number, keys: Float64Array | Int32Array): number {
     for (let w = 0; w < this.ways; w++) if (keys[s + w] === -1) return s + w;
+    return this.evict(s);
+  }
+
+  /**
+   * {@link pick} for a cache packing `stride` words per entry in one array, entry `e` free when
+   * `keys[e * stride] === -1` (no copy of the keys into a per-entry array first).
+   */
+  pickStrided(s: number, keys: Float64Array | Int32Array, stride: number): number {
+    for (let w = 0; w < this.ways; w++) if (keys[(s + w) * stride] === -1) return s + w;
+    return this.evict(s);
+  }
+
+  /** The entry to replace in the full set starting at `s`: least recently used, or round-robin. */
+  private evict(s: number): number {
     if (this.lru) {
       let best = s;
       for (let w = 1; w < this.ways; w++) if (this.stamp[s + w]! < this.stamp[best]!) best = s + w;

@@ -16,6 +16,7 @@ import {
   IOMMU_CAP,
   IOMMU_DOMAIN,
   IOMMU_RESV,
+  IOMMU_WRITE,
   type IommuCore,
   IommuDomain,
   type IommuDomainOps,
@@ -120,7 +121,14 @@ export class AmdIommuDriver implements AmdIommuSink {
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDevice(d as ProtectionDomain, dev, old),
       mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as ProtectionDomain).pt.map(iova, pa, pgsize, count, prot, gather),
+        (d as ProtectionDomain).pt.map(
+          iova,
+          pa,
+          pgsize,
+          count,
+          this.machine.mutant("amd:wrong-permission") ? prot | IOMMU_WRITE : prot,
+          gather,
+        ),
       unmapPages: (d, iova, pgsize, count, gather) => (d as ProtectionDomain).pt.unmap(iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => (d as ProtectionDomain).pt.iovaToPhys(iova),
       flushIotlbAll: (d) => this.domainFlushAll(d as ProtectionDomain),
@@ -225,6 +233,7 @@ export class AmdIommuDriver implements AmdIommuSink {
     }
     if (iommu.devDataById.has(pci.rid)) throw kerr("EBUSY", `${dev.name}: DeviceID already probed`);
     this.core.faults.check(AMD_IOMMU_SITES.devData);
+    if (this.machine.mutant("amd:leaked-device-ref")) dev.get("amd_iommu_probe_device"); // test-only mutant
     const pasidBits = Math.min(pci.pasidBits, iommu.pasidBits);
     const data = new IommuDevData(dev, iommu, pci.rid, unit.requesterId, pci.ats, pci.pri && iommu.pprSup, pasidBits);
     devIommuPrivSet(this.core, dev, data);
@@ -388,7 +397,12 @@ export class AmdIommuDriver implements AmdIommuSink {
 
   /** @linux amd_iommu_iotlb_sync */
   iotlbSync(d: ProtectionDomain, gather: IotlbGather): void {
-    if (gather.end >= gather.start && gather.end > 0 && !this.options.skipIotlbFlush) {
+    if (
+      gather.end >= gather.start &&
+      gather.end > 0 &&
+      !this.options.skipIotlbFlush &&
+      !this.machine.mutant("amd:skip-invalidation")
+    ) {
       this.domainFlushPages(d, gather.start, gather.end - gather.start + 1);
     }
     gather.freePages(this.machine.pages);

@@ -355,6 +355,7 @@ export class AmdIommu extends IommuDevice {
     const oldGv = (mem.read32(at + 4) >>> 23) & 1;
     const newGv = (words[1]! >>> 23) & 1;
     const half = (off: number) => {
+      if (off === 0 && this.machine.mutant("amd:half-written-entry")) return; // test-only mutant: lower 128 never stored
       const b = new Uint8Array(16);
       const v = new DataView(b.buffer);
       for (let i = 0; i < 4; i++) v.setUint32(4 * i, words[off + i]! >>> 0, true);

@@ -1,20 +1,10 @@
 /**
  * Test helpers: boot the default platform with the AMD driver and hardware model, with per-test hardware options
- * (amd0's platform description) and driver options, and a paging domain attached to a device for a test.
+ * (amd0's platform description) and driver options, and a paging domain attached to a device for a test. The
+ * generic parts (boot with options, teardown of every machine, a domain for a test) are the testkit's.
  */
-import {
-  createMachine,
-  type Device,
-  defaultPlatformInput,
-  iommuAttachDevice,
-  iommuDetachDevice,
-  iommuDeviceClaimDmaOwner,
-  iommuDeviceReleaseDmaOwner,
-  iommuDomainFree,
-  iommuPagingDomainAllocFlags,
-  type Machine,
-  parsePlatform,
-} from "@iommu-sim/core";
+import type { Device, Machine } from "@iommu-sim/core";
+import { MachineTracker, withPagingDomain } from "@iommu-sim/testkit/driver-tests";
 import {
   type AmdHw,
   type AmdIommu,
@@ -33,46 +23,28 @@ export interface Booted {
   hw: AmdHw;
 }
 
-const live: Machine[] = [];
+const machines = new MachineTracker();
 
 /** Boot with `hw` merged into amd0's options and `driver` as driver options. */
 export async function boot(hw: Record<string, unknown> = {}, driver: AmdIommuModuleOptions = {}): Promise<Booted> {
-  const input = defaultPlatformInput();
-  const v = input.iommus!.find((i) => i.name === "amd0")!;
-  v.options = { ...(v.options ?? {}), ...hw };
   const mod = createAmdIommuDriver({ hardware: [amdHardwareKind], ...driver });
-  const m = await createMachine({ platform: parsePlatform(input), modules: [mod], seed: 1 });
-  live.push(m);
-  await m.boot();
+  const m = await machines.boot({ iommu: "amd0", modules: [mod], hw });
   const drv = amdIommuDriverState(mod, m)!;
   return { m, iommu: drv.units.get("amd0")!, drv, hw: m.dma.modelFor("amd0") as AmdHw };
 }
 
 /** Tear down every machine booted by this file's tests. */
-export async function teardownAll(): Promise<void> {
-  for (const m of live.splice(0)) await m.teardown();
+export function teardownAll(): Promise<void> {
+  return machines.teardownAll();
 }
 
 /** Claim `name` for DMA ownership, attach a fresh paging domain, run `fn`, undo it all. */
-export async function withDomain(
+export function withDomain(
   b: Booted,
   name: string,
   fn: (d: ProtectionDomain, dev: Device) => Promise<void>,
 ): Promise<void> {
-  const dev = b.m.driverCore.deviceFor(name)!;
-  await iommuDeviceClaimDmaOwner(dev, "test");
-  const d = (await iommuPagingDomainAllocFlags(dev, 0)) as ProtectionDomain;
-  try {
-    await iommuAttachDevice(d, dev);
-    try {
-      await fn(d, dev);
-    } finally {
-      await iommuDetachDevice(d, dev);
-    }
-  } finally {
-    iommuDomainFree(d);
-    await iommuDeviceReleaseDmaOwner(dev);
-  }
+  return withPagingDomain(b.m, name, 0, fn);
 }
 
 export const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);

@@ -4,20 +4,7 @@
  * and DMA always agrees with a simple model of what is mapped; with the IOTLB invalidation removed on purpose (the
  * test-only `skipIotlbFlush` option) the same checker reports a stale IOTLB hit.
  */
-import {
-  DmaFault,
-  IOMMU_READ,
-  IOMMU_WRITE,
-  type IommuDomain,
-  type IommuGroup,
-  iommuDeviceClaimDmaOwner,
-  iommuDeviceReleaseDmaOwner,
-  iommuDomainFree,
-  iommuGroupReplaceDomain,
-  iommuMap,
-  iommuPagingDomainAllocFlags,
-  iommuUnmap,
-} from "@iommu-sim/core";
+import { runStrictSequence, type StrictOp, strictOpArb } from "@iommu-sim/testkit/driver-tests";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import { boot, teardownAll } from "./helpers.js";
@@ -25,101 +12,13 @@ import { boot, teardownAll } from "./helpers.js";
 afterEach(teardownAll);
 
 const TINY = { strict: true, tlbEntries: 2, tlbWays: 1, dteEntries: 2, pdcEntries: 2 };
-const RW = IOMMU_READ | IOMMU_WRITE;
-const BASE = 0x100_0000;
-const NPAGES = 6;
-const NDOMAINS = 3;
-
-type Op =
-  | { k: "map"; d: number; page: number; buf: number; big: boolean }
-  | { k: "unmap"; d: number; page: number }
-  | { k: "replace"; d: number }
-  | { k: "realloc"; d: number }
-  | { k: "dma"; page: number };
-
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({
-    k: fc.constant("map" as const),
-    d: fc.nat(NDOMAINS - 1),
-    page: fc.nat(NPAGES - 1),
-    buf: fc.nat(3),
-    big: fc.boolean(),
-  }),
-  fc.record({ k: fc.constant("unmap" as const), d: fc.nat(NDOMAINS - 1), page: fc.nat(NPAGES - 1) }),
-  fc.record({ k: fc.constant("replace" as const), d: fc.nat(NDOMAINS - 1) }),
-  fc.record({ k: fc.constant("realloc" as const), d: fc.nat(NDOMAINS - 1) }),
-  fc.record({ k: fc.constant("dma" as const), page: fc.nat(NPAGES - 1) }),
-  fc.record({ k: fc.constant("dma" as const), page: fc.nat(NPAGES - 1) }),
-);
-
-/** Each model page is 4 KiB or, for "big" maps, a 2 MiB leaf of its own 2 MiB-aligned region. */
-function iovaOf(page: number, big: boolean): number {
-  return big ? BASE * 16 + page * 2 ** 21 : BASE + page * 4096;
-}
+type Op = StrictOp;
+const opArb = strictOpArb(fc);
 
 async function runSequence(ops: Op[], driver: { skipIotlbFlush?: boolean } = {}) {
   const b = await boot(TINY, driver);
-  const dev = b.m.driverCore.deviceFor("amd-nic0")!;
-  const group = dev.iommuGroup as IommuGroup;
-  await iommuDeviceClaimDmaOwner(dev, "test");
-  const domains: IommuDomain[] = [];
-  for (let i = 0; i < NDOMAINS; i++) domains.push(await iommuPagingDomainAllocFlags(dev, 0));
-  const bufs = [0, 1, 2, 3].map((i) => {
-    const pa = b.m.pages.allocPages(9, "test-buf");
-    b.m.memory.fill(pa, 4096, 0x10 + i);
-    return pa;
-  });
-  const model = domains.map(() => new Map<number, { buf: number; big: boolean }>());
-  let cur = -1;
-  const ep = b.m.device("amd-nic0");
-  const mismatches: string[] = [];
-  const unmapAll = async (i: number) => {
-    for (const [p, v] of model[i]!) await iommuUnmap(domains[i]!, iovaOf(p, v.big), v.big ? 2 ** 21 : 4096);
-    model[i]!.clear();
-  };
-  for (const op of ops) {
-    if (op.k === "map") {
-      if (model[op.d]!.has(op.page)) continue;
-      await iommuMap(domains[op.d]!, iovaOf(op.page, op.big), bufs[op.buf]!, op.big ? 2 ** 21 : 4096, RW);
-      model[op.d]!.set(op.page, { buf: op.buf, big: op.big });
-    } else if (op.k === "unmap") {
-      const v = model[op.d]!.get(op.page);
-      if (!v) continue;
-      await iommuUnmap(domains[op.d]!, iovaOf(op.page, v.big), v.big ? 2 ** 21 : 4096);
-      model[op.d]!.delete(op.page);
-    } else if (op.k === "realloc") {
-      // Free a detached domain and allocate a new one: its domain ID may be reused at once.
-      if (op.d === cur) continue;
-      await unmapAll(op.d);
-      iommuDomainFree(domains[op.d]!);
-      domains[op.d] = await iommuPagingDomainAllocFlags(dev, 0);
-    } else if (op.k === "replace") {
-      await iommuGroupReplaceDomain(group, domains[op.d]!);
-      cur = op.d;
-    } else {
-      for (const big of [false, true]) {
-        const m = cur < 0 ? undefined : model[cur]!.get(op.page);
-        const want = m && m.big === big ? m.buf : undefined;
-        let got: number | "fault";
-        try {
-          got = ep.dmaRead(iovaOf(op.page, big) + 8, 1)[0]!;
-        } catch (e) {
-          if (!(e instanceof DmaFault)) throw e;
-          got = "fault";
-        }
-        const exp = want === undefined ? "fault" : 0x10 + want;
-        if (got !== exp) mismatches.push(`${JSON.stringify(op)} big=${big} on domain ${cur}: got ${got}, want ${exp}`);
-      }
-    }
-  }
-  const stale = b.hw.stats.staleReports;
-  await iommuDeviceReleaseDmaOwner(dev);
-  for (let i = 0; i < NDOMAINS; i++) {
-    await unmapAll(i);
-    iommuDomainFree(domains[i]!);
-  }
-  for (const pa of bufs) b.m.pages.freePages(pa, 9);
-  return { b, stale, mismatches };
+  const r = await runStrictSequence(ops, { m: b.m, device: "amd-nic0", staleReports: () => b.hw.stats.staleReports });
+  return { b, ...r };
 }
 
 describe("strict mode", () => {

@@ -914,7 +914,8 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
 
   /** @linux arm_smmu_handle_evt (stall → IOPF) + the dev_info of unhandled events */
   async handleEvent(smmu: ArmSmmuDevice, evt: ArmSmmuEvent): Promise<void> {
-    if (!ArmSmmuDevice.isFaultEvent(evt.id)) return;
+    const fault = ArmSmmuDevice.isFaultEvent(evt.id);
+    if (!fault && !ArmSmmuDevice.isGuestConfigEvent(evt.id)) return;
     const master = smmu.streams.get(evt.sid);
     if (!master) return;
     if (evt.stall && !evt.s2) {
@@ -945,6 +946,7 @@ export class ArmSmmuDriver implements ArmSmmuEventSink {
         if (!(e instanceof KernelError)) throw e;
       }
     }
+    if (!fault) return;
     const domain = evt.ssv ? master.pasids.get(evt.ssid) : master.domain;
     if (domain) reportIommuFault(domain, master.dev, evt.addr, evt.rnw ? IOMMU_FAULT_READ : IOMMU_FAULT_WRITE);
   }

@@ -816,4 +816,17 @@ export class ArmSmmuDevice extends IommuDevice implements SmmuRegs {
       id === EVT_ID.F_TRANSLATION || id === EVT_ID.F_ADDR_SIZE || id === EVT_ID.F_ACCESS || id === EVT_ID.F_PERMISSION
     );
   }
+
+  /**
+   * Configuration errors a guest caused through its vSTE/CD: forwarded to a vmaster's vEVENTQ like faults.
+   * @linux arm_smmu_handle_event's EVT_ID_BAD_STE_CONFIG, STREAM_DISABLED, BAD_SUBSTREAMID_CONFIG, BAD_CD_CONFIG
+   */
+  static isGuestConfigEvent(id: number): boolean {
+    return (
+      id === EVT_ID.C_BAD_STE ||
+      id === EVT_ID.F_STREAM_DISABLED ||
+      id === EVT_ID.C_BAD_SUBSTREAMID ||
+      id === EVT_ID.C_BAD_CD
+    );
+  }
 }

@@ -18,6 +18,8 @@ import { type CacheGeometry, cacheHash, CacheSetIndex as SetIndex } from "@iommu
 export type { CacheGeometry, Replacement } from "@iommu-sim/core";
 
 const mix = cacheHash;
+/** Multiplier of the TLB's and walk cache's set hash (odd, well mixed in its high and low bits). */
+const TLB_HASH = 0x45d9f3b;
 
 /** 32-bit words kept per descriptor (64 bytes). */
 export const DESC_WORDS = 16;
@@ -42,6 +44,11 @@ export class DescCache {
   readonly addr: Float64Array;
   /** Strict mode: a stale use of this entry was already reported. */
   readonly reported: Uint8Array;
+  /**
+   * Bumped by every fill and every invalidation: a result derived from entries of this cache (the model's
+   * per-stream fast path) is still valid while `gen` has not moved.
+   */
+  gen = 0;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
@@ -73,8 +80,14 @@ export class DescCache {
     return -1;
   }
 
+  /** Record a use of entry `e` found without {@link lookup} (LRU replacement). @linux a configuration cache hit */
+  touch(e: number): void {
+    this.ix.touch(e);
+  }
+
   /** Claim an entry for (k1, k2) (replacing one in its set); the caller fills words/info. @linux a configuration cache fill */
   fill(k1: number, k2: number): number {
+    this.gen++;
     const ix = this.ix;
     const e = ix.claim2(ix.first(mix(k1, k2)), this.key1, k1, this.key2, k2);
     this.reported[e] = 0;
@@ -83,6 +96,7 @@ export class DescCache {
 
   /** Drop entries with key1 in [lo, hi] (and key2 === k2 unless k2 is -1). Returns how many. @linux CFGI_STE_RANGE / CFGI_CD */
   invalidate(lo: number, hi: number, k2 = -1): number {
+    this.gen++;
     let n = 0;
     for (let e = 0; e < this.ix.entries; e++) {
       const k = this.key1[e]!;
@@ -151,49 +165,47 @@ export class InvScope {
   }
 }
 
+/** Doubles of a TLB entry in {@link SmmuTlb.f} (4 per entry): output address of the page's start, contiguous span, leaf's input base. @linux none: the model's TLB entry layout */
+export const TLB_F64 = { PA: 0, SPAN: 1, LEAF_BASE: 2 } as const;
+/** 32-bit words of a TLB entry in {@link SmmuTlb.i} (8 per entry): tag, kind, PERM bits, page log2, leaf level, leaf log2, StreamID, SubstreamID. @linux none: the model's TLB entry layout */
+export const TLB_I32 = { TAG: 0, KIND: 1, PERM: 2, PAGE_LG2: 3, LEVEL: 4, LEAF_LG2: 5, SID: 6, SSID: 7 } as const;
+const F_LEAF_BASE = TLB_F64.LEAF_BASE;
+const I_KIND = TLB_I32.KIND;
+const I_LEVEL = TLB_I32.LEVEL;
+const I_LEAF_LG2 = TLB_I32.LEAF_LG2;
+
 /**
- * The TLB: translations of one input page each, with the leaf they came from.
+ * The TLB: translations of one input page each, with the leaf they came from. Packed so a lookup and a fill touch
+ * few cache lines: the page numbers alone in {@link vpn} (the ways of a set side by side: a probe that misses reads
+ * one line), the rest of entry `e` in `f[e*4 ..]` ({@link TLB_F64}) and `i[e*8 ..]` ({@link TLB_I32}).
  * @linux the SMMU TLB (what arm_smmu_tlb_inv_range_asid / _domain and arm_smmu_tlb_inv_context invalidate)
  */
 export class SmmuTlb {
   private readonly ix: SetIndex;
   /** Input page number (input address >> pageLg2); -1 = invalid. */
   readonly vpn: Float64Array;
-  readonly kind: Int8Array;
-  /** VMID << 16 | ASID. */
-  readonly tag: Int32Array;
-  readonly pageLg2: Int8Array;
-  /** Output address of the page's start. */
-  readonly pa: Float64Array;
-  /** Bytes from the page's start that stay contiguous in output (to the end of the leaf). */
-  readonly span: Float64Array;
-  /** PERM bits. */
-  readonly perm: Int32Array;
-  /** Level of the (stage-1, or only-stage) leaf, its input start and log2 size. */
-  readonly level: Int8Array;
-  readonly leafBase: Float64Array;
-  readonly leafLg2: Int8Array;
-  /** The StreamID and SubstreamID whose walk filled it (for diagnostics). */
-  readonly sid: Int32Array;
-  readonly ssid: Int32Array;
+  /** Doubles per entry: see {@link TLB_F64}. */
+  readonly f: Float64Array;
+  /** 32-bit words per entry: see {@link TLB_I32} (tag = VMID << 16 | ASID). */
+  readonly i: Int32Array;
   /** Strict mode: a stale use was already reported. */
   readonly reported: Uint8Array;
+  // The set geometry as plain fields, for the lookup on every translation.
+  private readonly ways: number;
+  private readonly wayShift: number;
+  private readonly setMask: number;
+  private readonly lru: boolean;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
     const n = this.ix.entries;
+    this.ways = this.ix.ways;
+    this.wayShift = Math.log2(this.ix.ways);
+    this.setMask = this.ix.setMask;
+    this.lru = this.ix.lru;
     this.vpn = new Float64Array(n).fill(-1);
-    this.kind = new Int8Array(n);
-    this.tag = new Int32Array(n);
-    this.pageLg2 = new Int8Array(n);
-    this.pa = new Float64Array(n);
-    this.span = new Float64Array(n);
-    this.perm = new Int32Array(n);
-    this.level = new Int8Array(n);
-    this.leafBase = new Float64Array(n);
-    this.leafLg2 = new Int8Array(n);
-    this.sid = new Int32Array(n);
-    this.ssid = new Int32Array(n);
+    this.f = new Float64Array(n * 4);
+    this.i = new Int32Array(n * 8);
     this.reported = new Uint8Array(n);
   }
 
@@ -202,14 +214,25 @@ export class SmmuTlb {
     return this.ix.entries;
   }
 
+  /**
+   * First entry of the set of (kind, tag, vpn): the page number's low and high words XORed with a multiplicative
+   * hash of the tag, so consecutive pages of one address space fill consecutive sets (one multiply, no mixing
+   * rounds: this is on every translation).
+   */
+  private setOf(kind: number, tag: number, vpn: number): number {
+    const h = Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn ^ ((vpn / 4294967296) | 0);
+    return (h & this.setMask) << this.wayShift;
+  }
+
   /** The entry for (kind, tag, vpn), or -1. @linux a TLB lookup */
   lookup(kind: number, tag: number, vpn: number): number {
-    const ix = this.ix;
-    const s = ix.first(mix(tag + (kind << 28), vpn | 0) ^ ((vpn / 4294967296) | 0));
-    for (let w = 0; w < ix.ways; w++) {
-      const e = s + w;
-      if (this.vpn[e] === vpn && this.tag[e] === tag && this.kind[e] === kind) {
-        ix.touch(e);
+    const s = this.setOf(kind, tag, vpn);
+    const end = s + this.ways;
+    const v = this.vpn;
+    const i = this.i;
+    for (let e = s; e < end; e++) {
+      if (v[e] === vpn && i[e << 3] === tag && i[(e << 3) + I_KIND] === kind) {
+        if (this.lru) this.ix.touch(e);
         return e;
       }
     }
@@ -219,16 +242,18 @@ export class SmmuTlb {
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;
-    const s = ix.first(mix(tag + (kind << 28), vpn | 0) ^ ((vpn / 4294967296) | 0));
+    const s = this.setOf(kind, tag, vpn);
+    const v = this.vpn;
+    const i = this.i;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
-      if (this.vpn[x] === vpn && this.tag[x] === tag && this.kind[x] === kind) e = x;
+      if (v[x] === vpn && i[x << 3] === tag && i[(x << 3) + I_KIND] === kind) e = x;
     }
-    if (e < 0) e = ix.pick(s, this.vpn);
-    this.vpn[e] = vpn;
-    this.kind[e] = kind;
-    this.tag[e] = tag;
+    if (e < 0) e = ix.pick(s, v);
+    v[e] = vpn;
+    i[e << 3] = tag;
+    i[(e << 3) + I_KIND] = kind;
     this.reported[e] = 0;
     ix.touch(e);
     return e;
@@ -237,16 +262,18 @@ export class SmmuTlb {
   /** Drop every entry the scope covers; returns how many. @linux CMDQ_OP_TLBI_* */
   invalidate(sc: InvScope): number {
     let n = 0;
+    const i = this.i;
     for (let e = 0; e < this.ix.entries; e++) {
       if (this.vpn[e] === -1) continue;
-      if ((sc.kinds & (1 << this.kind[e]!)) === 0) continue;
-      const t = this.tag[e]!;
+      const b = e << 3;
+      if ((sc.kinds & (1 << i[b + I_KIND]!)) === 0) continue;
+      const t = i[b]!;
       if (sc.vmid >= 0 && t >>> 16 !== sc.vmid) continue;
       if (sc.asid >= 0 && (t & 0xffff) !== sc.asid) continue;
       if (sc.hi !== Number.POSITIVE_INFINITY) {
-        const base = this.leafBase[e]!;
-        if (!(base < sc.hi && sc.lo < base + 2 ** this.leafLg2[e]!)) continue;
-        if (sc.ttl >= 0 && this.level[e] !== sc.ttl) continue;
+        const base = this.f[(e << 2) + F_LEAF_BASE]!;
+        if (!(base < sc.hi && sc.lo < base + 2 ** i[b + I_LEAF_LG2]!)) continue;
+        if (sc.ttl >= 0 && i[b + I_LEVEL] !== sc.ttl) continue;
       }
       this.vpn[e] = -1;
       n++;
@@ -296,7 +323,7 @@ export class WalkCache {
   /** The entry for (kind, tag, region), or -1. @linux a walk-cache lookup */
   lookup(kind: number, tag: number, region: number): number {
     const ix = this.ix;
-    const s = ix.first(mix(tag + (kind << 28), region | 0));
+    const s = ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
     for (let w = 0; w < ix.ways; w++) {
       const e = s + w;
       if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) {
@@ -310,7 +337,7 @@ export class WalkCache {
   /** Cache the table of (kind, tag, region). @linux a walk-cache fill */
   insert(kind: number, tag: number, region: number, regionLg2: number, table: number, level: number): void {
     const ix = this.ix;
-    const s = ix.first(mix(tag + (kind << 28), region | 0));
+    const s = ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;

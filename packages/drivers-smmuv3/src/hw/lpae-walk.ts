@@ -9,8 +9,17 @@
  * @linux drivers/iommu/io-pgtable-arm.c (the format the hardware walks; __arm_lpae_iova_to_phys done by hardware)
  */
 import type { PhysicalMemory } from "@iommu-sim/core";
-import { maskOf, TWO_32 } from "@iommu-sim/core";
+import { alignDownLg2, maskOf } from "@iommu-sim/core";
 import { EVT_ID, PTE } from "./structures.js";
+
+// Private copies of constants used in the walk loops: V8 folds a module's own consts into the code, while an
+// imported binding or an object property is a load (and a hole check) at every use.
+const TWO_32 = 4294967296;
+const F_TRANSLATION = EVT_ID.F_TRANSLATION;
+const F_ADDR_SIZE = EVT_ID.F_ADDR_SIZE;
+const F_ACCESS = EVT_ID.F_ACCESS;
+const F_WALK_EABT = EVT_ID.F_WALK_EABT;
+const F_PERMISSION = EVT_ID.F_PERMISSION;
 
 const VALID = maskOf(PTE.VALID);
 const TYPE = maskOf(PTE.TYPE);
@@ -167,7 +176,8 @@ function bitsAt(lo: number, hi: number, s: number, n: number): number {
 function descOa(p: StageParams, lo: number, hi: number): number {
   const gmask = (1 << p.granLg2) - 1;
   let oa = (lo & ~gmask) >>> 0;
-  oa += (hi & OA_HI) * TWO_32;
+  const ohi = hi & OA_HI;
+  if (ohi !== 0) oa += ohi * TWO_32;
   if (p.pa52) oa += ((lo & OA_52) >>> 12) * POW2[48]!;
   return oa;
 }
@@ -193,7 +203,7 @@ export function walkStage(
   if (!(addr < p.inLimit) || addr < 0) {
     r.level = p.startLevel;
     r.ptePa = p.ttb;
-    return EVT_ID.F_TRANSLATION;
+    return F_TRANSLATION;
   }
   if (table < 0) {
     table = p.ttb;
@@ -201,42 +211,56 @@ export function walkStage(
     if (!(table < p.outLimit)) {
       r.level = level;
       r.ptePa = table;
-      return EVT_ID.F_ADDR_SIZE;
+      return F_ADDR_SIZE;
     }
   }
   const lo = addr >>> 0;
   const hi = (addr - lo) / TWO_32;
   const g = p.granLg2;
   const bpl = p.bpl;
+  const startLevel = p.startLevel;
+  const outLimit = p.outLimit;
   const memSize = mem.size;
   for (;;) {
     const s = g + bpl * (3 - level);
-    const n = level === p.startLevel ? p.rootBits : bpl;
-    const pte = table + bitsAt(lo, hi, s, n) * 8;
+    const n = level === startLevel ? p.rootBits : bpl;
+    // Below 4 GiB (hi = 0, the common case) the index is a shift and a mask of the low word.
+    const idx = hi === 0 ? (s < 32 ? (lo >>> s) & ((1 << n) - 1) : 0) : bitsAt(lo, hi, s, n);
+    const pte = table + idx * 8;
     r.ptePa = pte;
     r.level = level;
-    if (pte + 8 > memSize) return EVT_ID.F_WALK_EABT;
-    const elo = mem.read32(pte);
-    const ehi = mem.read32(pte + 4);
-    if ((elo & VALID) === 0) return EVT_ID.F_TRANSLATION;
+    if (pte + 8 > memSize) return F_WALK_EABT;
+    // Descriptors are 8-byte aligned: both words sit in one frame, found once in the memory's word array.
+    const ix = mem.wordIndexR(pte);
+    let elo: number;
+    let ehi: number;
+    if (ix >= 0) {
+      const words = mem.words32;
+      elo = words[ix]!;
+      ehi = words[ix + 1]!;
+    } else {
+      elo = mem.read32(pte);
+      ehi = mem.read32(pte + 4);
+    }
+    if ((elo & VALID) === 0) return F_TRANSLATION;
     let oa = descOa(p, elo, ehi);
     if ((elo & TYPE) !== 0 && level < 3) {
-      if (!(oa < p.outLimit)) return EVT_ID.F_ADDR_SIZE;
+      if (!(oa < outLimit)) return F_ADDR_SIZE;
       table = oa;
       level++;
       r.tablePa = table;
       r.tableLevel = level;
       continue;
     }
-    if (level === 3 ? (elo & TYPE) === 0 : (p.blockLevels & (1 << level)) === 0) return EVT_ID.F_TRANSLATION;
+    if (level === 3 ? (elo & TYPE) === 0 : (p.blockLevels & (1 << level)) === 0) return F_TRANSLATION;
     // Bits of a block's output address below the block size are RES0: ignored.
-    if (s > g) oa -= oa % POW2[s]!;
-    if (!(oa < p.outLimit)) return EVT_ID.F_ADDR_SIZE;
+    if (s > g) oa = alignDownLg2(oa, s);
+    if (!(oa < p.outLimit)) return F_ADDR_SIZE;
     if ((elo & AF) === 0) {
       if (p.ha) r.needAf = true;
-      else if (!p.affd) return EVT_ID.F_ACCESS;
+      else if (!p.affd) return F_ACCESS;
     }
-    r.pa = oa + (s < 31 ? (lo & ((1 << s) - 1)) >>> 0 : addr % POW2[s]!);
+    r.pa = oa + (s < 31 ? (lo & ((1 << s) - 1)) >>> 0 : addr - alignDownLg2(addr, s));
     r.leafLo = elo;
     r.leafHi = ehi;
     r.leafLg2 = s;
@@ -266,11 +290,11 @@ export function walkNestedS1(
   r1.tableLevel = -1;
   if (!(addr < s1p.inLimit) || addr < 0) {
     r1.level = s1p.startLevel;
-    return EVT_ID.F_TRANSLATION;
+    return F_TRANSLATION;
   }
   let table = s1p.ttb;
   let level = s1p.startLevel;
-  if (!(table < s1p.outLimit)) return EVT_ID.F_ADDR_SIZE;
+  if (!(table < s1p.outLimit)) return F_ADDR_SIZE;
   const lo = addr >>> 0;
   const hi = (addr - lo) / TWO_32;
   const g = s1p.granLg2;
@@ -278,7 +302,7 @@ export function walkNestedS1(
   for (;;) {
     const s = g + bpl * (3 - level);
     const n = level === s1p.startLevel ? s1p.rootBits : bpl;
-    const pteIpa = table + bitsAt(lo, hi, s, n) * 8;
+    const pteIpa = table + (hi === 0 ? (s < 32 ? (lo >>> s) & ((1 << n) - 1) : 0) : bitsAt(lo, hi, s, n)) * 8;
     r1.level = level;
     r1.ptePa = pteIpa;
     const f2 = s2Fetch(mem, s2p, pteIpa, r2, s2Update);
@@ -289,24 +313,33 @@ export function walkNestedS1(
       return f2;
     }
     const pte = r2.pa;
-    const elo = mem.read32(pte);
-    const ehi = mem.read32(pte + 4);
-    if ((elo & VALID) === 0) return EVT_ID.F_TRANSLATION;
+    const ix = mem.wordIndexR(pte);
+    let elo: number;
+    let ehi: number;
+    if (ix >= 0) {
+      const words = mem.words32;
+      elo = words[ix]!;
+      ehi = words[ix + 1]!;
+    } else {
+      elo = mem.read32(pte);
+      ehi = mem.read32(pte + 4);
+    }
+    if ((elo & VALID) === 0) return F_TRANSLATION;
     let oa = descOa(s1p, elo, ehi);
     if ((elo & TYPE) !== 0 && level < 3) {
-      if (!(oa < s1p.outLimit)) return EVT_ID.F_ADDR_SIZE;
+      if (!(oa < s1p.outLimit)) return F_ADDR_SIZE;
       table = oa;
       level++;
       continue;
     }
-    if (level === 3 ? (elo & TYPE) === 0 : (s1p.blockLevels & (1 << level)) === 0) return EVT_ID.F_TRANSLATION;
-    if (s > g) oa -= oa % POW2[s]!;
-    if (!(oa < s1p.outLimit)) return EVT_ID.F_ADDR_SIZE;
+    if (level === 3 ? (elo & TYPE) === 0 : (s1p.blockLevels & (1 << level)) === 0) return F_TRANSLATION;
+    if (s > g) oa = alignDownLg2(oa, s);
+    if (!(oa < s1p.outLimit)) return F_ADDR_SIZE;
     if ((elo & AF) === 0) {
       if (s1p.ha) r1.needAf = true;
-      else if (!s1p.affd) return EVT_ID.F_ACCESS;
+      else if (!s1p.affd) return F_ACCESS;
     }
-    r1.pa = oa + (s < 31 ? (lo & ((1 << s) - 1)) >>> 0 : addr % POW2[s]!);
+    r1.pa = oa + (s < 31 ? (lo & ((1 << s) - 1)) >>> 0 : addr - alignDownLg2(addr, s));
     r1.leafLo = elo;
     r1.leafHi = ehi;
     r1.leafLg2 = s;
@@ -324,8 +357,8 @@ export function walkNestedS1(
 export function s2Fetch(mem: PhysicalMemory, s2p: StageParams, ipa: number, r: WalkResult, update: boolean): number {
   const f = walkStage(mem, s2p, ipa, r);
   if (f !== 0) return f;
-  if ((r.leafLo & AP1) === 0) return EVT_ID.F_PERMISSION; // S2AP[0]: read
-  if (r.pa + 8 > mem.size) return EVT_ID.F_WALK_EABT;
+  if ((r.leafLo & AP1) === 0) return F_PERMISSION; // S2AP[0]: read
+  if (r.pa + 8 > mem.size) return F_WALK_EABT;
   if (r.needAf && update) {
     r.leafLo = (r.leafLo | AF) >>> 0;
     mem.write32(r.ptePa, r.leafLo);

@@ -20,8 +20,29 @@ import type {
   PageResponseRecord,
   PhysicalMemory,
 } from "@iommu-sim/core";
-import { fieldGet, fieldPrep, getAddr, getField, maskOf, StaleCacheReporter, TWO_32 } from "@iommu-sim/core";
-import { DESC_INFO, DESC_WORDS, DescCache, InvScope, KIND_MASK, SmmuTlb, TLB_KIND, WalkCache } from "./caches.js";
+import {
+  alignDownLg2,
+  fieldGet,
+  fieldPrep,
+  getAddr,
+  getField,
+  maskOf,
+  pow2,
+  StaleCacheReporter,
+  TWO_32,
+} from "@iommu-sim/core";
+import {
+  DESC_INFO,
+  DESC_WORDS,
+  DescCache,
+  InvScope,
+  KIND_MASK,
+  SmmuTlb,
+  TLB_F64,
+  TLB_I32,
+  TLB_KIND,
+  WalkCache,
+} from "./caches.js";
 import {
   contiguousCount,
   isContiguous,
@@ -196,9 +217,48 @@ function ri(def: { offset: number }): number {
   return (def.offset & (SMMU_PAGE_SIZE - 1)) >>> 2;
 }
 
+// TLB entry fields read on every translation (private copies: V8 folds a module's own consts into the code).
+const TF_PA = TLB_F64.PA;
+const TF_SPAN = TLB_F64.SPAN;
+const TI_PERM = TLB_I32.PERM;
+
+/** Register slot of CR0ACK, read on every translation. */
+const CR0ACK_SLOT = ri(REG.CR0ACK);
+const LOCAL_TWO_32 = 4294967296;
+
+// The per-stream fast path (see Smmuv3Hw.translate): a direct-mapped table of what the STE and CD of a
+// (StreamID, SubstreamID) decided, STREAM_WORDS words per entry.
+const STREAM_ENTRIES = 64;
+const STREAM_SHIFT = 3;
+const STREAM_WORDS = 1 << STREAM_SHIFT;
+const SW_SID = 0;
+const SW_SSID = 1;
+const SW_SE = 2;
+const SW_CE = 3;
+const SW_KIND = 4;
+const SW_TAG = 5;
+/** pageLg2 in bits 0..5, stage-1 in use (bit 6), stage 2 in use (bit 7). */
+const SW_BITS = 6;
+const SB_S1 = 1 << 6;
+const SB_S2 = 1 << 7;
+const STREAM_HASH = 0x2c1b3c6d;
+
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
+
+/** The PERM bits a request needs (read or write, privileged or not, and execute). */
+function needOf(req: DmaRequest): number {
+  const priv = req.privileged;
+  const need = req.write ? (priv ? PERM_PW : PERM_UW) : priv ? PERM_PR : PERM_UR;
+  return req.exec ? need | (priv ? PERM_PX : PERM_UX) : need;
+}
+const PERM_PR = PERM.PR;
+const PERM_PW = PERM.PW;
+const PERM_PX = PERM.PX;
+const PERM_UR = PERM.UR;
+const PERM_UW = PERM.UW;
+const PERM_UX = PERM.UX;
 
 /**
  * The SMMUv3.
@@ -281,6 +341,16 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    */
   onCommand: ((words: Readonly<Uint32Array>, cons: number) => void) | undefined = undefined;
 
+  /**
+   * The per-stream fast path: entry `k` (STREAM_WORDS words) holds what translateSlow decided for one (StreamID,
+   * SubstreamID) from its cached STE and CD (the cache entries, TLB kind and tag, page size, stages), valid while
+   * neither configuration cache changed since (`streamGen[k]` = the sum of their generations, which only grow).
+   * Not used in strict mode, which re-checks the cached STE and CD on every translation.
+   */
+  private readonly streams = new Int32Array(STREAM_ENTRIES * STREAM_WORDS).fill(-1);
+  private readonly streamGen = new Float64Array(STREAM_ENTRIES).fill(-1);
+  private readonly cfgLru: boolean;
+
   private nTranslations = 0;
   private nHits = 0;
   private nMisses = 0;
@@ -318,6 +388,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
 
     const rep = o.replacement;
     this.steCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep });
+    this.cfgLru = rep === "lru";
     this.cdCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep });
     this.tlb = new SmmuTlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: rep });
     this.walkCache = new WalkCache({ entries: o.walkCacheEntries, ways: o.walkCacheWays, replacement: rep });
@@ -592,13 +663,116 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   // --- translation (hot path) ---------------------------------------------------------------------------------
 
   /**
-   * Translate one DMA access. Sync, allocation-free.
+   * Translate one DMA access. Sync, allocation-free. The common case stays small: translation enabled, the
+   * stream's STE and CD decisions in the per-stream table (unchanged caches), a TLB lookup; a miss walks from
+   * here with those decisions. Everything else (a first access, a configuration fault, bypass, strict mode) is
+   * {@link translateSlow}, which decides the same way and records the decisions.
    * @linux the SMMU's handling of a client transaction: STE → CD → TLB / table walk → event on a fault
    */
   translate(req: DmaRequest, out: DmaTranslation): void {
+    if ((this.regs[CR0ACK_SLOT]! & CR0_SMMUEN) !== 0 && !this.strict) {
+      const k = this.streamEntry(req.requesterId, req.pasid);
+      if (k >= 0) {
+        const iova = req.iova;
+        const st = this.streams;
+        const pageLg2 = st[k + SW_BITS]! & 63;
+        if (iova < LOCAL_TWO_32) {
+          const need = needOf(req);
+          const tlb = this.tlb;
+          const e = tlb.lookup(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
+          if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
+            this.nTranslations++;
+            this.nHits++;
+            if (this.cfgLru) this.touchStream(k);
+            const off = (iova & ((1 << pageLg2) - 1)) >>> 0;
+            out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+            out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
+            return;
+          }
+          this.walkStream(req, out, k, iova >>> pageLg2, need);
+          return;
+        }
+        this.translateStream(req, out, k);
+        return;
+      }
+    }
+    this.translateSlow(req, out);
+  }
+
+  /** The per-stream table's entry (word index) for (sid, ssid) when it holds and is current, else -1. */
+  private streamEntry(sid: number, ssid: number): number {
+    const st = this.streams;
+    const k = ((sid ^ Math.imul(ssid + 1, STREAM_HASH)) & (STREAM_ENTRIES - 1)) * STREAM_WORDS;
+    return st[k + SW_SID] === sid &&
+      st[k + SW_SSID] === ssid &&
+      this.streamGen[k >> STREAM_SHIFT] === this.steCache.gen + this.cdCache.gen
+      ? k
+      : -1;
+  }
+
+  /** LRU: the configuration cache entries a per-stream hit used count as used, as the lookups would. */
+  private touchStream(k: number): void {
+    this.steCache.touch(this.streams[k + SW_SE]!);
+    const ce = this.streams[k + SW_CE]!;
+    if (ce >= 0) this.cdCache.touch(ce);
+  }
+
+  /** {@link translate} with the per-stream entry `k` current, for an IOVA at or above 4 GiB. */
+  private translateStream(req: DmaRequest, out: DmaTranslation, k: number): void {
+    this.nTranslations++;
+    if (this.cfgLru) this.touchStream(k);
+    const st = this.streams;
+    const bits = st[k + SW_BITS]!;
+    const pageLg2 = bits & 63;
+    const kind = st[k + SW_KIND]!;
+    const tag = st[k + SW_TAG]!;
+    const iova = req.iova;
+    const vpn = iova < LOCAL_TWO_32 ? iova >>> pageLg2 : Math.floor(iova / pow2(pageLg2));
+    const need = needOf(req);
+    const tlb = this.tlb;
+    const e = tlb.lookup(kind, tag, vpn);
+    if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
+      this.nHits++;
+      const off = iova - alignDownLg2(iova, pageLg2);
+      out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+      out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
+      return;
+    }
+    this.nMisses++;
+    const se = st[k + SW_SE]!;
+    const ce = st[k + SW_CE]!;
+    this.walk(req, out, se, ce, kind, tag, vpn, pageLg2, need, (bits & SB_S1) !== 0, (bits & SB_S2) !== 0);
+  }
+
+  /** {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn`: the walk. */
+  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): void {
+    this.nTranslations++;
+    this.nMisses++;
+    if (this.cfgLru) this.touchStream(k);
+    const st = this.streams;
+    const bits = st[k + SW_BITS]!;
+    const useS1 = (bits & SB_S1) !== 0;
+    const useS2 = (bits & SB_S2) !== 0;
+    this.walk(
+      req,
+      out,
+      st[k + SW_SE]!,
+      st[k + SW_CE]!,
+      st[k + SW_KIND]!,
+      st[k + SW_TAG]!,
+      vpn,
+      bits & 63,
+      need,
+      useS1,
+      useS2,
+    );
+  }
+
+  /** {@link translate} off its fast path: decode the STE and CD from the caches (fetching them on a miss). */
+  private translateSlow(req: DmaRequest, out: DmaTranslation): void {
     this.nTranslations++;
     const iova = req.iova;
-    if ((this.regs[ri(REG.CR0ACK)]! & CR0_SMMUEN) === 0) {
+    if ((this.regs[CR0ACK_SLOT]! & CR0_SMMUEN) === 0) {
       if ((this.regs[ri(REG.GBPA)]! & GBPA_ABORT) !== 0) {
         out.faultCode = SMMU_ABORT;
         out.faultReason = "SMMU disabled, GBPA.ABORT";
@@ -700,17 +874,27 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       tag = vmid << 16;
       pageLg2 = this.steS2[se]!.granLg2;
     }
-    const vpn = iova < TWO_32 ? iova >>> pageLg2 : Math.floor(iova / 2 ** pageLg2);
-    const priv = req.privileged;
-    let need = req.write ? (priv ? PERM.PW : PERM.UW) : priv ? PERM.PR : PERM.UR;
-    if (req.exec) need |= priv ? PERM.PX : PERM.UX;
+    const vpn = iova < TWO_32 ? iova >>> pageLg2 : Math.floor(iova / pow2(pageLg2));
+    const need = needOf(req);
+    if (!this.strict) {
+      const st = this.streams;
+      const k = ((sid ^ Math.imul(ssid + 1, STREAM_HASH)) & (STREAM_ENTRIES - 1)) * STREAM_WORDS;
+      st[k + SW_SID] = sid;
+      st[k + SW_SSID] = ssid;
+      st[k + SW_SE] = se;
+      st[k + SW_CE] = ce;
+      st[k + SW_KIND] = kind;
+      st[k + SW_TAG] = tag;
+      st[k + SW_BITS] = pageLg2 | (useS1 ? SB_S1 : 0) | (useS2 ? SB_S2 : 0);
+      this.streamGen[k >> STREAM_SHIFT] = this.steCache.gen + this.cdCache.gen;
+    }
     const tlb = this.tlb;
     const e = tlb.lookup(kind, tag, vpn);
-    if (e >= 0 && (tlb.perm[e]! & need) === need) {
+    if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
       this.nHits++;
-      const off = iova < TWO_32 ? (iova & ((1 << pageLg2) - 1)) >>> 0 : iova % 2 ** pageLg2;
-      out.pa = tlb.pa[e]! + off;
-      out.length = tlb.span[e]! - off;
+      const off = iova - alignDownLg2(iova, pageLg2);
+      out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+      out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
       if (this.strict) this.checkTlb(e, se, ce, kind, iova, sid, ssid, vmid);
       return;
     }
@@ -782,10 +966,10 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         }
       }
       if (r1.needAf) lo = (lo | PTE_AF_MASK) >>> 0;
-      leafBase = iova - (iova % 2 ** r1.leafLg2);
       leafLg2 = r1.leafLg2;
+      leafBase = alignDownLg2(iova, leafLg2);
       level = r1.level;
-      spanFromIova = leafBase + 2 ** leafLg2 - iova;
+      spanFromIova = leafBase + pow2(leafLg2) - iova;
       if (this.strict && isContiguous(r1.leafHi)) this.checkContiguous(p1, r1, iova, req.requesterId);
       if (useS2) {
         // Stage 2 of the output IPA (after the stage-1 permission check, which has priority).
@@ -801,7 +985,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         if (lo2 !== r2.leafLo) mem.write32(r2.ptePa, lo2);
         perm = p & this.lastS2Perm & ~PERM.DIRTYABLE;
         paOut = r2.pa;
-        const s2rem = 2 ** r2.leafLg2 - (ipa % 2 ** r2.leafLg2);
+        const s2rem = pow2(r2.leafLg2) - (ipa - alignDownLg2(ipa, r2.leafLg2));
         if (s2rem < spanFromIova) spanFromIova = s2rem;
       } else {
         perm = p & ~PERM.DIRTYABLE;
@@ -821,22 +1005,24 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       perm = this.lastS2Perm & ~PERM.DIRTYABLE;
       paOut = r2.pa;
       leafLg2 = r2.leafLg2;
-      leafBase = iova - (iova % 2 ** leafLg2);
+      leafBase = alignDownLg2(iova, leafLg2);
       level = r2.level;
-      spanFromIova = leafBase + 2 ** leafLg2 - iova;
+      spanFromIova = leafBase + pow2(leafLg2) - iova;
     }
-    const off = iova < TWO_32 ? (iova & ((1 << pageLg2) - 1)) >>> 0 : iova % 2 ** pageLg2;
+    const off = iova - alignDownLg2(iova, pageLg2);
     const tlb = this.tlb;
     const e = tlb.fill(kind, tag, vpn);
-    tlb.pageLg2[e] = pageLg2;
-    tlb.pa[e] = paOut - off;
-    tlb.span[e] = spanFromIova + off;
-    tlb.perm[e] = perm;
-    tlb.level[e] = level;
-    tlb.leafBase[e] = leafBase;
-    tlb.leafLg2[e] = leafLg2;
-    tlb.sid[e] = req.requesterId;
-    tlb.ssid[e] = req.pasid;
+    const fb = e << 2;
+    tlb.f[fb + TF_PA] = paOut - off;
+    tlb.f[fb + TF_SPAN] = spanFromIova + off;
+    tlb.f[fb + TLB_F64.LEAF_BASE] = leafBase;
+    const ib = e << 3;
+    tlb.i[ib + TLB_I32.PAGE_LG2] = pageLg2;
+    tlb.i[ib + TI_PERM] = perm;
+    tlb.i[ib + TLB_I32.LEVEL] = level;
+    tlb.i[ib + TLB_I32.LEAF_LG2] = leafLg2;
+    tlb.i[ib + TLB_I32.SID] = req.requesterId;
+    tlb.i[ib + TLB_I32.SSID] = req.pasid;
     out.pa = paOut;
     out.length = spanFromIova;
   }
@@ -878,7 +1064,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private walkCached(p: StageParams, kind: number, tag: number, iova: number, r: WalkResult): number {
     const regionLg2 = p.granLg2 + p.bpl;
     if (p.startLevel >= 3) return walkStage(this.memory, p, iova, r);
-    const region = Math.floor(iova / 2 ** regionLg2);
+    const region = iova < TWO_32 && regionLg2 < 32 ? iova >>> regionLg2 : Math.floor(iova / pow2(regionLg2));
     const wc = this.walkCache;
     const w = wc.lookup(kind, tag, region);
     if (w >= 0 && iova < p.inLimit) {
@@ -1289,12 +1475,12 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         }
       }
     }
-    const off = iova % 2 ** tlb.pageLg2[e]!;
-    const cachedPa = tlb.pa[e]! + off;
-    const cachedPerm = tlb.perm[e]!;
+    const off = iova - alignDownLg2(iova, tlb.i[(e << 3) + TLB_I32.PAGE_LG2]!);
+    const cachedPa = tlb.f[(e << 2) + TF_PA]! + off;
+    const cachedPerm = tlb.i[(e << 3) + TI_PERM]!;
     if (f === 0 && pa === cachedPa && (perm & cachedPerm) === cachedPerm) return;
     tlb.reported[e] = 1;
-    const asid = tlb.tag[e]! & 0xffff;
+    const asid = tlb.i[(e << 3) + TLB_I32.TAG]! & 0xffff;
     const now = f !== 0 ? `the tables now give ${EVT_NAME[f] ?? "a fault"}` : `the tables now give PA ${hex(pa)}`;
     const permNote =
       f === 0 && pa === cachedPa

@@ -104,7 +104,14 @@ export class IntelIommuDriver implements IntelIommuSink {
       attachDev: (d, dev, old) => this.attachDevPaging(d as DmarDomain, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d as DmarAnyDomain, dev, pasid, old),
       mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as DmarDomain).pt.map(iova, pa, pgsize, count, prot, gather),
+        (d as DmarDomain).pt.map(
+          iova,
+          pa,
+          pgsize,
+          count,
+          this.machine.mutant("vtd:wrong-permission") ? prot | IOMMU_WRITE : prot,
+          gather,
+        ),
       unmapPages: (d, iova, pgsize, count, gather) => (d as DmarDomain).pt.unmap(iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => (d as DmarDomain).pt.iovaToPhys(iova),
       flushIotlbAll: (d) => cacheTagFlushAll(d as DmarDomain),
@@ -236,6 +243,7 @@ export class IntelIommuDriver implements IntelIommuSink {
     if (!iommu) throw kerr("ENODEV", `${dev.name}: its DRHD unit ${unit.unit.iommu} is not probed`);
     if (iommu.deviceRbtree.has(pci.rid)) throw kerr("EBUSY", `${dev.name}: requester ID already probed`);
     this.core.faults.check(INTEL_IOMMU_SITES.info);
+    if (this.machine.mutant("vtd:leaked-device-ref")) dev.get("intel_iommu_probe_device"); // test-only mutant
     const pasidBits = iommu.sm ? Math.min(pci.pasidBits, iommu.pasidBits) : 0;
     const ats = pci.ats && iommu.devTlb;
     const info = new DeviceDomainInfo(
@@ -594,7 +602,7 @@ export class IntelIommuDriver implements IntelIommuSink {
 
   /** @linux intel_iommu_tlb_sync (leaf-only hint when no table was freed) */
   iotlbSync(d: DmarDomain, gather: IotlbGather): void {
-    if (gather.end >= gather.start && gather.end > 0) {
+    if (gather.end >= gather.start && gather.end > 0 && !this.machine.mutant("vtd:skip-invalidation")) {
       cacheTagFlushRange(d, gather.start, gather.end, gather.freelist.length === 0);
     }
     gather.freePages(this.machine.pages);

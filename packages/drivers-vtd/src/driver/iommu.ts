@@ -311,7 +311,13 @@ export class IntelIommu extends IommuDevice {
     if (!this.qis) return;
     const dw = this.sm;
     const basePa = this.allocPages(dw ? 1 : 0, "intel_iommu_qi");
-    const statusPa = this.allocPages(0, "intel_iommu_qi_status");
+    let statusPa: number;
+    try {
+      statusPa = this.allocPages(0, "intel_iommu_qi_status");
+    } catch (e) {
+      this.freePages(basePa, dw ? 1 : 0); // as dmar_enable_qi frees qi->desc when desc_status fails
+      throw e;
+    }
     this.qi = { basePa, statusPa, freeHead: 0, dw };
     this.writeq(DMAR.IQT, 0, 0);
     this.writeq(DMAR.IQA, (basePa % 4294967296) | (dw ? DMA_IQA_DW | 1 : 0), Math.floor(basePa / 4294967296));

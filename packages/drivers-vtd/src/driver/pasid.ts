@@ -77,7 +77,9 @@ export function pasidEntryAddr(iommu: IntelIommu, info: DeviceDomainInfo, pasid:
 /** Write `words` at `pa`: every word but the first, then the first (which holds the present bit). @linux pasid_set_present / context_set_present after the other fields (with the wmb Linux relies on) */
 export function writeEntryPresentLast(iommu: IntelIommu, pa: number, words: ArrayLike<number>): void {
   const mem = iommu.machine.memory;
-  for (let i = 1; i < words.length; i++) mem.write32(pa + 4 * i, words[i]! >>> 0);
+  // Test-only mutant "vtd:half-written-entry": only the present word is stored.
+  for (let i = 1; i < words.length && !iommu.machine.mutant("vtd:half-written-entry"); i++)
+    mem.write32(pa + 4 * i, words[i]! >>> 0);
   mem.write32(pa, words[0]! >>> 0);
 }
 

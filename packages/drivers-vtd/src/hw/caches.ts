@@ -13,6 +13,9 @@
  */
 import { type CacheGeometry, CacheSetIndex, cacheHash } from "@iommu-sim/core";
 
+/** Multiplier of the IOTLB's and paging-structure cache's set hash (odd, well mixed in its high and low bits). */
+const TLB_HASH = 0x45d9f3b;
+
 /** Decoded int values kept per descriptor-cache entry. @linux none: the model's decoded context/PASID entry values */
 export const DESC_INFO = 8;
 /** Decoded address values kept per descriptor-cache entry. @linux none: the model's decoded context/PASID entry addresses */
@@ -159,30 +162,32 @@ export function iotlbKey(kind: number, did: number, pasid: number): number {
   return kind + 4 * did + 262144 * (pasid + 1);
 }
 
-/** Doubles of an IOTLB entry (8 per entry: one 64-byte line): page number (-1 invalid), key, PA, span, leaf base. @linux none: the model's IOTLB entry layout */
-export const TLB_F = { VPN: 0, KEY: 1, PA: 2, SPAN: 3, BASE: 4 } as const;
+/** Doubles of an IOTLB entry's tags (2 per entry, in `tags`): page number (-1 invalid), key. @linux none: the model's IOTLB entry layout */
+export const TLB_T = { VPN: 0, KEY: 1 } as const;
+/** Doubles of an IOTLB entry (8 per entry: one 64-byte line): PA, span, leaf base (0 and 1 unused). @linux none: the model's IOTLB entry layout */
+export const TLB_F = { PA: 2, SPAN: 3, BASE: 4 } as const;
 /** 32-bit words of an IOTLB entry (8 per entry): perm, kind, DID, PASID, source-id, leaf log2, reported. @linux none: the model's IOTLB entry layout */
 export const TLB_I = { PERM: 0, KIND: 1, DID: 2, PASID: 3, SID: 4, LG2: 5, REPORTED: 6 } as const;
 
 /**
- * The IOTLB, packed: entry `e` is `f[e*8 ..]` and `i[e*8 ..]` (see {@link TLB_F} / {@link TLB_I}), so a lookup
- * and a fill touch two cache lines.
+ * The IOTLB, packed: entry `e`'s tags are `tags[e*2 ..]` (see {@link TLB_T}): the ways of a set sit side by side
+ * there, so a probe (a miss compares every way) reads one 64-byte line for four ways; the rest of the entry is
+ * `f[e*8 ..]` and `i[e*8 ..]` (see {@link TLB_F} / {@link TLB_I}), read on a hit and written on a fill.
  * @linux the IOTLB that qi_flush_iotlb / qi_flush_piotlb invalidate
  */
 export class VtdIotlb {
   private readonly ix: CacheSetIndex;
+  readonly tags: Float64Array;
   readonly f: Float64Array;
   readonly i: Int32Array;
-  /** Per-entry page numbers for the set index's victim choice (-1 = free). */
-  private readonly free: Float64Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
+    this.tags = new Float64Array(n * 2);
     this.f = new Float64Array(n * 8);
     this.i = new Int32Array(n * 8);
-    this.free = new Float64Array(n).fill(-1);
-    for (let e = 0; e < n; e++) this.f[e * 8 + TLB_F.VPN] = -1;
+    for (let e = 0; e < n; e++) this.tags[e * 2 + TLB_T.VPN] = -1;
   }
 
   /** Total entries. */
@@ -190,19 +195,22 @@ export class VtdIotlb {
     return this.ix.entries;
   }
 
-  /** First entry of the set of (key, vpn). */
+  /**
+   * First entry of the set of (key, vpn): the page number's words XORed with a multiplicative hash of the key, so
+   * consecutive pages of one address space fill consecutive sets (one multiply: this is on every translation).
+   */
   setOf(key: number, vpn: number): number {
-    return this.ix.first(cacheHash(key | 0, vpn | 0) ^ ((vpn / 4294967296) | 0));
+    return this.ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ vpn ^ ((vpn / 4294967296) | 0));
   }
 
   /** The entry for (key, vpn), or -1 (the hot path's probe). @linux an IOTLB lookup */
   probe(key: number, vpn: number): number {
     const ways = this.ix.ways;
     const s = this.setOf(key, vpn);
-    const f = this.f;
+    const t = this.tags;
     for (let w = 0; w < ways; w++) {
       const e = s + w;
-      if (f[e << 3] === vpn && f[(e << 3) + 1] === key) {
+      if (t[e << 1] === vpn && t[(e << 1) + 1] === key) {
         this.ix.touch(e);
         return e;
       }
@@ -220,18 +228,15 @@ export class VtdIotlb {
     const ix = this.ix;
     const key = iotlbKey(kind, did, pasid);
     const s = this.setOf(key, vpn);
-    const f = this.f;
+    const t = this.tags;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
-      if (f[x << 3] === vpn && f[(x << 3) + 1] === key) e = x;
+      if (t[x << 1] === vpn && t[(x << 1) + 1] === key) e = x;
     }
-    if (e < 0) {
-      for (let w = 0; w < ix.ways; w++) this.free[s + w] = f[(s + w) << 3]!;
-      e = ix.pick(s, this.free);
-    }
-    f[e << 3] = vpn;
-    f[(e << 3) + TLB_F.KEY] = key;
+    if (e < 0) e = ix.pickStrided(s, t, 2);
+    t[e << 1] = vpn;
+    t[(e << 1) + TLB_T.KEY] = key;
     const i = this.i;
     i[(e << 3) + TLB_I.KIND] = kind;
     i[(e << 3) + TLB_I.DID] = did;
@@ -248,7 +253,7 @@ export class VtdIotlb {
     const i = this.i;
     for (let e = 0; e < this.ix.entries; e++) {
       const b = e << 3;
-      if (f[b] === -1) continue;
+      if (this.tags[e << 1] === -1) continue;
       const k = i[b + TLB_I.KIND]!;
       if ((sc.kinds & (1 << k)) === 0) continue;
       if (sc.did >= 0 && i[b + TLB_I.DID] !== sc.did) continue;
@@ -257,7 +262,7 @@ export class VtdIotlb {
         const base = f[b + TLB_F.BASE]!;
         if (!(base < sc.hi && sc.lo < base + 2 ** i[b + TLB_I.LG2]!)) continue;
       }
-      f[b] = -1;
+      this.tags[e << 1] = -1;
       n++;
     }
     return n;
@@ -265,7 +270,7 @@ export class VtdIotlb {
 
   /** Valid entries. */
   get used(): number {
-    return this.ix.countValid(this.f, 8);
+    return this.ix.countValid(this.tags, 2);
   }
 }
 
@@ -281,14 +286,12 @@ export class VtdPagingCache {
   private readonly ix: CacheSetIndex;
   private readonly f: Float64Array;
   private readonly k: Int32Array;
-  private readonly free: Float64Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
     this.f = new Float64Array(n * 4);
     this.k = new Int32Array(n * 4);
-    this.free = new Float64Array(n).fill(-1);
     for (let e = 0; e < n; e++) this.f[e * 4] = -1;
   }
 
@@ -306,7 +309,7 @@ export class VtdPagingCache {
   lookup(kind: number, did: number, pasid: number, region: number): number {
     const key = iotlbKey(kind, did, pasid);
     const ix = this.ix;
-    const s = ix.first(cacheHash(key | 0, region | 0));
+    const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
     const f = this.f;
     for (let w = 0; w < ix.ways; w++) {
       const e = s + w;
@@ -322,17 +325,14 @@ export class VtdPagingCache {
   insert(kind: number, did: number, pasid: number, region: number, table: number): void {
     const key = iotlbKey(kind, did, pasid);
     const ix = this.ix;
-    const s = ix.first(cacheHash(key | 0, region | 0));
+    const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
     const f = this.f;
     let e = -1;
     for (let w = 0; w < ix.ways; w++) {
       const x = s + w;
       if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
     }
-    if (e < 0) {
-      for (let w = 0; w < ix.ways; w++) this.free[s + w] = f[(s + w) * 4]!;
-      e = ix.pick(s, this.free);
-    }
+    if (e < 0) e = ix.pickStrided(s, f, 4);
     f[e * 4] = region;
     f[e * 4 + 1] = key;
     f[e * 4 + 2] = table;

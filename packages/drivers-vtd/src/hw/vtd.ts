@@ -10,6 +10,7 @@
  * @linux the hardware drivers/iommu/intel/ programs (Intel VT-d architecture specification; QEMU intel_iommu.c)
  */
 import {
+  alignDownLg2,
   type Diagnostics,
   type DmaRequest,
   type DmaTranslation,
@@ -638,15 +639,20 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       }
       if (!req.privileged || this.mSre) {
         const tlb = this.iotlb;
-        const e = tlb.probe(this.mKey, iova >>> 12);
+        const vpn = iova >>> 12;
+        const e = tlb.probe(this.mKey, vpn);
+        this.nTranslations++;
         if (e >= 0 && (tlb.i[e << 3]! & need) === need) {
-          this.nTranslations++;
           this.nHits++;
           const off = iova & 0xfff;
           out.pa = tlb.f[(e << 3) + 2]! + off;
           out.length = tlb.f[(e << 3) + 3]! - off;
           return;
         }
+        // A miss (or too few permissions) with the configuration memo holding: walk without a second probe.
+        this.nMisses++;
+        this.walk(req, out, this.mCe, this.mPe, this.mKind, this.mDid, this.mTag, vpn, need, this.mFpd);
+        return;
       }
     }
     this.translateSlow(req, out);
@@ -864,7 +870,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     }
     const leafLg2 = r.leafLg2;
     const leafSize = POW2[leafLg2]!;
-    const leafBase = iova - (iova % leafSize);
+    const leafBase = alignDownLg2(iova, leafLg2);
     const span = leafBase + leafSize - iova;
     const off = iova < TWO_32 ? iova & 0xfff : iova % 4096;
     const tlb = this.iotlb;

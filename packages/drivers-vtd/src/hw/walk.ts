@@ -12,7 +12,7 @@
  * @linux the hardware walk the tables of generic_pt/fmt/vtdss.h and fmt/x86_64.h describe (QEMU vtd_iova_to_slpte /
  * vtd_iova_to_flpte)
  */
-import type { PhysicalMemory } from "@iommu-sim/core";
+import { alignDownLg2, type PhysicalMemory } from "@iommu-sim/core";
 import { FR, FS_PTE, SS_PTE } from "./structures.js";
 
 const TWO_32 = 4294967296;
@@ -76,8 +76,11 @@ export function ssWalk(
     const pte = table + idx * 8;
     if (!inMem(mem, pte)) return sm ? FR.SM_SS_READ : FR.PAGING_ENTRY_ERR;
     if (level === 1) r.tablePa = table;
-    const lo = mem.read32(pte);
-    const hi = mem.read32(pte + 4);
+    // Entries are 8-byte aligned: both halves sit in one frame, found once in the memory's word array.
+    const ix = mem.wordIndexR(pte);
+    const words = mem.words32;
+    const lo = ix >= 0 ? words[ix]! : mem.read32(pte);
+    const hi = ix >= 0 ? words[ix + 1]! : mem.read32(pte + 4);
     if ((lo & (SS_PTE.R | SS_PTE.W)) === 0) {
       r.ptePa = pte;
       r.level = level;
@@ -90,8 +93,8 @@ export function ssWalk(
       if (ps && (level > 3 || (sllps & (1 << (level - 2))) === 0)) return sm ? FR.SM_SS_RSVD : FR.PAGING_RSVD;
       const lg2 = shift;
       const size = POW2[lg2]!;
-      if (level > 1 && oa % size !== 0) return sm ? FR.SM_SS_RSVD : FR.PAGING_RSVD;
-      r.pa = oa + (addr < TWO_32 && lg2 < 31 ? (addr & (size - 1)) >>> 0 : addr % size);
+      if (level > 1 && alignDownLg2(oa, lg2) !== oa) return sm ? FR.SM_SS_RSVD : FR.PAGING_RSVD;
+      r.pa = oa + (addr < TWO_32 && lg2 < 31 ? (addr & (size - 1)) >>> 0 : addr - alignDownLg2(addr, lg2));
       r.leafLg2 = lg2;
       r.level = level;
       r.ptePa = pte;
@@ -153,8 +156,10 @@ export function fsWalk(
     const pte = table + idx * 8;
     if (!inMem(mem, pte)) return FR.SM_FS_READ;
     if (level === 1) r.tablePa = table;
-    let lo = mem.read32(pte);
-    const hi = mem.read32(pte + 4);
+    const ix = mem.wordIndexR(pte);
+    const words = mem.words32;
+    let lo = ix >= 0 ? words[ix]! : mem.read32(pte);
+    const hi = ix >= 0 ? words[ix + 1]! : mem.read32(pte + 4);
     if ((lo & FS_PTE.P) === 0) {
       r.ptePa = pte;
       r.level = level;
@@ -174,10 +179,10 @@ export function fsWalk(
       const lg2 = shift;
       // A large leaf's address bits below its size hold PAT (bit 12) and must otherwise be 0.
       const size = POW2[lg2]!;
-      const low = level === 1 ? 0 : oa % size;
+      const low = level === 1 ? 0 : oa - alignDownLg2(oa, lg2);
       if (low !== 0 && low !== 4096) return FR.SM_FS_RSVD;
       const base = oa - low;
-      let out = base + (addr < TWO_32 && lg2 < 31 ? (addr & (size - 1)) >>> 0 : addr % size);
+      let out = base + (addr < TWO_32 && lg2 < 31 ? (addr & (size - 1)) >>> 0 : addr - alignDownLg2(addr, lg2));
       let leafLg2 = lg2;
       r.level = level;
       r.ptePa = pte;

@@ -167,5 +167,43 @@ const iopfRemoval: ConformanceCheck = {
   },
 };
 
+const iopfDeviceGone: ConformanceCheck = {
+  id: "faults/iopf-device-removal",
+  title:
+    "removing a device with a page request outstanding answers it INVALID once; the handler's later free of the " +
+    "group drops the last reference to the fault data, which stays valid until then",
+  applies: (t) => (t.caps.iopf ? undefined : "PRI/IOPF not claimed"),
+  run: ({ target }) =>
+    withRig(target, {}, async (rig) => {
+      const { dev, d, groups } = await iopfRig(rig);
+      // The device's side stays readable after it leaves the driver core.
+      const iopf = target.caps.iopf!;
+      const ep = rig.ep(iopf.device);
+      const seen = () => (iopf.responses ? iopf.responses(rig.m) : ep.pageResponses());
+      const before = seen().length;
+      await sendPageRequest(rig, { pasid: -1, addr: iovaOf(rig), write: false, grpid: 11, last: true });
+      await rig.settle();
+      check(groups.length === 1, `the IOPF handler got ${groups.length} group(s), want 1`);
+      const g = groups[0]!;
+      // Unbinding the device's driver and hot-unplug: detach, give up DMA ownership, device_del. The handler still
+      // holds the group (it has not answered): iopf_queue_remove_device answers for it.
+      await iommuDetachGroupHandle(d, dev.iommuGroup as IommuGroup);
+      await iommuDeviceReleaseDmaOwner(dev);
+      await rig.m.driverCore.deviceUnregister(dev);
+      await rig.settle();
+      const answers = seen()
+        .slice(before)
+        .filter((x) => x.grpid === 11);
+      check(
+        answers.length === 1 && answers[0]!.code === IOMMU_PAGE_RESP.INVALID,
+        () => `removing the device answered group 11 ${JSON.stringify(answers)}, want once with INVALID`,
+      );
+      // The fault data the group points at is still valid (the group holds a reference), and the free drops it.
+      check(g.faultParam.users.read() >= 1, "the group's fault data was freed while the handler still held the group");
+      iopfFreeGroup(g);
+      iommuDomainFree(d);
+    }),
+};
+
 /** The fault checks. */
-export const faultChecks: readonly ConformanceCheck[] = [reported, iopfRoundTrip, iopfRemoval];
+export const faultChecks: readonly ConformanceCheck[] = [reported, iopfRoundTrip, iopfRemoval, iopfDeviceGone];

@@ -12,6 +12,7 @@ import {
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_FAULT_ID_VALID,
+  IOMMU_HWPT_INVALIDATE,
   ioasAlloc,
   ioasMap,
   ioasUnmap,
@@ -22,9 +23,13 @@ import {
 import { ConformanceError, check, hex } from "../errors.js";
 import {
   faultQueueAlloc,
+  hwptInvalidate,
   nestedHwptAlloc,
   readFaults,
+  readVevents,
+  userBuffer,
   vdeviceAlloc,
+  veventqAlloc,
   viommuAlloc,
   writeFaultResponse,
 } from "../iommufd-helpers.js";
@@ -223,6 +228,11 @@ const viommuTombstone: ConformanceCheck = {
       await s.p.close(s.devfd);
       const gone = await code(destroy(s.p, s.iommufd, vdev));
       check(gone === "ENOENT", `IOMMU_DESTROY of the tombstoned vDEVICE gave ${gone}, want ENOENT`);
+      // A tombstone keeps its ID until close(): new objects (xa_alloc takes the lowest free ID) never get it.
+      for (let i = 0; i < 3; i++) {
+        const id = await ioasAlloc(s.p, s.iommufd);
+        check(id !== vdev, `a new IOAS got ID ${id}, the unbound vDEVICE's: its ID was freed instead of tombstoned`);
+      }
       for (const [what, id] of [
         ["nested HWPT", nested],
         ["vIOMMU", viommuId],
@@ -270,12 +280,183 @@ const faultQueue: ConformanceCheck = {
     }),
 };
 
+/** A VMM session with a nesting parent on its IOAS, a vIOMMU, the device's vDEVICE and a nested HWPT attached. */
+async function viommuSession(rig: Rig, nested?: (zeroIpa: number) => import("@iommu-sim/core").IommuUserData) {
+  const v = rig.target.caps.viommu!;
+  const s = await openVmmSession(rig.m, rig.target.devices.primary);
+  const va = s.p.mmap(PAGE);
+  const iova = iovaOf(rig);
+  await ioasMap(s.p, s.iommufd, { ioasId: s.ioas, userVa: va, length: PAGE, iova });
+  const parent = await hwptAlloc(s.p, s.iommufd, { devId: s.devId, ptId: s.ioas, flags: IOMMU_HWPT_ALLOC_NEST_PARENT });
+  const { viommuId } = await viommuAlloc(s.p, s.iommufd, { type: v.type, devId: s.devId, hwptId: parent });
+  const virtId = v.virtId ?? 1;
+  const vdev = await vdeviceAlloc(s.p, s.iommufd, { viommuId, devId: s.devId, virtId });
+  const data = nested ? nested(iova) : v.nestedData();
+  const hwpt = await nestedHwptAlloc(s.p, s.iommufd, {
+    devId: s.devId,
+    ptId: viommuId,
+    dataType: data.type,
+    data: data.data,
+  });
+  return { s, iova, parent, viommuId, virtId, vdev, hwpt };
+}
+
+const errCode = (p: Promise<unknown>) =>
+  p.then(
+    () => "ok",
+    (e: { code?: string }) => e.code ?? String(e),
+  );
+
+const viommuInvalidate: ConformanceCheck = {
+  id: "iommufd/hwpt-invalidate",
+  title:
+    "IOMMU_HWPT_INVALIDATE on the vIOMMU handles valid entries, stops at a bad one reporting how many it handled, " +
+    "and refuses an IOAS, an unknown type and a reserved field",
+  applies: (t) =>
+    !t.caps.iommufd
+      ? "iommufd not claimed"
+      : !t.caps.viommu
+        ? "vIOMMU not claimed"
+        : !t.caps.viommu.invalidate
+          ? "vIOMMU invalidation not claimed"
+          : undefined,
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const inv = target.caps.viommu!.invalidate!;
+      const { s, viommuId, virtId, hwpt } = await viommuSession(rig);
+      await vfioDeviceAttachPt(s.p, s.devfd, hwpt);
+      const call = (id: number, entries: Uint8Array[], dataType = inv.dataType) =>
+        hwptInvalidate(s.p, s.iommufd, { hwptId: id, dataType, entryLen: inv.entryLen, entries });
+      const good = inv.entry(virtId);
+      check((await call(viommuId, [])) === 0, "an empty invalidation array did not report 0 entries handled");
+      const n = await call(viommuId, [good, good, good]);
+      check(n === 3, `three valid entries reported ${n} handled, want 3`);
+      // A bad entry in the middle: the call fails with the driver's errno and entry_num counts those before it.
+      const cmd = {
+        size: 0,
+        hwpt_id: viommuId,
+        data_uptr: userBuffer(s.p, new Uint8Array([...good, ...inv.bad(virtId), ...good])),
+        data_type: inv.dataType,
+        entry_len: inv.entryLen,
+        entry_num: 3,
+        __reserved: 0,
+      };
+      const bad = await errCode(s.p.ioctl(s.iommufd, IOMMU_HWPT_INVALIDATE, cmd));
+      check(bad === inv.badCode, `an invalidation array with a bad 2nd entry gave ${bad}, want ${inv.badCode}`);
+      check(cmd.entry_num === 1, `after a bad 2nd entry entry_num is ${cmd.entry_num}, want 1 (the entries handled)`);
+      const onIoas = await errCode(call(s.ioas, [good]));
+      check(onIoas === "EINVAL", `IOMMU_HWPT_INVALIDATE on an IOAS gave ${onIoas}, want EINVAL`);
+      const wrongType = await errCode(call(viommuId, [good], 0xdadbeef));
+      check(wrongType === "EINVAL", `an unknown data_type gave ${wrongType}, want EINVAL`);
+      const reserved = await errCode(
+        s.p.ioctl(s.iommufd, IOMMU_HWPT_INVALIDATE, { ...cmd, entry_num: 1, __reserved: 1 }),
+      );
+      check(reserved === "EOPNOTSUPP", `a non-zero __reserved gave ${reserved}, want EOPNOTSUPP`);
+      await s.p.exit();
+    }),
+};
+
+const veventq: ConformanceCheck = {
+  id: "iommufd/veventq",
+  title:
+    "an event of a device behind a vIOMMU reaches its vEVENTQ naming the vDEVICE's virtual ID, in sequence; one " +
+    "vEVENTQ per type",
+  applies: (t) =>
+    !t.caps.iommufd
+      ? "iommufd not claimed"
+      : !t.caps.viommu
+        ? "vIOMMU not claimed"
+        : !t.caps.viommu.vevent
+          ? "vEVENTQ not claimed"
+          : undefined,
+  run: ({ target }) =>
+    withRig(target, { iommufd: true }, async (rig) => {
+      const ev = target.caps.viommu!.vevent!;
+      const { s, viommuId, virtId, hwpt, iova } = await viommuSession(rig, ev.nestedData);
+      const q = await veventqAlloc(s.p, s.iommufd, { viommuId, type: ev.type, depth: 8 });
+      const dup = await errCode(veventqAlloc(s.p, s.iommufd, { viommuId, type: ev.type, depth: 8 }));
+      check(dup === "EEXIST", `a second vEVENTQ of the same type gave ${dup}, want EEXIST`);
+      await vfioDeviceAttachPt(s.p, s.devfd, hwpt);
+      const dev = rig.dev(target.devices.primary);
+      for (let i = 0; i < 2; i++) await ev.trigger(rig.m, dev, iova);
+      await rig.settle();
+      const got = await readVevents(s.p, q.fd, ev.payloadLen);
+      check(got.length >= 2, `the vEVENTQ holds ${got.length} vEVENT(s) after two events, want 2`);
+      for (const [i, e] of got.slice(0, 2).entries()) {
+        check(e.flags === 0, `vEVENT ${i} has flags ${e.flags} (lost events?)`);
+        check(ev.virtId(e.data) === virtId, `vEVENT ${i} names virtual ID ${ev.virtId(e.data)}, want ${virtId}`);
+      }
+      check(got[1]!.sequence === got[0]!.sequence + 1, "vEVENT sequence numbers are not consecutive");
+      const busy = await errCode(destroy(s.p, s.iommufd, viommuId));
+      check(busy === "EBUSY", `destroying a vIOMMU with a vEVENTQ gave ${busy}, want EBUSY`);
+      await s.p.exit();
+    }),
+};
+
+const iommufdResponseVsRemoval: ConformanceCheck = {
+  id: "iommufd/fault-response-vs-removal",
+  title:
+    "a VMM's late page response races the device's unbind and hot-unplug: the device is answered exactly once, " +
+    "the late write fails cleanly (EINVAL) or wins, nothing is used after free, over many interleavings",
+  applies: (t) => (!t.caps.iopf ? "PRI/IOPF not claimed" : !t.caps.iommufd ? "iommufd not claimed" : undefined),
+  async run(ctx) {
+    const { target } = ctx;
+    for (let r = 0; r < ctx.runs(6, 100); r++) {
+      const seed = ctx.seed + r;
+      await withRig(target, { iommufd: true, seed, scheduler: { kind: "random", seed } }, async (rig) => {
+        const iopf = target.caps.iopf!;
+        const ep = rig.ep(iopf.device);
+        const seen = () => (iopf.responses ? iopf.responses(rig.m) : ep.pageResponses());
+        const s = await openVmmSession(rig.m, iopf.device);
+        const fq = await faultQueueAlloc(s.p, s.iommufd);
+        const h = await hwptAlloc(s.p, s.iommufd, {
+          devId: s.devId,
+          ptId: s.ioas,
+          flags: IOMMU_HWPT_FAULT_ID_VALID,
+          faultId: fq.id,
+        });
+        await vfioDeviceAttachPt(s.p, s.devfd, h);
+        const before = seen().length;
+        await sendPageRequest(rig, { pasid: -1, addr: iovaOf(rig), write: false, grpid: 13, last: true });
+        await rig.settle();
+        const faults = await readFaults(s.p, fq.fd);
+        check(faults.length === 1, `the fault queue holds ${faults.length} record(s), want 1`, seed);
+        const dev = rig.dev(iopf.device);
+        const sch = rig.m.scheduler;
+        let write = "";
+        const vmm = sch.spawn("testkit-vmm-response", async () => {
+          await sch.yield();
+          write = await writeFaultResponse(s.p, fq.fd, faults[0]!.cookie, 0).then(
+            () => "ok",
+            (e: { code?: string }) => e.code ?? String(e),
+          );
+        });
+        const unplug = sch.spawn("testkit-unbind-unplug", async () => {
+          await s.p.close(s.devfd);
+          await rig.m.driverCore.deviceUnregister(dev);
+        });
+        await sch.joinAll([vmm, unplug]);
+        await rig.settle();
+        check(write === "ok" || write === "EINVAL", `the late page response write gave ${write}`, seed);
+        const answers = seen()
+          .slice(before)
+          .filter((x) => x.grpid === 13);
+        check(answers.length === 1, `group 13 was answered ${answers.length} times, want exactly once`, seed);
+        await s.p.exit();
+      });
+    }
+  },
+};
+
 /** The iommufd checks. */
 export const iommufdChecks: readonly ConformanceCheck[] = [
   ioasDma,
   hwptReplace,
   dirty,
   viommuTombstone,
+  viommuInvalidate,
+  veventq,
   faultQueue,
+  iommufdResponseVsRemoval,
   closeInFlight,
 ];

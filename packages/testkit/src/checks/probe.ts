@@ -126,6 +126,65 @@ const failNth: ConformanceCheck = {
   },
 };
 
+/** Device references per endpoint, to compare across a probe/release cycle. */
+function deviceRefs(rig: Rig): string {
+  const { primary, secondary } = rig.target.devices;
+  return [primary, secondary].map((n) => `${n}=${rig.dev(n).kref.read()}`).join(" ");
+}
+
+const iommuFailNth: ConformanceCheck = {
+  id: "probe/iommu-fail-nth",
+  title:
+    "a failure at every allocation of the IOMMU's probe (and the device probes it runs) unwinds: unbinding after it " +
+    "leaves no pages, module or device references, and a clean bind still probes every device",
+  applies: () => undefined,
+  run: ({ target }) =>
+    withRig(target, {}, async (rig) => {
+      const { m } = rig;
+      const pdev = rig.dev(target.iommu);
+      const owner = m.moduleOwner(target.driver.name);
+      check(owner !== undefined, "the driver module is not loaded");
+      await m.driverCore.deviceReleaseDriver(pdev);
+      const pages = m.pages.allocatedPages;
+      const refs = owner.refcnt;
+      const devRefs = deviceRefs(rig);
+      let n = 1;
+      for (; n < 3000; n++) {
+        m.faults.failNth(n);
+        let failed = "";
+        try {
+          await m.driverCore.deviceAttach(pdev);
+        } catch (e) {
+          failed = `, probe threw ${(e as Error).message}`;
+        }
+        const consumed = m.faults.nthConsumed;
+        const sites = [...m.faults.failedSites].join(", ");
+        m.faults.reset();
+        // An injected failure may WARN where Linux WARNs (a default domain that must attach); not a leak.
+        if (consumed) m.diag.acknowledge({ kind: "warning", message: /./ });
+        const where = `IOMMU probe failing at allocation ${n} (${sites || "none"}${failed})`;
+        // Whatever bound, unbinding must give everything back.
+        await m.driverCore.deviceReleaseDriver(pdev);
+        check(target.driver.instanceFor(m, target.iommu) === undefined, `${where}: an instance survived the unbind`);
+        check(m.pages.allocatedPages === pages, () => `${where} leaked ${m.pages.allocatedPages - pages} page(s)`);
+        check(owner.refcnt === refs, () => `${where}: module references ${owner.refcnt}, want ${refs}`);
+        check(deviceRefs(rig) === devRefs, () => `${where}: device references ${deviceRefs(rig)}, want ${devRefs}`);
+        const left = devIommu(rig.dev(target.devices.primary));
+        check(left === undefined, `${where}: ${target.devices.primary} kept dev->iommu after the IOMMU left`);
+        if (!consumed) break;
+      }
+      check(n < 3000, "an IOMMU probe made more than 3000 allocations");
+      // After the sweep a clean bind works as at boot.
+      await m.driverCore.deviceAttach(pdev);
+      const inst = target.driver.instanceFor(m, target.iommu);
+      check(inst !== undefined, `rebinding ${target.iommu} after the failure sweep failed`);
+      for (const name of [target.devices.primary, target.devices.secondary]) {
+        check(devIommu(rig.dev(name))?.iommuDev === inst, `${name} was not probed by the clean bind after the sweep`);
+        check(rig.group(rig.dev(name)).defaultDomain !== undefined, `${name} has no default domain after the sweep`);
+      }
+    }),
+};
+
 const moduleRefs: ConformanceCheck = {
   id: "probe/module-refs",
   title: "module references follow probed devices: the module unloads once the IOMMU is unbound",
@@ -186,4 +245,11 @@ const probeLock: ConformanceCheck = {
 };
 
 /** The probe and release checks. */
-export const probeChecks: readonly ConformanceCheck[] = [probed, deferred, failNth, moduleRefs, probeLock];
+export const probeChecks: readonly ConformanceCheck[] = [
+  probed,
+  deferred,
+  failNth,
+  iommuFailNth,
+  moduleRefs,
+  probeLock,
+];

@@ -18,6 +18,7 @@ export function amdTarget(): ConformanceTarget {
     devices: { primary: "amd-nic0", secondary: "amd-gpu0" },
     // amd0 is found through the ACPI IVRS, not DT `iommus`: no IDs for added platform devices.
     spareIds: [],
+    mutants: ["amd:skip-invalidation", "amd:leaked-device-ref", "amd:wrong-permission", "amd:half-written-entry"],
     caps: {
       pageSizes: [4096, 2 * 1024 * 1024],
       iova: { base: 0x100_0000, size: 2 ** 36 },

@@ -1,19 +1,35 @@
 /**
  * The conformance target of the mock IOMMU (drivers-mock): what it claims and how its devices page-request.
  */
-import { IOMMU_HWPT_ALLOC, iommuDomainAllocNested } from "@iommu-sim/core";
+import { IOMMU_HWPT_ALLOC, type IommuGroup, iommuDomainAllocNested } from "@iommu-sim/core";
 import {
   IOMMU_HWPT_DATA_SELFTEST,
+  IOMMU_VEVENTQ_TYPE_SELFTEST,
+  IOMMU_VIOMMU_EVENT_SELFTEST_SIZE,
+  IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
   IOMMU_VIOMMU_TYPE_SELFTEST,
   MOCK_APERTURE_LAST,
   MOCK_APERTURE_START,
+  MOCK_DEV_CACHE_ID_MAX,
   MOCK_FLAGS_DEVICE_PASID,
   MOCK_HUGE_PAGE_SIZE,
   MOCK_PAGE_SIZE,
   type MockIommu,
+  MockNestedDomain,
   mockIommuDriver,
+  mockViommuReportVevent,
 } from "@iommu-sim/drivers-mock";
 import type { ConformanceTarget } from "../target.js";
+
+/** Little-endian 32-bit words as bytes. */
+function u32s(...w: number[]): Uint8Array {
+  const b = new Uint8Array(4 * w.length);
+  const dv = new DataView(b.buffer);
+  w.forEach((x, i) => {
+    dv.setUint32(4 * i, x >>> 0, true);
+  });
+  return b;
+}
 
 /** The mock's PASID-capable device the target adds after boot. */
 export const MOCK_PASID_DEVICE = "mock-pasid0";
@@ -56,6 +72,26 @@ export function mockTarget(): ConformanceTarget {
       viommu: {
         type: IOMMU_VIOMMU_TYPE_SELFTEST,
         nestedData: () => ({ type: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) }),
+        // struct iommu_viommu_invalidate_selftest { flags; vdev_id; cache_id }: cache_id beyond the max is EINVAL.
+        invalidate: {
+          dataType: IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST,
+          entryLen: 12,
+          entry: (virtId) => u32s(0, virtId, 0),
+          bad: (virtId) => u32s(0, virtId, MOCK_DEV_CACHE_ID_MAX + 1),
+          badCode: "EINVAL",
+        },
+        // What IOMMU_TEST_OP_TRIGGER_VEVENT does: the driver reports for the vDEVICE of the attached nested domain.
+        vevent: {
+          type: IOMMU_VEVENTQ_TYPE_SELFTEST,
+          payloadLen: IOMMU_VIOMMU_EVENT_SELFTEST_SIZE,
+          trigger: async (_m, dev) => {
+            const domain = (dev.iommuGroup as IommuGroup | undefined)?.domain;
+            const viommu = domain instanceof MockNestedDomain ? domain.viommu : undefined;
+            if (!viommu) throw new Error(`${dev.name} is not attached to a nested domain of a vIOMMU`);
+            await mockViommuReportVevent(viommu, viommu.getVdevId(dev));
+          },
+          virtId: (p) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0, true),
+        },
       },
       reportsFaults: true,
       dirty: true,

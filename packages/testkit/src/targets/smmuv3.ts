@@ -6,7 +6,11 @@ import {
   type ArmSmmuDevice,
   type ArmSmmuDriver,
   armSmmuV3Driver,
+  CMDQ_OP,
   IOMMU_HWPT_DATA_ARM_SMMUV3,
+  IOMMU_VEVENT_ARM_SMMUV3_SIZE,
+  IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+  IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
   IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   STE_VAL,
 } from "@iommu-sim/drivers-smmuv3";
@@ -16,6 +20,22 @@ import type { ConformanceTarget } from "../target.js";
 function bypassVste(): Uint8Array {
   const b = new Uint8Array(16);
   new DataView(b.buffer).setBigUint64(0, 1n | (BigInt(STE_VAL.CFG_BYPASS) << 1n), true);
+  return b;
+}
+
+/** A vSTE with V=1, Config=S1 translate, S1ContextPtr = `cdIpa` (one linear CD). */
+function s1Vste(cdIpa: number): Uint8Array {
+  const b = new Uint8Array(16);
+  new DataView(b.buffer).setBigUint64(0, 1n | (BigInt(STE_VAL.CFG_S1_TRANS) << 1n) | BigInt(cdIpa), true);
+  return b;
+}
+
+/** A 16-byte command-queue entry: opcode in dword 0 bits 7:0, `hi` in bits 63:32. */
+function cmd(op: number, hi: number): Uint8Array {
+  const b = new Uint8Array(16);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, op, true);
+  dv.setUint32(4, hi >>> 0, true);
   return b;
 }
 
@@ -55,6 +75,30 @@ export function smmuv3Target(): ConformanceTarget {
       viommu: {
         type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
         nestedData: () => ({ type: IOMMU_HWPT_DATA_ARM_SMMUV3, data: bypassVste() }),
+        // Guest command-queue entries: CMD_TLBI_NH_ALL (the VMID is the vIOMMU's); a PREFETCH_CONFIG is EIO.
+        invalidate: {
+          dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3,
+          entryLen: 16,
+          entry: () => cmd(CMDQ_OP.TLBI_NH_ALL, 0),
+          bad: (vsid) => cmd(CMDQ_OP.PREFETCH_CFG, vsid),
+          badCode: "EIO",
+        },
+        // A stage-1 vSTE whose CD table is a zero page: the CD fetch finds CD.V=0, C_BAD_CD goes to the vEVENTQ.
+        vevent: {
+          type: IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+          payloadLen: IOMMU_VEVENT_ARM_SMMUV3_SIZE,
+          nestedData: (zeroIpa) => ({ type: IOMMU_HWPT_DATA_ARM_SMMUV3, data: s1Vste(zeroIpa) }),
+          trigger: async (m, dev, iova) => {
+            try {
+              m.device(dev.name).dmaRead(iova, 4);
+            } catch {
+              // The DMA is refused; its event is what the check reads.
+            }
+            await (armSmmuV3Driver.instanceFor(m, "smmu0") as ArmSmmuDevice).drainQueues();
+          },
+          // EVTQ_0_SID: dword 0 bits 63:32, the vSID in a vEVENT.
+          virtId: (p) => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(4, true),
+        },
       },
       reportsFaults: true,
       dirty: true,

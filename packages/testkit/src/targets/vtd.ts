@@ -27,6 +27,7 @@ export function vtdTarget(): ConformanceTarget {
     devices: { primary: "xhci0", secondary: "nvme0" },
     // vtd0 is found through ACPI DMAR, not DT `iommus`: no IDs for added platform devices.
     spareIds: [],
+    mutants: ["vtd:skip-invalidation", "vtd:leaked-device-ref", "vtd:wrong-permission", "vtd:half-written-entry"],
     settle: (m) => (intelIommuDriver.instanceFor(m, "vtd0") as IntelIommu).drainPrq(),
     caps: {
       pageSizes: [4096, 2 * 1024 * 1024],

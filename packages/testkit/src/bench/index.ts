@@ -1,0 +1,2 @@
+/** Helpers shared by the vendor packages' benchmarks. */
+export * from "./driver-domain.js";
