@@ -224,7 +224,7 @@ describe("trace", () => {
 });
 
 describe("decoders agree with the hardware", () => {
-  it("inspect's PA is where the device's DMA landed, for the mock, the nested SMMUv3 and AMD-Vi", async () => {
+  it("inspect's PA is where the device's DMA landed, for the mock, the nested SMMUv3, VT-d and AMD-Vi", async () => {
     const sc = parseScenario(DEFAULT_SCENARIO);
     const cut = sc.steps.findIndex((s) => s.do === "snapshot");
     const steps = [...sc.steps.slice(0, cut)];
@@ -232,6 +232,7 @@ describe("decoders agree with the hardware", () => {
       { device: "mock-dev0", iova: 0x1000040 },
       { device: "smmu-dma0", iova: 0x10000020 },
       { device: "mock-dev1", iova: 0x1200000 },
+      { device: "xhci0", iova: 0x20000100 },
       { device: "amd-nic0", iova: 0x30000200 },
     ];
     for (const c of checks) steps.push({ do: "inspect", ...c });
@@ -260,6 +261,23 @@ describe("decoders agree with the hardware", () => {
     for (const l of ["STE", "Config=nested", "CD (IPA 0x40000000)", "ASID=5", "S1 L3 page", "S2 L3 page", "→ PA 0x"]) {
       expect(r.out).toContain(l);
     }
+    // VT-d (scalable mode, a first-stage domain): root, context, PASID directory and entry, the four x86-64 levels.
+    const v = await run("inspect", "--device", "xhci0", "--iova", "0x20000104");
+    expect(v.code).toBe(0);
+    for (const l of [
+      "SM root entry",
+      "SM context",
+      "PASID dir",
+      "PASID entry",
+      "PGTT=first-stage",
+      "L4 table",
+      "L1 4K page",
+      "→ PA 0x",
+    ]) {
+      expect(v.out).toContain(l);
+    }
+    const vf = await run("inspect", "--device", "xhci0", "--iova", "0x20100000");
+    expect(vf.out).toContain("→ fault: sm fs not present (reason 0x71): level 1");
     const m = await run("inspect", "--device", "mock-dev0", "--iova", "0x1800000", "--json");
     const j = JSON.parse(m.out) as { levels: { name: string }[]; result: { fault?: string } };
     expect(j.levels[0]!.name).toBe("device entry");

@@ -18,11 +18,12 @@ const QUIET = { out: () => {}, err: () => {} };
  */
 export const inspectCommand: Command = {
   name: "inspect",
-  summary: "decode a device's translation path from raw memory: STE/CD or device entry, each table level, result",
+  summary:
+    "decode a device's translation path from raw memory: STE/CD, root/context/PASID entry or device entry, each table level, result",
   usage: "inspect --device NAME --iova ADDR [--pasid N] [--scenario FILE] [--at LABEL] [--platform FILE] [--json]",
   help: [
     "Options:",
-    "  --device NAME     the endpoint device (e.g. mock-dev0, smmu-dma0, amd-nic0)",
+    "  --device NAME     the endpoint device (e.g. mock-dev0, smmu-dma0, xhci0, amd-nic0)",
     "  --iova ADDR       the input address (hex or decimal)",
     "  --pasid N         a PASID / SubstreamID (default: none)",
     "  --scenario FILE   the scenario that sets the machine up (default: the embedded default scenario)",
@@ -37,6 +38,7 @@ export const inspectCommand: Command = {
     "inspect --device smmu-dma0 --iova 0x10000010",
     "inspect --device amd-nic0 --iova 0x30000200",
     "inspect --device mock-dev0 --iova 0x1000040 --json",
+    "inspect --device xhci0 --iova 0x20000100",
     "inspect --device mock-dev0 --iova 0x1000040 --scenario examples/basic-mock.yaml --at mapped",
   ],
   run: (args, io) =>

@@ -6,12 +6,14 @@ import { describeIommuTopology, type Machine, type TranslationDecoder, type Tran
 import { amdHw } from "@iommu-sim/drivers-amd";
 import { decodeMockTranslation } from "@iommu-sim/drivers-mock";
 import { smmuv3Hw } from "@iommu-sim/drivers-smmuv3";
+import { vtdHw } from "@iommu-sim/drivers-vtd";
 import { StepError } from "../scenario/context.js";
 
 /** The decoder of each IOMMU kind (a kind that lands adds its own). */
 export const DECODERS: Record<string, TranslationDecoder> = {
   mock: decodeMockTranslation,
   smmuv3: smmuv3Hw.decodeSmmuv3Translation,
+  vtd: vtdHw.decodeVtdTranslation,
   amd: amdHw.decodeAmdTranslation,
 };
 

@@ -128,7 +128,9 @@ export function cacheTagFlushRange(d: DmarAnyDomain, start: number, end: number,
   for (let t = 0; t < tags.length; t++) {
     const tag = tags[t]!;
     if (!seenBefore(tags, t)) iotlbDesc(tag.iommu, d, tag, addr, pages, mask, ih, d.qiBatch);
-    devtlbDesc(tag.iommu, tag, addr, mask, d.qiBatch);
+    // A device TLB caches nested translations whole: a change in the parent flushes all of it (CACHE_TAG_NESTING_DEVTLB).
+    if (tag.nesting) devtlbDesc(tag.iommu, tag, 0, MAX_AGAW_PFN_WIDTH, d.qiBatch);
+    else devtlbDesc(tag.iommu, tag, addr, mask, d.qiBatch);
   }
   d.qiBatch.flush();
 }

@@ -42,6 +42,7 @@ import {
   iopfReportFromDriver,
   kerr,
   type ModuleContext,
+  PgtableMapError,
   X86_MSI_RANGE_END,
   X86_MSI_RANGE_START,
 } from "@iommu-sim/core";
@@ -55,7 +56,7 @@ import {
 import { contextClear, contextMap } from "./context.js";
 import { DeviceDomainInfo, type DmarAnyDomain, DmarDomain, DmarNestedDomain } from "./domain.js";
 import { type DmarFaultRecord, IntelIommu, type IntelIommuOptions, type IntelIommuSink } from "./iommu.js";
-import { intelIommuHwInfo, parseVtdS1, vtdInvalidateUser } from "./iommufd.js";
+import { IOMMU_HWPT_DATA_VTD_S1, intelIommuHwInfo, parseVtdS1, vtdInvalidateUser } from "./iommufd.js";
 import {
   pasidAllocTable,
   pasidFreeTable,
@@ -103,15 +104,14 @@ export class IntelIommuDriver implements IntelIommuSink {
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDevPaging(d as DmarDomain, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d as DmarAnyDomain, dev, pasid, old),
-      mapPages: (d, iova, pa, pgsize, count, prot, gather) =>
-        (d as DmarDomain).pt.map(
-          iova,
-          pa,
-          pgsize,
-          count,
-          this.machine.mutant("vtd:wrong-permission") ? prot | IOMMU_WRITE : prot,
-          gather,
-        ),
+      mapPages: (d, iova, pa, pgsize, count, prot, gather) => {
+        // ERRATA_772415_SPR17: a nest parent takes no read-only mappings (PT_FEAT_VTDSS_FORCE_WRITEABLE).
+        if ((d as DmarDomain).nestParent && !(prot & IOMMU_WRITE))
+          throw new PgtableMapError("EINVAL", 0, `${d.name}: read-only mapping on a nest parent (ERRATA_772415_SPR17)`);
+        // Test-only mutant "vtd:wrong-permission": every mapping writable.
+        const p = this.machine.mutant("vtd:wrong-permission") ? prot | IOMMU_WRITE : prot;
+        return (d as DmarDomain).pt.map(iova, pa, pgsize, count, p, gather);
+      },
       unmapPages: (d, iova, pgsize, count, gather) => (d as DmarDomain).pt.unmap(iova, pgsize, count, gather),
       iovaToPhys: (d, iova) => (d as DmarDomain).pt.iovaToPhys(iova),
       flushIotlbAll: (d) => cacheTagFlushAll(d as DmarDomain),
@@ -342,10 +342,7 @@ export class IntelIommuDriver implements IntelIommuSink {
     if (data) throw kerr("EOPNOTSUPP", "intel: paging domains take no data");
     const wantFs = (flags & ~(H.PASID | H.FAULT_ID_VALID)) === 0 && iommu.flts;
     if (!wantFs) {
-      if (
-        (flags & H.NEST_PARENT && (!iommu.nesting || flags & H.PASID)) ||
-        (flags & H.DIRTY_TRACKING && !iommu.slads)
-      ) {
+      if ((flags & H.NEST_PARENT && !iommu.nesting) || (flags & H.DIRTY_TRACKING && !iommu.slads)) {
         throw kerr("EOPNOTSUPP", "intel: unsupported second-stage flags");
       }
       if (!iommu.slts) throw kerr("EOPNOTSUPP", "intel: no second-stage translation");
@@ -399,10 +396,12 @@ export class IntelIommuDriver implements IntelIommuSink {
   async domainAllocNested(dev: Device, parent: IommuDomain, flags: number, data: IommuUserData): Promise<IommuDomain> {
     const iommu = this.info(dev).iommu;
     if (!iommu.nesting || flags & ~IOMMU_HWPT_ALLOC.PASID) throw kerr("EOPNOTSUPP", "intel: nesting");
-    const s1 = parseVtdS1(data);
+    // As Linux: the data type, then the parent, then the struct itself.
+    if (data.type !== IOMMU_HWPT_DATA_VTD_S1) throw kerr("EOPNOTSUPP", "intel: nested data type");
     if (!(parent instanceof DmarDomain) || parent.firstStage || !parent.nestParent) {
       throw kerr("EINVAL", "intel: parent is not a second-stage nest parent");
     }
+    const s1 = parseVtdS1(data);
     const d = new DmarNestedDomain(this.nestedOps, parent, s1);
     d.owner = this.ops;
     parent.nestedChildren.add(d);

@@ -14,6 +14,7 @@ import {
   IommuThreadedIrq,
   type IopfQueue,
   iommuMmioResource,
+  iopfQueueDiscardPartial,
   isIommuIrqLines,
   kerr,
   type Machine,
@@ -589,10 +590,12 @@ export class IntelIommu extends IommuDevice {
     }
     this.writel(DMAR.PQH, tail);
     if (this.readl(DMAR.PRS) & DMA_PRS.PRO) {
-      // Overflow: everything queued has been read; clear PRO so the unit accepts requests again.
+      // Overflow: everything queued has been read. Requests of partly received groups may have been lost (the unit
+      // answered their last request itself), so their partial faults go; then PRO clears and requests flow again.
       head = this.readl(DMAR.PQH) & mask;
       tail = this.readl(DMAR.PQT) & mask;
       if (head === tail) {
+        if (this.iopfQueue) await iopfQueueDiscardPartial(this.iopfQueue);
         this.writel(DMAR.PRS, DMA_PRS.PRO);
       }
     }

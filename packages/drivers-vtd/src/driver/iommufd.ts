@@ -15,6 +15,8 @@ import type { IntelIommu } from "./iommu.js";
 export const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
 /** @linux IOMMU_HW_INFO_TYPE_DEFAULT */
 export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
+/** @linux IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 (enum iommu_hw_info_vtd_flags) */
+export const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1 << 0;
 /** @linux IOMMU_HWPT_DATA_VTD_S1 */
 export const IOMMU_HWPT_DATA_VTD_S1 = 1;
 /** @linux IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 */
@@ -33,7 +35,8 @@ export const IOMMU_VTD_INV_FLAGS_LEAF = 1 << 0;
 const U64_MAX = 2n ** 64n - 1n;
 
 /**
- * `struct iommu_hw_info_vtd`: flags 0, the CAP and ECAP registers. EOPNOTSUPP for another requested type.
+ * `struct iommu_hw_info_vtd`: the SPR17 errata flag (Linux reports it on every unit: nest parents refuse read-only
+ * mappings), the CAP and ECAP registers. EOPNOTSUPP for another requested type.
  * @linux intel_iommu_hw_info
  */
 export function intelIommuHwInfo(iommu: IntelIommu, type: number): { type: number; data: Uint8Array } {
@@ -42,6 +45,7 @@ export function intelIommuHwInfo(iommu: IntelIommu, type: number): { type: numbe
   }
   const data = new Uint8Array(IOMMU_HW_INFO_VTD_SIZE);
   const v = new DataView(data.buffer);
+  v.setUint32(0, IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, true);
   v.setUint32(8, iommu.capLo, true);
   v.setUint32(12, iommu.capHi, true);
   v.setUint32(16, iommu.ecapLo, true);

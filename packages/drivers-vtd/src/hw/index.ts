@@ -6,6 +6,7 @@ import type { HardwareKind, KernelModule } from "@iommu-sim/core";
 import { VtdHw } from "./vtd.js";
 
 export * from "./caches.js";
+export * from "./decode.js";
 export * from "./options.js";
 export * from "./registers.js";
 export * from "./structures.js";

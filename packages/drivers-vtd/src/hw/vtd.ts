@@ -23,6 +23,8 @@ import {
   type IommuHwModel,
   type MmioHandler,
   maskOf,
+  type PageRequestMessage,
+  type PageResponseRecord,
   type PhysicalMemory,
   StaleCacheReporter,
   TWO_32,
@@ -1553,13 +1555,42 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   // --- page requests ------------------------------------------------------------------------------------------
 
   /**
+   * A device's page request, as the platform routes it (the endpoint's `pageRequest`); see {@link pageRequest}.
+   * @linux the Page Request Message a PRI-capable endpoint sends
+   */
+  acceptPageRequest(msg: PageRequestMessage): boolean {
+    let perms = 0;
+    if (msg.read) perms |= VTD_PR_PERM.READ;
+    if (msg.write) perms |= VTD_PR_PERM.WRITE;
+    if (msg.exec) perms |= VTD_PR_PERM.EXEC;
+    if (msg.privileged) perms |= VTD_PR_PERM.PRIV;
+    return this.pageRequest(msg.requesterId, msg.pasid, msg.addr, perms, msg.grpid, msg.last);
+  }
+
+  /**
+   * Page group responses delivered to endpoints, in IOMMU_PAGE_RESP_* codes (success 0, invalid request 1, response
+   * failure 2).
+   * @linux the PRG Response Messages a QI_PGRP_RESP descriptor (or the unit itself) sends
+   */
+  devicePageResponses(): PageResponseRecord[] {
+    const code = (c: number) => (c === QI_RESP.SUCCESS ? 0 : c === QI_RESP.INVALID ? 1 : 2);
+    return this.pageResponses.map((r) => ({
+      requesterId: r.rid,
+      pasid: r.pasid,
+      grpid: r.prgIndex,
+      code: code(r.code),
+      auto: r.auto,
+    }));
+  }
+
+  /**
    * A PRI page request from an endpoint (`perms`: {@link VTD_PR_PERM} bits): a page request descriptor at PQT,
    * or, when the queue is full, PRS.PRO and an automatic response to the last request of a group. A request from a
-   * device whose context entry lacks PRE is answered "invalid request".
+   * device whose context entry lacks PRE is answered "invalid request". Returns whether the request was queued.
    * @linux the page_req_dsc prq_event_thread reads
    */
-  pageRequest(sid: number, pasid: number, addr: number, perms: number, prgIndex: number, last: boolean): void {
-    if (!this.has(ECAP.PRS)) return;
+  pageRequest(sid: number, pasid: number, addr: number, perms: number, prgIndex: number, last: boolean): boolean {
+    if (!this.has(ECAP.PRS)) return false;
     this.nPageRequests++;
     const auto = (code: number) => {
       if (last) this.pageResponses.push({ rid: sid, pasid, prgIndex, code, auto: true });
@@ -1568,7 +1599,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     if (ce < 0 && (this.gsts & GSTS_TES) !== 0) ce = this.fetchContext(sid);
     if (ce < 0 || (this.contextCache.info[ce * DESC_INFO + CI_FLAGS]! & CF_PRE) === 0) {
       auto(QI_RESP.INVALID);
-      return;
+      return false;
     }
     const pqa = [this.r(VTD_REG.PQA), this.r(VTD_REG.PQA + 4)];
     const base = getAddr(pqa, PQA.PQA_LO, PQA.PQA_HI);
@@ -1580,7 +1611,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       this.set(VTD_REG.PRS, prs | maskOf(PRS.PRO));
       auto(QI_RESP.SUCCESS);
       this.raise(VTD_REG.PECTL, "prq");
-      return;
+      return false;
     }
     const w = this.scratch;
     w.fill(0, 0, 8);
@@ -1604,5 +1635,6 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     this.set(VTD_REG.PQT, (tail + PRQ_DESC_SIZE) % size);
     this.set(VTD_REG.PRS, this.r(VTD_REG.PRS) | maskOf(PRS.PPR));
     this.raise(VTD_REG.PECTL, "prq");
+    return true;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Paging domains end to end: first stage (scalable default, 4 and 5 levels), second stage (nest parent, legacy
+ * Paging domains end to end: first stage (scalable default, 4 and 5 levels), second stage (scalable, legacy
  * mode, 3-5 levels), every large-page size; iommuMap / iommuUnmap through core, DMA from the default platform's
  * vtd0 devices landing where the domain maps it, and the invalidation descriptors the driver queues.
  */
@@ -8,8 +8,10 @@ import {
   IOMMU_HWPT_ALLOC,
   IOMMU_READ,
   IOMMU_WRITE,
+  iommuDomainFree,
   iommuIovaToPhys,
   iommuMap,
+  iommuPagingDomainAllocFlags,
   iommuUnmap,
 } from "@iommu-sim/core";
 import { afterEach, describe, expect, it } from "vitest";
@@ -36,11 +38,12 @@ async function descs(b: Booted, fn: () => unknown): Promise<number[]> {
 const cases = [
   { name: "scalable, first stage 4-level", hw: {}, flags: 0, fs: true, levels: 4 },
   { name: "scalable, first stage 5-level", hw: { fl5lp: true }, flags: 0, fs: true, levels: 5 },
-  { name: "scalable, second stage (nest parent)", hw: {}, flags: IOMMU_HWPT_ALLOC.NEST_PARENT, fs: false, levels: 4 },
+  // Second stage through dirty tracking (a nest parent would refuse the read-only 1 GiB mapping: SPR17 errata).
+  { name: "scalable, second stage", hw: {}, flags: IOMMU_HWPT_ALLOC.DIRTY_TRACKING, fs: false, levels: 4 },
   {
     name: "scalable, second stage 5-level",
     hw: { sagaw: [4, 5] },
-    flags: IOMMU_HWPT_ALLOC.NEST_PARENT,
+    flags: IOMMU_HWPT_ALLOC.DIRTY_TRACKING,
     fs: false,
     levels: 5,
   },
@@ -72,6 +75,27 @@ describe.each(cases)("$name", ({ hw, flags, fs, levels }) => {
       expect(() => dev.dmaRead(GIB, 4)).toThrow(DmaFault);
     });
     expect(b.hw.stats.staleReports).toBe(0);
+  });
+});
+
+describe("nest parents", () => {
+  it("refuse read-only mappings (ERRATA_772415_SPR17) and may be PASID-capable", async () => {
+    const b = await boot();
+    const dev = b.m.driverCore.deviceFor("nvme0")!;
+    const d = await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.NEST_PARENT | IOMMU_HWPT_ALLOC.PASID);
+    expect(() => iommuMap(d, 0x10_0000, 0x4000_0000, 4096, IOMMU_READ)).toThrow(
+      expect.objectContaining({ code: "EINVAL" }),
+    );
+    expect(iommuIovaToPhys(d, 0x10_0000)).toBe(0);
+    iommuMap(d, 0x10_0000, 0x4000_0000, 4096, RW);
+    expect(iommuIovaToPhys(d, 0x10_0000)).toBe(0x4000_0000);
+    expect(iommuUnmap(d, 0x10_0000, 4096)).toBe(4096);
+    iommuDomainFree(d);
+    // A plain second-stage domain (dirty tracking) still takes read-only mappings.
+    const ss = await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.DIRTY_TRACKING);
+    iommuMap(ss, 0x10_0000, 0x4000_0000, 4096, IOMMU_READ);
+    expect(iommuUnmap(ss, 0x10_0000, 4096)).toBe(4096);
+    iommuDomainFree(ss);
   });
 });
 

@@ -31,6 +31,7 @@ import {
 } from "@iommu-sim/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { FR, VTD_PR_PERM } from "../../src/hw/index.js";
+import { PRQ_ORDER } from "../../src/index.js";
 import { boot, bytes, teardownAll, withDomain } from "./helpers.js";
 
 afterEach(teardownAll);
@@ -61,6 +62,41 @@ describe("page requests", () => {
     await iopfGroupResponse(g, IOMMU_PAGE_RESP.SUCCESS);
     iopfFreeGroup(g);
     expect(b.hw.pageResponses).toEqual([{ rid: 0x100, pasid: -1, prgIndex: 5, code: 0, auto: false }]);
+    await iommuDetachGroupHandle(domain, dev.iommuGroup as IommuGroup);
+    await iommuDeviceReleaseDmaOwner(dev);
+    iommuDomainFree(domain);
+  });
+
+  it("a full page request queue: PRO, the unit answers the lost group itself; the driver drops partial groups and clears PRO", async () => {
+    const b = await boot();
+    const dev = b.m.driverCore.deviceFor("nvme0")!;
+    await iommuDeviceClaimDmaOwner(dev, "test");
+    const domain = await iommuPagingDomainAlloc(dev);
+    const groups: IopfGroup[] = [];
+    domain.iopfHandler = (g: IopfGroup) => {
+      groups.push(g);
+    };
+    await iommuAttachGroupHandle(domain, dev.iommuGroup as IommuGroup, { domain: undefined });
+    const ep = b.m.device("nvme0");
+    // The first request of group 5 is received and kept as a partial group.
+    expect(ep.pageRequest({ addr: 0x1000, read: true, grpid: 5, last: false })).toBe(true);
+    await b.iommu.drainPrq();
+    // The queue fills (no drain meanwhile): the request that finds it full sets PRO and is answered by the unit.
+    const slots = (4096 * 2 ** PRQ_ORDER) / 32 - 1;
+    for (let i = 0; i < slots; i++)
+      expect(ep.pageRequest({ addr: 0x10_0000, read: true, grpid: 6, last: false })).toBe(true);
+    expect(ep.pageRequest({ addr: 0x2000, read: true, grpid: 7, last: true })).toBe(false);
+    expect(b.m.mmio.read32(0xfed90000 + 0xdc) & 2).toBe(2); // PRS.PRO
+    expect(ep.pageResponses().at(-1)).toMatchObject({ grpid: 7, auto: true });
+    await b.iommu.drainPrq();
+    expect(b.m.mmio.read32(0xfed90000 + 0xdc) & 2).toBe(0); // PRO cleared after the drain
+    // The partial groups were discarded: group 5's last request now makes a group of one fault.
+    expect(ep.pageRequest({ addr: 0x3000, read: true, grpid: 5, last: true })).toBe(true);
+    await b.iommu.drainPrq();
+    expect(groups).toHaveLength(1);
+    expect(groups[0]!.faults.map((f) => f.fault.prm.addr)).toEqual([0x3000]);
+    await iopfGroupResponse(groups[0]!, IOMMU_PAGE_RESP.SUCCESS);
+    iopfFreeGroup(groups[0]!);
     await iommuDetachGroupHandle(domain, dev.iommuGroup as IommuGroup);
     await iommuDeviceReleaseDmaOwner(dev);
     iommuDomainFree(domain);
@@ -128,6 +164,30 @@ describe("faults", () => {
       });
       // Read and cleared: no record pending any more.
       expect(b.m.mmio.read32(0xfed90000 + 0x34) & 2).toBe(0);
+    });
+  });
+});
+
+describe("fault overflow", () => {
+  it("with the fault interrupt masked, a fault beyond the records sets PFO; unmasking runs the handler, which reads both records in order and clears PFO", async () => {
+    const VTD = 0xfed90000;
+    const b = await boot({ faultRecords: 2 });
+    await withDomain(b, "xhci0", 0, async () => {
+      const before = b.iommu.faults.length;
+      b.m.mmio.write32(VTD + 0x38, 0x8000_0000); // FECTL.IM
+      for (let i = 0; i < 3; i++) expect(() => b.m.device("xhci0").dmaRead(0x7000 + i * 4096, 4)).toThrow(DmaFault);
+      expect(b.m.mmio.read32(VTD + 0x34) & 3).toBe(3); // PFO | PPF
+      expect(b.iommu.faults.length).toBe(before); // nothing handled while masked
+      expect(b.hw.stats.faultsLost).toBe(1);
+      b.m.mmio.write32(VTD + 0x38, 0); // unmask: the pending interrupt (FECTL.IP) is delivered
+      expect(b.iommu.faults.slice(before).map((f) => [f.addr, f.reason, f.sid])).toEqual([
+        [0x7000, FR.SM_FS_NOT_PRESENT, 0xa0],
+        [0x8000, FR.SM_FS_NOT_PRESENT, 0xa0],
+      ]);
+      expect(b.m.mmio.read32(VTD + 0x34) & 3).toBe(0); // records free, PFO cleared
+      // Recording resumes: the next fault is recorded and handled at once.
+      expect(() => b.m.device("xhci0").dmaRead(0xa000, 4)).toThrow(DmaFault);
+      expect(b.iommu.faults.at(-1)).toMatchObject({ addr: 0xa000 });
     });
   });
 });

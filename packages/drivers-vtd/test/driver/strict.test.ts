@@ -1,7 +1,8 @@
 /**
  * The hardware model's strict mode (every IOTLB, paging-structure, context and PASID cache hit re-checked against
- * memory) with 2-entry caches: random map/unmap/replace/realloc/DMA sequences through the driver, in scalable mode
- * (first- and second-stage domains) and legacy mode, never hit a stale entry, and DMA always agrees with a simple
+ * memory) with 2-entry caches: random map/unmap/replace (paging, identity, blocked)/realloc/PASID attach, replace and
+ * detach/DMA sequences through the driver, on nvme0 (ATS, PASID), in scalable mode (first- and second-stage domains)
+ * and legacy mode, never hit a stale entry, and DMA always agrees with a simple
  * model of what is mapped; with the IOTLB invalidations removed on purpose (the test-only `skipIotlbFlush` option)
  * the same checker reports a stale IOTLB hit.
  */
@@ -23,16 +24,23 @@ const TINY = {
   pagingCacheEntries: 2,
 };
 type Op = StrictOp;
-const opArb = strictOpArb(fc);
+const opArb = strictOpArb(fc, { special: true, pasid: true });
+/** The PASID the sequences attach domains at (scalable mode). */
+const PASID = 7;
 
 async function runSequence(ops: Op[], hw: Record<string, unknown>, driver: { skipIotlbFlush?: boolean } = {}) {
   const b = await boot({ ...TINY, ...hw }, driver);
-  // Scalable: two first-stage domains and one second-stage nest parent; legacy: three second-stage domains.
+  // Scalable: two first-stage domains and one second-stage nest parent, all PASID-capable, and PASID steps;
+  // legacy: three second-stage domains and no PASIDs.
+  const sm = b.iommu.sm;
   const r = await runStrictSequence(ops, {
     m: b.m,
-    device: "xhci0",
-    flagsOf: (i) => (i === 2 && b.iommu.sm ? IOMMU_HWPT_ALLOC.NEST_PARENT : 0),
+    device: "nvme0",
+    flagsOf: (i) => (sm ? IOMMU_HWPT_ALLOC.PASID : 0) | (i === 2 && sm ? IOMMU_HWPT_ALLOC.NEST_PARENT : 0),
     staleReports: () => b.hw.stats.staleReports,
+    identity: b.drv.identity,
+    blocked: b.drv.blocked,
+    ...(sm ? { pasid: PASID } : {}),
   });
   return { b, ...r };
 }
@@ -41,7 +49,7 @@ describe.each([
   ["scalable mode", {}],
   ["legacy mode", { scalableMode: false }],
 ] as const)("strict mode, %s", (_name, hw) => {
-  it("finds no stale cache hit across random map/unmap/replace/realloc sequences", async () => {
+  it("finds no stale cache hit across random map/unmap/attach/replace/realloc/PASID sequences", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 40 }), async (ops) => {
         const r = await runSequence(ops, hw);

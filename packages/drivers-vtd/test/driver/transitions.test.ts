@@ -11,17 +11,22 @@ import {
   IOMMU_WRITE,
   type IommuDomain,
   type IommuGroup,
+  iommuAttachDevicePasid,
+  iommuDetachDevicePasid,
   iommuDeviceClaimDmaOwner,
   iommuDeviceReleaseDmaOwner,
+  iommuDomainAllocNested,
   iommuDomainFree,
   iommuGroupReplaceDomain,
   iommuMap,
   iommuPagingDomainAllocFlags,
+  iommuReplaceDevicePasid,
   iommuUnmap,
 } from "@iommu-sim/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { FR } from "../../src/hw/index.js";
-import { boot, teardownAll } from "./helpers.js";
+import { IOMMU_HWPT_DATA_VTD_S1 } from "../../src/index.js";
+import { type Booted, boot, teardownAll } from "./helpers.js";
 
 afterEach(teardownAll);
 
@@ -37,6 +42,43 @@ const NOT_PRESENT: readonly number[] = [
   FR.SM_PTE_NOT_PRESENT,
   FR.SM_PDIR_NOT_PRESENT,
 ];
+
+/**
+ * Run `fn` with `probe` called after every 32-bit store the driver makes to memory (not the unit's own stores while
+ * it handles a register write, nor the probe's own).
+ */
+async function withStoreProbes(b: Booted, probe: () => void, fn: () => Promise<void>): Promise<void> {
+  const mem = b.m.memory;
+  const orig = mem.write32.bind(mem);
+  let inUnit = 0;
+  const hwWrite = b.hw.write32.bind(b.hw);
+  b.hw.write32 = (off: number, v: number) => {
+    inUnit++;
+    try {
+      hwWrite(off, v);
+    } finally {
+      inUnit--;
+    }
+  };
+  let probing = false;
+  mem.write32 = (pa: number, v: number) => {
+    orig(pa, v);
+    if (inUnit === 0 && !probing) {
+      probing = true;
+      try {
+        probe();
+      } finally {
+        probing = false;
+      }
+    }
+  };
+  try {
+    await fn();
+  } finally {
+    mem.write32 = orig;
+    b.hw.write32 = hwWrite;
+  }
+}
 
 describe.each([
   ["scalable mode", {}],
@@ -77,31 +119,6 @@ describe.each([
         if (!NOT_PRESENT.includes(e.faultCode)) bad.push(`fault ${e.faultReason} (${e.faultCode})`);
       }
     };
-    // After every store the driver makes (outside the unit's own register handling), a DMA.
-    const mem = m.memory;
-    const orig = mem.write32.bind(mem);
-    let inUnit = 0;
-    const hwWrite = b.hw.write32.bind(b.hw);
-    b.hw.write32 = (off: number, v: number) => {
-      inUnit++;
-      try {
-        hwWrite(off, v);
-      } finally {
-        inUnit--;
-      }
-    };
-    let probing = false;
-    mem.write32 = (pa: number, v: number) => {
-      orig(pa, v);
-      if (inUnit === 0 && !probing) {
-        probing = true;
-        try {
-          probe();
-        } finally {
-          probing = false;
-        }
-      }
-    };
     const order: (IommuDomain | "identity" | "blocked")[] = [
       domains[0]!,
       domains[1]!,
@@ -110,7 +127,7 @@ describe.each([
       "blocked",
       domains[0]!,
     ];
-    try {
+    await withStoreProbes(b, probe, async () => {
       for (const t of order) {
         const d = t === "identity" ? b.drv.identity : t === "blocked" ? b.drv.blocked : t;
         await iommuGroupReplaceDomain(group, d);
@@ -118,10 +135,7 @@ describe.each([
         const want = t === "identity" ? "identity" : t === "blocked" ? "fault" : `d${domains.indexOf(t)}`;
         expect(seen.at(-1)).toBe(want);
       }
-    } finally {
-      mem.write32 = orig;
-      b.hw.write32 = hwWrite;
-    }
+    });
     expect(bad).toEqual([]);
     // Every kind of outcome was observed along the way.
     expect(new Set(seen)).toEqual(new Set(["d0", "d1", "d2", "identity", "fault"]));
@@ -131,5 +145,109 @@ describe.each([
       iommuDomainFree(d);
     }
     for (const pa of bufs) m.pages.freePages(pa, 0);
+  });
+});
+
+describe("scalable mode: PASID entries and nested domains", () => {
+  it("no DMA at the RID or at PASID 7 between the stores of PASID attach/replace/detach and nested replacements sees a half-written entry", async () => {
+    const b = await boot(TINY);
+    const m = b.m;
+    const dev = m.driverCore.deviceFor("nvme0")!;
+    const group = dev.iommuGroup as IommuGroup;
+    await iommuDeviceClaimDmaOwner(dev, "test");
+    const page = () => {
+      const pa = m.pages.allocPages(0, "test-buf");
+      m.memory.fill(pa, 4096, 0);
+      return pa;
+    };
+    const bufs = [0, 1, 2].map((i) => {
+      const pa = page();
+      m.memory.fill(pa, 4096, 0x40 + i);
+      return pa;
+    });
+    // d0: first stage; d1: a second-stage nest parent; both PASID-capable, mapping IOVA to buffers 0 and 1.
+    const d0 = await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID);
+    const d1 = await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.NEST_PARENT | IOMMU_HWPT_ALLOC.PASID);
+    iommuMap(d0, IOVA, bufs[0]!, 4096, RW);
+    iommuMap(d1, IOVA, bufs[1]!, 4096, RW);
+    // n0: nested on d1 (guest-physical = physical for the pages d1 maps), the guest's 4-level tables mapping IOVA
+    // to buffer 2.
+    const tables = [page(), page(), page(), page()];
+    for (const pa of [...tables, bufs[2]!]) iommuMap(d1, pa, pa, 4096, RW);
+    const put = (pa: number, lo: number) => {
+      m.memory.write32(pa, lo);
+      m.memory.write32(pa + 4, 0);
+    };
+    for (let l = 4; l > 1; l--) {
+      const idx = Math.floor(IOVA / 2 ** (12 + 9 * (l - 1))) % 512;
+      put(tables[4 - l]! + idx * 8, (tables[5 - l]! | 0x27) >>> 0);
+    }
+    put(tables[3]! + (Math.floor(IOVA / 4096) % 512) * 8, (bufs[2]! | 0x67) >>> 0);
+    const s1 = new Uint8Array(24);
+    const dv = new DataView(s1.buffer);
+    dv.setBigUint64(8, BigInt(tables[0]!), true);
+    dv.setUint32(16, 48, true);
+    const n0 = await iommuDomainAllocNested(dev, d1, IOMMU_HWPT_ALLOC.PASID, {
+      type: IOMMU_HWPT_DATA_VTD_S1,
+      data: s1,
+    });
+    const ep = m.device("nvme0");
+    const names = new Map<number, string>([
+      [0x40, "d0"],
+      [0x41, "d1"],
+      [0x42, "n0"],
+    ]);
+    const bad: string[] = [];
+    const seen = { rid: new Set<string>(), pasid: new Set<string>() };
+    const read = (pasid?: number): string => {
+      try {
+        const v = ep.dmaRead(IOVA + 16, 1, pasid === undefined ? undefined : { pasid })[0]!;
+        const n = names.get(v);
+        if (!n) bad.push(`${pasid ?? "RID"}: read ${v}`);
+        return n ?? `?${v}`;
+      } catch (e) {
+        if (!(e instanceof DmaFault)) throw e;
+        if (!NOT_PRESENT.includes(e.faultCode)) bad.push(`${pasid ?? "RID"}: fault ${e.faultReason} (${e.faultCode})`);
+        return "fault";
+      }
+    };
+    const probe = () => {
+      seen.rid.add(read());
+      seen.pasid.add(read(7));
+    };
+    const handle = () => ({ domain: undefined });
+    await withStoreProbes(b, probe, async () => {
+      await iommuAttachDevicePasid(d0, dev, 7, handle());
+      expect(read(7)).toBe("d0");
+      await iommuReplaceDevicePasid(d1, dev, 7, handle());
+      expect(read(7)).toBe("d1");
+      await iommuReplaceDevicePasid(n0, dev, 7, handle());
+      expect(read(7)).toBe("n0");
+      await iommuGroupReplaceDomain(group, n0);
+      expect(read()).toBe("n0");
+      await iommuGroupReplaceDomain(group, d0);
+      expect(read()).toBe("d0");
+      await iommuReplaceDevicePasid(d0, dev, 7, handle());
+      expect(read(7)).toBe("d0");
+      await iommuGroupReplaceDomain(group, n0);
+      await iommuDetachDevicePasid(d0, dev, 7);
+      expect(read(7)).toBe("fault");
+      expect(read()).toBe("n0");
+    });
+    expect(bad).toEqual([]);
+    expect(seen.pasid).toEqual(new Set(["d0", "d1", "n0", "fault"]));
+    expect(seen.rid).toContain("n0");
+    // A change in the parent flushes the whole device TLB of a device on a nested domain (it caches nested results).
+    iommuMap(d1, 0x4000_0000, bufs[0]!, 4096, RW);
+    iommuUnmap(d1, 0x4000_0000, 4096);
+    expect(b.hw.devTlbInvalidations.at(-1)).toMatchObject({ sid: 0x100, size: Number.POSITIVE_INFINITY });
+    await iommuDeviceReleaseDmaOwner(dev);
+    iommuDomainFree(n0);
+    iommuUnmap(d0, IOVA, 4096);
+    iommuUnmap(d1, IOVA, 4096);
+    for (const pa of [...tables, bufs[2]!]) iommuUnmap(d1, pa, 4096);
+    iommuDomainFree(d0);
+    iommuDomainFree(d1);
+    for (const pa of [...bufs, ...tables]) m.pages.freePages(pa, 0);
   });
 });

@@ -14,6 +14,7 @@ import {
   IOMMU_HW_CAP_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_HWPT_INVALIDATE,
   ioasAlloc,
   ioasMap,
@@ -22,25 +23,30 @@ import {
   vfioDeviceBindIommufd,
   vfioDeviceOf,
 } from "@iommu-sim/iommufd";
+import { faultQueueAlloc, readFaults, writeFaultResponse } from "@iommu-sim/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   createIntelIommuDriver,
+  type IntelIommu,
   IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17,
   IOMMU_HWPT_DATA_VTD_S1,
   IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
   type VtdHw,
   vtdHardwareKind,
+  vtdHw,
 } from "../../src/index.js";
 
 const PAGE = 4096;
 const GPA_BASE = 0x4000_0000;
 const GUEST_PAGES = 16;
-/** Guest-RAM pages: the guest's 4-level first-stage tables and two data pages. */
-const G = { PML4: 0, PDPT: 1, PD: 2, PT: 3, DATA_A: 5, DATA_B: 6 } as const;
+/** Guest-RAM pages: the guest's first-stage tables (4-level from PML4, 5-level from PML5) and two data pages. */
+const G = { PML4: 0, PDPT: 1, PD: 2, PT: 3, PML5: 4, DATA_A: 5, DATA_B: 6 } as const;
 const GIOVA = 0x1000_0000;
 
 interface Vmm {
   m: Machine;
+  mod: ReturnType<typeof createIntelIommuDriver>;
   p: Process;
   hw: VtdHw;
   iommufd: number;
@@ -70,7 +76,7 @@ async function vmm(dev = "nvme0", hw: Record<string, unknown> = { strict: true }
   const ioas = await ioasAlloc(p, iommufd);
   const ram = p.mmap(GUEST_PAGES * PAGE);
   await ioasMap(p, iommufd, { ioasId: ioas, userVa: ram, length: GUEST_PAGES * PAGE, iova: GPA_BASE });
-  return { m, p, hw: m.dma.modelFor("vtd0") as VtdHw, iommufd, devfd, devId, ioas, ram };
+  return { m, mod, p, hw: m.dma.modelFor("vtd0") as VtdHw, iommufd, devfd, devId, ioas, ram };
 }
 
 const gpa = (page: number) => GPA_BASE + page * PAGE;
@@ -81,9 +87,10 @@ function write64(v: Vmm, at: number, val: bigint): void {
   v.p.writeMemory(v.ram + BigInt(at - GPA_BASE), b);
 }
 
-/** The guest's x86-64 4-level tables mapping GIOVA to `page` (tables P|RW|US|A, leaf also D). */
-function guestBuild(v: Vmm, page: number): void {
+/** The guest's x86-64 tables mapping GIOVA to `page` (tables P|RW|US|A, leaf also D); 5-level tables add a PML5. */
+function guestBuild(v: Vmm, page: number, levels = 4): void {
   const idx = (l: number) => Math.floor(GIOVA / 2 ** (12 + 9 * (l - 1))) % 512;
+  if (levels === 5) write64(v, gpa(G.PML5) + 8 * idx(5), BigInt(gpa(G.PML4)) | 0x27n);
   write64(v, gpa(G.PML4) + 8 * idx(4), BigInt(gpa(G.PDPT)) | 0x27n);
   write64(v, gpa(G.PDPT) + 8 * idx(3), BigInt(gpa(G.PD)) | 0x27n);
   write64(v, gpa(G.PD) + 8 * idx(2), BigInt(gpa(G.PT)) | 0x27n);
@@ -137,22 +144,27 @@ describe("iommufd over VT-d", () => {
     expect(info.dataType).toBe(IOMMU_HW_INFO_TYPE_INTEL_VTD);
     expect(info.dataLen).toBe(24);
     const dv = new DataView(info.data.buffer, info.data.byteOffset, 24);
-    expect(dv.getUint32(0, true)).toBe(0); // flags
+    // flags: Linux reports ERRATA_772415_SPR17 on every unit (nest parents refuse read-only mappings).
+    expect(dv.getUint32(0, true)).toBe(IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17);
     expect(dv.getBigUint64(8, true)).toBe(v.m.mmio.read64(0xfed90000 + 0x08));
     expect(dv.getBigUint64(16, true)).toBe(v.m.mmio.read64(0xfed90000 + 0x10));
     expect(info.capabilities & IOMMU_HW_CAP_DIRTY_TRACKING).toBe(IOMMU_HW_CAP_DIRTY_TRACKING);
     expect(info.maxPasidLog2).toBe(20);
   });
 
-  it("nested HWPT: the guest's first stage over the nest parent; user invalidation makes a PTE change visible", async () => {
-    const v = await vmm();
+  it.each([
+    { name: "4-level guest over a 4-level second stage", hw: {}, s1: 4, s2: 4 },
+    { name: "4-level guest over a 5-level second stage", hw: { sagaw: [4, 5] }, s1: 4, s2: 5 },
+    { name: "5-level guest over a 5-level second stage", hw: { sagaw: [4, 5], fl5lp: true }, s1: 5, s2: 5 },
+  ])("nested HWPT ($name): user invalidation makes a guest PTE change visible", async ({ hw, s1, s2 }) => {
+    const v = await vmm("nvme0", { strict: true, ...hw });
     const parent = await hwptAlloc(v.p, v.iommufd, {
       devId: v.devId,
       ptId: v.ioas,
       flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
     });
-    guestBuild(v, G.DATA_A);
-    const d = s1Data(v, 0n, gpa(G.PML4), 48);
+    guestBuild(v, G.DATA_A, s1);
+    const d = s1Data(v, 0n, gpa(s1 === 5 ? G.PML5 : G.PML4), s1 === 5 ? 57 : 48);
     const nested = await hwptAlloc(v.p, v.iommufd, {
       devId: v.devId,
       ptId: parent,
@@ -164,8 +176,25 @@ describe("iommufd over VT-d", () => {
     const ep = v.m.device("nvme0");
     ep.dmaWrite(GIOVA + 8, Uint8Array.of(1, 2, 3, 4));
     expect(v.p.readMemory(v.ram + BigInt(G.DATA_A * PAGE + 8), 4)).toEqual(Uint8Array.of(1, 2, 3, 4));
+    // The unit's PASID entry: nested, with the guest's paging mode and the parent's second-stage width; the
+    // independent decoder walks the same path to the same byte.
+    const path = vtdHw.decodeVtdTranslation({
+      memory: v.m.memory,
+      readReg: (off) => v.m.mmio.read32(0xfed90000 + off),
+      requesterId: ep.route.requesterId,
+      pasid: -1,
+      iova: GIOVA + 8,
+    });
+    expect(path.levels.find((l) => l.name === "PASID entry")!.fields).toMatchObject({
+      PGTT: "nested",
+      FSPM: `${s1 - 4} (${s1}-level)`,
+      AW: `${s2 - 2} (${s2}-level)`,
+    });
+    expect(path.levels.filter((l) => l.name.startsWith("FS L"))).toHaveLength(s1);
+    expect(path.levels.filter((l) => l.name.startsWith("SS L"))).toHaveLength(s2);
+    expect(v.m.memory.readBytes(path.result.pa!, 4)).toEqual(Uint8Array.of(1, 2, 3, 4));
     // The guest remaps GIOVA; until it invalidates, the unit may keep using the old translation.
-    guestBuild(v, G.DATA_B);
+    guestBuild(v, G.DATA_B, s1);
     const r = await invalidate(v, nested, [{ addr: BigInt(GIOVA), npages: 1n }]);
     expect(r.err).toBeUndefined();
     expect(r.cmd.entry_num).toBe(1);
@@ -251,5 +280,47 @@ describe("iommufd over VT-d", () => {
     expect(bits).toBe((1n << 3n) | (1n << 9n));
     await hwptSetDirtyTracking(v.p, v.iommufd, hwpt, false);
     expect(v.hw.stats.staleReports).toBe(0);
+  });
+  it("page requests through an iommufd fault queue: read(2) the fault, write(2) the response, the device gets it", async () => {
+    const v = await vmm();
+    const fq = await faultQueueAlloc(v.p, v.iommufd);
+    const hwpt = await hwptAlloc(v.p, v.iommufd, {
+      devId: v.devId,
+      ptId: v.ioas,
+      flags: IOMMU_HWPT_FAULT_ID_VALID,
+      faultId: fq.id,
+    });
+    await vfioDeviceAttachPt(v.p, v.devfd, hwpt);
+    const ep = v.m.device("nvme0");
+    const iommu = v.mod.instanceFor(v.m, "vtd0") as IntelIommu;
+    const descs: number[][] = [];
+    v.hw.onDescriptor = (w) => descs.push([...w.slice(0, 4)]);
+    // A two-request group: the first is not the last of its group, the second is; both wait in the PRQ.
+    expect(ep.pageRequest({ addr: gpa(20), read: true, grpid: 3, last: false })).toBe(true);
+    expect(ep.pageRequest({ addr: gpa(21) + 0x10, write: true, grpid: 3, last: true })).toBe(true);
+    await iommu.drainPrq();
+    const faults = await readFaults(v.p, fq.fd);
+    expect(faults).toHaveLength(2);
+    expect(faults.map((f) => [f.addr, f.grpid, f.dev_id])).toEqual([
+      [BigInt(gpa(20)), 3, v.devId],
+      [BigInt(gpa(21)), 3, v.devId],
+    ]);
+    expect(faults[1]!.flags & 2).toBe(2); // IOMMU_PGFAULT_FLAGS_LAST_PAGE
+    expect(ep.pageResponses()).toEqual([]); // no answer before the VMM's
+    await writeFaultResponse(v.p, fq.fd, faults[1]!.cookie, 0);
+    // One page group response descriptor (type 0x9) for RID 0x100, PRG index 3, success.
+    const resp = descs.filter((w) => (w[0]! & 0xf) === 0x9);
+    expect(resp).toHaveLength(1);
+    expect((resp[0]![0]! >>> 16) & 0xffff).toBe(0x100);
+    expect((resp[0]![0]! >>> 12) & 0xf).toBe(0);
+    expect((resp[0]![2]! >>> 3) & 0x1ff).toBe(3);
+    expect(ep.pageResponses()).toEqual([{ requesterId: 0x100, pasid: -1, grpid: 3, code: 0, auto: false }]);
+    // A request the VMM answers "invalid".
+    ep.pageRequest({ addr: gpa(22), read: true, grpid: 4 });
+    await iommu.drainPrq();
+    const [f2] = await readFaults(v.p, fq.fd);
+    await writeFaultResponse(v.p, fq.fd, f2!.cookie, 1);
+    expect(ep.pageResponses().at(-1)).toMatchObject({ grpid: 4, code: 1, auto: false });
+    v.hw.onDescriptor = undefined;
   });
 });

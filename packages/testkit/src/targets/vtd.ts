@@ -2,18 +2,9 @@
  * The conformance target of the Intel VT-d driver (drivers-vtd): vtd0 of the default platform, reached through the
  * DMAR table (so the DT-based probe checks that add devices are n/a).
  */
-import type { Machine } from "@iommu-sim/core";
-import { type IntelIommu, intelIommuDriver, type VtdHw, vtdHw } from "@iommu-sim/drivers-vtd";
+import { IOMMU_HWPT_ALLOC, iommuDomainAllocNested } from "@iommu-sim/core";
+import { type IntelIommu, IOMMU_HWPT_DATA_VTD_S1, intelIommuDriver } from "@iommu-sim/drivers-vtd";
 import type { ConformanceTarget } from "../target.js";
-
-function hw(m: Machine): VtdHw {
-  return m.hw.get("vtd0") as VtdHw;
-}
-
-/** nvme0's requester ID as its DMA carries it. */
-function rid(m: Machine): number {
-  return m.device("nvme0").route.requesterId;
-}
 
 /**
  * The VT-d driver as a conformance target: xhci0 and nvme0 (PASID, PRI) on segment 1.
@@ -30,24 +21,35 @@ export function vtdTarget(): ConformanceTarget {
     mutants: ["vtd:skip-invalidation", "vtd:leaked-device-ref", "vtd:wrong-permission", "vtd:half-written-entry"],
     settle: (m) => (intelIommuDriver.instanceFor(m, "vtd0") as IntelIommu).drainPrq(),
     caps: {
-      pageSizes: [4096, 2 * 1024 * 1024],
+      pageSizes: [4096, 2 * 1024 * 1024, 1024 * 1024 * 1024],
       iova: { base: 0x100_0000, size: 2 ** 36 },
       identity: true,
       blocked: true,
       pasid: { device: "nvme0", pasids: [1, 2] },
-      // The VT-d model takes page requests through its own entry point (it predates the endpoint's pageRequest).
-      iopf: {
-        device: "nvme0",
-        pageRequest: (m, _dev, r) => {
-          const before = hw(m).pageResponses.length;
-          const P = vtdHw.VTD_PR_PERM;
-          hw(m).pageRequest(rid(m), r.pasid, r.addr, r.write ? P.READ | P.WRITE : P.READ, r.grpid, r.last);
-          return hw(m).pageResponses.length === before;
+      // A nested domain from struct iommu_hwpt_vtd_s1 (4-level guest table at GPA 0, which the suite's parent leaves
+      // unmapped: its DMA faults in the second stage).
+      nested: {
+        parentFlags: IOMMU_HWPT_ALLOC.NEST_PARENT,
+        alloc: (_m, dev, parent) => {
+          const data = new Uint8Array(24);
+          new DataView(data.buffer).setUint32(16, 48, true); // addr_width
+          return iommuDomainAllocNested(dev, parent, 0, { type: IOMMU_HWPT_DATA_VTD_S1, data });
         },
-        responses: (m) =>
-          hw(m).pageResponses.map((x) => ({ grpid: x.prgIndex, code: x.code === 0 ? 0 : x.code === 1 ? 1 : 2 })),
       },
+      // Page requests go through the endpoint (its model's acceptPageRequest); responses are read back from it.
+      iopf: { device: "nvme0" },
       dirty: true,
+      strict: {
+        options: {
+          strict: true,
+          tlbEntries: 2,
+          tlbWays: 1,
+          contextEntries: 2,
+          pasidEntries: 2,
+          cacheWays: 1,
+          pagingCacheEntries: 2,
+        },
+      },
       cachesTranslations: true,
       iommufd: true,
     },
