@@ -91,8 +91,8 @@ describe("new conformance checks", () => {
     expect(got).toEqual({
       "mock iommufd/hwpt-invalidate": "n/a: vIOMMU invalidation not claimed",
       "mock iommufd/veventq": "n/a: vEVENTQ not claimed",
-      "amd iommufd/hwpt-invalidate": "n/a: vIOMMU not claimed",
-      "amd iommufd/veventq": "n/a: vIOMMU not claimed",
+      "amd iommufd/hwpt-invalidate": "n/a: vIOMMU invalidation not claimed",
+      "amd iommufd/veventq": "n/a: vEVENTQ not claimed",
     });
     for (const id of ["faults/iopf-device-removal", "iommufd/fault-response-vs-removal"]) {
       expect(await runOne(amdTarget(), id)).toMatchObject({ status: "n/a", detail: "PRI/IOPF not claimed" });

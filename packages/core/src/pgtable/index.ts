@@ -16,6 +16,7 @@ export {
   PT_ENTRY_TABLE,
 } from "./engine.js";
 export { MOCK_HUGE_PAGE_SHIFT, MOCK_PAGE_SHIFT, MOCK_PTE, mockFormat } from "./fmt/mock.js";
+export { X86_64, x86_64Format } from "./fmt/x86-64.js";
 export { type X86RadixFormatBase, x86RadixFormatBase } from "./fmt/x86-radix.js";
 export type { PageTableFormat, PtContigSpec, PtDirtySpec, PtGeometry, PtPartialUnmap } from "./format.js";
 export { defaultGeometry } from "./format.js";

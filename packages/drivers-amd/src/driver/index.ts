@@ -9,9 +9,11 @@ import { AmdIommu } from "./iommu.js";
 
 export * from "./domain.js";
 export * from "./driver.js";
+export * from "./gcr3.js";
 export * from "./io-pgtable-amd.js";
 export * from "./iommu.js";
 export * from "./iommufd.js";
+export * from "./nested.js";
 export * from "./regs.js";
 
 /** What {@link createAmdIommuDriver} takes: driver options plus the hardware models to ship. */

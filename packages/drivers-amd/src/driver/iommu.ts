@@ -32,6 +32,7 @@ import {
   decodeEvent,
   decodePpr,
   FEATURE,
+  FEATURE2,
   type IommuCmd,
   LOG_BYTES,
   LOG_LEN_SHIFT,
@@ -181,6 +182,31 @@ export class AmdIommu extends IommuDevice {
   /** PASID width from PASmax. @linux amd_iommu_max_pasid (PASMAX + 1 bits) */
   get pasidBits(): number {
     return this.gtSup ? (this.efrHi & 0x1f) + 1 : 0;
+  }
+
+  /** GCR3 levels − 1 the unit supports. @linux amd_iommu_max_glx_val (FEATURE_GLX) */
+  get maxGlx(): number {
+    return (this.efrLo >>> FEATURE.GLX_SHIFT) & 3;
+  }
+
+  /** EFR.GATS = 1: 5-level guest (v2) tables. @linux FEATURE_GATS == GUEST_PGTABLE_5_LEVEL */
+  get gats5(): boolean {
+    return ((this.efrLo >>> FEATURE.GATS_SHIFT) & 3) === 1;
+  }
+
+  /** @linux check_feature(FEATURE_GIOSUP) */
+  get gioSup(): boolean {
+    return (this.efrHi & FEATURE.GIOSUP_HI) !== 0;
+  }
+
+  /** Host dirty bits. @linux amd_iommu_hd_support (FEATURE_HDSUP) */
+  get hdSup(): boolean {
+    return (this.efrHi & FEATURE.HDSUP_HI) !== 0;
+  }
+
+  /** @linux check_feature2(FEATURE_GCR3TRPMODE) */
+  get gcr3TrpMode(): boolean {
+    return (this.efr2Lo & FEATURE2.GCR3TRPMODE) !== 0;
   }
 
   /** Host page-table levels the unit supports (4 + HATS). @linux amd_iommu_hpt_level */

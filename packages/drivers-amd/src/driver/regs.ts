@@ -56,8 +56,61 @@ export const FEATURE = {
   GATS_SHIFT: 12,
   GLX_SHIFT: 14,
   PASMAX_HI_SHIFT: 0,
+  GIOSUP_HI: 1 << 16,
+  HASUP_HI: 1 << 17,
   HDSUP_HI: 1 << 20,
 } as const;
+
+/** EFR2 bits (low half). @linux FEATURE_GCR3TRPMODE */
+export const FEATURE2 = {
+  GCR3TRPMODE: 1 << 3,
+} as const;
+
+/**
+ * DTE fields as (32-bit word, shift, mask) for the driver's word-array DTEs: HAD 8:7, GIOV 54, GV 55, GLX 57:56,
+ * GCR3TRP[14:12] 60:58, DomainID 79:64, GCR3TRP[30:15] 95:80, GCR3TRP[51:31] 127:107, guest paging mode 183:182.
+ * @linux DTE_FLAG_HAD, DTE_FLAG_GIOV, DTE_FLAG_GV, DTE_GLX, DTE_GCR3_14_12, DTE_DOMID_MASK, DTE_GCR3_30_15,
+ * DTE_GCR3_51_31, DTE_GPT_LEVEL_MASK
+ */
+export const DTE_W = {
+  HAD: { w: 0, shift: 7, mask: 3 },
+  MODE: { w: 0, shift: 9, mask: 7 },
+  PPR: { w: 1, shift: 20, mask: 1 },
+  GIOV: { w: 1, shift: 22, mask: 1 },
+  GV: { w: 1, shift: 23, mask: 1 },
+  GLX: { w: 1, shift: 24, mask: 3 },
+  GCR3_14_12: { w: 1, shift: 26, mask: 7 },
+  DOMID: { w: 2, shift: 0, mask: 0xffff },
+  GCR3_30_15: { w: 2, shift: 16, mask: 0xffff },
+  GCR3_51_31: { w: 3, shift: 11, mask: 0x1fffff },
+  GPT_LEVEL: { w: 5, shift: 22, mask: 3 },
+} as const;
+
+/** A DTE field of {@link DTE_W}. @linux the DTE_* GENMASK_ULL definitions */
+export type DteField = (typeof DTE_W)[keyof typeof DTE_W];
+
+/** The value of `f` in the DTE words `w`. @linux FIELD_GET on struct dev_table_entry.data[] */
+export function dteGet(w: readonly number[], f: DteField): number {
+  return ((w[f.w]! >>> 0) >>> f.shift) & f.mask;
+}
+
+/** Set `f` to `v` in the DTE words `w`. @linux FIELD_PREP into struct dev_table_entry.data[] */
+export function dteSet(w: number[], f: DteField, v: number): void {
+  w[f.w] = ((w[f.w]! & ~(f.mask << f.shift)) | ((v & f.mask) << f.shift)) >>> 0;
+}
+
+/** The GCR3 table root pointer into its three DTE pieces (bits 14:12, 30:15, 51:31). @linux set_dte_gcr3_table */
+export function dteSetGcr3Root(w: number[], pa: number): void {
+  dteSet(w, DTE_W.GCR3_14_12, Math.floor(pa / 2 ** 12));
+  dteSet(w, DTE_W.GCR3_30_15, Math.floor(pa / 2 ** 15));
+  dteSet(w, DTE_W.GCR3_51_31, Math.floor(pa / 2 ** 31));
+}
+
+/** Guest paging mode values of the DTE. @linux GUEST_PGTABLE_4_LEVEL, GUEST_PGTABLE_5_LEVEL */
+export const GUEST_PGTABLE = { L4: 0, L5: 1 } as const;
+
+/** The GCR3 table entry valid bit. @linux GCR3_VALID */
+export const GCR3_VALID = 1;
 
 /** Entries in the command buffer and the logs (2^9, as CMD_BUFFER_SIZE / EVT_BUFFER_SIZE give). */
 export const LOG_LEN_SHIFT = 9;
@@ -140,13 +193,14 @@ export function buildInvIommuPages(address: number, size: number, domid: number,
   ];
 }
 
-/** INVALIDATE_IOTLB_PAGES for an ATS device. @linux build_inv_iotlb_pages */
-export function buildInvIotlbPages(devid: number, qdep: number, address: number, size: number): IommuCmd {
+/** INVALIDATE_IOTLB_PAGES for an ATS device (with GN, PASID[15:8] and PASID[7:0]). @linux build_inv_iotlb_pages */
+export function buildInvIotlbPages(devid: number, qdep: number, address: number, size: number, pasid = -1): IommuCmd {
   const { lo, hi, s } = buildInvAddress(address, size);
+  const gn = pasid >= 0;
   return [
-    ((devid & 0xffff) | ((qdep & 0xff) << 24)) >>> 0,
-    (CMD_OP.INV_IOTLB_PAGES << 28) | (devid & 0xffff),
-    (lo | (s ? 1 : 0)) >>> 0,
+    ((devid & 0xffff) | ((qdep & 0xff) << 24) | (gn ? ((pasid >>> 8) & 0xff) << 16 : 0)) >>> 0,
+    ((CMD_OP.INV_IOTLB_PAGES << 28) | (devid & 0xffff) | (gn ? (pasid & 0xff) << 16 : 0)) >>> 0,
+    (lo | (s ? 1 : 0) | (gn ? 4 : 0)) >>> 0,
     hi >>> 0,
   ];
 }

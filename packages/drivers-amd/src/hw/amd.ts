@@ -53,6 +53,7 @@ import {
   PPR,
   PPR_FLAG,
   PPR_REQ_FAULT,
+  V1_PTE,
 } from "./structures.js";
 import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v1WalkFrom, v2Walk, v2WalkFrom } from "./walk.js";
 
@@ -136,6 +137,11 @@ const F_MODE_MASK = 7 << F_MODE_SHIFT;
 const F_FAST_MASK = F_V | F_TV | F_GV;
 const F_FAST = F_V | F_TV;
 const CONTROL_WORD = AMD_REG.CONTROL >>> 2;
+/** DTE HAD = 3: the host table's D bit is set on writes. */
+const F_HAD = 1 << 14;
+const V1_D = maskOf(V1_PTE.D);
+/** EFR2.GCR3TRPMode (bit 3): the GCR3 table root pointer may be a guest physical address. */
+const EFR2_GCR3TRPMODE = 1 << 3;
 
 /**
  * One AMD-Vi IOMMU.
@@ -262,7 +268,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   /** @linux readl of an AMD IOMMU register */
   read32(offset: number): number {
     if (offset === AMD_REG.EFR || offset === AMD_REG.EFR + 4) return this.efr[(offset - AMD_REG.EFR) >>> 2]!;
-    if (offset === AMD_REG.EFR2 || offset === AMD_REG.EFR2 + 4) return 0;
+    if (offset === AMD_REG.EFR2) return this.options.v2 ? EFR2_GCR3TRPMODE : 0;
+    if (offset === AMD_REG.EFR2 + 4) return 0;
     if (offset < 0 || offset >= AMD_REG_WORDS * 4) return 0;
     return this.reg(offset);
   }
@@ -392,7 +399,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       (getField(dte, DTE.NO_PAGE_FAULT) ? F_NOPF : 0) |
       (getField(dte, DTE.GPT_LEVEL) === 1 ? F_GPT5 : 0) |
       (getField(dte, DTE.MODE) << F_MODE_SHIFT) |
-      (getField(dte, DTE.GLX) << F_GLX_SHIFT);
+      (getField(dte, DTE.GLX) << F_GLX_SHIFT) |
+      (getField(dte, DTE.HAD) === 3 && this.options.dirty ? F_HAD : 0);
     c.did[f] = getField(dte, DTE.DOMAIN_ID);
     const fl = c.flags[f]!;
     c.fast[f] = (fl & F_FAST_MASK) === F_FAST && (fl & F_MODE_MASK) !== 0 ? c.did[f]! : -1;
@@ -535,7 +543,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
    * The translation once the DTE (cache entry `de`) says a table decides: the IOTLB entry `e` of (DomainID, `pasid`,
    * `vpn`) if it hit, else the walk (through the page-directory cache) and the fill; then the permission check.
    */
-  private translateIn(req: DmaRequest, out: DmaTranslation, de: number, pasid: number, vpn: number, e: number): void {
+  private translateIn(req: DmaRequest, out: DmaTranslation, de: number, pasid: number, vpn: number, hit: number): void {
     const iova = req.iova;
     const c = this.dteCache;
     const fl = c.flags[de]!;
@@ -544,6 +552,10 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     const rw = req.write ? EVT_FLAG.RW : 0;
     const quiet = (fl & F_NOPF) !== 0;
     const tl = this.iotlb;
+    let e = hit;
+    // With HAD, an entry a read filled carries no W: a write walks again, which sets D before it goes on (and
+    // refills that same entry).
+    if (e >= 0 && fl & F_HAD && req.write && !(tl.perm[e]! & AMD_PERM.W)) e = -1;
     let pa: number;
     let sizeLg2: number;
     let perm: number;
@@ -569,15 +581,16 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = r.pa;
       sizeLg2 = r.sizeLg2;
       perm = r.perm;
-      tl.fillMiss(
-        did,
-        pasid,
-        vpn,
-        vpn * 4096 - (sizeLg2 === 12 ? 0 : (vpn * 4096) % POW2[sizeLg2]!),
-        sizeLg2,
-        pa,
-        perm,
-      );
+      let cached = perm;
+      if (fl & F_HAD && pasid === NO_PASID && r.ptePa >= 0) {
+        // Host dirty update (DTE HAD = 3): a permitted write sets the leaf's D bit; until D is set no cached
+        // translation may let a write through.
+        if (req.write && perm & AMD_PERM.W) {
+          if (!(r.leafLo & V1_D)) this.memory.write32(r.ptePa, (r.leafLo | V1_D) >>> 0);
+        } else if (!(r.leafLo & V1_D)) cached &= ~AMD_PERM.W;
+      }
+      const leafIova = vpn * 4096 - (sizeLg2 === 12 ? 0 : (vpn * 4096) % POW2[sizeLg2]!);
+      tl.fillMiss(did, pasid, vpn, leafIova, sizeLg2, pa, cached, hit);
     }
     if (!this.permits(perm, req)) {
       const gn = pasid >= 0 ? EVT_FLAG.GN : 0;
@@ -729,7 +742,9 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     this.nWalks--;
     const base = tl.pa[e]! + (va % 2 ** tl.sizeLg2[e]!);
     const now = code ? -1 : rs.pa + (va % 2 ** rs.sizeLg2);
-    if (code === 0 && now === base && rs.perm === tl.perm[e]) return;
+    const had = (this.dteCache.flags[de]! & F_HAD) !== 0;
+    const perm = tl.perm[e]!;
+    if (code === 0 && now === base && (rs.perm === perm || (had && (rs.perm & ~AMD_PERM.W) === perm))) return;
     tl.reported[e] = 1;
     this.reporter.report(
       "IOTLB entry",
@@ -813,6 +828,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         this.iotlb.invalidate(did, pasid, start, end);
         // PDE=1: the cached directory entries of the range go too; PDE=0 leaves them.
         if (getField(w, CMD.PDE)) this.pdc.invalidate(did, pasid, start, end);
+        // A host invalidation also drops the domain's nested (guest over host) entries, keyed by guest address.
+        if (pasid === NO_PASID) this.iotlb.invalidateGuest(did);
         return true;
       }
       case CMD_OP.INVALIDATE_IOTLB_PAGES: {

@@ -179,11 +179,22 @@ export class AmdIotlb {
   }
 
   /**
-   * Fill an entry for a key {@link lookup} just missed (so no entry of the set holds it): a free or the replaced one.
+   * Fill an entry for a key {@link lookup} just missed (so no entry of the set holds it): a free or the replaced one;
+   * or refill entry `into`, the one holding the key.
    */
-  fillMiss(did: number, pasid: number, vpn: number, leafIova: number, sizeLg2: number, pa: number, perm: number): void {
+  fillMiss(
+    did: number,
+    pasid: number,
+    vpn: number,
+    leafIova: number,
+    sizeLg2: number,
+    pa: number,
+    perm: number,
+    /** The entry holding the key when the caller chose to refill it (a hit it walked again), else -1. */
+    into = -1,
+  ): void {
     const ix = this.ix;
-    const e = ix.pick(this.set(did, pasid, vpn), this.did);
+    const e = into >= 0 ? into : ix.pick(this.set(did, pasid, vpn), this.did);
     this.did[e] = did;
     this.tag[e] = iotlbTag(did, pasid);
     this.pasid[e] = pasid;
@@ -194,6 +205,21 @@ export class AmdIotlb {
     this.perm[e] = perm;
     this.reported[e] = 0;
     ix.touch(e);
+  }
+
+  /**
+   * Drop every guest (PASID-tagged) entry of `did`, whatever its address: they combine a guest translation with a
+   * host one, so a host (GN=0) invalidation of the domain may have changed them.
+   */
+  invalidateGuest(did: number): number {
+    let n = 0;
+    for (let e = 0; e < this.ix.entries; e++) {
+      if (this.did[e] !== did || this.pasid[e]! < 0) continue;
+      this.did[e] = -1;
+      this.tag[e] = -1;
+      n++;
+    }
+    return n;
   }
 
   /**

@@ -37,6 +37,9 @@ export class AmdWalkResult {
   table = 0;
   level = 0;
   tablePerm = 0;
+  /** Physical address and low word of the v1 leaf entry (for the host dirty update), or -1. */
+  ptePa = -1;
+  leafLo = 0;
 }
 
 const NL_MASK = maskOf(V1_PTE.NL);
@@ -115,6 +118,7 @@ export function v1WalkFrom(
   const small = iova === iova >>> 0;
   const words = mem.words32;
   let tPerm = perm;
+  out.ptePa = -1;
   for (;;) {
     const shift = 12 + 9 * (level - 1);
     const idx = small ? (shift < 32 ? (iova >>> shift) & 0x1ff : 0) : ivaBits(iova, shift, level === 6 ? 7 : 9);
@@ -143,6 +147,8 @@ export function v1WalkFrom(
       out.level = level;
       out.tablePerm = tPerm;
       out.perm = ePerm;
+      out.ptePa = pa;
+      out.leafLo = lo;
       if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
       if (nl !== 0) return pageFault(out, EVT_FLAG.RZ);
       const addr = (hi & 0xfffff) * TWO_32 + ((lo & 0xfffff000) >>> 0);

@@ -2,10 +2,11 @@
  * DTE updates are never visible half-written: after every store the driver makes into the device table, the
  * hardware's DTE cache and IOTLB are dropped and a DMA is made, as if the hardware had fetched the entry right
  * then. Replacing one v1 domain by another, switching to a GCR3 (GV) configuration and back, every DMA sees the
- * old or the new translation, never a mix.
+ * old or the new translation, never a mix; the same for the driver's own v1 → v2 (GCR3[0], GIOV) → v1 switches.
  */
 import {
   DmaFault,
+  IOMMU_HWPT_ALLOC,
   IOMMU_READ,
   IOMMU_WRITE,
   type IommuGroup,
@@ -18,7 +19,7 @@ import {
   iommuUnmap,
 } from "@iommu-sim/core";
 import { afterEach, expect, it } from "vitest";
-import { boot, teardownAll } from "./helpers.js";
+import { type Booted, boot, teardownAll } from "./helpers.js";
 
 afterEach(teardownAll);
 
@@ -134,4 +135,71 @@ it("a DTE update is never seen half-written (v1 → v1, v1 → GV, GV → v1)", 
   iommuDomainFree(dA);
   iommuDomainFree(dB);
   for (const pa of [bufA, bufB, bufC, ...pages]) m.pages.freePages(pa, 0);
+});
+
+/** Run `fn` with a DMA by amd-gpu0 at X made after every store into its DTE; resolves to what each one saw. */
+async function watchDte(b: Booted, fn: () => Promise<void>): Promise<string[]> {
+  const { m, hw, iommu } = b;
+  const seen: string[] = [];
+  const dteAt = iommu.devTablePa + 32 * GPU;
+  const mem = m.memory;
+  const orig = { writeBytes: mem.writeBytes };
+  mem.writeBytes = function (pa, bytes) {
+    orig.writeBytes.call(this, pa, bytes);
+    if (pa + bytes.length <= dteAt || pa >= dteAt + 32) return;
+    hw.dteCache.invalidate(-1);
+    hw.iotlb.invalidate(-1, -2, 0, Number.POSITIVE_INFINITY);
+    try {
+      seen.push(
+        m
+          .device("amd-gpu0")
+          .dmaRead(X + 8, 1)[0]!
+          .toString(16),
+      );
+    } catch (e) {
+      if (!(e instanceof DmaFault)) throw e;
+      seen.push("fault");
+    }
+  };
+  try {
+    await fn();
+  } finally {
+    Object.assign(mem, orig);
+  }
+  return seen;
+}
+
+it("the driver's v1 → v2 → v1 switches (GCR3 table set up and torn down) are never seen half-written", async () => {
+  // 5-level guest tables: the guest paging mode sits in the upper half, so a lower half written first would walk
+  // the new table with the wrong depth.
+  const b = await boot({}, { la57: true });
+  const { m } = b;
+  const dev = m.driverCore.deviceFor("amd-gpu0")!;
+  const group = dev.iommuGroup as IommuGroup;
+  await iommuDeviceClaimDmaOwner(dev, "test");
+  const v1 = await iommuPagingDomainAllocFlags(dev, 0);
+  const v2 = await iommuPagingDomainAllocFlags(dev, IOMMU_HWPT_ALLOC.PASID);
+  const bufs = [0xa1, 0xc3].map((v) => {
+    const pa = m.pages.allocPages(0, "test");
+    m.memory.fill(pa, 4096, v);
+    return pa;
+  });
+  await iommuMap(v1, X, bufs[0]!, 4096, IOMMU_READ | IOMMU_WRITE);
+  await iommuMap(v2, X, bufs[1]!, 4096, IOMMU_READ | IOMMU_WRITE);
+  await iommuGroupReplaceDomain(group, v1);
+  for (const [to, want] of [
+    [v2, ["a1", "c3"]],
+    [v1, ["c3", "a1"]],
+  ] as const) {
+    const seen = await watchDte(b, () => iommuGroupReplaceDomain(group, to));
+    expect(seen.length).toBeGreaterThan(0);
+    for (const x of seen) expect(want).toContain(x);
+    expect(seen.at(-1)).toBe(want[1]);
+  }
+  await iommuDeviceReleaseDmaOwner(dev);
+  await iommuUnmap(v1, X, 4096);
+  await iommuUnmap(v2, X, 4096);
+  iommuDomainFree(v1);
+  iommuDomainFree(v2);
+  for (const pa of bufs) m.pages.freePages(pa, 0);
 });

@@ -33,6 +33,20 @@ export async function boot(hw: Record<string, unknown> = {}, driver: AmdIommuMod
   return { m, iommu: drv.units.get("amd0")!, drv, hw: m.dma.modelFor("amd0") as AmdHw };
 }
 
+/**
+ * Run one property-test case and tear its machines down; when the case failed, its (now inconsistent) machines are
+ * torn down quietly so the next case starts clean and the original failure is what is reported.
+ */
+export async function propertyCase(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    await teardownAll().catch(() => undefined);
+    throw e;
+  }
+  await teardownAll();
+}
+
 /** Tear down every machine booted by this file's tests. */
 export function teardownAll(): Promise<void> {
   return machines.teardownAll();

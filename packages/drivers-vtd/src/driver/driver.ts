@@ -45,6 +45,7 @@ import {
   PgtableMapError,
   X86_MSI_RANGE_END,
   X86_MSI_RANGE_START,
+  x86_64Format,
 } from "@iommu-sim/core";
 import {
   cacheTagAssign,
@@ -69,7 +70,7 @@ import {
   setupSmContext,
   teardownSmContext,
 } from "./pasid.js";
-import { vtdssFormat, x86_64Format } from "./pgtable.js";
+import { vtdssFormat } from "./pgtable.js";
 import { IOMMU_NO_PASID, type PageReqDsc, QI_RESP, qiDescPageResponse } from "./regs.js";
 
 /** Fault-injection sites. @linux the allocations of intel_iommu_probe_device and domain allocation that can fail */

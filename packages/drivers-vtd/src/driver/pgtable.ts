@@ -1,30 +1,25 @@
 /**
- * The two VT-d page-table formats for core's `IoPageTable` engine: the VT-d second-stage format and the x86-64
- * first-stage format, bit-exact to what intel-iommu writes. Engine level 0 is the architecture's level 1 (4 KiB).
+ * The VT-d page-table formats for core's `IoPageTable` engine: the VT-d second-stage format here, and the x86-64
+ * first-stage format from core (shared with AMD-Vi v2), bit-exact to what intel-iommu writes. Engine level 0 is
+ * the architecture's level 1 (4 KiB).
  *
  * Spec: Intel VT-d 9.8 (second-stage entries), 9.7 / Intel SDM 4.5 (first-stage = IA-32e paging);
  * ../../../../../shared/reference/formats.md §3.8-3.9.
  *
- * | Bits  | Second stage (vtdss)                 | First stage (x86-64)                 |
- * |-------|--------------------------------------|--------------------------------------|
- * | 0     | R (no present bit: R or W present)   | P                                    |
- * | 1     | W                                    | R/W                                  |
- * | 2     | —                                    | U/S (Linux always sets it)           |
- * | 5     | —                                    | A (set by software on every entry)   |
- * | 6     | —                                    | D (set with R/W on leaves)           |
- * | 7     | PS (2 MiB / 1 GiB leaves)            | PS                                   |
- * | 8 / 9 | A / D (with SSADE)                   | —                                    |
- * | 11    | SNP                                  | —                                    |
- * | 51:12 | next table / page                    | next table / page                    |
- * | 63    | —                                    | XD                                   |
+ * | Bits  | Second stage (vtdss)                 |
+ * |-------|--------------------------------------|
+ * | 0     | R (no present bit: R or W present)   |
+ * | 1     | W                                    |
+ * | 7     | PS (2 MiB / 1 GiB leaves)            |
+ * | 8 / 9 | A / D (with SSADE)                   |
+ * | 11    | SNP                                  |
+ * | 51:12 | next table / page                    |
  * @linux drivers/iommu/generic_pt/fmt/vtdss.h, fmt/x86_64.h; intel/iommu.c domain_pfn_mapping (older io-pgtable)
  */
-import { IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, kerr, type PageTableFormat, x86RadixFormatBase } from "@iommu-sim/core";
+import { IOMMU_READ, IOMMU_WRITE, kerr, type PageTableFormat, x86RadixFormatBase } from "@iommu-sim/core";
 
 /** Second-stage entry bits. @linux VTDSS_FMT_R / _W / _PS / _A / _D / _SNP (DMA_PTE_*) */
 export const VTDSS = { R: 1 << 0, W: 1 << 1, PS: 1 << 7, A: 1 << 8, D: 1 << 9, SNP: 1 << 11 } as const;
-/** First-stage entry bits. @linux X86_64_FMT_P / _RW / _U / _A / _D / _PS, X86_64_FMT_NX (bit 63) */
-export const X86_64 = { P: 1 << 0, RW: 1 << 1, U: 1 << 2, A: 1 << 5, D: 1 << 6, PS: 1 << 7, NX_HI: 1 << 31 } as const;
 
 const cache = new Map<string, PageTableFormat>();
 
@@ -79,45 +74,7 @@ export function vtdssFormat(levels: number, superpages: number): PageTableFormat
 }
 
 /**
- * The x86-64 first-stage format for 4- or 5-level tables. `gib1`: 1 GiB leaves (CAP.FL1GP). Leaves carry P, U, A,
- * R/W with D, and XD for IOMMU_NOEXEC; tables P|RW|U|A.
- * @linux generic_pt/fmt/x86_64.h (x86_64_pt_install_leaf / _install_table)
+ * The x86-64 first-stage format lives in core (shared with the AMD-Vi v2 table); re-exported for this package's users.
+ * @linux generic_pt/fmt/x86_64.h
  */
-export function x86_64Format(levels: number, gib1: boolean): PageTableFormat {
-  if (levels !== 4 && levels !== 5) throw kerr("EINVAL", `x86-64: ${levels} levels`);
-  const key = `fs/${levels}/${gib1}`;
-  const hit = cache.get(key);
-  if (hit) return hit;
-  const X = X86_64;
-  const fmt: PageTableFormat = {
-    name: `x86-64-${levels}lvl`,
-    spec: "Intel SDM 4.5 IA-32e paging (VT-d first stage); generic_pt/fmt/x86_64.h",
-    ...x86RadixFormatBase(levels),
-    leafLevels: leafLevels(true, gib1),
-    presentLo: X.P,
-    leafTypeMaskLo: X.PS,
-    dirty: null,
-    tableMatch(_level, out) {
-      out[0] = X.PS;
-      out[1] = 0;
-    },
-    encodeTable(_level, out) {
-      out[0] = X.P | X.RW | X.U | X.A;
-      out[1] = 0;
-    },
-    encodeLeaf(level, prot, out) {
-      if (!(prot & (IOMMU_READ | IOMMU_WRITE))) return false;
-      let lo = X.P | X.U | X.A;
-      if (prot & IOMMU_WRITE) lo |= X.RW | X.D;
-      if (level > 0) lo |= X.PS;
-      out[0] = lo;
-      out[1] = prot & IOMMU_NOEXEC ? X.NX_HI : 0;
-      return true;
-    },
-    decodeProt(lo, hi) {
-      return IOMMU_READ | (lo & X.RW ? IOMMU_WRITE : 0) | (hi & X.NX_HI ? IOMMU_NOEXEC : 0);
-    },
-  };
-  cache.set(key, fmt);
-  return fmt;
-}
+export { X86_64, x86_64Format } from "@iommu-sim/core";

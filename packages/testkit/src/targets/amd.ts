@@ -2,28 +2,56 @@
  * The conformance target of the AMD IOMMU driver (drivers-amd): amd0 of the default platform, reached through the
  * IVRS table (so the DT-based probe checks that add devices are n/a).
  */
-import { amdIommuDriver } from "@iommu-sim/drivers-amd";
+import {
+  type AmdIommu,
+  amdHardwareKind,
+  createAmdIommuDriver,
+  IOMMU_HWPT_DATA_AMD_GUEST,
+  IOMMU_VIOMMU_TYPE_AMD,
+} from "@iommu-sim/drivers-amd";
 import type { ConformanceTarget } from "../target.js";
 
 /**
- * The AMD driver as a conformance target: amd-nic0 and amd-gpu0 on segment 2. PASID (v2) domains, IOPF, dirty
- * tracking and fault reporting are not claimed: the driver builds v1 domains only.
+ * A guest DTE for `struct iommu_hwpt_amd_guest` with V and TV and no guest translation: DMA through the nested
+ * domain goes through the nest parent only.
+ */
+function plainGuestDte(): Uint8Array {
+  const b = new Uint8Array(32);
+  new DataView(b.buffer).setBigUint64(0, 3n, true);
+  return b;
+}
+
+/**
+ * The AMD driver as a conformance target: amd-nic0 and amd-gpu0 (PASID, PRI, ATS) on segment 2. Paging domains
+ * allocated without flags use v2 tables (`amd_iommu=pgtbl_v2`), so they attach at PASIDs through the GCR3 table;
+ * dirty tracking (v1, HAD) and the AMD vIOMMU with nested HWPTs from a guest DTE are claimed. The domain-level
+ * `nested` capability is not: as in Linux, AMD nested domains exist only on a vIOMMU (no domain_alloc_nested), and
+ * the vIOMMU check covers them. IOPF is not claimed: the driver reports PPR entries but does not yet add devices
+ * to its IOPF queue when a fault-capable domain attaches (amd_iommu_iopf_add_device).
  * @linux drivers/iommu/amd, as the suite sees it
  */
 export function amdTarget(): ConformanceTarget {
+  const driver = createAmdIommuDriver({ hardware: [amdHardwareKind], pgtable: "v2" });
   return {
     name: "amd",
-    driver: amdIommuDriver,
+    driver,
     iommu: "amd0",
     devices: { primary: "amd-nic0", secondary: "amd-gpu0" },
     // amd0 is found through the ACPI IVRS, not DT `iommus`: no IDs for added platform devices.
     spareIds: [],
+    settle: (m) => (driver.instanceFor(m, "amd0") as AmdIommu).drainPpr(),
     mutants: ["amd:skip-invalidation", "amd:leaked-device-ref", "amd:wrong-permission", "amd:half-written-entry"],
     caps: {
       pageSizes: [4096, 2 * 1024 * 1024],
       iova: { base: 0x100_0000, size: 2 ** 36 },
       identity: true,
       blocked: true,
+      pasid: { device: "amd-gpu0", pasids: [1, 2] },
+      dirty: true,
+      viommu: {
+        type: IOMMU_VIOMMU_TYPE_AMD,
+        nestedData: () => ({ type: IOMMU_HWPT_DATA_AMD_GUEST, data: plainGuestDte() }),
+      },
       strict: { options: { strict: true, tlbEntries: 2, tlbWays: 1, dteEntries: 2 } },
       cachesTranslations: true,
       iommufd: true,
