@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -112,12 +113,20 @@ int main(int argc, char **argv)
 	printf("attach_nested %d\n", rc(ioctl(devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at)));
 	struct iommu_test_cmd ev = { .size = sizeof(ev), .op = IOMMU_TEST_OP_TRIGGER_VEVENT };
 	ev.trigger_vevent.dev_id = dev;
+	/* poll reflects the queue: nothing to read before the event, POLLIN after it. */
+	struct pollfd pfd = { .fd = (int)vq.out_veventq_fd, .events = POLLIN };
+	int pr = poll(&pfd, 1, 0);
+	printf("poll_empty %d revents=%d\n", pr, pfd.revents);
 	printf("trigger_vevent %d\n", rc(ioctl(fd, IOMMU_TEST_CMD, &ev)));
+	pr = poll(&pfd, 1, 1000);
+	printf("poll_event %d revents=%d\n", pr, pfd.revents);
 	struct {
 		struct iommufd_vevent_header h;
 		uint32_t virt_id;
 	} rec = { 0 };
-	ssize_t n = read((int)vq.out_veventq_fd, &rec, sizeof(rec));
+	/* A dup of the vEVENTQ fd is the same simulated file. */
+	int qdup = fcntl((int)vq.out_veventq_fd, F_DUPFD_CLOEXEC, 3);
+	ssize_t n = read(qdup, &rec, sizeof(rec));
 	printf("veventq_read %zd flags=%u sequence=%u virt_id=%u\n", n < 0 ? -errno : n, rec.h.flags, rec.h.sequence,
 	       rec.virt_id);
 
@@ -126,12 +135,17 @@ int main(int argc, char **argv)
 	r = rc(ioctl(fd, IOMMU_HW_QUEUE_ALLOC, &hq));
 	printf("hw_queue_alloc %d id=%u\n", r, hq.out_hw_queue_id);
 
-	/* A memfd of this process is not a file of the simulated process (see docs/serve-protocol.md). */
+	printf("poll_drained %d\n", poll(&pfd, 1, 0));
+	close(qdup);
+
+	/* A memfd of this process: the server shadows it with a simulated memfd backed by the same file. */
 	int mfd = memfd_create("guest", 0);
 	ftruncate(mfd, RAM_SIZE);
 	struct iommu_ioas_map_file mf = { .size = sizeof(mf), .ioas_id = alloc2.out_ioas_id, .fd = mfd, .length = RAM_SIZE,
 		.flags = IOMMU_IOAS_MAP_READABLE };
-	printf("ioas_map_file_real_memfd %d\n", rc(ioctl(fd, IOMMU_IOAS_MAP_FILE, &mf)));
+	r = rc(ioctl(fd, IOMMU_IOAS_MAP_FILE, &mf));
+	printf("ioas_map_file_memfd %d iova=0x%llx\n", r, (unsigned long long)mf.iova);
+	close(mfd);
 
 	/* VFIO type1 compatibility on /dev/iommu: ioctls whose argument is a value. */
 	printf("vfio_api_version %d\n", ioctl(fd, VFIO_GET_API_VERSION));

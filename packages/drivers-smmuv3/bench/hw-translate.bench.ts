@@ -1,6 +1,7 @@
 /**
- * SMMUv3 hardware-model translation, beside the mock model (packages/core/bench/mock-model.ts: the baseline of every
- * suite, and of the targets) and the in-run baselines of packages/core/bench/baselines.ts, same access pattern:
+ * SMMUv3 hardware-model translation, beside the mock model (`mockModelBaseline` of `@iommu-sim/testkit/bench`: the
+ * baseline of every suite, and of the targets) and the in-run baselines of packages/core/bench/baselines.ts, with
+ * the same access pattern:
  *
  * - mock: the mock IOMMU's model with the same GiB mapped as 2 KiB pages, 4 levels, IOTLB 4096 entries;
  * - raw-walk: a 4-level, 512-way radix table over `Int32Array` frames (lo/hi words per entry), 4 KiB pages,
@@ -21,9 +22,9 @@
  */
 import { fileURLToPath } from "node:url";
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { mockModelBaseline } from "@iommu-sim/testkit/bench";
 import { mappedBaselines, randomIovas, randomPages, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
-import { mockModelBaseline } from "../../core/bench/mock-model.js";
 import { Smmuv3Hw } from "../src/hw/index.js";
 
 const KiB = 1024;
@@ -131,7 +132,7 @@ for (const sid of [1, 2]) {
   }
 }
 
-// --- baselines: the mock model (core's bench/mock-model.ts) and core's bench/baselines.ts, mapping the same GiB -----
+// --- baselines: the mock model (testkit's mockModelBaseline) and core's bench/baselines.ts, the same GiB mapped ---
 const { raw, tlb, jsMap } = mappedBaselines(RANGE, BASE_PA);
 const mock = mockModelBaseline(RANGE, BASE_PA);
 

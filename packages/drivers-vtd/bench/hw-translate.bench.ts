@@ -1,6 +1,6 @@
 /**
- * VT-d hardware-model translation beside the mock model (packages/core/bench/mock-model.ts) and the raw baselines of
- * packages/core/bench/baselines.ts, in the same process and run, same access pattern:
+ * VT-d hardware-model translation beside the mock model (`mockModelBaseline` of `@iommu-sim/testkit/bench`) and the
+ * raw baselines of packages/core/bench/baselines.ts, in the same process and run, same access pattern:
  *
  * - hit: a working set of 512 pages already in the IOTLB; VT-d first stage (scalable mode) vs the mock's IOTLB hit
  *   (target: ≤ 1.5× the mock);
@@ -17,9 +17,9 @@
  */
 import { fileURLToPath } from "node:url";
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { mockModelBaseline } from "@iommu-sim/testkit/bench";
 import { mappedBaselines, randomIovas, randomPages, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
-import { mockModelBaseline } from "../../core/bench/mock-model.js";
 import { VtdHw } from "../src/hw/index.js";
 
 const KiB = 1024;
@@ -126,7 +126,7 @@ for (const sid of [1, 2, 3]) {
   }
 }
 
-// --- the mock model (core's bench/mock-model.ts): the same GiB as 2 KiB pages, 4 levels, the same IOVAs ------------
+// --- the mock model (testkit's mockModelBaseline): the same GiB as 2 KiB pages, 4 levels, the same IOVAs ------
 const mock = mockModelBaseline(RANGE, BASE_PA);
 const mockTranslate = (iovas: Float64Array) => mock.translateAll(iovas);
 

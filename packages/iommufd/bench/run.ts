@@ -7,6 +7,8 @@
  *   lock-acquisition and free stacks are captured only when asked for (every lock and lifetime check still runs).
  * Rounds are interleaved and the median reported; results are appended to bench/results.json.
  */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
 import {
   createMachine,
@@ -95,17 +97,36 @@ async function main(): Promise<void> {
   /** The object churn's fixed budget per alloc+destroy pair (issue #17). */
   const OBJECT_BUDGET_NS = 5000;
   const cases = [
-    { name: "ioas/map+unmap-core-baseline", fn: mapUnmapCore, ops: NPAGES, t: [] as number[] },
-    { name: "ioas/map+unmap-1GiB", fn: mapUnmapIommufd, ops: NPAGES, t: [] as number[] },
-    { name: "objects/alloc+destroy", fn: churn, ops: 1000, t: [] as number[] },
+    { name: "ioas/map+unmap-core-baseline", fn: mapUnmapCore, ops: NPAGES, t: [] as number[], cpu: [] as number[] },
+    { name: "ioas/map+unmap-1GiB", fn: mapUnmapIommufd, ops: NPAGES, t: [] as number[], cpu: [] as number[] },
+    { name: "objects/alloc+destroy", fn: churn, ops: 1000, t: [] as number[], cpu: [] as number[] },
   ];
+  // BENCH_ONLY=<substring> runs only the matching rows (and the baseline), e.g. to profile one path.
+  const only = process.env.BENCH_ONLY;
+  if (only) cases.splice(0, cases.length, ...cases.filter((c, i) => i === 0 || c.name.includes(only)));
   for (const c of cases) await c.fn();
+  // BENCH_CPUPROF=<file> writes a V8 CPU profile of the measured rounds only (no setup, warm-up or teardown).
+  const profile = process.env.BENCH_CPUPROF ? new Session() : undefined;
+  if (profile) {
+    profile.connect();
+    await profile.post("Profiler.enable");
+    await profile.post("Profiler.setSamplingInterval", { interval: 100 });
+    await profile.post("Profiler.start");
+  }
   for (let r = 0; r < ROUNDS; r++) {
     for (const c of cases) {
+      const c0 = process.cpuUsage();
       const t0 = process.hrtime.bigint();
       await c.fn();
       c.t.push(Number(process.hrtime.bigint() - t0));
+      const c1 = process.cpuUsage(c0);
+      c.cpu.push((c1.user + c1.system) * 1000);
     }
+  }
+  if (profile) {
+    const { profile: cpu } = await profile.post("Profiler.stop");
+    writeFileSync(process.env.BENCH_CPUPROF!, JSON.stringify(cpu));
+    profile.disconnect();
   }
   const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const results: BenchResult[] = [];
@@ -133,8 +154,10 @@ async function main(): Promise<void> {
     results.push(r);
     const verdict =
       r.target === undefined ? "" : `  target >= ${r.target.toFixed(3)} ${ratio >= r.target ? "met" : "MISSED"}`;
+    // CPU time (all threads, GC included) per op: on a loaded machine a steadier figure than the wall clock.
+    const cpuNs = med(c.cpu) / c.ops;
     console.log(
-      `${c.name.padEnd(32)} ${opsPerSec.toFixed(0).padStart(12)} ${isPages ? "pages" : "ops"}/s  ratio ${ratio.toFixed(3)}${verdict}`,
+      `${c.name.padEnd(32)} ${opsPerSec.toFixed(0).padStart(12)} ${isPages ? "pages" : "ops"}/s  ratio ${ratio.toFixed(3)}${verdict}  (cpu ${cpuNs.toFixed(1)} ns/op)`,
     );
   }
   appendResults(fileURLToPath(new URL("./results.json", import.meta.url)), results);

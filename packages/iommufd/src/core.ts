@@ -20,6 +20,12 @@ import { type IommufdIoctlOp, type IommufdObjectTypeOps, IommufdTokens } from ".
  * One machine's iommufd.
  * @linux the iommufd module's global state
  */
+/**
+ * Emptied PFN-store nodes an iommufd instance keeps for reuse (1 GiB of 4 KiB pages' worth).
+ * @linux the slab cache of xarray nodes (radix_tree_node_cachep), which keeps freed nodes too
+ */
+export const PFN_CHUNK_CACHE_MAX = 512;
+
 export class IommufdCore {
   readonly diag: Diagnostics;
   readonly faults: FaultInjector;
@@ -34,6 +40,11 @@ export class IommufdCore {
   readonly liveCtxs = new Set<IommufdCtx>();
   /** Pages pinned by iommufd and not yet unpinned (leak check). */
   pinnedPages = 0;
+  /**
+   * Emptied PFN-store nodes kept for reuse (their arrays are clean when they empty), at most
+   * {@link PFN_CHUNK_CACHE_MAX}. @linux the slab cache of xarray nodes (radix_tree_node_cachep)
+   */
+  readonly pfnChunkCache: unknown[] = [];
 
   constructor(readonly machine: Machine) {
     this.diag = machine.diag;

@@ -7,6 +7,9 @@
 import {
   anonInodeGetFile,
   currentProcess,
+  EPOLLIN,
+  EPOLLOUT,
+  EPOLLRDNORM,
   type File,
   type FileOperations,
   fput,
@@ -61,6 +64,17 @@ export async function iommufdEventqFopsRelease(eventq: IommufdEventq): Promise<v
  */
 export function iommufdEventqPollIn(eventq: IommufdEventq): boolean {
   return eventq.deliver.length > 0;
+}
+
+/**
+ * The poll mask of an event-queue file: EPOLLIN | EPOLLRDNORM when an event is queued; `writable` files (fault
+ * queues, which take responses) add EPOLLOUT always.
+ * @linux iommufd_eventq_fops_poll
+ */
+export function iommufdEventqPoll(eventq: IommufdEventq, writable: boolean): number {
+  let mask = writable ? EPOLLOUT : 0;
+  if (iommufdEventqPollIn(eventq)) mask |= EPOLLIN | EPOLLRDNORM;
+  return mask;
 }
 
 /**

@@ -26,7 +26,13 @@ import {
 } from "@iommu-sim/core";
 import type { IommufdCtx } from "./ctx.js";
 import type { IommufdDevice } from "./device.js";
-import { eventqCaller, IommufdEventq, iommufdEventqFopsRelease, iommufdEventqInit } from "./eventq.js";
+import {
+  eventqCaller,
+  IommufdEventq,
+  iommufdEventqFopsRelease,
+  iommufdEventqInit,
+  iommufdEventqPoll,
+} from "./eventq.js";
 import type { IommufdHwPagetable } from "./hw-pagetable.js";
 import {
   IOMMUFD_OBJ,
@@ -363,6 +369,7 @@ export const IOMMUFD_FAULT_FOPS: FileOperations = {
   read: (file: File, length: number) => iommufdFaultFopsRead(file.privateData as IommufdFault, length),
   write: (file: File, bytes: Uint8Array) => iommufdFaultFopsWrite(file.privateData as IommufdFault, bytes),
   release: (file: File) => iommufdFaultFopsRelease(file.privateData as IommufdFault),
+  poll: (file: File) => iommufdEventqPoll(file.privateData as IommufdFault, true),
 };
 
 /**

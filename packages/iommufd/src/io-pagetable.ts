@@ -307,36 +307,29 @@ export function ioptCheckIova(iopt: IoPagetable, iova: number, length: number): 
   if (iopt.areaIterFirst(iova, last)) throw kerr("EEXIST", "IOVA range is already mapped");
 }
 
-/** Map one area's bytes into one domain, coalescing physically contiguous pages. */
+/**
+ * Map one area's bytes into one domain: each physically contiguous PFN run in one driver call (one call per page
+ * when large pages are disabled). A failure unmaps what this call mapped.
+ * @linux iopt_area_fill_domain / batch_to_domain
+ */
 function mapAreaInDomain(area: IoptArea, domain: IommuDomain, large: boolean): void {
   const pages = area.pages!;
+  const start = area.startByte;
+  const end = start + area.length;
+  const lastIdx = Math.floor((end - 1) / PAGE_SIZE);
+  let idx = Math.floor(start / PAGE_SIZE);
   let iova = area.iova;
-  let byte = area.startByte;
-  const end = area.startByte + area.length;
-  let runIova = -1;
-  let runPa = -1;
-  let runLen = 0;
   try {
-    while (byte < end) {
-      const idx = Math.floor(byte / PAGE_SIZE);
-      const inPage = byte % PAGE_SIZE;
-      const n = Math.min(PAGE_SIZE - inPage, end - byte);
-      const pa = pages.pa(idx) + inPage;
-      if (runLen && large && pa === runPa + runLen) {
-        runLen += n;
-      } else {
-        if (runLen) iommuMap(domain, runIova, runPa, runLen, area.prot);
-        // Everything before the new run is mapped now; a failure below unmaps from area.iova.
-        runIova = iova;
-        runPa = pa;
-        runLen = n;
-      }
-      iova += n;
-      byte += n;
+    while (idx <= lastIdx) {
+      const n = large ? pages.contiguousPages(idx, lastIdx) : 1;
+      const from = Math.max(idx * PAGE_SIZE, start);
+      const to = Math.min((idx + n) * PAGE_SIZE, end);
+      iommuMap(domain, iova, pages.pa(idx) + (from - idx * PAGE_SIZE), to - from, area.prot);
+      iova += to - from;
+      idx += n;
     }
-    if (runLen) iommuMap(domain, runIova, runPa, runLen, area.prot);
   } catch (e) {
-    const mapped = runIova - area.iova;
+    const mapped = iova - area.iova;
     if (mapped > 0) iommuUnmap(domain, area.iova, mapped);
     throw e;
   }
@@ -552,7 +545,7 @@ export async function ioptUnmapIova(iopt: IoPagetable, iova: number, length: num
  * Unmap everything; an empty IOAS is not an error.
  * @linux iopt_unmap_all
  */
-export async function ioptUnmapAll(iopt: IoPagetable): Promise<number> {
+export function ioptUnmapAll(iopt: IoPagetable): Promise<number> {
   return ioptUnmapIovaRange(iopt, 0, IOPT_IOVA_MAX);
 }
 

@@ -359,8 +359,7 @@ export async function iommufdIoasUnmap(ucmd: IommufdUcmd): Promise<void> {
   try {
     let unmapped: number;
     if (cmd.iova === 0n && cmd.length === U64_MAX) {
-      const { ioptUnmapAll: all } = await import("./io-pagetable.js");
-      unmapped = await all(ioas.iopt);
+      unmapped = await ioptUnmapAll(ioas.iopt);
     } else {
       if (cmd.iova >= U64_MAX || cmd.length >= U64_MAX) throw kerr("EOVERFLOW", "iova or length too large");
       const iova = cmd.iova > BigInt(IOPT_IOVA_MAX) ? IOPT_IOVA_MAX : Number(cmd.iova);

@@ -21,12 +21,21 @@ import { iommufdVfioIoctl } from "./vfio-compat.js";
  * for non-zero bytes past the kernel's struct.
  * @linux iommufd_fops_ioctl
  */
-export async function iommufdFopsIoctl(
+export function iommufdFopsIoctl(
   ictx: IommufdCtx,
   cmd: number,
   arg: IoctlArg | null | undefined,
   user: IommufdUser,
 ): Promise<number> {
+  // The checks up to the command are synchronous: one asynchronous step (the command's), errors still reject.
+  try {
+    return dispatch(ictx, cmd, arg, user);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+function dispatch(ictx: IommufdCtx, cmd: number, arg: IoctlArg | null | undefined, user: IommufdUser): Promise<number> {
   assertCtxLive(ictx);
   const nr = _IOC_NR(cmd);
   if (nr < IOMMUFD_CMD_BASE || _IOC_TYPE(cmd) !== IOMMUFD_TYPE) {
@@ -49,6 +58,13 @@ export async function iommufdFopsIoctl(
   if (!op || op.ioctlNum !== cmd) throw kerr("ENOTTY", `unknown iommufd ioctl 0x${cmd.toString(16)}`);
   if (!(arg instanceof Uint8Array) && userSize === 0) userSize = op.struct.size;
   if (userSize < op.minSize) throw kerr("EINVAL", `size ${userSize} below the minimum ${op.minSize}`);
+  if (ubytes === undefined && userSize >= op.struct.size && op.struct.fields[0]?.name === "size") {
+    // The object form covering the whole struct: nothing is cut off and nothing lies past the struct, so the
+    // command is the checked object itself, with the size the caller gave (no encode to bytes and back).
+    const kcmd = op.struct.normalize(arg as Record<string, never>) as Record<string, unknown>;
+    kcmd.size = userSize;
+    return runUcmd(ictx, op, new IommufdUcmd(ictx, user, kcmd, userSize, op.struct as never, arg));
+  }
   if (ubytes === undefined) {
     // The object form has no bytes past the struct: what the caller did not send reads as zero, so a huge `size`
     // costs nothing (copy_struct_from_user checks only bytes that exist).

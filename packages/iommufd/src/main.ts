@@ -45,9 +45,9 @@ import { iommufdViommuAllocIoctl, iommufdViommuDestroy } from "./viommu.js";
  * IOMMU_DESTROY: remove an object user space created; EBUSY while others use it, ENOENT for an unknown ID.
  * @linux iommufd_destroy
  */
-export async function iommufdDestroy(ucmd: IommufdUcmd): Promise<void> {
+export function iommufdDestroy(ucmd: IommufdUcmd): Promise<void> {
   const cmd = ucmd.cmd as unknown as U.IommuDestroy;
-  await iommufdObjectRemove(ucmd.ictx, undefined, cmd.id, 0);
+  return iommufdObjectRemove(ucmd.ictx, undefined, cmd.id, 0);
 }
 
 /** The object types of this package. @linux iommufd_object_ops[] */

@@ -101,7 +101,7 @@ export function iommufdObjectAllocUcmd<T extends IommufdObject>(
  */
 export function iommufdObjectFinalize(ictx: IommufdCtx, obj: IommufdObject): void {
   const old = ictx.objects.cmpxchgRaw(obj.id, XA_ZERO_ENTRY, obj);
-  ictx.diag.warnOn(old !== XA_ZERO_ENTRY, `finalize of ${obj}: its ID was not reserved`);
+  if (old !== XA_ZERO_ENTRY) ictx.diag.warnOn(true, `finalize of ${obj}: its ID was not reserved`);
   const trace = ictx.diag.trace;
   if (trace.enabled) trace.emit("iommufd:object_create", { ctx: ictx.name, id: obj.id, type: obj.type });
 }
@@ -188,6 +188,11 @@ const DESTROY_WAIT_NS = 60_000_000_000;
  */
 async function objectDecWait(ictx: IommufdCtx, obj: IommufdObject): Promise<void> {
   if (obj.waitCnt.decAndTest()) return;
+  await objectWaitShortTermUsers(ictx, obj);
+}
+
+/** The slow half of {@link objectDecWait}: wait_cnt did not drop to zero. */
+async function objectWaitShortTermUsers(ictx: IommufdCtx, obj: IommufdObject): Promise<void> {
   const ops = ictx.core.objectOps(obj.type);
   // Linux may be preempted (or sleep in pre_destroy's locks) anywhere from here on: racing tasks get a turn.
   await ictx.sched.preemptionPoint();
@@ -215,7 +220,7 @@ export async function iommufdObjectRemove(
 ): Promise<void> {
   let zeroedWait = false;
   // The ioctl (or unbind) path up to the xa_lock is preemptible in Linux.
-  await ictx.sched.preemptionPoint();
+  if (ictx.sched.preemptive) await ictx.sched.preemptionPoint();
   if (flags & REMOVE_WAIT) {
     if (!toDestroy) throw kerr("EINVAL", "REMOVE_WAIT needs the object");
     await objectDecWait(ictx, toDestroy);
@@ -228,7 +233,8 @@ export async function iommufdObjectRemove(
   if (toDestroy) {
     toDestroy.users.dec();
     obj = toDestroy;
-    if (ictx.diag.warnOn(raw !== toDestroy, `remove of ${toDestroy}: slot ${id} holds something else`)) {
+    if (raw !== toDestroy) {
+      ictx.diag.warnOn(true, `remove of ${toDestroy}: slot ${id} holds something else`);
       fail = "ENOENT";
     }
   } else if (raw === undefined) {
@@ -257,9 +263,10 @@ export async function iommufdObjectRemove(
   }
   if (ictx.vfioIoas === o) ictx.vfioIoas = undefined;
   // users is 0: any wait reference left belongs to a racing iommufd_put_object.
-  if (!zeroedWait) {
+  // The common case (no short-term user left) decides without an asynchronous step.
+  if (!zeroedWait && !o.waitCnt.decAndTest()) {
     try {
-      await objectDecWait(ictx, o);
+      await objectWaitShortTermUsers(ictx, o);
     } catch (e) {
       ictx.diag.warnOn(true, `${o}: ${(e as Error).message}`);
       throw e;

@@ -7,7 +7,7 @@
  * pfn_reader, iopt_pages_update_pinned, incr_user_locked_vm)
  */
 import { type File, fputDeferred, getFile, kerr, kfree, Mutex, Refcount, shmemInodeOf } from "@iommu-sim/core";
-import type { IommufdCore } from "./core.js";
+import { type IommufdCore, PFN_CHUNK_CACHE_MAX } from "./core.js";
 import { IOPT_PAGES_ACCOUNT_MM, IOPT_PAGES_ACCOUNT_NONE, IOPT_PAGES_ACCOUNT_USER } from "./ctx.js";
 import { type IommufdUser, PAGE_SIZE } from "./user-glue.js";
 
@@ -44,7 +44,10 @@ export type IoptAddressType = "user" | "file";
 const NOT_PINNED = -1;
 const CHUNK_PAGES = 512;
 
-/** One node of the sparse PFN store: the PFNs and user counts of 512 consecutive page indexes. */
+/**
+ * One node of the sparse PFN store: the PFNs and user counts of 512 consecutive page indexes. An emptied node
+ * (no PFN stored, so no users either) goes back to the core's cache as it is, clean for the next user.
+ */
 class PfnChunk {
   readonly pas = new Float64Array(CHUNK_PAGES).fill(NOT_PINNED);
   readonly users = new Uint32Array(CHUNK_PAGES);
@@ -111,30 +114,107 @@ export class IoptPages {
     return this.chunks.size;
   }
 
-  /** @internal Record the PFN of a freshly pinned page (no users yet). */
-  storePa(index: number, pa: number): void {
-    const key = Math.floor(index / CHUNK_PAGES);
-    let c = this.chunks.get(key);
-    if (c === undefined) {
-      c = new PfnChunk();
-      this.chunks.set(key, c);
+  /** @internal The first index in [i, last] whose page has no users, or last + 1. Scans a chunk at a time. */
+  firstUnused(i: number, last: number): number {
+    while (i <= last) {
+      const key = Math.floor(i / CHUNK_PAGES);
+      const c = this.chunks.get(key);
+      if (c === undefined) return i;
+      const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) if (c.users[off] === 0) return i;
     }
-    const off = index % CHUNK_PAGES;
-    if (c.pas[off] === NOT_PINNED) c.stored++;
-    c.pas[off] = pa;
+    return i;
   }
 
-  /** @internal Forget the PFN of a page that has no users; drops an empty chunk. */
-  clearPa(index: number): number {
-    const key = Math.floor(index / CHUNK_PAGES);
-    const c = this.chunks.get(key);
-    if (c === undefined) return NOT_PINNED;
-    const off = index % CHUNK_PAGES;
-    const pa = c.pas[off]!;
-    if (pa === NOT_PINNED) return pa;
-    c.pas[off] = NOT_PINNED;
-    if (--c.stored === 0) this.chunks.delete(key);
-    return pa;
+  /** @internal The last index of the run of pages without users that starts at `i`, at most `maxLast`. */
+  unusedRunEnd(i: number, maxLast: number): number {
+    let j = i;
+    while (j < maxLast) {
+      const key = Math.floor((j + 1) / CHUNK_PAGES);
+      const end = Math.min(maxLast, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const c = this.chunks.get(key);
+      if (c !== undefined) {
+        for (let k = j + 1, off = k - key * CHUNK_PAGES; k <= end; k++, off++) if (c.users[off] !== 0) return k - 1;
+      }
+      j = end;
+    }
+    return j;
+  }
+
+  /**
+   * @internal The number of pages from `idx` (at most to `last`) whose PFNs follow each other: a contiguous PFN
+   * run, mapped with one driver call. @linux batch_add_pfn merging into one pfn_batch entry
+   */
+  contiguousPages(idx: number, last: number): number {
+    const first = this.pa(idx);
+    let k = idx + 1;
+    while (k <= last) {
+      const key = Math.floor(k / CHUNK_PAGES);
+      const c = this.chunks.get(key);
+      if (c === undefined) break;
+      const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const pas = c.pas;
+      let off = k - key * CHUNK_PAGES;
+      for (; k <= end; k++, off++) if (pas[off] !== first + (k - idx) * PAGE_SIZE) return k - idx;
+    }
+    return k - idx;
+  }
+
+  /**
+   * @internal Record the PFNs of `count` freshly pinned pages from `first`, each with `users` users (0, or 1 for
+   * the caller's own, saving a second pass).
+   */
+  storePas(first: number, pas: readonly number[], count = pas.length, users = 0): void {
+    let n = 0;
+    while (n < count) {
+      const i = first + n;
+      const key = Math.floor(i / CHUNK_PAGES);
+      let c = this.chunks.get(key);
+      if (c === undefined) {
+        c = (this.core.pfnChunkCache.pop() as PfnChunk | undefined) ?? new PfnChunk();
+        this.chunks.set(key, c);
+      }
+      const end = Math.min(count, n + (key * CHUNK_PAGES + CHUNK_PAGES - i));
+      for (let off = i - key * CHUNK_PAGES; n < end; n++, off++) {
+        if (c.pas[off] === NOT_PINNED) c.stored++;
+        c.pas[off] = pas[n]!;
+        c.users[off] = users;
+      }
+    }
+  }
+
+  /**
+   * @internal Forget the PFNs of pages [a, b] (no users but a caller's own being unwound), calling
+   * `unpin(pa, n)` for each run of physically contiguous pages; drops emptied chunks.
+   */
+  clearPas(a: number, b: number, unpin: (pa: number, n: number) => void): void {
+    let runPa = NOT_PINNED;
+    let runLen = 0;
+    let i = a;
+    while (i <= b) {
+      const key = Math.floor(i / CHUNK_PAGES);
+      const end = Math.min(b, key * CHUNK_PAGES + CHUNK_PAGES - 1);
+      const c = this.chunks.get(key);
+      if (c !== undefined) {
+        for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) {
+          const pa = c.pas[off]!;
+          if (pa === NOT_PINNED) continue;
+          c.pas[off] = NOT_PINNED;
+          c.users[off] = 0;
+          c.stored--;
+          if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
+            runLen++;
+            continue;
+          }
+          if (runLen !== 0) unpin(runPa, runLen);
+          runPa = pa;
+          runLen = 1;
+        }
+        if (c.stored === 0) this.dropChunk(key, c);
+      }
+      i = end + 1;
+    }
+    if (runLen !== 0) unpin(runPa, runLen);
   }
 
   /** @internal Add one user to each page of [first, last] (all stored). */
@@ -149,11 +229,15 @@ export class IoptPages {
   }
 
   /**
-   * @internal Drop one user of each page of [first, last]; calls `free(index)` for each page left without users,
-   * in index order. WARNs on an underflow (the page is skipped).
+   * @internal Drop one user of each page of [first, last]; each page left without users loses its PFN, and
+   * `unpin(pa, n)` is called for each physically contiguous run of them (one pass). WARNs on an underflow (the
+   * page is skipped). Returns the pages freed.
    */
-  dropUsers(first: number, last: number, free: (index: number) => void): void {
+  dropUsers(first: number, last: number, unpin: (pa: number, n: number) => void): number {
     const diag = this.core.diag;
+    let freed = 0;
+    let runPa = NOT_PINNED;
+    let runLen = 0;
     let i = first;
     while (i <= last) {
       const key = Math.floor(i / CHUNK_PAGES);
@@ -164,13 +248,40 @@ export class IoptPages {
         i = end + 1;
         continue;
       }
-      for (let k = i; k <= end; k++) {
-        const off = k % CHUNK_PAGES;
-        if (diag.warnOn(c.users[off] === 0, "iopt_pages: user count underflow")) continue;
-        if (--c.users[off]! === 0) free(k);
+      const users = c.users;
+      const pas = c.pas;
+      for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) {
+        const n = users[off]!;
+        if (n === 0) {
+          diag.warnOn(true, "iopt_pages: user count underflow");
+          continue;
+        }
+        users[off] = n - 1;
+        if (n !== 1) continue;
+        freed++;
+        const pa = pas[off]!;
+        if (pa === NOT_PINNED) continue;
+        pas[off] = NOT_PINNED;
+        c.stored--;
+        if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
+          runLen++;
+          continue;
+        }
+        if (runLen !== 0) unpin(runPa, runLen);
+        runPa = pa;
+        runLen = 1;
       }
-      i = end + 1;
+      if (c.stored === 0) this.dropChunk(key, c);
     }
+    if (runLen !== 0) unpin(runPa, runLen);
+    return freed;
+  }
+
+  /** Drop an emptied chunk, keeping it in the core's cache for reuse. */
+  private dropChunk(key: number, c: PfnChunk): void {
+    this.chunks.delete(key);
+    const cache = this.core.pfnChunkCache;
+    if (cache.length < PFN_CHUNK_CACHE_MAX) cache.push(c);
   }
 }
 
@@ -289,14 +400,14 @@ export function ioptPagesAccount(pages: IoptPages, npages: number): void {
   u.mmAcct.pinnedVm = (u.mmAcct.pinnedVm ?? 0) + npages;
 }
 
-function pinRange(pages: IoptPages, first: number, count: number): number[] {
+function pinRange(pages: IoptPages, first: number, count: number, upages: number[] | undefined): number[] {
   const u = pages.source;
   pages.core.faults.check(IOPT_PAGES_PIN_SITE, "EFAULT");
   if (pages.type === "file") {
     if (!u.pinFile) throw kerr("EOPNOTSUPP", "file pinning is not available");
     return u.pinFile(pages.file, pages.base + first * PAGE_SIZE, count);
   }
-  return u.pin(pages.base + first * PAGE_SIZE, count, pages.writable);
+  return u.pin(pages.base + first * PAGE_SIZE, count, pages.writable, upages);
 }
 
 /** Who is adding users: an area being filled into domains, or an in-kernel access pinning pages. */
@@ -313,25 +424,21 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
   let added = 0;
   try {
     if (by === "domain") faults.check(PFN_BATCH_ALLOC_SITE);
-    let upages = by === "access";
-    let i = first;
+    // The page array every run is pinned into, allocated at the first run (a domain fill's allocation can fail).
+    let upages: number[] | undefined;
+    let i = pages.firstUnused(first, last);
     while (i <= last) {
-      if (pages.users(i) !== 0) {
-        i++;
-        continue;
+      const j = pages.unusedRunEnd(i, Math.min(last, i + PIN_BATCH_PAGES - 1));
+      if (upages === undefined) {
+        if (by === "domain") faults.check(PFN_READER_UPAGES_SITE);
+        upages = [];
       }
-      let j = i;
-      while (j < last && j - i + 1 < PIN_BATCH_PAGES && pages.users(j + 1) === 0) j++;
-      if (!upages) {
-        faults.check(PFN_READER_UPAGES_SITE);
-        upages = true;
-      }
-      const pas = pinRange(pages, i, j - i + 1);
-      for (let k = 0; k < pas.length; k++) pages.storePa(i + k, pas[k]!);
+      // Stored with this caller's user already counted; an unwind below clears it with the PFN.
+      pages.storePas(i, pinRange(pages, i, j - i + 1, upages), j - i + 1, 1);
       pinnedNow.push([i, j]);
       added += j - i + 1;
       pages.core.pinnedPages += j - i + 1;
-      i = j + 1;
+      i = pages.firstUnused(j + 1, last);
     }
     if (by === "access") faults.check(PAGES_TO_XARRAY_SITE, "EINVAL");
     if (added) {
@@ -344,14 +451,26 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
   }
   pages.npinned += added;
   pages.lastNpinned = pages.npinned;
-  pages.addUsers(first, last);
+  // The pages pinned just now have their user; add it to the others (already pinned by other users).
+  let from = first;
+  for (const [a, b] of pinnedNow) {
+    if (a > from) pages.addUsers(from, a - 1);
+    from = b + 1;
+  }
+  if (from <= last) pages.addUsers(from, last);
 }
 
+/** Unpin `n` physically contiguous pages from `pa`. @linux batch_unpin (unpin_user_page_range_dirty_lock) */
+function unpinRun(pages: IoptPages, pa: number, n: number): void {
+  const src = pages.source;
+  if (src.unpinRange) src.unpinRange(pa, n);
+  else src.unpin(Array.from({ length: n }, (_, k) => pa + k * PAGE_SIZE));
+  pages.core.pinnedPages -= n;
+}
+
+/** Unpin pages [a, b] (all pinned, none with users), a physically contiguous run per call. */
 function unpinRange(pages: IoptPages, a: number, b: number): void {
-  const pas: number[] = [];
-  for (let k = a; k <= b; k++) pas.push(pages.clearPa(k));
-  pages.source.unpin(pas);
-  pages.core.pinnedPages -= b - a + 1;
+  pages.clearPas(a, b, (pa, n) => unpinRun(pages, pa, n));
 }
 
 /**
@@ -359,19 +478,7 @@ function unpinRange(pages: IoptPages, a: number, b: number): void {
  * @linux iopt_pages_unfill / iopt_pages_remove_access / unpin_user_pages
  */
 export function ioptPagesRemoveUsers(pages: IoptPages, first: number, last: number): void {
-  let removed = 0;
-  let runStart = -1;
-  let runEnd = -1;
-  pages.dropUsers(first, last, (k) => {
-    removed++;
-    if (runStart >= 0 && k === runEnd + 1) {
-      runEnd = k;
-      return;
-    }
-    if (runStart >= 0) unpinRange(pages, runStart, runEnd);
-    runStart = runEnd = k;
-  });
-  if (runStart >= 0) unpinRange(pages, runStart, runEnd);
+  const removed = pages.dropUsers(first, last, (pa, n) => unpinRun(pages, pa, n));
   pages.npinned -= removed;
   pages.lastNpinned = pages.npinned;
   ioptPagesAccount(pages, -removed);

@@ -54,6 +54,19 @@ export class IommufdUcmd<T extends object = Record<string, unknown>> {
   }
 
   private copyOut(from: number, to: number): void {
+    if (typeof this.arg === "object" && !(this.arg instanceof Uint8Array)) {
+      // The object form: each field as it would read back from the bytes (checked, converted, fresh arrays).
+      const obj = this.arg;
+      const decoded = this.struct.normalize(this.cmd as Partial<Record<keyof T & string, never>>) as Record<
+        string,
+        unknown
+      >;
+      for (const f of this.struct.fields) {
+        if (f.name === "size") continue;
+        if (f.offset >= from && f.offset + f.size <= to) obj[f.name] = decoded[f.name];
+      }
+      return;
+    }
     const bytes = this.struct.encode(this.cmd as Partial<Record<keyof T & string, never>>);
     if (typeof this.arg === "bigint" || typeof this.arg === "number") {
       // copy_to_user: EFAULT when the caller's memory is unmapped or read-only there.
@@ -63,13 +76,6 @@ export class IommufdUcmd<T extends object = Record<string, unknown>> {
     if (this.arg instanceof Uint8Array) {
       if (to > this.arg.byteLength) throw kerr("EFAULT", "response beyond the caller's buffer");
       this.arg.set(bytes.subarray(from, to), from);
-      return;
-    }
-    const obj = this.arg;
-    const decoded = this.struct.decode(bytes) as Record<string, unknown>;
-    for (const f of this.struct.fields) {
-      if (f.name === "size") continue;
-      if (f.offset >= from && f.offset + f.size <= to) obj[f.name] = decoded[f.name];
     }
   }
 }

@@ -18,6 +18,7 @@ import {
   type Process,
   pinUserPagesFast,
   shmemInodeOf,
+  unpinUserPageRangeDirtyLock,
   unpinUserPages,
 } from "@iommu-sim/core";
 
@@ -50,13 +51,20 @@ export interface IommufdUser {
   /** @linux capable */
   capable(cap: "CAP_IPC_LOCK" | "CAP_SYS_RESOURCE" | string): boolean;
   /**
-   * Pin `npages` pages from the page-aligned `va` (faulting them in) and return their physical addresses. EFAULT
-   * outside a mapping (nothing stays pinned then).
+   * Pin `npages` pages from the page-aligned `va` (faulting them in) and return their physical addresses, written
+   * into `pages` from index 0 when given (a buffer reused across calls). EFAULT outside a mapping (nothing stays
+   * pinned then).
    * @linux pin_user_pages_fast / pin_user_pages_remote(FOLL_LONGTERM)
    */
-  pin(va: number, npages: number, write: boolean): number[];
+  pin(va: number, npages: number, write: boolean, pages?: number[]): number[];
   /** @linux unpin_user_pages */
   unpin(pas: readonly number[]): void;
+  /**
+   * Unpin `npages` physically contiguous pages from `pa` (optional: {@link IommufdUser.unpin} of each page
+   * otherwise).
+   * @linux unpin_user_page_range_dirty_lock
+   */
+  unpinRange?(pa: number, npages: number): void;
   /** @linux copy_from_user */
   read(va: bigint, length: number): Uint8Array;
   /** @linux copy_to_user */
@@ -121,8 +129,9 @@ export function userOfProcess(p: unknown): IommufdUser {
     mmAcct: mm,
     memlockLimit: () => proc.rlimits.RLIMIT_MEMLOCK,
     capable: (cap) => proc.cred.has(cap),
-    pin: (va, npages, write) => pinUserPagesFast(mm, BigInt(va), npages, { write, longterm: true }),
+    pin: (va, npages, write, pages) => pinUserPagesFast(mm, BigInt(va), npages, { write, longterm: true }, pages),
     unpin: (pas) => unpinUserPages(mm, pas),
+    unpinRange: (pa, npages) => unpinUserPageRangeDirtyLock(mm, pa, npages, false),
     read: (va, length) => mm.read(va, length),
     write: (va, bytes) => mm.write(va, bytes),
     fileOf: (fd) => proc.files.lookup(fd),

@@ -9,7 +9,13 @@
  */
 import { type File, type FileOperations, fdInstallAt, KernelError, kerr, putUnusedFd } from "@iommu-sim/core";
 import type { IommufdCtx } from "./ctx.js";
-import { eventqCaller, IommufdEventq, iommufdEventqFopsRelease, iommufdEventqInit } from "./eventq.js";
+import {
+  eventqCaller,
+  IommufdEventq,
+  iommufdEventqFopsRelease,
+  iommufdEventqInit,
+  iommufdEventqPoll,
+} from "./eventq.js";
 import {
   IOMMUFD_OBJ,
   type IommufdObject,
@@ -240,6 +246,7 @@ export function iommufdVeventqFopsRead(veventq: IommufdVeventq, count: number): 
 export const IOMMUFD_VEVENTQ_FOPS: FileOperations = {
   read: (file: File, length: number) => iommufdVeventqFopsRead(file.privateData as IommufdVeventq, length),
   release: (file: File) => iommufdEventqFopsRelease(file.privateData as IommufdVeventq),
+  poll: (file: File) => iommufdEventqPoll(file.privateData as IommufdVeventq, false),
 };
 
 /**

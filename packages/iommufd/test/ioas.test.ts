@@ -1,7 +1,7 @@
 /** Port of the `iommufd_ioas` and `iommufd_mock_domain` fixtures (with mock domains via the kernel API). */
 import { iommuIovaToPhys } from "@iommu-sim/core";
 import { MOCK_APERTURE_LAST, MOCK_APERTURE_START, MOCK_PAGE_SIZE } from "@iommu-sim/drivers-mock";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
@@ -424,6 +424,43 @@ describe("iommufd_mock_domain", () => {
     await expect(env.ioctl(IOMMU_HWPT_ALLOC, { ...h, dev_id: ioasId })).rejects.toMatchObject({ code: "ENOENT" });
     await expect(env.ioctl(IOMMU_HWPT_ALLOC, { ...h, data_len: 4 })).rejects.toMatchObject({ code: "EINVAL" });
     await env.ioctl(IOMMU_HWPT_ALLOC, { ...h, flags: 1 });
+    await finish(env);
+  });
+});
+
+describe("driver calls per mapping (iopt_pages pfn_batch / iopt_area_unfill_domain)", () => {
+  it("maps each physically contiguous run with one iommuMap, unmaps an area with one unmap and one sync", async () => {
+    const { env, ioasId, doms } = await ioasEnv(1);
+    const domain = doms[0]!.idev.igroup.group.domain!;
+    const NPAGES = 256;
+    const buf = env.p.mmap(NPAGES * PAGE_SIZE);
+    for (let i = 0; i < NPAGES; i++) env.p.writeMemory(buf + BigInt(i * PAGE_SIZE), new Uint8Array([i]));
+    let runs = 1;
+    for (let i = 1; i < NPAGES; i++) {
+      const pa = vaPhys(env, Number(buf) + i * PAGE_SIZE);
+      if (pa !== vaPhys(env, Number(buf) + (i - 1) * PAGE_SIZE) + PAGE_SIZE) runs++;
+    }
+    const map = vi.spyOn(domain.ops, "mapPages");
+    const unmap = vi.spyOn(domain.ops, "unmapPages");
+    const sync = vi.spyOn(domain.ops, "iotlbSync");
+    try {
+      await env.ioctl(IOMMU_IOAS_MAP, mapCmd(ioasId, buf, NPAGES * PAGE_SIZE, MOCK_APERTURE_START));
+      // One iommuMap per run; the core splits a run by page size (4 KiB head, 2 MiB body, 4 KiB tail at most).
+      expect(map.mock.calls.length).toBeLessThanOrEqual(3 * runs);
+      expect(map.mock.calls.length).toBeLessThan(NPAGES / 4);
+      for (let i = 0; i < NPAGES; i += 17) {
+        const iova = MOCK_APERTURE_START + i * PAGE_SIZE;
+        expect(iommuIovaToPhys(domain, iova)).toBe(vaPhys(env, Number(buf) + i * PAGE_SIZE));
+      }
+      await env.ioctl(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioasId, iova: 0n, length: U64_MAX });
+      expect(sync.mock.calls.length).toBe(1);
+      expect(unmap.mock.calls.length).toBeLessThanOrEqual(3 * runs);
+    } finally {
+      map.mockRestore();
+      unmap.mockRestore();
+      sync.mockRestore();
+    }
+    expect(totalPins(env)).toBe(0);
     await finish(env);
   });
 });

@@ -23,13 +23,15 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 #define HDR 16
 #define MAX_FDS 4096
 
-enum { OP_HELLO = 1, OP_OPEN, OP_CLOSE, OP_IOCTL, OP_READ, OP_WRITE, OP_MMAP, OP_MUNMAP, OP_POLL, OP_SHUTDOWN };
+enum { OP_HELLO = 1, OP_OPEN, OP_CLOSE, OP_IOCTL, OP_READ, OP_WRITE, OP_MMAP, OP_MUNMAP, OP_POLL, OP_SHUTDOWN, OP_DUP };
+enum { DUP_LOWEST = 0, DUP_ONTO = 1, DUP_FROM = 2 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int sock = -1;
@@ -99,13 +101,19 @@ static long call_locked(uint32_t op, const void *payload, uint32_t plen, int ado
 {
 	if (sock < 0 || broken)
 		return -EIO;
-	unsigned char hdr[HDR] = { 0 };
+	/* Header and payload in one send: one wakeup of the server per call. */
+	unsigned char msg[HDR + 4096 + 8];
 	uint32_t len = HDR + plen;
 	uint32_t s = ++seq;
-	memcpy(hdr, &len, 4);
-	memcpy(hdr + 4, &op, 4);
-	memcpy(hdr + 8, &s, 4);
-	if (send_all(hdr, HDR) || (plen && send_all(payload, plen)))
+	if (plen > sizeof(msg) - HDR)
+		return -E2BIG;
+	memset(msg, 0, HDR);
+	memcpy(msg, &len, 4);
+	memcpy(msg + 4, &op, 4);
+	memcpy(msg + 8, &s, 4);
+	if (plen)
+		memcpy(msg + HDR, payload, plen);
+	if (send_all(msg, len))
 		goto dead;
 	unsigned char rh[HDR];
 	if (recv_all(rh, HDR))
@@ -139,8 +147,21 @@ dead:
 
 static int connect_locked(void)
 {
+	uint32_t parent = 0;
+	if (sock >= 0 && owner != getpid()) {
+		/*
+		 * A forked child: the socket is the parent's connection. Leave it to the parent and connect anew; if we
+		 * inherited simulated fds, the server forks the parent's simulated process for us (shared open files).
+		 */
+		for (int i = 0; i < MAX_FDS && !parent; i++)
+			if (simfd[i])
+				parent = (uint32_t)owner;
+		raw_close(sock);
+		sock = -1;
+		broken = 0;
+	}
 	if (sock >= 0)
-		return broken || owner != getpid() ? -EIO : 0;
+		return broken ? -EIO : 0;
 	const char *path = getenv("IOMMU_SIM_SOCKET");
 	if (!path)
 		return -ENODEV;
@@ -158,7 +179,7 @@ static int connect_locked(void)
 	prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
 	sock = s;
 	owner = getpid();
-	uint32_t hello[2] = { PROTO_VERSION, (uint32_t)getpid() };
+	uint32_t hello[3] = { PROTO_VERSION, (uint32_t)getpid(), parent };
 	long r = call_locked(OP_HELLO, hello, sizeof(hello), 0);
 	if (r != PROTO_VERSION) {
 		broken = 1;
@@ -321,14 +342,9 @@ ssize_t write(int fd, const void *buf, size_t count)
 	return ret(call(OP_WRITE, &m, sizeof(m)));
 }
 
-int poll(struct pollfd *fds, nfds_t n, int timeout)
+/* One pass over the set without waiting: simulated fds ask the server, real ones ask libc. */
+static int poll_once(struct pollfd *fds, nfds_t n)
 {
-	nfds_t sim = 0;
-	for (nfds_t i = 0; i < n; i++)
-		sim += is_sim(fds[i].fd);
-	if (sim == 0)
-		return NEXT(poll)(fds, n, timeout);
-	/* Simulated fds answer at once; real fds in the same set are polled without waiting. */
 	int ready = 0;
 	for (nfds_t i = 0; i < n; i++) {
 		fds[i].revents = 0;
@@ -343,6 +359,102 @@ int poll(struct pollfd *fds, nfds_t n, int timeout)
 	}
 	return ready;
 }
+
+int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	nfds_t sim = 0;
+	for (nfds_t i = 0; i < n; i++)
+		sim += is_sim(fds[i].fd);
+	if (sim == 0)
+		return NEXT(poll)(fds, n, timeout);
+	/*
+	 * Readiness is the simulated file's poll at the moment of asking; there is no wakeup across the socket, so
+	 * wait by asking again (every millisecond at first, backing off to 20 ms) until something is ready or the
+	 * timeout passes.
+	 */
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	long nap_us = 1000;
+	for (;;) {
+		int ready = poll_once(fds, n);
+		if (ready || timeout == 0)
+			return ready;
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long elapsed_ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+		if (timeout > 0 && elapsed_ms >= timeout)
+			return 0;
+		struct timespec nap = { 0, nap_us * 1000 };
+		nanosleep(&nap, NULL);
+		if (nap_us < 20000)
+			nap_us *= 2;
+	}
+}
+
+/* Duplicate a simulated fd in the server; the reply's new fd gets its stand-in here. */
+static int sim_dup(int fd, uint32_t kind, int arg)
+{
+	if (kind == DUP_ONTO && arg >= 0 && arg < MAX_FDS && !simfd[arg]) {
+		if (arg == fd)
+			return arg;
+		/* dup2 over one of our own fds closes it first (the server only knows simulated fds). */
+		raw_close(arg);
+	}
+	int32_t m[3] = { fd, (int32_t)kind, arg };
+	long r = call(OP_DUP, m, sizeof(m));
+	if (r >= 0 && r < MAX_FDS && !simfd[r])
+		adopt_fd((int)r);
+	return (int)ret(r);
+}
+
+int dup(int fd)
+{
+	if (!is_sim(fd))
+		return NEXT(dup)(fd);
+	return sim_dup(fd, DUP_LOWEST, 0);
+}
+
+int dup2(int fd, int fd2)
+{
+	if (!is_sim(fd)) {
+		if (is_sim(fd2) && fd != fd2) {
+			/* A real fd replaces a simulated one: close the simulated file first. */
+			int32_t f = fd2;
+			call(OP_CLOSE, &f, 4);
+			simfd[fd2] = 0;
+		}
+		return NEXT(dup2)(fd, fd2);
+	}
+	return sim_dup(fd, DUP_ONTO, fd2);
+}
+
+int dup3(int fd, int fd2, int flags)
+{
+	if (!is_sim(fd)) {
+		if (is_sim(fd2) && fd != fd2) {
+			int32_t f = fd2;
+			call(OP_CLOSE, &f, 4);
+			simfd[fd2] = 0;
+		}
+		return NEXT(dup3)(fd, fd2, flags);
+	}
+	if (fd == fd2)
+		return (int)ret(-EINVAL);
+	return sim_dup(fd, DUP_ONTO, fd2);
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	long arg = va_arg(ap, long);
+	va_end(ap);
+	if (is_sim(fd) && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+		return sim_dup(fd, DUP_FROM, (int)arg);
+	return NEXT(fcntl)(fd, cmd, arg);
+}
+
+int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {

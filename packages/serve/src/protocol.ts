@@ -5,7 +5,7 @@
  */
 
 /** Protocol version; HELLO fails with EPROTO (the shim's calls then fail) when the client speaks another. */
-export const SERVE_PROTOCOL_VERSION = 1;
+export const SERVE_PROTOCOL_VERSION = 2;
 
 /** Every message starts with this many header bytes. */
 export const HEADER_SIZE = 16;
@@ -25,6 +25,7 @@ export const Op = {
   MUNMAP: 8,
   POLL: 9,
   SHUTDOWN: 10,
+  DUP: 11,
 } as const;
 
 /** A decoded request: its operation, sequence number and payload (the bytes after the header). */

@@ -66,7 +66,7 @@ export async function startServer(opts: ServeOptions): Promise<Server> {
   });
   await machine.boot();
   const reports: ClientReport[] = [];
-  const sessions = new Set<{ socket: Socket; done: Promise<void> }>();
+  const sessions = new Set<{ socket: Socket; session: ClientSession; done: Promise<void> }>();
   let shutdownPromise: Promise<ShutdownResult> | undefined;
   let resolveClosed!: (r: ShutdownResult) => void;
   const closed = new Promise<ShutdownResult>((r) => {
@@ -74,12 +74,19 @@ export async function startServer(opts: ServeOptions): Promise<Server> {
   });
 
   const serveConnection = (socket: Socket): void => {
-    const session = new ClientSession(machine);
+    const session = new ClientSession(
+      machine,
+      (pid) => {
+        for (const s of sessions) if (s.session.pid === pid && s.session.simProcess !== undefined) return s.session;
+        return undefined;
+      },
+      () => [...sessions].map((s) => s.session),
+    );
     let pending: Buffer = Buffer.alloc(0);
     let chain: Promise<void> = Promise.resolve();
     let ended = false;
     let endDone!: () => void;
-    const entry = { socket, done: new Promise<void>((r) => (endDone = r)) };
+    const entry = { socket, session, done: new Promise<void>((r) => (endDone = r)) };
     sessions.add(entry);
     const finish = () => {
       if (ended) return;

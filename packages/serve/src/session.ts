@@ -6,7 +6,7 @@
  */
 
 import { readdirSync } from "node:fs";
-import { formatDiagnostic, KernelError, type Machine, PAGE_SIZE, type Process } from "@iommu-sim/core";
+import { formatDiagnostic, KernelError, type Machine, PAGE_SIZE, type Process, vfsPoll } from "@iommu-sim/core";
 import { ClientMemory } from "./client-memory.js";
 import { encodeReply, Op, type Request, SERVE_PROTOCOL_VERSION } from "./protocol.js";
 
@@ -14,10 +14,11 @@ const EPROTO = 71;
 const EINVAL = 22;
 const ENOSYS = 38;
 const MAP_SHARED = 1;
-const POLLIN = 0x1;
-const POLLOUT = 0x4;
-const POLLRDNORM = 0x40;
-const POLLWRNORM = 0x100;
+const POLLNVAL = 0x20;
+/** DUP request kinds: dup(2), dup2(2)/dup3(2), fcntl(F_DUPFD). */
+const DUP_LOWEST = 0;
+const DUP_ONTO = 1;
+const DUP_FROM = 2;
 /** The fd limit used for the stand-in reservations (RLIMIT_NOFILE of the simulated process still applies). */
 const RESERVE_LIMIT = 1 << 20;
 
@@ -56,9 +57,22 @@ export class ClientSession {
   private readonly diagStart: number;
   /** Failures that were not the simulated kernel's answer (the client vanished mid-call, a simulator bug). */
   private readonly serverErrors: string[] = [];
+  /** Whether a request of this client is being handled (its memory is synchronised by that request). */
+  private busy = false;
 
-  constructor(private readonly machine: Machine) {
+  constructor(
+    private readonly machine: Machine,
+    /** The live session of a client pid (a forked child's HELLO names its parent). */
+    private readonly sessionOf: (clientPid: number) => ClientSession | undefined = () => undefined,
+    /** The other sessions, whose shared memory is kept coherent around this one's calls. */
+    private readonly peers: () => Iterable<ClientSession> = () => [],
+  ) {
     this.diagStart = machine.diag.unexpected().length;
+  }
+
+  /** The client's real pid (after HELLO). */
+  get pid(): number {
+    return this.clientPid;
   }
 
   /** The simulated process (after HELLO). */
@@ -72,10 +86,22 @@ export class ClientSession {
     if (req.op === Op.HELLO) {
       const version = req.payload.getUint32(0, true);
       const pid = req.payload.getUint32(4, true);
+      const parentPid = req.payload.byteLength >= 12 ? req.payload.getUint32(8, true) : 0;
       if (version !== SERVE_PROTOCOL_VERSION || this.process !== undefined) {
         return { reply: encodeReply(req.seq, -EPROTO, []), shutdown: false };
       }
-      const p = this.machine.spawnProcess();
+      // A forked child that inherited simulated fds is the fork of its parent's simulated process (sharing the
+      // open files); its address space is mirrored afresh from its own memory.
+      const parent = parentPid !== 0 ? this.sessionOf(parentPid)?.simProcess : undefined;
+      let p: Process;
+      try {
+        p = parent !== undefined ? parent.fork() : this.machine.spawnProcess();
+      } catch (e) {
+        return { reply: encodeReply(req.seq, -this.errnoOf(e, req), []), shutdown: false };
+      }
+      if (parent !== undefined) {
+        for (const vma of [...p.mm.mappings]) if (vma.anonymous) p.munmap(BigInt(vma.start), vma.end - vma.start);
+      }
       try {
         this.memory = new ClientMemory(this.machine, pid, p);
       } catch (e) {
@@ -90,11 +116,20 @@ export class ClientSession {
     const p = this.process;
     const mem = this.memory;
     if (p === undefined || mem === undefined) return { reply: encodeReply(req.seq, -EPROTO, []), shutdown: false };
-    const before = new Set(p.files.entries().map(([fd]) => fd));
     let out: Outcome;
+    let before = new Set(p.files.entries().map(([fd]) => fd));
+    try {
+      await mem.syncFiles(before);
+    } catch (e) {
+      return { reply: encodeReply(req.seq, -this.errnoOf(e, req), []), shutdown: false };
+    }
+    before = new Set(p.files.entries().map(([fd]) => fd));
+    this.busy = true;
+    const idlePeers = [...this.peers()].filter((s) => s !== this && !s.busy && s.memory !== undefined);
     try {
       this.reserveClientFds(before);
       mem.syncIn();
+      for (const peer of idlePeers) peer.memory!.refreshPages();
       out = await this.dispatch(p, mem, req);
     } catch (e) {
       out = { result: -this.errnoOf(e, req) };
@@ -103,8 +138,11 @@ export class ClientSession {
     }
     try {
       mem.syncOut();
+      for (const peer of idlePeers) if (peer.memory !== undefined && !peer.busy) peer.memory.syncOut();
     } catch (e) {
       out = { result: -this.errnoOf(e, req) };
+    } finally {
+      this.busy = false;
     }
     const installed = p.files
       .entries()
@@ -178,9 +216,19 @@ export class ClientSession {
       case Op.POLL: {
         const fd = d.getInt32(0, true);
         const events = d.getUint32(4, true);
-        if (p.files.lookup(fd) === undefined) return { result: 0x20 }; // POLLNVAL
-        // Without a wait queue model every simulated fd polls ready (see docs/serve-protocol.md).
-        return { result: events & (POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM) };
+        const file = p.files.lookup(fd);
+        if (file === undefined) return { result: POLLNVAL };
+        // The file's readiness now (its poll op); the shim waits and asks again until its timeout.
+        return { result: vfsPoll(file) & (events | 0x18) }; // POLLERR | POLLHUP are always reported
+      }
+      case Op.DUP: {
+        const fd = d.getInt32(0, true);
+        const kind = d.getUint32(4, true);
+        const arg = d.getInt32(8, true);
+        if (kind === DUP_LOWEST) return { result: p.dup(fd) };
+        if (kind === DUP_ONTO) return { result: await p.dup2(fd, arg) };
+        if (kind === DUP_FROM) return { result: p.dupFrom(fd, arg) };
+        return { result: -EINVAL };
       }
       default:
         return { result: req.op === 0 ? -EINVAL : -ENOSYS };

@@ -2,7 +2,7 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_pr
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createMachine, KernelError, type Process } from "@iommu-sim/core";
+import { createMachine, KernelError, EPOLLIN as POLLIN, type Process, vfsPoll } from "@iommu-sim/core";
 import { MOCK_APERTURE_START, mockIommuDriver } from "@iommu-sim/drivers-mock";
 import {
   destroy,
@@ -295,17 +295,25 @@ async function tsIoctlTour(): Promise<string[]> {
   out.push(`nested_alloc ${r} id=${nested.out_hwpt_id}`);
   const atNested = { ...at, pt_id: nested.out_hwpt_id };
   out.push(`attach_nested ${await rc(p.ioctl(devfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, atNested))}`);
+  const pollIn = () => vfsPoll(p.files.lookup(vqCmd.out_veventq_fd)!) & POLLIN;
+  out.push(`poll_empty ${pollIn() ? 1 : 0} revents=${pollIn()}`);
   out.push(`trigger_vevent ${await rc(testCmd(p, fd, IOMMU_TEST_OP.TRIGGER_VEVENT, { dev_id: dev }))}`);
-  const ev = new DataView((await p.read(vqCmd.out_veventq_fd, 12)).buffer);
+  out.push(`poll_event ${pollIn() ? 1 : 0} revents=${pollIn()}`);
+  const qdup = p.dupFrom(vqCmd.out_veventq_fd, 3);
+  const ev = new DataView((await p.read(qdup, 12)).buffer);
   const evLine = `flags=${ev.getUint32(0, true)} sequence=${ev.getUint32(4, true)} virt_id=${ev.getUint32(8, true)}`;
   out.push(`veventq_read ${ev.byteLength} ${evLine}`);
   const hq = { size: 0, flags: 0, viommu_id: viommu.out_viommu_id, type: 0xdeadbeef, index: 0, out_hw_queue_id: 0 };
   const hqCmd = { ...hq, nesting_parent_iova: apStart, length: 4096n };
   r = await rc(p.ioctl(fd, IOMMU_HW_QUEUE_ALLOC, hqCmd));
   out.push(`hw_queue_alloc ${r} id=${hqCmd.out_hw_queue_id}`);
-  // The C program passes a real memfd, which the simulated process does not have: EBADF, like any closed fd.
-  const mf = { size: 0, flags: 4, ioas_id: alloc2.out_ioas_id, fd: 1000, start: 0n, length: BigInt(RAM_SIZE) };
-  out.push(`ioas_map_file_real_memfd ${await rc(p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { ...mf, iova: 0n }))}`);
+  out.push(`poll_drained ${pollIn() ? 1 : 0}`);
+  await p.close(qdup);
+  const mfd = p.memfdCreate("guest", RAM_SIZE);
+  const mf = { size: 0, flags: 4, ioas_id: alloc2.out_ioas_id, fd: mfd, start: 0n, length: BigInt(RAM_SIZE), iova: 0n };
+  r = await rc(p.ioctl(fd, IOMMU_IOAS_MAP_FILE, mf));
+  out.push(`ioas_map_file_memfd ${r} iova=0x${mf.iova.toString(16)}`);
+  await p.close(mfd);
   out.push(`vfio_api_version ${await p.ioctl(fd, VFIO_GET_API_VERSION)}`);
   out.push(`vfio_check_type1v2 ${await p.ioctl(fd, VFIO_CHECK_EXTENSION, { arg: 3 })}`);
   out.push(`ioas_change_process ${await rc(p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, { size: 0, __reserved: 0 }))}`);
@@ -365,6 +373,12 @@ describe.skipIf(!hasCc)("unmodified C clients through the preload shim (skipped:
     expect(lines).toContain("get_dirty_bitmap 0 bitmap=5");
     expect(lines).toContain("veventq_read 12 flags=0 sequence=0 virt_id=153");
     expect(lines).toContain("vfio_check_type1v2 1");
+    // poll reflects the vEVENTQ (empty: not readable; after the event: POLLIN); a dup reads the same queue; a
+    // memfd of the client maps through its shadow.
+    expect(lines).toContain("poll_empty 0 revents=0");
+    expect(lines).toContain("poll_event 1 revents=1");
+    expect(lines).toContain("poll_drained 0");
+    expect(lines.find((l) => l.startsWith("ioas_map_file_memfd"))).toMatch(/^ioas_map_file_memfd 0 /);
     expect(lines).toEqual(await tsIoctlTour());
   });
 

@@ -76,8 +76,8 @@ export const XA_FLAGS_ALLOC = XA_FLAGS_TRACK_FREE;
 export const XA_FLAGS_ALLOC1 = XA_FLAGS_TRACK_FREE | XA_FLAGS_ZERO_BUSY;
 
 // Occupancy index: a 32-ary radix tree over [0, 2^35) (7 levels) with, per inner node, a mask of full children
-// (to find the lowest free ID) and a mask of non-empty children (to find the next used ID). Empty subtrees are
-// pruned. IDs above U32_MAX are never allocated and are kept in `big` instead.
+// (to find the lowest free ID) and a mask of present children (to find the next used ID). Empty subtrees are
+// pruned, except the spine down to IDs [0, 32). IDs above U32_MAX are never allocated and are kept in `big` instead.
 const LEAF_BITS = 5;
 const TOP_LEVEL = 6;
 const SPAN: readonly number[] = Array.from({ length: TOP_LEVEL + 1 }, (_, l) => 2 ** (LEAF_BITS * l));
@@ -145,6 +145,10 @@ function firstUsed(node: Node | undefined, level: number, base: number, min: num
   }
   return -1;
 }
+
+/** Scratch for the root-to-leaf walks of mark/unmark (synchronous, so one pair serves every array). */
+const PATH: Inner[] = new Array<Inner>(TOP_LEVEL);
+const DIGITS: number[] = new Array<number>(TOP_LEVEL).fill(0);
 
 function isIndex(id: number): boolean {
   return Number.isSafeInteger(id) && id >= 0;
@@ -370,13 +374,14 @@ export class XArray<T extends object | number | string> {
   }
 
   private mark(id: number): void {
-    const path: Inner[] = [];
-    const digits: number[] = [];
+    const path = PATH;
+    const digits = DIGITS;
+    let depth = 0;
     let node: Inner = this.root;
     for (let level = TOP_LEVEL; level >= 1; level--) {
       const d = digit(id, level);
-      path.push(node);
-      digits.push(d);
+      path[depth] = node;
+      digits[depth++] = d;
       let kid = node.kids[d];
       if (kid === undefined) {
         kid = level === 1 ? { mask: 0 } : newInner();
@@ -392,7 +397,7 @@ export class XArray<T extends object | number | string> {
       }
     }
     // The leaf filled up: mark it full in its parent, and each ancestor that fills up in turn.
-    for (let i = path.length - 1; i >= 0; i--) {
+    for (let i = depth - 1; i >= 0; i--) {
       const p = path[i]!;
       p.full |= 1 << digits[i]!;
       if (p.full !== -1) return;
@@ -400,14 +405,15 @@ export class XArray<T extends object | number | string> {
   }
 
   private unmark(id: number): void {
-    const path: Inner[] = [];
-    const digits: number[] = [];
+    const path = PATH;
+    const digits = DIGITS;
+    let depth = 0;
     let node: Inner = this.root;
     let leaf: Leaf | undefined;
     for (let level = TOP_LEVEL; level >= 1; level--) {
       const d = digit(id, level);
-      path.push(node);
-      digits.push(d);
+      path[depth] = node;
+      digits[depth++] = d;
       const kid = node.kids[d];
       if (kid === undefined) return;
       if (level === 1) leaf = kid as Leaf;
@@ -415,8 +421,10 @@ export class XArray<T extends object | number | string> {
     }
     if (leaf === undefined) return;
     leaf.mask &= ~(1 << (id & 31));
-    let emptied = leaf.mask === 0;
-    for (let i = path.length - 1; i >= 0; i--) {
+    // The spine down to IDs [0, 32) stays: IDs are handed out from the lowest, so an object churned alone
+    // would otherwise rebuild it on every allocation.
+    let emptied = leaf.mask === 0 && id >= 32;
+    for (let i = depth - 1; i >= 0; i--) {
       const p = path[i]!;
       const bit = 1 << digits[i]!;
       p.full &= ~bit;

@@ -30,6 +30,32 @@ export class FdTable {
   }
 
   /**
+   * Reserve the lowest free fd at or above `min` and below `limit`. Throws EINVAL for `min` at or past the limit,
+   * EMFILE when none is free.
+   * @linux alloc_fd(start, end) as fcntl(F_DUPFD) calls it
+   */
+  allocFdFrom(min: number, limit: number): number {
+    if (!Number.isInteger(min) || min < 0 || min >= limit) throw kerr("EINVAL", `F_DUPFD minimum ${min}`);
+    let fd = min;
+    while (fd < this.slots.length && this.slots[fd] !== undefined) fd++;
+    if (fd >= limit) throw kerr("EMFILE", `no free fd in [${min}, ${limit})`);
+    this.slots[fd] = RESERVED;
+    return fd;
+  }
+
+  /**
+   * Put `file` (whose reference the table takes over) at `fd`, open or not, and hand back the file that was there
+   * (its reference now the caller's, to close). EBUSY when `fd` is reserved by an open in progress.
+   * @linux do_dup2 (the swap of fdt->fd[fd] under file_lock)
+   */
+  replace(fd: number, file: File): File | undefined {
+    const old = this.slots[fd];
+    if (old === RESERVED) throw kerr("EBUSY", `fd ${fd} is being installed`);
+    this.slots[fd] = file;
+    return old;
+  }
+
+  /**
    * Give back a reserved fd that was never installed.
    * @linux put_unused_fd
    */

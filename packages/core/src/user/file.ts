@@ -49,6 +49,34 @@ export interface FileOperations {
    * @linux .mmap
    */
   mmap?(file: File, vma: Vma): void;
+  /**
+   * The readiness mask (EPOLL* bits) of the file now; a file without it polls as always readable and writable
+   * (DEFAULT_POLLMASK). Synchronous and side-effect free: the caller waits and polls again.
+   * @linux .poll
+   */
+  poll?(file: File): number;
+}
+
+/** There is data to read. @linux EPOLLIN */
+export const EPOLLIN = 0x1;
+/** Writing will not block. @linux EPOLLOUT */
+export const EPOLLOUT = 0x4;
+/** Normal data to read. @linux EPOLLRDNORM */
+export const EPOLLRDNORM = 0x40;
+/** Normal data may be written. @linux EPOLLWRNORM */
+export const EPOLLWRNORM = 0x100;
+/**
+ * What a file without a poll operation reports.
+ * @linux DEFAULT_POLLMASK
+ */
+export const DEFAULT_POLLMASK = EPOLLIN | EPOLLOUT | EPOLLRDNORM | EPOLLWRNORM;
+
+/**
+ * The readiness of `file` (its `poll`, else {@link DEFAULT_POLLMASK}).
+ * @linux vfs_poll
+ */
+export function vfsPoll(file: File): number {
+  return file.fops.poll ? file.fops.poll(file) : DEFAULT_POLLMASK;
 }
 
 /** Open for reading. @linux O_RDONLY */
@@ -155,6 +183,16 @@ export function getFileUnlessZero(file: File, holder = "anon"): boolean {
 export async function fput(file: File, holder = "anon"): Promise<void> {
   if (!file.ref.put(holder)) return;
   await finalFput(file);
+}
+
+/**
+ * {@link fput} for a system call's own reference: the release to wait for when this was the last reference,
+ * undefined otherwise (so the common case costs no asynchronous step).
+ * @linux fdput
+ */
+export function fdput(file: File, holder = "anon"): Promise<void> | undefined {
+  if (!file.ref.put(holder)) return undefined;
+  return finalFput(file);
 }
 
 /**

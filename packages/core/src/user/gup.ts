@@ -33,24 +33,54 @@ function tableOf(src: PageRefSource): UserPageRefs {
   return "allocator" in src ? src : src.pages;
 }
 
+const holders = new WeakMap<MmStruct, [PinRecord, PinRecord]>();
+
+/**
+ * The holder record of pins taken through `mm`, shared by all of them (records are never changed): a long-lived
+ * object, so storing it beside each pinned page costs no write barrier into a young object.
+ */
+function holderOf(mm: MmStruct, longterm: boolean): PinRecord {
+  let h = holders.get(mm);
+  if (h === undefined) {
+    h = [
+      { pid: mm.ownerPid, longterm: false },
+      { pid: mm.ownerPid, longterm: true },
+    ];
+    holders.set(mm, h);
+  }
+  return h[longterm ? 1 : 0];
+}
+
 /**
  * Pin `npages` pages of `mm` from `va` (rounded down to a page) and return their physical addresses, faulting
  * missing pages in (writable with `write`). All or nothing: EFAULT when a page is outside every mapping, in a
  * mapping of physical memory (a driver's `remapPfnRange`), or not writable with `write` / not accessible at all, ENOMEM when a page cannot be allocated; nothing stays pinned then
- * (Linux may instead return a short count, after which the next call fails).
+ * (Linux may instead return a short count, after which the next call fails). With `pages`, the addresses are
+ * written into it from index 0 and it is returned (a buffer reused across calls, like Linux's `pages` argument).
  * Synchronous: the page walk of GUP-fast plus its fault fallback in one step.
  * @linux pin_user_pages_fast
  */
-export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts: PinOptions = {}): number[] {
+export function pinUserPagesFast(
+  mm: MmStruct,
+  va: bigint,
+  npages: number,
+  opts: PinOptions = {},
+  pages?: number[],
+): number[] {
   if (!Number.isSafeInteger(npages) || npages < 0) throw kerr("EINVAL", `bad npages ${npages}`);
   if (!mm.alive) throw kerr("EFAULT", `address space of pid ${mm.ownerPid} is gone`);
   const table = mm.pages;
   const start = Number(va) - (Number(va) % PAGE_SIZE);
   const write = opts.write ?? false;
   const longterm = opts.longterm ?? false;
-  const out: number[] = [];
+  // The caller's pages array, or one sized up front: no growth while pinning.
+  const out = pages ?? new Array<number>(npages);
+  let got = 0;
+  // One holder record per address space and kind of pin; each page's VA is kept beside its pin.
+  const record = holderOf(mm, longterm);
   try {
-    for (let i = 0; i < npages; i++) {
+    let i = 0;
+    while (i < npages) {
       const a = start + i * PAGE_SIZE;
       const vma = mm.findVma(a);
       if (vma === undefined) throw kerr("EFAULT", `pin of unmapped address 0x${a.toString(16)}`);
@@ -63,13 +93,17 @@ export function pinUserPagesFast(mm: MmStruct, va: bigint, npages: number, opts:
       // pin of a private file mapping unshares too (gup_must_unshare): it pins the process's own copy, so a later
       // write by the process lands in the pinned page rather than in a fresh copy-on-write page.
       const unshare = longterm && !write && !vma.shared && vma.inode !== undefined;
-      const pa = mm.faultPage(vma, a, write, true, unshare);
-      const record: PinRecord = { pid: mm.ownerPid, va: a, longterm };
-      table.pin(pa, record);
-      out.push(pa);
+      // The checks hold for every page of this mapping: walk its pages without looking it up again.
+      const stop = Math.min(npages, i + Math.ceil((vma.end - a) / PAGE_SIZE));
+      for (; i < stop; i++) {
+        const va = start + i * PAGE_SIZE;
+        const pa = mm.faultPage(vma, va, write, true, unshare);
+        table.pin(pa, record, va);
+        out[got++] = pa;
+      }
     }
   } catch (e) {
-    for (const pa of out) table.unpin(pa);
+    for (let k = 0; k < got; k++) table.unpin(out[k]!);
     throw e;
   }
   return out;
@@ -120,8 +154,7 @@ export function unpinUserPagesDirtyLock(src: PageRefSource, pfns: readonly numbe
  * @linux unpin_user_page_range_dirty_lock
  */
 export function unpinUserPageRangeDirtyLock(src: PageRefSource, pa: number, npages: number, makeDirty: boolean): void {
-  const t = tableOf(src);
-  for (let i = 0; i < npages; i++) t.unpin(pa + i * PAGE_SIZE, makeDirty);
+  tableOf(src).unpinRange(pa, npages, makeDirty);
 }
 
 /**

@@ -94,6 +94,19 @@ function pageAlignUp(n: number): number {
 }
 
 /**
+ * Who supplies the contents of private anonymous pages when they are first populated, instead of zero-filling
+ * them: the simulated counterpart of a userfaultfd registered in MISSING mode on every anonymous mapping, with the
+ * handler answering each fault by UFFDIO_COPY. While one is registered, an untouched page is never the zero page:
+ * a read populates it too, so the handler's bytes are what every access (copy_from_user, GUP, a later DMA through a
+ * pin) sees. `pa` is the frame (zeroed, already mapped at `va`) the page now lives in; the handler returns the bytes
+ * to put there (exactly one page), or undefined to leave it zero. Pages copied at fork are not offered to it (the
+ * child's mm has no handler, as a userfaultfd without UFFD_FEATURE_EVENT_FORK is not inherited).
+ * @linux userfaultfd MISSING mode: handle_userfault() from do_anonymous_page, answered with UFFDIO_COPY
+ *   (mfill_atomic_copy)
+ */
+export type MissingPageFill = (va: number, pa: number) => Uint8Array | undefined;
+
+/**
  * A driver's hooks on the mappings of its file, set by its `FileOperations.mmap`.
  * @linux struct vm_operations_struct
  */
@@ -221,6 +234,11 @@ export class MmStruct {
   lockedVm = 0;
   /** Pages pinned long-term (iommufd adds what it pins). @linux mm->pinned_vm */
   pinnedVm = 0;
+  /**
+   * The fill handler of private anonymous pages, if one is registered (see {@link MissingPageFill}).
+   * @linux the userfaultfd context of the mm's anonymous VMAs (vma->vm_userfaultfd_ctx with VM_UFFD_MISSING)
+   */
+  missingPageFill: MissingPageFill | undefined;
   private readonly vmas: Vma[] = [];
   /** User page number -> physical address of the mapped page. @linux the page tables (pgd) */
   private readonly ptes = new PteTable();
@@ -485,6 +503,18 @@ export class MmStruct {
       this.setPte(vpn, f, pa);
       if (write) f.dirty = true;
       return pa;
+    }
+    const fill = this.missingPageFill;
+    if (fill !== undefined) {
+      // userfaultfd MISSING: the handler fills a fresh small page (no THP, no zero page), mapped before it runs.
+      const f = this.pages.alloc(0, "user_page", `anon of pid ${this.ownerPid}`);
+      this.setPte(vpn, f, f.pa);
+      const bytes = fill(vpn * PAGE_SIZE, f.pa);
+      if (bytes !== undefined) {
+        if (bytes.byteLength !== PAGE_SIZE) throw new Error(`missing-page fill of ${hex(va)}: not one page`);
+        this.pages.allocator.memory.writeBytes(f.pa, bytes);
+      }
+      return f.pa;
     }
     if (!write && !needPage) return -1;
     if (vma.thp) {

@@ -66,8 +66,16 @@ export class Folio {
   mapping: object | undefined;
   /** Page index in the owning file (shmem folios). @linux folio->index */
   index = 0;
-  /** Outstanding pins per page, keyed by the page's index in the folio (for reports). */
-  readonly pins = new Map<number, PinRecord[]>();
+  /**
+   * Holder of the first outstanding pin, kept inline (a page is nearly always pinned once), so a pin allocates
+   * nothing: `pin0Page` is its page index in the folio and `pin0Va` the page's VA when the record is shared by a
+   * run of pages (NaN: the record's own `va`). For reports only.
+   */
+  pin0: PinRecord | undefined = undefined;
+  pin0Page = 0;
+  pin0Va = Number.NaN;
+  /** Holders of further pins: page index -> pairs of (record, VA or NaN), in pin order. For reports only. */
+  morePins: Map<number, (PinRecord | number)[]> | undefined = undefined;
 
   constructor(
     /** Physical address of the first page. */
@@ -110,6 +118,31 @@ export interface PageRefs {
   dirty: boolean;
   site: string;
   owner: string;
+}
+
+/** Forget the holder of the last pin of page `key` of `f` (the reports' side of an unpin). */
+function dropPinHolder(f: Folio, key: number): void {
+  const rs = f.morePins?.get(key);
+  if (rs !== undefined) {
+    rs.length -= 2;
+    if (rs.length === 0) f.morePins!.delete(key);
+  } else if (f.pin0 !== undefined && f.pin0Page === key) {
+    f.pin0 = undefined;
+  }
+}
+
+/** A pin's holder as reported: the record, with the page's own VA when the record is shared by a run. */
+function holder(record: PinRecord, va: number): PinRecord {
+  return Number.isNaN(va) ? record : { ...record, va };
+}
+
+/** Each outstanding pin of `f` with its page's physical address and its holder (report time only). */
+function forEachPin(f: Folio, fn: (pa: number, record: PinRecord) => void): void {
+  if (f.pin0 !== undefined) fn(f.pa + f.pin0Page * PAGE_SIZE, holder(f.pin0, f.pin0Va));
+  if (f.morePins === undefined) return;
+  for (const [i, rs] of f.morePins) {
+    for (let k = 0; k < rs.length; k += 2) fn(f.pa + i * PAGE_SIZE, holder(rs[k] as PinRecord, rs[k + 1] as number));
+  }
 }
 
 function hex(n: number | bigint): string {
@@ -202,9 +235,7 @@ export class UserPageRefs {
   /** Every outstanding pin, one entry per pinned page and pin. */
   pins(): { pa: number; record: PinRecord }[] {
     const out: { pa: number; record: PinRecord }[] = [];
-    for (const f of this.folios) {
-      for (const [i, rs] of f.pins) for (const record of rs) out.push({ pa: f.pa + i * PAGE_SIZE, record });
-    }
+    for (const f of this.folios) forEachPin(f, (pa, record) => out.push({ pa, record }));
     return out;
   }
 
@@ -243,22 +274,31 @@ export class UserPageRefs {
   }
 
   /**
-   * Pin the page at `pa` (its folio must be live and referenced).
+   * Pin the page at `pa` (its folio must be live and referenced). `record` names the holder for reports; a caller
+   * pinning a run of pages passes one record for the run and each page's `va` (nothing is allocated per page).
    * @linux try_grab_folio with FOLL_PIN
    */
-  pin(pa: number, record: PinRecord): Folio {
+  pin(pa: number, record: PinRecord, va = Number.NaN): Folio {
     const f = this.folioOf(pa);
     if (f === undefined || f.refcount <= 0) throw new Error(`pin of a page that is not a live user page: ${hex(pa)}`);
-    if (f.large) {
+    let key = 0;
+    if (f.order !== 0) {
       f.refcount += 1;
       f.pincount += 1;
+      key = Math.floor((pa - f.pa) / PAGE_SIZE);
     } else {
       f.refcount += GUP_PIN_COUNTING_BIAS;
     }
-    const key = Math.floor((pa - f.pa) / PAGE_SIZE);
-    const rs = f.pins.get(key);
-    if (rs === undefined) f.pins.set(key, [record]);
-    else rs.push(record);
+    if (f.pin0 === undefined) {
+      f.pin0 = record;
+      f.pin0Page = key;
+      f.pin0Va = va;
+    } else {
+      f.morePins ??= new Map();
+      const rs = f.morePins.get(key);
+      if (rs === undefined) f.morePins.set(key, [record, va]);
+      else rs.push(record, va);
+    }
     return f;
   }
 
@@ -273,18 +313,47 @@ export class UserPageRefs {
       this.diag.report("refcount", `unpin_user_page of ${hex(pa)}, which is not pinned`, { skipFrames: 1 });
       return;
     }
-    const key = Math.floor((pa - f.pa) / PAGE_SIZE);
-    const rs = f.pins.get(key);
-    if (rs !== undefined) {
-      rs.pop();
-      if (rs.length === 0) f.pins.delete(key);
-    }
+    dropPinHolder(f, Math.floor((pa - f.pa) / PAGE_SIZE));
     if (makeDirty) f.dirty = true;
     if (f.large) {
       f.pincount -= 1;
       this.put(f, 1);
     } else {
       this.put(f, GUP_PIN_COUNTING_BIAS);
+    }
+  }
+
+  /**
+   * Drop one pin of each of the `npages` physically contiguous pages from `pa`, a folio at a time (one reference
+   * drop per order-0 page, one per large folio for all its pages in the range). Each page that is not pinned is
+   * reported as {@link UserPageRefs.unpin} reports it.
+   * @linux unpin_user_page_range_dirty_lock (gup_put_folio per folio)
+   */
+  unpinRange(pa: number, npages: number, makeDirty = false): void {
+    let i = 0;
+    while (i < npages) {
+      const at = pa + i * PAGE_SIZE;
+      const f = this.folioOf(at);
+      if (f !== undefined && f.order === 0 && f.refcount >= GUP_PIN_COUNTING_BIAS) {
+        // A pinned order-0 page: what unpin() does, without looking the folio up again.
+        dropPinHolder(f, 0);
+        if (makeDirty) f.dirty = true;
+        this.put(f, GUP_PIN_COUNTING_BIAS);
+        i++;
+        continue;
+      }
+      const first = f === undefined ? 0 : Math.floor((at - f.pa) / PAGE_SIZE);
+      const n = f === undefined ? 1 : Math.min(npages - i, f.nrPages - first);
+      if (f === undefined || !f.large || f.pincount < n) {
+        // Not pinned, or a large folio with fewer pins than pages asked: page by page, with unpin()'s checks.
+        for (let k = 0; k < n; k++) this.unpin(at + k * PAGE_SIZE, makeDirty);
+      } else {
+        for (let k = 0; k < n; k++) dropPinHolder(f, first + k);
+        if (makeDirty) f.dirty = true;
+        f.pincount -= n;
+        this.put(f, n);
+      }
+      i += n;
     }
   }
 
@@ -304,18 +373,15 @@ export class UserPageRefs {
     const out: string[] = [];
     for (const f of this.folios) {
       const who: string[] = [];
-      for (const [i, rs] of f.pins) {
-        const pa = f.pa + i * PAGE_SIZE;
-        for (const r of rs) {
-          const where =
-            r.pid !== undefined
-              ? `pid ${r.pid} at VA ${hex(r.va ?? 0n)}`
-              : r.file !== undefined
-                ? `${r.file} at offset ${hex(r.offset ?? 0)}`
-                : "unknown";
-          who.push(`page ${hex(pa)} pinned${r.longterm ? " (longterm)" : ""} by ${where}`);
-        }
-      }
+      forEachPin(f, (pa, r) => {
+        const where =
+          r.pid !== undefined
+            ? `pid ${r.pid} at VA ${hex(r.va ?? 0n)}`
+            : r.file !== undefined
+              ? `${r.file} at offset ${hex(r.offset ?? 0)}`
+              : "unknown";
+        who.push(`page ${hex(pa)} pinned${r.longterm ? " (longterm)" : ""} by ${where}`);
+      });
       out.push(
         `user page ${hex(f.pa)} (order ${f.order}, ${f.owner}) still referenced: refcount ${f.refcount}, ` +
           `${f.pinCount} pin(s), ${f.mapcount} mapping(s)${who.length > 0 ? `; ${who.join("; ")}` : ""}`,

@@ -28,6 +28,7 @@ import {
   type FileContext,
   FMODE_READ,
   FMODE_WRITE,
+  fdput,
   fput,
   fputDeferred,
   type IoctlArg,
@@ -159,6 +160,11 @@ export class UserSpace implements FileContext {
     void p.finally(() => this.pending.delete(p));
   }
 
+  /** Whether deferred releases are waiting for {@link UserSpace.flushDeferred}. @linux task_work_pending */
+  get hasDeferred(): boolean {
+    return this.pending.size > 0;
+  }
+
   /**
    * Wait for releases started by synchronous paths (munmap of the last mapping of a file).
    * @linux task_work_run / flush_delayed_fput
@@ -245,7 +251,7 @@ export class Process {
       try {
         return await fn();
       } finally {
-        await this.space.flushDeferred();
+        if (this.space.hasDeferred) await this.space.flushDeferred();
       }
     });
   }
@@ -312,21 +318,79 @@ export class Process {
   }
 
   /**
+   * Duplicate `oldfd` onto `newfd`, closing what `newfd` had open first; `newfd` equal to `oldfd` is a no-op once
+   * `oldfd` is checked. EBADF for a bad `oldfd` or a negative or too large `newfd` (at or past RLIMIT_NOFILE).
+   * @linux dup2 -> ksys_dup3 -> do_dup2
+   */
+  dup2(oldfd: number, newfd: number): Promise<number> {
+    return this.syscall(async () => {
+      if (!Number.isInteger(newfd) || newfd < 0 || newfd >= this.rlimits.RLIMIT_NOFILE) {
+        throw kerr("EBADF", `fd ${newfd} is out of range`);
+      }
+      const file = fget(this, oldfd);
+      if (oldfd === newfd) {
+        await fput(file);
+        return newfd;
+      }
+      let old: File | undefined;
+      try {
+        old = this.files.replace(newfd, file);
+      } catch (e) {
+        await fput(file);
+        throw e;
+      }
+      if (old !== undefined) await filpClose(old, this);
+      return newfd;
+    });
+  }
+
+  /**
+   * Duplicate `fd` onto the lowest free fd at or above `minfd`. EBADF for a bad fd, EINVAL for a `minfd` at or past
+   * RLIMIT_NOFILE, EMFILE when none is free.
+   * @linux fcntl(F_DUPFD) -> f_dupfd
+   */
+  dupFrom(fd: number, minfd: number): number {
+    this.assertAlive();
+    const file = fget(this, fd);
+    try {
+      const nfd = this.files.allocFdFrom(minfd, this.rlimits.RLIMIT_NOFILE);
+      fdInstallAt(this, nfd, file);
+      return nfd;
+    } catch (e) {
+      fputDeferred(file);
+      throw e;
+    }
+  }
+
+  /**
    * Issue an ioctl; `arg` reaches the driver's `ioctl` as given. EBADF for a bad fd, ENOTTY when the file has no
    * ioctl, otherwise what the driver returns or throws.
    * @linux ksys_ioctl -> vfs_ioctl
    */
   ioctl(fd: number, cmd: number, arg: IoctlArg = null): Promise<number> {
-    return this.syscall(async () => {
+    // The hottest system call runs as one asynchronous function (what syscall() does, without its two layers).
+    try {
+      this.assertAlive();
+      return runAsProcess(this, () => this.doIoctl(fd, cmd, arg));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private async doIoctl(fd: number, cmd: number, arg: IoctlArg): Promise<number> {
+    try {
       const file = fget(this, fd);
       try {
         if (file.fops.ioctl === undefined) throw kerr("ENOTTY", `${file.name} has no ioctl`);
         const r = await file.fops.ioctl(file, cmd, arg, this);
         return typeof r === "number" ? r : 0;
       } finally {
-        await fput(file);
+        const release = fdput(file);
+        if (release) await release;
       }
-    });
+    } finally {
+      if (this.space.hasDeferred) await this.space.flushDeferred();
+    }
   }
 
   /**

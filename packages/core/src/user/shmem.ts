@@ -30,6 +30,14 @@ export class ShmemInode {
   readonly folios = new Map<number, Folio>();
   /** Live mappings of the file. @linux address_space.i_mmap */
   readonly mappings = new Set<ShmemMapping>();
+  /**
+   * Who supplies the contents of a folio when it enters the page cache, instead of zeroes: called once per new
+   * folio with its first page index and physical address (the folio is `folioPages` pages, zeroed); returns the
+   * bytes to put there (at most the folio's size) or undefined. The counterpart of a userfaultfd registered in
+   * MISSING mode on a shmem mapping, answered with UFFDIO_COPY into the page cache.
+   * @linux userfaultfd on shmem: handle_userfault() from shmem_get_folio_gfp, filled by shmem_mfill_atomic_pte
+   */
+  missingFill: ((index: number, pa: number) => Uint8Array | undefined) | undefined;
 
   constructor(
     readonly pages: UserPageRefs,
@@ -62,6 +70,8 @@ export class ShmemInode {
       f.mapping = this;
       f.index = head;
       this.folios.set(head, f);
+      const bytes = this.missingFill?.(head, f.pa);
+      if (bytes !== undefined) this.pages.allocator.memory.writeBytes(f.pa, bytes);
     }
     return f;
   }

@@ -78,13 +78,19 @@ export class UapiStruct<T extends object = UapiObject> {
 
   /** A zeroed object with every field (0, 0n, or arrays of them). */
   zero(): T {
-    const o: Record<string, UapiValue> = {};
+    // Copies of one template share its shape (a fast clone); only array fields need fresh values.
+    if (this.zeroTemplate === undefined) {
+      const t: Record<string, UapiValue> = {};
+      for (const f of this.fields) t[f.name] = is64(f.type) ? 0n : 0;
+      this.zeroTemplate = t;
+    }
+    const o: Record<string, UapiValue> = { ...this.zeroTemplate };
     for (const f of this.fields) {
-      const z = is64(f.type) ? 0n : 0;
-      o[f.name] = f.count !== undefined ? (new Array(f.count).fill(z) as number[] | bigint[]) : z;
+      if (f.count !== undefined) o[f.name] = new Array(f.count).fill(is64(f.type) ? 0n : 0) as number[] | bigint[];
     }
     return o as T;
   }
+  private zeroTemplate: Record<string, UapiValue> | undefined;
 
   /**
    * Encode an object into `sizeof` bytes (missing fields are zero). A number for a 64-bit field or a bigint for a
@@ -112,6 +118,35 @@ export class UapiStruct<T extends object = UapiObject> {
       }
     }
     return out;
+  }
+
+  /**
+   * The object form `obj` as {@link UapiStruct.decode} of its {@link UapiStruct.encode} reads it (every field
+   * checked and converted the same way: RangeError for a value that does not fit; 64-bit fields as bigints; missing
+   * fields zero), without the bytes in between. Fresh arrays; `obj` is not aliased.
+   */
+  normalize(obj: Partial<Record<keyof T & string, UapiValue>>): T {
+    const o = this.zero() as Record<string, UapiValue>;
+    const fields = this.fields;
+    for (let k = 0; k < fields.length; k++) {
+      const f = fields[k]!;
+      const v = (obj as Record<string, UapiValue | undefined>)[f.name];
+      if (v === undefined) continue;
+      if (!Array.isArray(v)) {
+        const x = fieldValue(f.type, v, this.name, f.name);
+        if (f.count !== undefined) (o[f.name] as (number | bigint)[])[0] = x;
+        else o[f.name] = x;
+        continue;
+      }
+      for (let i = 0; i < (f.count ?? 1); i++) {
+        const e = v[i];
+        if (e === undefined) continue;
+        const x = fieldValue(f.type, e, this.name, f.name);
+        if (f.count !== undefined) (o[f.name] as (number | bigint)[])[i] = x;
+        else o[f.name] = x;
+      }
+    }
+    return o as T;
   }
 
   /** Decode `bytes` (at least up to each field's end; shorter input leaves the rest zero) into an object. */
@@ -144,8 +179,11 @@ function is64(t: UapiType): boolean {
   return t === "u64" || t === "s64";
 }
 
-/** Write one field; the struct and field names only go into the message of a value that does not fit. */
-function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, struct: string, name: string): void {
+/**
+ * Check one field's value and convert it to what reading the field back gives (a number up to 32 bits, a bigint
+ * for 64 bits); the struct and field names only go into the message of a value that does not fit.
+ */
+function fieldValue(t: UapiType, x: number | bigint, struct: string, name: string): number | bigint {
   switch (t) {
     case "u8":
     case "u16":
@@ -157,11 +195,7 @@ function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, s
       if (!Number.isInteger(n) || n < lo || n > hi) {
         throw new RangeError(`${struct}.${name}: ${String(x)} does not fit ${t}`);
       }
-      if (t === "u8") dv.setUint8(at, n);
-      else if (t === "u16") dv.setUint16(at, n, true);
-      else if (t === "u32") dv.setUint32(at, n, true);
-      else dv.setInt32(at, n, true);
-      return;
+      return n === 0 ? 0 : n; // no -0: the bytes have none
     }
     case "u64":
     case "s64": {
@@ -169,9 +203,32 @@ function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, s
       if (t === "u64" && (b < 0n || b > 0xffff_ffff_ffff_ffffn)) {
         throw new RangeError(`${struct}.${name}: ${b} does not fit u64`);
       }
-      if (t === "u64") dv.setBigUint64(at, b, true);
-      else dv.setBigInt64(at, b, true);
+      return t === "u64" ? b : BigInt.asIntN(64, b);
     }
+  }
+}
+
+/** Write one field (checked by {@link fieldValue}). */
+function writeField(dv: DataView, at: number, t: UapiType, x: number | bigint, struct: string, name: string): void {
+  const v = fieldValue(t, x, struct, name);
+  switch (t) {
+    case "u8":
+      dv.setUint8(at, v as number);
+      return;
+    case "u16":
+      dv.setUint16(at, v as number, true);
+      return;
+    case "u32":
+      dv.setUint32(at, v as number, true);
+      return;
+    case "s32":
+      dv.setInt32(at, v as number, true);
+      return;
+    case "u64":
+      dv.setBigUint64(at, v as bigint, true);
+      return;
+    case "s64":
+      dv.setBigInt64(at, v as bigint, true);
   }
 }
 

@@ -366,3 +366,35 @@ describe("XArray against a Map model (property)", () => {
     );
   });
 });
+
+describe("XArray: emptied and refilled low IDs", () => {
+  it("hands out the lowest free ID and finds the used ones after any alloc/erase churn", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.constant(-1), fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1000, max: 1100 })), {
+          maxLength: 80,
+        }),
+        (ops) => {
+          const xa = new XArray<Obj>();
+          const model = new Set<number>();
+          for (const op of ops) {
+            if (op === -1) {
+              let want = 1;
+              while (model.has(want)) want++;
+              expect(xa.alloc({ n: want })).toBe(want);
+              model.add(want);
+            } else if (model.has(op)) {
+              xa.erase(op);
+              model.delete(op);
+            } else if (op >= 1000) {
+              xa.store(op, { n: op });
+              model.add(op);
+            }
+          }
+          expect(visible(xa).map(([id]) => id)).toEqual([...model].sort((a, b) => a - b));
+          expect(xa.find(0)?.[0]).toBe(model.size ? Math.min(...model) : undefined);
+        },
+      ),
+    );
+  });
+});

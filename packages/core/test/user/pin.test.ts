@@ -185,6 +185,56 @@ describe("pin_user_pages", () => {
     );
     expect(report).toMatch(/1 page from user_page still allocated/);
   });
+
+  it("unpins a range a folio at a time: huge-page pins dropped together, order-0 pages and unpinned pages checked", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const va = p.mmap(HPAGE_PMD_SIZE, { hugeAligned: true });
+    const small = p.mmap(2 * PAGE_SIZE);
+    const refs = m.userSpace.pages;
+    const pas = pinUserPagesFast(p.mm, va, 512, { write: true, longterm: true });
+    const head = refs.refs(pas[0]!)!;
+    expect(head).toMatchObject({ order: 9, pinCount: 512, refcount: 512 + 512 });
+    // The last 12 pages keep their pins; the rest of the folio drops its pins in one step.
+    unpinUserPageRangeDirtyLock(p.mm, pas[0]!, 500, true);
+    expect(refs.refs(pas[0]!)).toMatchObject({ pinCount: 12, refcount: 512 + 12, dirty: true });
+    expect(refs.pins().map((x) => x.pa)).toEqual(pas.slice(500));
+    // Asking for more pins than the folio holds falls back to page-by-page: the 12 go, then 488 reports.
+    await m.diag.expectWarning({ kind: "refcount", message: /not pinned/ }, () =>
+      unpinUserPageRangeDirtyLock(p.mm, pas[0]!, 500, false),
+    );
+    expect(refs.refs(pas[0]!)).toMatchObject({ pinCount: 0, refcount: 512 });
+    const s = pinUserPagesFast(p.mm, small, 2, { write: true, longterm: true });
+    unpinUserPageRangeDirtyLock(p.mm, s[0]!, 1, false);
+    unpinUserPageRangeDirtyLock(p.mm, s[1]!, 1, false);
+    expect(refs.pinnedCount).toBe(0);
+    await p.exit();
+    await m.teardown();
+  });
+
+  it("names each page's own VA and every stacked pin when one call pinned a run", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const va = p.mmap(3 * PAGE_SIZE);
+    const pas = pinUserPagesFast(p.mm, va, 3, { write: true, longterm: true });
+    unpinUserPages(p.mm, [pas[1]!]);
+    pinUserPagesFast(p.mm, va + BigInt(2 * PAGE_SIZE), 1, { longterm: false });
+    const at = (i: number) => (va + BigInt(i * PAGE_SIZE)).toString(16);
+    expect(m.userSpace.pages.pins().map((x) => [x.pa, x.record.va, x.record.longterm])).toEqual(
+      expect.arrayContaining([
+        [pas[0], Number(va), true],
+        [pas[2], Number(va) + 2 * PAGE_SIZE, true],
+        [pas[2], Number(va) + 2 * PAGE_SIZE, false],
+      ]),
+    );
+    expect(m.userSpace.pages.pins()).toHaveLength(3);
+    const err = await m.teardown().catch((e: unknown) => e);
+    const report = (err as TeardownError).report;
+    expect(report).toMatch(new RegExp(`pinned \\(longterm\\) by pid ${p.pid} at VA 0x${at(0)}`));
+    expect(report).toMatch(new RegExp(`pinned \\(longterm\\) by pid ${p.pid} at VA 0x${at(2)}`));
+    expect(report).toMatch(new RegExp(`pinned by pid ${p.pid} at VA 0x${at(2)}`));
+    expect(report).not.toMatch(new RegExp(`at VA 0x${at(1)}`));
+  });
 });
 
 describe("a driver pinning on behalf of its file", () => {

@@ -45,12 +45,14 @@ export class DescCache {
   /** Strict mode: a stale use of this entry was already reported. */
   readonly reported: Uint8Array;
   /**
-   * Bumped by every fill and every invalidation: a result derived from entries of this cache (the model's
-   * per-stream fast path) is still valid while `gen` has not moved.
+   * A generation count, `gen[0]`, bumped by every fill and every invalidation: a result derived from entries of
+   * this cache (the model's per-stream fast path) is still valid while it has not moved. Caches built with the same
+   * array share one count.
    */
-  gen = 0;
+  readonly gen: Float64Array;
 
-  constructor(g: CacheGeometry) {
+  constructor(g: CacheGeometry, gen: Float64Array = new Float64Array(1)) {
+    this.gen = gen;
     this.ix = new SetIndex(g);
     const n = this.ix.entries;
     this.key1 = new Int32Array(n).fill(-1);
@@ -87,7 +89,7 @@ export class DescCache {
 
   /** Claim an entry for (k1, k2) (replacing one in its set); the caller fills words/info. @linux a configuration cache fill */
   fill(k1: number, k2: number): number {
-    this.gen++;
+    this.gen[0]!++;
     const ix = this.ix;
     const e = ix.claim2(ix.first(mix(k1, k2)), this.key1, k1, this.key2, k2);
     this.reported[e] = 0;
@@ -96,7 +98,7 @@ export class DescCache {
 
   /** Drop entries with key1 in [lo, hi] (and key2 === k2 unless k2 is -1). Returns how many. @linux CFGI_STE_RANGE / CFGI_CD */
   invalidate(lo: number, hi: number, k2 = -1): number {
-    this.gen++;
+    this.gen[0]!++;
     let n = 0;
     for (let e = 0; e < this.ix.entries; e++) {
       const k = this.key1[e]!;
@@ -220,13 +222,32 @@ export class SmmuTlb {
    * rounds: this is on every translation).
    */
   private setOf(kind: number, tag: number, vpn: number): number {
-    const h = Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn ^ ((vpn / 4294967296) | 0);
+    const hi = vpn < 4294967296 ? 0 : (vpn / 4294967296) | 0;
+    const h = Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn ^ hi;
     return (h & this.setMask) << this.wayShift;
   }
 
   /** The entry for (kind, tag, vpn), or -1. @linux a TLB lookup */
   lookup(kind: number, tag: number, vpn: number): number {
     const s = this.setOf(kind, tag, vpn);
+    const end = s + this.ways;
+    const v = this.vpn;
+    const i = this.i;
+    for (let e = s; e < end; e++) {
+      if (v[e] === vpn && i[e << 3] === tag && i[(e << 3) + I_KIND] === kind) {
+        if (this.lru) this.ix.touch(e);
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  /**
+   * {@link lookup} for a page number below 2^32 (the set hash's high word is 0: no division). The hit path's.
+   * @linux a TLB lookup
+   */
+  lookupLow(kind: number, tag: number, vpn: number): number {
+    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
     const end = s + this.ways;
     const v = this.vpn;
     const i = this.i;

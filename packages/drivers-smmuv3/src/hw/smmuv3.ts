@@ -344,11 +344,13 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   /**
    * The per-stream fast path: entry `k` (STREAM_WORDS words) holds what translateSlow decided for one (StreamID,
    * SubstreamID) from its cached STE and CD (the cache entries, TLB kind and tag, page size, stages), valid while
-   * neither configuration cache changed since (`streamGen[k]` = the sum of their generations, which only grow).
+   * neither configuration cache changed since (`streamGen[k]` = their shared generation count then).
    * Not used in strict mode, which re-checks the cached STE and CD on every translation.
    */
   private readonly streams = new Int32Array(STREAM_ENTRIES * STREAM_WORDS).fill(-1);
   private readonly streamGen = new Float64Array(STREAM_ENTRIES).fill(-1);
+  /** The generation count the STE and CD caches share (see DescCache.gen). */
+  private readonly cfgGen = new Float64Array(1);
   private readonly cfgLru: boolean;
 
   private nTranslations = 0;
@@ -387,9 +389,9 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       (o.granules.includes(65536) ? 1 << 16 : 0);
 
     const rep = o.replacement;
-    this.steCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep });
+    this.steCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep }, this.cfgGen);
     this.cfgLru = rep === "lru";
-    this.cdCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep });
+    this.cdCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep }, this.cfgGen);
     this.tlb = new SmmuTlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: rep });
     this.walkCache = new WalkCache({ entries: o.walkCacheEntries, ways: o.walkCacheWays, replacement: rep });
     this.steS2 = Array.from({ length: this.steCache.entries }, () => new StageParams());
@@ -679,7 +681,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         if (iova < LOCAL_TWO_32) {
           const need = needOf(req);
           const tlb = this.tlb;
-          const e = tlb.lookup(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
+          const e = tlb.lookupLow(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
           if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
             this.nTranslations++;
             this.nHits++;
@@ -703,9 +705,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private streamEntry(sid: number, ssid: number): number {
     const st = this.streams;
     const k = ((sid ^ Math.imul(ssid + 1, STREAM_HASH)) & (STREAM_ENTRIES - 1)) * STREAM_WORDS;
-    return st[k + SW_SID] === sid &&
-      st[k + SW_SSID] === ssid &&
-      this.streamGen[k >> STREAM_SHIFT] === this.steCache.gen + this.cdCache.gen
+    return st[k + SW_SID] === sid && st[k + SW_SSID] === ssid && this.streamGen[k >> STREAM_SHIFT] === this.cfgGen[0]
       ? k
       : -1;
   }
@@ -886,7 +886,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       st[k + SW_KIND] = kind;
       st[k + SW_TAG] = tag;
       st[k + SW_BITS] = pageLg2 | (useS1 ? SB_S1 : 0) | (useS2 ? SB_S2 : 0);
-      this.streamGen[k >> STREAM_SHIFT] = this.steCache.gen + this.cdCache.gen;
+      this.streamGen[k >> STREAM_SHIFT] = this.cfgGen[0]!;
     }
     const tlb = this.tlb;
     const e = tlb.lookup(kind, tag, vpn);

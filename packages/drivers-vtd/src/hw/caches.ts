@@ -200,7 +200,8 @@ export class VtdIotlb {
    * consecutive pages of one address space fill consecutive sets (one multiply: this is on every translation).
    */
   setOf(key: number, vpn: number): number {
-    return this.ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ vpn ^ ((vpn / 4294967296) | 0));
+    const hi = vpn < 4294967296 ? 0 : (vpn / 4294967296) | 0;
+    return this.ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ vpn ^ hi);
   }
 
   /** The entry for (key, vpn), or -1 (the hot path's probe). @linux an IOTLB lookup */

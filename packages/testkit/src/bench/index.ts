@@ -1,2 +1,3 @@
 /** Helpers shared by the vendor packages' benchmarks. */
 export * from "./driver-domain.js";
+export * from "./mock-model.js";

@@ -1,33 +1,24 @@
 /**
- * The mock model baseline: the mock IOMMU's hardware model (packages/drivers-mock) with a range mapped, called
- * through its `translate(req, out)` hot path. The vendor models' translation benches put it beside their own rows,
- * in the same process and run, with the same IOVAs: their targets are ratios to it ("an SMMUv3 TLB hit within 1.5×
- * the mock's hit"), so a busy machine moves both sides alike.
+ * The mock model baseline: the mock IOMMU's hardware model (drivers-mock) with a range mapped, called through its
+ * `translate(req, out)` hot path. The vendor models' translation benches put it beside their own rows, in the same
+ * process and run, with the same IOVAs: their targets are ratios to it ("an SMMUv3 TLB hit within 1.5× the mock's
+ * hit"), so a busy machine moves both sides alike.
  *
  * The range is mapped linearly with the mock's own 2 KiB pages in a 4-level table written plainly with its field
  * definitions (no engine, no driver), so every IOVA of the range translates unchanged: a miss walks 4 levels, as
- * a 4-level walk of the vendor models does. Import this file by relative path, as the benches import harness.ts;
- * it is a bench file, not part of core's package (core does not depend on the vendor packages).
+ * a 4-level walk of the vendor models does.
  */
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
-import {
-  BASE,
-  CR,
-  CTX,
-  CTX_MODE,
-  fieldPrep,
-  MockIommuHw,
-  PT_GRANULE_LG2,
-  PTE,
-  REG,
-} from "../../drivers-mock/src/index.js";
-import type { PageRange } from "./baselines.js";
+import { BASE, CR, CTX, CTX_MODE, fieldPrep, MockIommuHw, PT_GRANULE_LG2, PTE, REG } from "@iommu-sim/drivers-mock";
 
 const TWO_32 = 4294967296;
 const MOCK_PAGE = 2 ** PT_GRANULE_LG2;
 const LEVELS = 4;
 
-/** The mock model with a range mapped, and its translation loop. */
+/**
+ * The mock model with a range mapped, and its translation loop.
+ * @linux none: a benchmark baseline (the mock IOMMU of drivers/iommu/iommufd/selftest.c, as a hardware model)
+ */
 export interface MockModelBaseline {
   /** The model (for its counters). */
   hw: MockIommuHw;
@@ -36,10 +27,15 @@ export interface MockModelBaseline {
 }
 
 /**
- * A mock model (IOTLB of `tlbEntries`, 2-way) translating `range` (its `pageSize` a multiple of 2 KiB) to
- * consecutive physical addresses from `paBase`, for requester ID 1.
+ * A mock model (IOTLB of `tlbEntries`, 2-way) translating `range` (`pages` pages of `pageSize` bytes, a multiple
+ * of 2 KiB, from IOVA `base`) to consecutive physical addresses from `paBase`, for requester ID 1.
+ * @linux none: a benchmark baseline
  */
-export function mockModelBaseline(range: PageRange, paBase: number, tlbEntries = 4096): MockModelBaseline {
+export function mockModelBaseline(
+  range: { base: number; pages: number; pageSize: number },
+  paBase: number,
+  tlbEntries = 4096,
+): MockModelBaseline {
   if (range.pageSize % MOCK_PAGE !== 0)
     throw new Error(`mock baseline: page size ${range.pageSize} is not 2 KiB-aligned`);
   const memory = new PhysicalMemory({ size: 4 * 2 ** 30 });
