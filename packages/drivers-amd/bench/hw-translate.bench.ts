@@ -1,6 +1,6 @@
 /**
- * AMD-Vi hardware-model translation beside the mock model (packages/core/bench/mock-model.ts) and the raw
- * baselines of packages/core/bench/baselines.ts, in the same process and run, same access pattern:
+ * AMD-Vi hardware-model translation beside the mock model (`mockModelBaseline` of `@iommu-sim/testkit/bench`) and
+ * the raw baselines of packages/core/bench/baselines.ts, in the same process and run, same access pattern:
  *
  * - hit: v1 mode 4, 4 KiB pages, a working set of 512 pages already in the IOTLB (4096 entries, 4-way) vs the mock's
  *   IOTLB hit (target: at most 1.5x the mock's time);
@@ -15,9 +15,9 @@
  */
 import { fileURLToPath } from "node:url";
 import { Diagnostics, newDmaRequest, newDmaTranslation, PhysicalMemory } from "@iommu-sim/core";
+import { mockModelBaseline } from "@iommu-sim/testkit/bench";
 import { mappedBaselines, randomIovas, randomPages, setIovas } from "../../core/bench/baselines.js";
 import { type BenchResult, runBench } from "../../core/bench/harness.js";
-import { mockModelBaseline } from "../../core/bench/mock-model.js";
 import { AmdHw } from "../src/hw/index.js";
 
 const GiB = 2 ** 30;
