@@ -51,10 +51,10 @@ describe("the HTML report", () => {
       await expect(page.title()).resolves.toBe("iommu-sim report: default");
       expect(await page.locator(".verdict").innerText()).toMatch(/^PASS/);
 
-      // The object graph after the unbind: eleven boxes, the vDEVICE a (dashed) tombstone, references drawn.
+      // The object graph after the unbind: seventeen boxes, the vDEVICE a (dashed) tombstone, references drawn.
       const after = page.locator('section.snapshot[data-label="after the unbind"]');
       await expect(after.locator("svg.graph").isVisible()).resolves.toBe(true);
-      expect(await after.locator("g.node").count()).toBe(14);
+      expect(await after.locator("g.node").count()).toBe(17);
       const tomb = after.locator("g.node.tombstone");
       expect(await tomb.count()).toBe(1);
       expect(await tomb.locator("text").first().textContent()).toMatch(/^VDEVICE#\d+$/);
@@ -70,6 +70,10 @@ describe("the HTML report", () => {
       expect(levels).toContain("S1 L3 page");
       expect(levels).toContain("S2 L3 page");
       expect(await path.locator("tr.result").innerText()).toMatch(/PA 0x[0-9a-f]+/);
+      // The AMD-Vi path: the DTE, then each v1 level down to the 4 KiB page.
+      const amd = page.locator('section.path[data-device="amd-nic0"]');
+      const amdLevels = await amd.locator("tr.level td:first-child").allInnerTexts();
+      expect(amdLevels).toEqual(["DTE", "L4 PDE", "L3 PDE", "L2 PDE", "L1 page"]);
 
       // The counters as charts: a bar per IOMMU, drawn with a width that follows the value.
       const commands = page.locator('svg.chart[aria-label="commands"]');

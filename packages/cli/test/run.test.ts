@@ -54,6 +54,16 @@ describe("the default scenario", () => {
     );
     expect(r.out).toMatch(/^mock0 +mock +\d+/m);
     expect(r.out).toMatch(/^smmu0 +smmuv3 +\d+/m);
+    // VT-d: DMA through a first-stage table, an IOTLB hit, a write to a read-only page refused.
+    expect(r.out).toMatch(/VT-d DMA read back \(an IOTLB hit\): .*ok \[a5 5a c3 3c\]/);
+    expect(r.out).toMatch(/VT-d DMA write to the read-only page: .*vtd0: .*write \(as expected\)/);
+    expect(r.out).toMatch(/^vtd0 +vtd +4 +25\.0% +3 +2 +0 +\d+ +\d+$/m);
+    // AMD-Vi: DMA through a v1 table, an IOTLB hit, a permission fault, a not-present fault, an inspected path.
+    expect(r.out).toMatch(/bind amd-nic0: \/dev\/vfio\/devices\/vfio\d+ \(behind amd0\) bound/);
+    expect(r.out).toMatch(/AMD-Vi DMA write to guest RAM: .*landed in ram3 at \+0x200/);
+    expect(r.out).toMatch(/AMD-Vi DMA write to the read-only page: .*amd0: IO_PAGE_FAULT: permission \(as expected\)/);
+    expect(r.out).toMatch(/inspect amd-nic0: .*DTE → L4 PDE → L3 PDE → L2 PDE → L1 page → PA 0x/);
+    expect(r.out).toMatch(/^amd0 +amd +4 +25\.0% +3 +2 +0 +\d+ +\d+$/m);
     expect(r.out).toMatch(/PASS: \d+ steps/);
   });
 
@@ -79,6 +89,11 @@ describe("the default scenario", () => {
     expect(mock.faults).toBe(3);
     expect(mock.pageRequests).toBe(1);
     expect(mock.iotlbHits + mock.iotlbMisses).toBe(mock.translations);
+    // AMD-Vi: four DMAs (write, read back from the IOTLB, read-only page, unmapped IOVA), two faults.
+    const amd = j.summary.find((s) => s.name === "amd0")!.counters;
+    expect(amd).toMatchObject({ translations: 4, iotlbHits: 1, walks: 3, faults: 2, pageRequests: 0 });
+    expect(amd.commands).toBeGreaterThanOrEqual(amd.invalidations!);
+    expect(amd.invalidations).toBeGreaterThan(0);
     expect(j.trace["iommufd:object_destroy"]).toBeGreaterThan(0);
   });
 
@@ -209,7 +224,7 @@ describe("trace", () => {
 });
 
 describe("decoders agree with the hardware", () => {
-  it("inspect's PA is where the device's DMA landed, for the mock, the nested SMMUv3 and VT-d", async () => {
+  it("inspect's PA is where the device's DMA landed, for the mock, the nested SMMUv3, VT-d and AMD-Vi", async () => {
     const sc = parseScenario(DEFAULT_SCENARIO);
     const cut = sc.steps.findIndex((s) => s.do === "snapshot");
     const steps = [...sc.steps.slice(0, cut)];
@@ -218,6 +233,7 @@ describe("decoders agree with the hardware", () => {
       { device: "smmu-dma0", iova: 0x10000020 },
       { device: "mock-dev1", iova: 0x1200000 },
       { device: "xhci0", iova: 0x20000100 },
+      { device: "amd-nic0", iova: 0x30000200 },
     ];
     for (const c of checks) steps.push({ do: "inspect", ...c });
     const r = await runScenario(
@@ -266,6 +282,27 @@ describe("decoders agree with the hardware", () => {
     const j = JSON.parse(m.out) as { levels: { name: string }[]; result: { fault?: string } };
     expect(j.levels[0]!.name).toBe("device entry");
     expect(j.result.fault).toBe("translation fault");
+  });
+
+  it("inspect on AMD-Vi prints the DTE and each v1 level; the read-only page and an unmapped IOVA", async () => {
+    const r = await run("inspect", "--device", "amd-nic0", "--iova", "0x30000200");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/amd-nic0 → amd0 \(amd\), requester ID 0x8, IOVA 0x30000200/);
+    expect(r.out).toMatch(
+      /DTE +@ 0x[0-9a-f]+ +(0x[0-9a-f]{16} ?){4}\n.*V=true TV=true Mode=4 HostPtRoot=0x[0-9a-f]+ IR=true IW=true DomainID=\d+/,
+    );
+    for (const l of ["L4 PDE", "L3 PDE", "L2 PDE", "NextLevel=3", "L1 page", "→ PA 0x"]) expect(r.out).toContain(l);
+    const ro = JSON.parse((await run("inspect", "--device", "amd-nic0", "--iova", "0x30040000", "--json")).out) as {
+      levels: { name: string; fields: Record<string, unknown> }[];
+      result: { perm?: string; size?: number };
+    };
+    expect(ro.levels.map((l) => l.name)).toEqual(["DTE", "L4 PDE", "L3 PDE", "L2 PDE", "L1 page"]);
+    expect(ro.levels[4]!.fields).toMatchObject({ PR: true, IR: true, IW: false });
+    expect(ro.result).toMatchObject({ perm: "r-", size: 4096 });
+    const miss = JSON.parse((await run("inspect", "--device", "amd-nic0", "--iova", "0x30100000", "--json")).out) as {
+      result: { fault?: string };
+    };
+    expect(miss.result.fault).toBe("IO_PAGE_FAULT: L1 entry not present");
   });
 });
 

@@ -138,7 +138,7 @@ function defaultResultsFile(): string {
 }
 
 /** Append results to a JSON array file, creating it when missing. */
-export function appendResults(file: string, results: BenchResult[]): void {
+export function appendResults(file: string, results: (BenchResult | BenchCountResult)[]): void {
   let all: unknown[] = [];
   if (existsSync(file)) {
     try {
@@ -150,4 +150,45 @@ export function appendResults(file: string, results: BenchResult[]): void {
   }
   all.push(...results);
   writeFileSync(file, `${JSON.stringify(all, null, 2)}\n`);
+}
+
+/** A counted quantity with a bound (not a timing): e.g. the commands one 1 GiB unmap issues, at most 4. */
+export interface BenchCount {
+  /** Row name, e.g. "amd-driver/commands per 1GiB unmap". */
+  name: string;
+  /** What was counted. */
+  count: number;
+  /** The most that meets the target. */
+  max: number;
+  /** What is counted, for the printed line ("commands"). */
+  unit: string;
+  /** Where to append the row; default `results.json` beside this harness. `false` to not write. */
+  resultsFile?: string | false;
+}
+
+/** One line of `results.json` for a {@link BenchCount}. */
+export interface BenchCountResult {
+  name: string;
+  count: number;
+  maxCount: number;
+  unit: string;
+  date: string;
+}
+
+/**
+ * Print a counted row with its target and whether it is met, and append it to the results (bench-summary shows it
+ * beside the timed rows). Returns whether the target is met.
+ */
+export function recordCount(c: BenchCount): boolean {
+  const met = c.count <= c.max;
+  console.log(`\n${c.name}: ${c.count} ${c.unit}   target <= ${c.max}   ${met ? "met" : "MISSED"}`);
+  const row: BenchCountResult = {
+    name: c.name,
+    count: c.count,
+    maxCount: c.max,
+    unit: c.unit,
+    date: new Date().toISOString(),
+  };
+  if (c.resultsFile !== false) appendResults(c.resultsFile ?? defaultResultsFile(), [row]);
+  return met;
 }

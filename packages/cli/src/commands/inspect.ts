@@ -23,7 +23,7 @@ export const inspectCommand: Command = {
   usage: "inspect --device NAME --iova ADDR [--pasid N] [--scenario FILE] [--at LABEL] [--platform FILE] [--json]",
   help: [
     "Options:",
-    "  --device NAME     the endpoint device (e.g. mock-dev0, smmu-dma0, xhci0)",
+    "  --device NAME     the endpoint device (e.g. mock-dev0, smmu-dma0, xhci0, amd-nic0)",
     "  --iova ADDR       the input address (hex or decimal)",
     "  --pasid N         a PASID / SubstreamID (default: none)",
     "  --scenario FILE   the scenario that sets the machine up (default: the embedded default scenario)",
@@ -36,6 +36,7 @@ export const inspectCommand: Command = {
   ].join("\n"),
   examples: [
     "inspect --device smmu-dma0 --iova 0x10000010",
+    "inspect --device amd-nic0 --iova 0x30000200",
     "inspect --device mock-dev0 --iova 0x1000040 --json",
     "inspect --device xhci0 --iova 0x20000100",
     "inspect --device mock-dev0 --iova 0x1000040 --scenario examples/basic-mock.yaml --at mapped",

@@ -3,6 +3,7 @@
  * vendor package exports (hw/), and format it level by level.
  */
 import { describeIommuTopology, type Machine, type TranslationDecoder, type TranslationPath } from "@iommu-sim/core";
+import { amdHw } from "@iommu-sim/drivers-amd";
 import { decodeMockTranslation } from "@iommu-sim/drivers-mock";
 import { smmuv3Hw } from "@iommu-sim/drivers-smmuv3";
 import { vtdHw } from "@iommu-sim/drivers-vtd";
@@ -13,6 +14,7 @@ export const DECODERS: Record<string, TranslationDecoder> = {
   mock: decodeMockTranslation,
   smmuv3: smmuv3Hw.decodeSmmuv3Translation,
   vtd: vtdHw.decodeVtdTranslation,
+  amd: amdHw.decodeAmdTranslation,
 };
 
 /** A decoded path with its text rendering. */

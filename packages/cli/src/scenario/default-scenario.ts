@@ -1,6 +1,6 @@
 /**
  * The scenario `iommu-sim run` (and `npm start`) runs when no file is given: a VMM on the default platform using
- * one IOMMU of each kind that has a driver (the mock and the SMMUv3), the way a VMM developer would exercise
+ * one IOMMU of each kind that has a driver (the mock, the SMMUv3, VT-d and AMD-Vi), the way a VMM developer would exercise
  * iommufd. Kept as data so `examples/default.yaml` can be checked against it.
  */
 import type { z } from "zod";
@@ -12,6 +12,8 @@ const MOCK_RAM = 0x0100_0000;
 const SMMU_RAM = 0x4000_0000;
 /** Guest RAM of the VT-d device. */
 const VTD_RAM = 0x2000_0000;
+/** Guest RAM of the AMD-Vi device. */
+const AMD_RAM = 0x3000_0000;
 /** The IOVA the SMMUv3 guest's own stage 1 maps. */
 const GUEST_IOVA = 0x1000_0000;
 
@@ -19,7 +21,7 @@ const GUEST_IOVA = 0x1000_0000;
 export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
   name: "default",
   description:
-    "a VMM drives iommufd on the mock IOMMU, the SMMUv3 and VT-d: VFIO bind, guest RAM, DMA and faults, a nested SMMUv3 " +
+    "a VMM drives iommufd on the mock IOMMU, the SMMUv3, VT-d and AMD-Vi: VFIO bind, guest RAM, DMA and faults, a nested SMMUv3 " +
     "guest, page requests, an unbind under a live vDEVICE, and a teardown that must find nothing leaked",
   steps: [
     { do: "boot" },
@@ -90,8 +92,19 @@ export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
     { do: "bind", device: "xhci0" },
     { do: "ioas-alloc", as: "ioas2" },
     { do: "map", ioas: "ioas2", iova: VTD_RAM, size: "256KiB", as: "ram2" },
+    { do: "map", ioas: "ioas2", iova: VTD_RAM + 0x4_0000, size: "4KiB", readonly: true, as: "rom2" },
     { do: "attach", device: "xhci0", pt: "ioas2" },
     { do: "dma", name: "VT-d DMA write to guest RAM", device: "xhci0", op: "write", iova: VTD_RAM + 0x100 },
+    { do: "dma", name: "VT-d DMA read back (an IOTLB hit)", device: "xhci0", op: "read", iova: VTD_RAM + 0x100 },
+    {
+      do: "dma",
+      name: "VT-d DMA write to the read-only page",
+      device: "xhci0",
+      op: "write",
+      iova: VTD_RAM + 0x4_0000,
+      outcome: "fault",
+      fault: "write",
+    },
     {
       do: "dma",
       name: "VT-d DMA to an unmapped IOVA",
@@ -100,6 +113,33 @@ export const DEFAULT_SCENARIO: z.input<typeof scenarioSchema> = {
       iova: VTD_RAM + 0x10_0000,
       outcome: "fault",
     },
+    // AMD-Vi: a PCI NIC behind amd0 (a v1 host table), guest RAM with a read-only page, its own IOAS.
+    { do: "bind", device: "amd-nic0" },
+    { do: "ioas-alloc", as: "ioas3" },
+    { do: "map", ioas: "ioas3", iova: AMD_RAM, size: "256KiB", as: "ram3" },
+    { do: "map", ioas: "ioas3", iova: AMD_RAM + 0x4_0000, size: "4KiB", readonly: true, as: "rom3" },
+    { do: "attach", device: "amd-nic0", pt: "ioas3" },
+    { do: "dma", name: "AMD-Vi DMA write to guest RAM", device: "amd-nic0", op: "write", iova: AMD_RAM + 0x200 },
+    { do: "dma", name: "AMD-Vi DMA read back (an IOTLB hit)", device: "amd-nic0", op: "read", iova: AMD_RAM + 0x200 },
+    {
+      do: "dma",
+      name: "AMD-Vi DMA write to the read-only page",
+      device: "amd-nic0",
+      op: "write",
+      iova: AMD_RAM + 0x4_0000,
+      outcome: "fault",
+      fault: "permission",
+    },
+    {
+      do: "dma",
+      name: "AMD-Vi DMA to an unmapped IOVA",
+      device: "amd-nic0",
+      op: "read",
+      iova: AMD_RAM + 0x10_0000,
+      outcome: "fault",
+      fault: "not present",
+    },
+    { do: "inspect", device: "amd-nic0", iova: AMD_RAM + 0x200 },
     // Page requests: a fault-capable HWPT; the VMM maps the page on demand and answers.
     { do: "bind", device: "mock-dev1" },
     { do: "fault-queue-alloc", as: "fq0" },

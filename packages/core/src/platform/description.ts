@@ -240,6 +240,7 @@ export const IOMMU_OPTION_SCHEMAS = {
     domainIdBits: z.number().int().min(4).max(16).optional(),
     tlbWays: ways.optional(),
     dteEntries: entries.optional(),
+    pdcEntries: entries.optional(),
     replacement: z.enum(["round-robin", "lru"]).optional(),
     strict: z.boolean().optional(),
   }),

@@ -1,7 +1,7 @@
 /**
  * The AMD-Vi hardware model (one IOMMU): the register file (registers.ts), the device table entry fetched from
- * memory through a DTE cache, the v1 host walk and the GCR3 + v2 guest walk (walk.ts), an IOTLB tagged by domain
- * ID and PASID (caches.ts), the command buffer, the event log and the PPR log.
+ * memory through a DTE cache, the v1 host walk and the GCR3 + v2 guest walk (walk.ts) below a page-directory cache,
+ * an IOTLB tagged by domain ID and PASID (caches.ts), the command buffer, the event log and the PPR log.
  *
  * `translate` is the hot path: a DTE cache lookup, an IOTLB lookup, and only on a miss a walk; no `Map`, no
  * allocation, no bigint. A fault is logged as an event (unless the DTE suppresses it) and returned as its event code.
@@ -17,6 +17,7 @@ import {
   getAddr,
   getField,
   type HwModelContext,
+  type IommuHwCounters,
   type IommuHwModel,
   type MmioHandler,
   maskOf,
@@ -24,7 +25,7 @@ import {
   StaleCacheReporter,
   TWO_32,
 } from "@iommu-sim/core";
-import { AmdDteCache, AmdIotlb, DTE_WORDS } from "./caches.js";
+import { AmdDteCache, AmdIotlb, AmdPdc, DTE_WORDS, PDC_REGION_LG2 } from "./caches.js";
 import { type ResolvedAmdOptions, resolveAmdOptions } from "./options.js";
 import {
   AMD_MMIO_SIZE,
@@ -54,7 +55,7 @@ import {
   PPR_REQ_FAULT,
   V1_PTE,
 } from "./structures.js";
-import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v2Walk } from "./walk.js";
+import { AMD_PERM, AmdWalkResult, gcr3Lookup, POW2, v1Walk, v1WalkFrom, v2Walk, v2WalkFrom } from "./walk.js";
 
 /** Interrupt lines of the unit. @linux the IOMMU's MSI, raised for the event log, the PPR log and COMPLETION_WAIT */
 export type AmdIrqLine = "event" | "ppr" | "comwait";
@@ -88,11 +89,17 @@ export interface AmdStats {
   iotlbHits: number;
   iotlbMisses: number;
   walks: number;
+  /** Walks that started below a page-directory-cache entry. */
+  pdcHits: number;
   dteMisses: number;
   events: number;
   eventsLost: number;
   pageRequests: number;
   commands: number;
+  /** Translations refused (each an event, unless the DTE suppressed it, or a returned fault). */
+  faults: number;
+  /** Invalidation commands executed. */
+  invalidations: number;
   staleReports: number;
 }
 
@@ -104,6 +111,16 @@ const PPRLOG_EN = maskOf(CONTROL.PPRLOG_EN);
 const PPR_EN = maskOf(CONTROL.PPR_EN);
 const CMDBUF_RUN = maskOf(STATUS.CMDBUF_RUN);
 const NO_PASID = -1;
+const PERM_RW = AMD_PERM.R | AMD_PERM.W;
+// The hot path's constants, local so V8 folds them (an imported binding is a load and a hole check per use).
+const PERM_R = 1;
+const PERM_W = 2;
+const FOUR_GIB = 4294967296;
+const PDC_REGION = 2 ** PDC_REGION_LG2;
+/** DmaFault reasons of an IO_PAGE_FAULT, by the check that failed. */
+const PF_PERMISSION = "IO_PAGE_FAULT: permission";
+const PF_RESERVED = "IO_PAGE_FAULT: reserved field";
+const PF_NOT_PRESENT = "IO_PAGE_FAULT: translation not present";
 /** Decoded DTE bits kept per DTE-cache entry. */
 const F_V = 1;
 const F_TV = 2;
@@ -115,6 +132,11 @@ const F_NOPF = 64;
 const F_GPT5 = 128;
 const F_MODE_SHIFT = 8;
 const F_GLX_SHIFT = 12;
+const F_MODE_MASK = 7 << F_MODE_SHIFT;
+/** The hot path's DTE: V and TV set, GV clear. */
+const F_FAST_MASK = F_V | F_TV | F_GV;
+const F_FAST = F_V | F_TV;
+const CONTROL_WORD = AMD_REG.CONTROL >>> 2;
 /** DTE HAD = 3: the host table's D bit is set on writes. */
 const F_HAD = 1 << 14;
 const V1_D = maskOf(V1_PTE.D);
@@ -133,8 +155,11 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   readonly memory: PhysicalMemory;
   readonly diag: Diagnostics;
   readonly options: ResolvedAmdOptions;
+  private readonly strict: boolean;
   readonly dteCache: AmdDteCache;
   readonly iotlb: AmdIotlb;
+  /** The page-directory cache. */
+  readonly pdc: AmdPdc;
   /** Responses sent to endpoints (COMPLETE_PPR_REQUEST or automatic). */
   readonly pprResponses: AmdPprResponse[] = [];
   /** INVALIDATE_IOTLB_PAGES sent to endpoints. */
@@ -149,12 +174,16 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   private readonly reporter: StaleCacheReporter;
   private readonly r = new AmdWalkResult();
   private readonly rs = new AmdWalkResult();
+  private readonly rs2 = new AmdWalkResult();
   private readonly dte = new Uint32Array(DTE_WORDS);
   private readonly w = new Uint32Array(4);
   private nTranslations = 0;
   private nHits = 0;
   private nMisses = 0;
   private nWalks = 0;
+  private nPdcHits = 0;
+  private nFaults = 0;
+  private nInvalidations = 0;
   private nDteMisses = 0;
   private nEvents = 0;
   private nEventsLost = 0;
@@ -167,9 +196,11 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     this.diag = ctx.diag;
     this.options = resolveAmdOptions(ctx.options);
     const o = this.options;
+    this.strict = o.strict;
     this.mmio = this;
     this.dteCache = new AmdDteCache({ entries: o.dteEntries, ways: o.tlbWays, replacement: o.replacement });
     this.iotlb = new AmdIotlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: o.replacement });
+    this.pdc = new AmdPdc({ entries: o.pdcEntries, ways: o.tlbWays, replacement: o.replacement });
     this.reporter = new StaleCacheReporter(ctx.diag, ctx.name);
     const e = this.efr;
     e[0] =
@@ -193,12 +224,29 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       iotlbHits: this.nHits,
       iotlbMisses: this.nMisses,
       walks: this.nWalks,
+      pdcHits: this.nPdcHits,
       dteMisses: this.nDteMisses,
       events: this.nEvents,
       eventsLost: this.nEventsLost,
       pageRequests: this.nPageRequests,
       commands: this.nCommands,
+      faults: this.nFaults,
+      invalidations: this.nInvalidations,
       staleReports: this.reporter.count,
+    };
+  }
+
+  /** The counters every model reports alike (tools print them side by side). */
+  counters(): IommuHwCounters {
+    return {
+      translations: this.nTranslations,
+      iotlbHits: this.nHits,
+      iotlbMisses: this.nMisses,
+      walks: this.nWalks,
+      faults: this.nFaults + this.nPageRequests,
+      pageRequests: this.nPageRequests,
+      commands: this.nCommands,
+      invalidations: this.nInvalidations,
     };
   }
 
@@ -324,7 +372,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     const c = this.dteCache;
     const e = c.lookup(devid);
     if (e >= 0) {
-      if (this.options.strict && c.reported[e] === 0) this.checkDte(e, devid);
+      if (this.strict && c.reported[e] === 0) this.checkDte(e, devid);
       return e;
     }
     this.nDteMisses++;
@@ -354,6 +402,8 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       (getField(dte, DTE.GLX) << F_GLX_SHIFT) |
       (getField(dte, DTE.HAD) === 3 && this.options.dirty ? F_HAD : 0);
     c.did[f] = getField(dte, DTE.DOMAIN_ID);
+    const fl = c.flags[f]!;
+    c.fast[f] = (fl & F_FAST_MASK) === F_FAST && (fl & F_MODE_MASK) !== 0 ? c.did[f]! : -1;
     c.root[f] = getAddr(dte, DTE.ROOT_LO, DTE.ROOT_HI);
     c.gcr3[f] =
       getField(dte, DTE.GCR3_51_31) * 2 ** 31 +
@@ -381,8 +431,58 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     }
   }
 
-  /** Hot path. @linux the IOMMU translating one DMA (QEMU amdvi_translate / amdvi_do_translate) */
+  /**
+   * Hot path. The common case stays small, as the mock model's does, so V8 can inline it into the caller's loop: the
+   * unit enabled, no PASID, not strict, the DTE cached with V and TV and a host table (no GV), an IOTLB hit that
+   * grants the access. Everything else (and any miss) is {@link translateSlow}, which decides again from the start.
+   * @linux the IOMMU translating one DMA (QEMU amdvi_translate / amdvi_do_translate)
+   */
   translate(req: DmaRequest, out: DmaTranslation): void {
+    const iova = req.iova;
+    if (iova < FOUR_GIB && (this.regs[CONTROL_WORD]! & IOMMU_EN) !== 0 && req.pasid < 0 && !this.strict) {
+      const c = this.dteCache;
+      const de = c.lookup(req.requesterId & 0xffff);
+      const did = de >= 0 ? c.fast[de]! : -1;
+      if (did >= 0) {
+        const vpn = iova >>> 12;
+        const tl = this.iotlb;
+        const e = tl.lookup(did, NO_PASID, vpn);
+        if (e < 0) {
+          this.translateMiss(req, out, de, vpn);
+          return;
+        }
+        if ((tl.perm[e]! & (req.write ? PERM_W : PERM_R)) !== 0) {
+          this.nTranslations++;
+          this.nHits++;
+          const lg2 = tl.sizeLg2[e]!;
+          out.faultCode = 0;
+          out.faultReason = "";
+          if (lg2 === 12) {
+            const off = iova & 0xfff;
+            out.pa = tl.pa[e]! + off;
+            out.length = 4096 - off;
+            return;
+          }
+          const off = iova % 2 ** lg2;
+          out.pa = tl.pa[e]! + off;
+          out.length = 2 ** lg2 - off;
+          return;
+        }
+      }
+    }
+    this.translateSlow(req, out);
+  }
+
+  /** The hot path's IOTLB miss: the walk and the fill without deciding the DTE again. */
+  private translateMiss(req: DmaRequest, out: DmaTranslation, de: number, vpn: number): void {
+    this.nTranslations++;
+    out.faultCode = 0;
+    out.faultReason = "";
+    this.translateIn(req, out, de, NO_PASID, vpn, -1);
+  }
+
+  /** Every translation the hot path does not finish: the whole decision, in the architecture's order. */
+  private translateSlow(req: DmaRequest, out: DmaTranslation): void {
     this.nTranslations++;
     out.faultCode = 0;
     out.faultReason = "";
@@ -436,9 +536,25 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       return;
     }
     const vpn = Math.floor(iova / 4096);
+    this.translateIn(req, out, de, pasid, vpn, this.iotlb.lookup(did, pasid, vpn));
+  }
+
+  /**
+   * The translation once the DTE (cache entry `de`) says a table decides: the IOTLB entry `e` of (DomainID, `pasid`,
+   * `vpn`) if it hit, else the walk (through the page-directory cache) and the fill; then the permission check.
+   */
+  private translateIn(req: DmaRequest, out: DmaTranslation, de: number, pasid: number, vpn: number, hit: number): void {
+    const iova = req.iova;
+    const c = this.dteCache;
+    const fl = c.flags[de]!;
+    const did = c.did[de]!;
+    const devid = req.requesterId & 0xffff;
+    const rw = req.write ? EVT_FLAG.RW : 0;
+    const quiet = (fl & F_NOPF) !== 0;
     const tl = this.iotlb;
-    let e = tl.lookup(did, pasid, vpn);
-    // With HAD, an entry a read filled carries no W: a write walks again, which sets D before it goes on.
+    let e = hit;
+    // With HAD, an entry a read filled carries no W: a write walks again, which sets D before it goes on (and
+    // refills that same entry).
     if (e >= 0 && fl & F_HAD && req.write && !(tl.perm[e]! & AMD_PERM.W)) e = -1;
     let pa: number;
     let sizeLg2: number;
@@ -448,11 +564,11 @@ export class AmdHw implements IommuHwModel, MmioHandler {
       pa = tl.pa[e]!;
       sizeLg2 = tl.sizeLg2[e]!;
       perm = tl.perm[e]!;
-      if (this.options.strict && tl.reported[e] === 0) this.checkIotlb(e, de, pasid, devid);
+      if (this.strict && tl.reported[e] === 0) this.checkIotlb(e, de, pasid, devid);
     } else {
       this.nMisses++;
       const r = this.r;
-      const code = this.walk(de, pasid, iova, dtePerm, r);
+      const code = this.walk(de, pasid, iova, (fl >>> 2) & 3, r, true);
       if (code) {
         if (code === EVT_CODE.IO_PAGE_FAULT) {
           this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | r.flags, iova, quiet);
@@ -473,57 +589,143 @@ export class AmdHw implements IommuHwModel, MmioHandler {
           if (!(r.leafLo & V1_D)) this.memory.write32(r.ptePa, (r.leafLo | V1_D) >>> 0);
         } else if (!(r.leafLo & V1_D)) cached &= ~AMD_PERM.W;
       }
-      const size = POW2[sizeLg2]!;
-      tl.fill(did, pasid, vpn, iova - (iova % size), sizeLg2, pa, cached);
+      const leafIova = vpn * 4096 - (sizeLg2 === 12 ? 0 : (vpn * 4096) % POW2[sizeLg2]!);
+      tl.fillMiss(did, pasid, vpn, leafIova, sizeLg2, pa, cached, hit);
     }
     if (!this.permits(perm, req)) {
       const gn = pasid >= 0 ? EVT_FLAG.GN : 0;
       this.pageFault(out, devid, pasid >= 0 ? pasid : did, rw | gn | EVT_FLAG.PR | EVT_FLAG.PE, iova, quiet);
       return;
     }
-    const size = POW2[sizeLg2]!;
-    const off = iova % size;
+    const off = sizeLg2 === 12 ? iova - vpn * 4096 : iova % POW2[sizeLg2]!;
     out.pa = pa + off;
-    out.length = size - off;
+    out.length = POW2[sizeLg2]! - off;
   }
 
   private permits(perm: number, req: DmaRequest): boolean {
     return (perm & (req.write ? AMD_PERM.W : AMD_PERM.R)) !== 0;
   }
 
-  /** The walk behind an IOTLB miss: v1 from the DTE, or GCR3 + v2 (then v1 on the result when Mode is not 0). */
-  private walk(de: number, pasid: number, iova: number, dtePerm: number, r: AmdWalkResult): number {
+  /**
+   * The walk behind an IOTLB miss: v1 from the DTE, or GCR3 + v2 (then v1 on the result when Mode is not 0). With
+   * `cached`, each table walk starts below the page-directory cache's entry for its region when there is one (and
+   * fills it after a full walk); without, it reads memory from the root (strict mode's reference walk).
+   */
+  private walk(de: number, pasid: number, iova: number, dtePerm: number, r: AmdWalkResult, cached: boolean): number {
     this.nWalks++;
-    const mem = this.memory;
     const c = this.dteCache;
     const fl = c.flags[de]!;
     const mode = (fl >>> F_MODE_SHIFT) & 7;
-    if (pasid === NO_PASID) return v1Walk(mem, c.root[de]!, mode, iova, dtePerm, r);
+    const did = c.did[de]!;
+    if (pasid === NO_PASID) {
+      const code = this.hostWalk(did, c.root[de]!, mode, iova, r, cached);
+      r.perm &= dtePerm;
+      return code;
+    }
     r.flags = 0;
     r.addr = iova;
-    const cr3 = gcr3Lookup(mem, c.gcr3[de]!, (fl >>> F_GLX_SHIFT) & 3, pasid, r);
+    const cr3 = gcr3Lookup(this.memory, c.gcr3[de]!, (fl >>> F_GLX_SHIFT) & 3, pasid, r);
     if (cr3 < 0) return r.code;
-    const code = v2Walk(mem, cr3, fl & F_GPT5 ? 5 : 4, iova, r);
+    const code = this.guestWalk(did, pasid, cr3, fl & F_GPT5 ? 5 : 4, iova, r, cached);
     if (code) return code;
     r.perm &= dtePerm;
     if (mode === 0) return 0;
     // The guest page's physical address goes through the host table (table pointers are not: see the README).
     const gpa = r.pa + (iova % 2 ** r.sizeLg2);
     const gLg2 = r.sizeLg2;
-    const h = v1Walk(mem, c.root[de]!, mode, gpa, r.perm, r);
+    const gPerm = r.perm;
+    const h = this.hostWalk(did, c.root[de]!, mode, gpa, r, cached);
     if (h) return h;
+    r.perm &= gPerm;
     const lg2 = Math.min(gLg2, r.sizeLg2);
     r.pa = r.pa + (gpa % 2 ** r.sizeLg2) - (gpa % 2 ** lg2);
     r.sizeLg2 = lg2;
     return 0;
   }
 
+  /** The v1 walk of `iova` (an IOVA, or a guest physical address) through the page-directory cache. */
+  private hostWalk(did: number, root: number, mode: number, iova: number, r: AmdWalkResult, cached: boolean): number {
+    const mem = this.memory;
+    if (!cached) return v1Walk(mem, root, mode, iova, PERM_RW, r);
+    const p = this.pdc;
+    const region = iova === iova >>> 0 ? iova >>> PDC_REGION_LG2 : Math.floor(iova / PDC_REGION);
+    const e = p.lookup(did, NO_PASID, region);
+    if (e >= 0) {
+      this.nPdcHits++;
+      const code = v1WalkFrom(mem, p.table[e]!, p.level[e]!, iova, p.perm[e]!, r);
+      if (this.strict && p.reported[e] === 0) {
+        this.checkPdc(e, code, r, v1Walk(mem, root, mode, iova, PERM_RW, this.rs2), iova);
+      }
+      return code;
+    }
+    const code = v1Walk(mem, root, mode, iova, PERM_RW, r);
+    if (code === 0) p.fillMiss(did, NO_PASID, region, r.table, r.level, r.tablePerm);
+    return code;
+  }
+
+  /** The v2 walk of `iova` under guest CR3 `cr3` through the page-directory cache (entries tagged by PASID). */
+  private guestWalk(
+    did: number,
+    pasid: number,
+    cr3: number,
+    levels: number,
+    iova: number,
+    r: AmdWalkResult,
+    cached: boolean,
+  ): number {
+    const mem = this.memory;
+    if (!cached) return v2Walk(mem, cr3, levels, iova, r);
+    const p = this.pdc;
+    const region = Math.floor(iova / PDC_REGION);
+    const e = p.lookup(did, pasid, region);
+    if (e >= 0) {
+      this.nPdcHits++;
+      const code = v2WalkFrom(mem, p.table[e]!, p.level[e]!, iova, p.perm[e]!, r);
+      if (this.strict && p.reported[e] === 0) {
+        this.checkPdc(e, code, r, v2Walk(mem, cr3, levels, iova, this.rs2), iova);
+      }
+      return code;
+    }
+    const code = v2Walk(mem, cr3, levels, iova, r);
+    if (code === 0) p.fillMiss(did, pasid, region, r.table, r.level, r.tablePerm);
+    return code;
+  }
+
+  /**
+   * Strict mode: a walk that started below page-directory-cache entry `e` (result `code`, `r`) against the walk
+   * from the root (`full`, `rs2`): any difference (outcome, page, permissions, or the table the leaf is read from)
+   * means a directory entry changed without INVALIDATE_IOMMU_PAGES with PDE=1.
+   */
+  private checkPdc(e: number, code: number, r: AmdWalkResult, full: number, iova: number): void {
+    const m = this.rs2;
+    if (code === full) {
+      if (code !== 0) return;
+      if (r.pa === m.pa && r.sizeLg2 === m.sizeLg2 && r.perm === m.perm && r.table === m.table && r.level === m.level)
+        return;
+    }
+    const p = this.pdc;
+    p.reported[e] = 1;
+    const pasid = p.pasid[e]!;
+    const tag = `DomainID ${p.did[e]}${pasid >= 0 ? ` PASID ${pasid}` : ""}`;
+    const mem = full
+      ? `faults (event 0x${full.toString(16)})`
+      : `reads level ${m.level} table 0x${m.table.toString(16)}`;
+    this.reporter.report(
+      "page-directory cache entry",
+      `domain ${p.did[e]} iova 0x${iova.toString(16)}`,
+      `${tag} iova 0x${iova.toString(16)}: cached level ${p.level[e]} table 0x${p.table[e]!.toString(16)}, memory ${mem} (missing INVALIDATE_IOMMU_PAGES with PDE=1)`,
+    );
+  }
+
   private pageFault(out: DmaTranslation, devid: number, id: number, flags: number, iova: number, quiet: boolean) {
     if (!quiet) this.logEvent(EVT_CODE.IO_PAGE_FAULT, devid, id, flags, iova);
     this.fail(out, EVT_CODE.IO_PAGE_FAULT);
+    // The event's flags say which check failed (PE: permission, RZ: a reserved field, neither: not present).
+    out.faultReason = flags & EVT_FLAG.PE ? PF_PERMISSION : flags & EVT_FLAG.RZ ? PF_RESERVED : PF_NOT_PRESENT;
   }
 
   private fail(out: DmaTranslation, code: number): void {
+    this.nFaults++;
     out.faultCode = code;
     out.faultReason = EVT_NAME[code] ?? "fault";
     out.pa = 0;
@@ -536,7 +738,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     const va = tl.vpn[e]! * 4096;
     const dtePerm = (this.dteCache.flags[de]! >>> 2) & 3;
     const rs = this.rs;
-    const code = this.walk(de, pasid, va, dtePerm, rs);
+    const code = this.walk(de, pasid, va, dtePerm, rs, false);
     this.nWalks--;
     const base = tl.pa[e]! + (va % 2 ** tl.sizeLg2[e]!);
     const now = code ? -1 : rs.pa + (va % 2 ** rs.sizeLg2);
@@ -615,17 +817,23 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         return true;
       }
       case CMD_OP.INVALIDATE_DEVTAB_ENTRY:
+        this.nInvalidations++;
         this.dteCache.invalidate(getField(w, CMD.DEVID));
         return true;
       case CMD_OP.INVALIDATE_IOMMU_PAGES: {
+        this.nInvalidations++;
         const [start, end] = AmdHw.pagesRange(w);
         const pasid = getField(w, CMD.GN) ? getField(w, CMD.PASID) : NO_PASID;
-        this.iotlb.invalidate(getField(w, CMD.DOMAIN_ID), pasid, start, end);
+        const did = getField(w, CMD.DOMAIN_ID);
+        this.iotlb.invalidate(did, pasid, start, end);
+        // PDE=1: the cached directory entries of the range go too; PDE=0 leaves them.
+        if (getField(w, CMD.PDE)) this.pdc.invalidate(did, pasid, start, end);
         // A host invalidation also drops the domain's nested (guest over host) entries, keyed by guest address.
-        if (pasid === NO_PASID) this.iotlb.invalidateGuest(getField(w, CMD.DOMAIN_ID));
+        if (pasid === NO_PASID) this.iotlb.invalidateGuest(did);
         return true;
       }
       case CMD_OP.INVALIDATE_IOTLB_PAGES: {
+        this.nInvalidations++;
         const [start, end] = AmdHw.pagesRange(w);
         const pasid = getField(w, CMD.GN)
           ? (getField(w, CMD.IOTLB_PASID_HI) << 8) | getField(w, CMD.IOTLB_PASID_LO)
@@ -634,6 +842,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         return true;
       }
       case CMD_OP.INVALIDATE_INTERRUPT_TABLE:
+        this.nInvalidations++;
         return true;
       case CMD_OP.COMPLETE_PPR_REQUEST:
         if (!fieldGet(this.efr[0]!, EFR.PPR_SUP)) return false;
@@ -646,8 +855,10 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         });
         return true;
       case CMD_OP.INVALIDATE_IOMMU_ALL:
+        this.nInvalidations++;
         this.dteCache.invalidate(-1);
         this.iotlb.invalidate(-1, -2, 0, Number.POSITIVE_INFINITY);
+        this.pdc.invalidate(-1, -2, 0, Number.POSITIVE_INFINITY);
         return true;
       default:
         return false;

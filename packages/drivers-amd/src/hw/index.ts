@@ -7,6 +7,7 @@ import { AmdHw } from "./amd.js";
 
 export * from "./amd.js";
 export * from "./caches.js";
+export * from "./decode.js";
 export * from "./options.js";
 export * from "./registers.js";
 export * from "./structures.js";

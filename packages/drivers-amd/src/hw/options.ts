@@ -32,6 +32,8 @@ export interface AmdOptions {
   tlbWays?: number;
   /** Device-table-entry cache geometry (ways: `tlbWays`). */
   dteEntries?: number;
+  /** Page-directory-cache geometry (ways: `tlbWays`). */
+  pdcEntries?: number;
   replacement?: Replacement;
   /** Strict mode: re-check every cache hit against memory and report stale entries as warnings. Default false. */
   strict?: boolean;
@@ -58,6 +60,7 @@ export function resolveAmdOptions(o: Record<string, unknown>): ResolvedAmdOption
     tlbEntries: Math.max(1, Math.trunc(optionNumber(o, "tlbEntries", 256))),
     tlbWays: Math.max(1, Math.trunc(optionNumber(o, "tlbWays", 4))),
     dteEntries: Math.max(1, Math.trunc(optionNumber(o, "dteEntries", 64))),
+    pdcEntries: Math.max(1, Math.trunc(optionNumber(o, "pdcEntries", 64))),
     replacement: o.replacement === "lru" ? "lru" : "round-robin",
     strict: optionBool(o, "strict", false),
   };

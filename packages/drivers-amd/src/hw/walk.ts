@@ -30,12 +30,20 @@ export class AmdWalkResult {
   flags = 0;
   /** Address for the event (the IOVA, or the table address of a hardware error). */
   addr = 0;
+  /**
+   * The table the leaf was read from and its level, and the permissions the directory entries above it granted
+   * (AMD_PERM bits, the walk's starting permissions ANDed with each PDE's): what a page-directory cache keeps.
+   */
+  table = 0;
+  level = 0;
+  tablePerm = 0;
   /** Physical address and low word of the v1 leaf entry (for the host dirty update), or -1. */
   ptePa = -1;
   leafLo = 0;
 }
 
 const NL_MASK = maskOf(V1_PTE.NL);
+const NL_SHIFT = V1_PTE.NL.bit;
 const PR = maskOf(V1_PTE.PR);
 const IR_HI = maskOf(V1_PTE.IR);
 const IW_HI = maskOf(V1_PTE.IW);
@@ -79,42 +87,90 @@ export function v1Walk(
   perm: number,
   out: AmdWalkResult,
 ): number {
+  if (mode < 6 && iova >= POW2[12 + 9 * mode]!) {
+    out.code = 0;
+    out.flags = 0;
+    out.addr = iova;
+    out.perm = perm;
+    return pageFault(out, 0);
+  }
+  return v1WalkFrom(mem, root, mode, iova, perm, out);
+}
+
+/**
+ * The v1 walk from a table at `level` (the root, or a table a page-directory cache remembered for `iova`'s region),
+ * with the permissions the entries above it granted. `out.table`/`level`/`tablePerm` name the table the leaf was
+ * read from.
+ * @linux the host walk of amdv1.h, resumed below cached directory entries
+ */
+export function v1WalkFrom(
+  mem: PhysicalMemory,
+  table: number,
+  level: number,
+  iova: number,
+  perm: number,
+  out: AmdWalkResult,
+): number {
   out.code = 0;
   out.flags = 0;
   out.addr = iova;
-  out.perm = perm;
+  // Below 4 GiB the index arithmetic is 32-bit shifts; above, floating-point division (exact below 2^53).
+  const small = iova === iova >>> 0;
+  const words = mem.words32;
+  let tPerm = perm;
   out.ptePa = -1;
-  if (mode < 6 && iova >= POW2[12 + 9 * mode]!) return pageFault(out, 0);
-  let table = root;
-  let level = mode;
   for (;;) {
     const shift = 12 + 9 * (level - 1);
-    const idx = ivaBits(iova, shift, level === 6 ? 7 : 9);
+    const idx = small ? (shift < 32 ? (iova >>> shift) & 0x1ff : 0) : ivaBits(iova, shift, level === 6 ? 7 : 9);
     const pa = table + 8 * idx;
-    if (pa + 8 > mem.size) return pageTableError(out, pa);
-    mem.read64Parts(pa, w2);
-    const lo = w2[0]!;
-    const hi = w2[1]!;
-    if ((lo & PR) === 0) return pageFault(out, 0);
-    out.perm &= (hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0);
-    const nl = (lo & NL_MASK) >>> V1_PTE.NL.bit;
-    const addr = entryAddr();
-    out.ptePa = pa;
-    out.leafLo = lo;
-    if (nl === 0 || level === 1) {
-      if (nl !== 0 && nl !== NL_SIZE) return pageFault(out, EVT_FLAG.RZ);
+    // The table's words straight from memory's word array when it has them (one load per half), else read64Parts.
+    const wi = mem.wordIndexR(pa);
+    let lo: number;
+    let hi: number;
+    if (wi >= 0) {
+      lo = words[wi]!;
+      hi = words[wi + 1]!;
+    } else {
+      if (pa + 8 > mem.size) return pageTableError(out, pa);
+      mem.read64Parts(pa, w2);
+      lo = w2[0]!;
+      hi = w2[1]!;
+    }
+    if ((lo & PR) === 0) {
+      out.perm = tPerm;
+      return pageFault(out, 0);
+    }
+    const ePerm = tPerm & ((hi & IR_HI ? AMD_PERM.R : 0) | (hi & IW_HI ? AMD_PERM.W : 0));
+    const nl = (lo & NL_MASK) >>> NL_SHIFT;
+    if (nl === 0 || nl === NL_SIZE || level === 1) {
+      out.table = table;
+      out.level = level;
+      out.tablePerm = tPerm;
+      out.perm = ePerm;
+      out.ptePa = pa;
+      out.leafLo = lo;
       if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
+      if (nl !== 0) return pageFault(out, EVT_FLAG.RZ);
+      const addr = (hi & 0xfffff) * TWO_32 + ((lo & 0xfffff000) >>> 0);
       out.sizeLg2 = shift;
-      out.pa = addr - (addr % POW2[shift]!);
+      out.pa = shift === 12 ? addr : addr - (addr % POW2[shift]!);
       return 0;
     }
-    if (nl === NL_SIZE) return sizedLeaf(lo, hi, level, out);
-    if (nl >= level) return pageFault(out, EVT_FLAG.RZ);
+    if (nl >= level) {
+      out.perm = ePerm;
+      return pageFault(out, EVT_FLAG.RZ);
+    }
     // Level skipping: the IOVA bits of the skipped levels must be zero.
-    const skipLo = 12 + 9 * nl;
-    if (ivaBits(iova, skipLo, shift - skipLo) !== 0) return pageFault(out, 0);
-    table = addr;
+    if (nl !== level - 1) {
+      const skipLo = 12 + 9 * nl;
+      if (ivaBits(iova, skipLo, shift - skipLo) !== 0) {
+        out.perm = ePerm;
+        return pageFault(out, 0);
+      }
+    }
+    table = (hi & 0xfffff) * TWO_32 + ((lo & 0xfffff000) >>> 0);
     level = nl;
+    tPerm = ePerm;
   }
 }
 
@@ -171,19 +227,43 @@ const PS = maskOf(X86_PTE.PS);
  * @linux generic_pt/fmt/x86_64.h, as the hardware reads it (AMD IOMMU Specification §2.2.7)
  */
 export function v2Walk(mem: PhysicalMemory, cr3: number, levels: number, iova: number, out: AmdWalkResult): number {
+  if (iova >= 2 ** (12 + 9 * levels - 1)) {
+    out.code = 0;
+    out.flags = EVT_FLAG.GN;
+    out.addr = iova;
+    out.perm = AMD_PERM.R | AMD_PERM.W;
+    return pageFault(out, 0);
+  }
+  return v2WalkFrom(mem, cr3, levels, iova, AMD_PERM.R | AMD_PERM.W, out);
+}
+
+/**
+ * The x86-64 walk from a table at `level` (the guest CR3, or a table a page-directory cache remembered), with the
+ * permissions the entries above it granted.
+ * @linux generic_pt/fmt/x86_64.h, resumed below cached directory entries
+ */
+export function v2WalkFrom(
+  mem: PhysicalMemory,
+  table: number,
+  level: number,
+  iova: number,
+  perm: number,
+  out: AmdWalkResult,
+): number {
   out.code = 0;
   out.flags = EVT_FLAG.GN;
   out.addr = iova;
-  out.perm = AMD_PERM.R | AMD_PERM.W;
-  if (iova >= 2 ** (12 + 9 * levels - 1)) return pageFault(out, 0);
-  let table = cr3;
-  for (let level = levels; level >= 1; level--) {
+  out.perm = perm;
+  for (; level >= 1; level--) {
     const shift = 12 + 9 * (level - 1);
     const pa = table + 8 * ivaBits(iova, shift, 9);
     if (pa + 8 > mem.size) return pageTableError(out, pa);
     mem.read64Parts(pa, w2);
     const lo = w2[0]!;
     if ((lo & P) === 0) return pageFault(out, 0);
+    out.table = table;
+    out.level = level;
+    out.tablePerm = out.perm;
     if ((lo & RW) === 0) out.perm &= ~AMD_PERM.W;
     const addr = entryAddr();
     if (level === 1 || ((lo & PS) !== 0 && level <= 3)) {

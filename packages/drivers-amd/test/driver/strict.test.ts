@@ -1,8 +1,8 @@
 /**
- * The hardware model's strict mode (every DTE-cache and IOTLB hit re-checked against memory) with 2-entry caches:
- * random map/unmap/replace/realloc/DMA sequences through the driver never hit a stale entry, and DMA always agrees
- * with a simple model of what is mapped; with the IOTLB invalidation removed on purpose (the test-only
- * `skipIotlbFlush` option) the same checker reports a stale IOTLB hit.
+ * The hardware model's strict mode (every DTE-cache, IOTLB and page-directory-cache hit re-checked against memory)
+ * with 2-entry caches: random map/unmap/replace/realloc/DMA sequences through the driver never hit a stale entry,
+ * and DMA always agrees with a simple model of what is mapped; with the IOTLB invalidation removed on purpose (the
+ * test-only `skipIotlbFlush` option) the same checker reports a stale IOTLB hit.
  */
 import { runStrictSequence, type StrictOp, strictOpArb } from "@iommu-sim/testkit/driver-tests";
 import fc from "fast-check";
@@ -11,7 +11,7 @@ import { boot, teardownAll } from "./helpers.js";
 
 afterEach(teardownAll);
 
-const TINY = { strict: true, tlbEntries: 2, tlbWays: 1, dteEntries: 2 };
+const TINY = { strict: true, tlbEntries: 2, tlbWays: 1, dteEntries: 2, pdcEntries: 2 };
 type Op = StrictOp;
 const opArb = strictOpArb(fc);
 
