@@ -35,6 +35,8 @@ export class IommuDevData {
   gcr3: Gcr3Table | undefined;
   /** Domains attached at PASIDs. @linux the pdom_dev_data entries naming this device */
   readonly pasidDomains = new Map<number, ProtectionDomain>();
+  /** On its IOMMU's IOPF queue, so its DTE has PPR. @linux iommu_dev_data.ppr */
+  ppr = false;
 
   constructor(
     readonly dev: Device,

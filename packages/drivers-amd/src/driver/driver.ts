@@ -34,8 +34,11 @@ import {
   iommuDeviceUnregister,
   iommuPciOrGenericDeviceGroup,
   iopfFaultFromRequest,
+  iopfQueueAddDevice,
   iopfQueueAlloc,
+  iopfQueueFlushDev,
   iopfQueueFree,
+  iopfQueueRemoveDevice,
   iopfReportFromDriver,
   kerr,
   type ModuleContext,
@@ -431,8 +434,8 @@ export class AmdIommuDriver implements AmdIommuSink {
     if (d instanceof ProtectionDomain) {
       if (d.pdMode === PD_MODE.V1) this.dteSetV1(w, d);
       did = d.id;
-      if (data.pri) bit(DTE_BIT.PPR);
     }
+    if (data.ppr) bit(DTE_BIT.PPR);
     if (gcr3) {
       did = gcr3.domid;
       dteSet(w, DTE_W.GV, 1);
@@ -617,6 +620,8 @@ export class AmdIommuDriver implements AmdIommuSink {
     const v2 = d.pdMode === PD_MODE.V2;
     if (!v2 && data.pasidDomains.size > 0) throw kerr("EINVAL", `${dev.name}: PASIDs attached; v1 would nest them`);
     const old = data.domain;
+    await this.iopfRemoveDevice(data);
+    if (v2) await this.iopfAddDevice(data);
     if (!v2) this.clearRidGcr3(data, old);
     if (v2) {
       this.gcr3Get(data);
@@ -636,6 +641,8 @@ export class AmdIommuDriver implements AmdIommuSink {
   async attachStatic(dev: Device, _old: IommuDomain | undefined, kind: "identity" | "blocked"): Promise<void> {
     const data = this.devData(dev);
     const old = data.domain;
+    await this.iopfRemoveDevice(data);
+    if (kind === "identity") await this.iopfAddDevice(data);
     if (kind === "blocked") data.atsEnabled = false;
     this.clearRidGcr3(data, old);
     data.domain = kind === "identity" ? this.identity : this.blocked;
@@ -643,6 +650,40 @@ export class AmdIommuDriver implements AmdIommuSink {
     this.updateDte(data, this.makeDte(data, kind, keep));
     this.detachOld(data, old);
     this.gcr3PutIfUnused(data);
+  }
+
+  // --- IOPF -----------------------------------------------------------------------------------------------------
+
+  /**
+   * Entering a domain that can carry PASIDs (v2 or identity): a PRI-capable device with ATS goes on its IOMMU's
+   * IOPF queue and its DTE gets PPR. Failure (no queue: EINVAL; already queued: EBUSY) is not the attach's: the
+   * device goes on without page requests, which the unit then answers itself.
+   * @linux the pdom_is_sva_capable branch of attach_device: pdev_enable_caps, amd_iommu_iopf_add_device
+   * (ppr.c; failure → pdev_disable_cap_pri)
+   */
+  private async iopfAddDevice(data: IommuDevData): Promise<void> {
+    if (!data.pri || !data.atsSupported || data.ppr) return;
+    const queue = data.iommu.iopfQueue;
+    if (!queue) return; // amd_iommu_iopf_add_device's -EINVAL, ignored by its caller
+    try {
+      await iopfQueueAddDevice(queue, data.dev);
+    } catch {
+      return;
+    }
+    data.ppr = true;
+  }
+
+  /**
+   * Leaving the domain: a device on the IOPF queue has its pending work flushed and is taken off, which answers
+   * its outstanding groups INVALID; the next DTE write clears PPR.
+   * @linux the dev_data->ppr branch of detach_device: iopf_queue_flush_dev, amd_iommu_iopf_remove_device
+   */
+  private async iopfRemoveDevice(data: IommuDevData): Promise<void> {
+    if (!data.ppr) return;
+    await iopfQueueFlushDev(data.dev);
+    const queue = data.iommu.iopfQueue;
+    if (queue) await iopfQueueRemoveDevice(queue, data.dev);
+    data.ppr = false;
   }
 
   // --- dirty tracking -------------------------------------------------------------------------------------------
@@ -749,6 +790,7 @@ export class AmdIommuDriver implements AmdIommuSink {
     if (data.pasidDomains.size > 0) throw kerr("EINVAL", `${dev.name}: PASIDs attached`);
     if (data.domain === n) return;
     const old = data.domain;
+    await this.iopfRemoveDevice(data);
     if (data.atsSupported) data.atsEnabled = true;
     data.domain = n;
     n.devices.add(data);

@@ -21,6 +21,8 @@ import {
   type IommuHwModel,
   type MmioHandler,
   maskOf,
+  type PageRequestMessage,
+  type PageResponseRecord,
   type PhysicalMemory,
   StaleCacheReporter,
   TWO_32,
@@ -873,21 +875,16 @@ export class AmdHw implements IommuHwModel, MmioHandler {
    * with a failure response.
    * @linux the PPR log entry amd_iommu_poll_ppr_log reads (ppr.c)
    */
-  pageRequest(devid: number, pasid: number, addr: number, perms: number, tag: number): void {
+  pageRequest(devid: number, pasid: number, addr: number, perms: number, tag: number): boolean {
     this.nPageRequests++;
-    const fail = (): void => {
+    const fail = (): false => {
       this.pprResponses.push({ devid, pasid, tag, status: 1, auto: true });
+      return false;
     };
     const ctrl = this.reg(AMD_REG.CONTROL);
-    if (!fieldGet(this.efr[0]!, EFR.PPR_SUP) || !(ctrl & PPR_EN) || !(ctrl & PPRLOG_EN)) {
-      fail();
-      return;
-    }
+    if (!fieldGet(this.efr[0]!, EFR.PPR_SUP) || !(ctrl & PPR_EN) || !(ctrl & PPRLOG_EN)) return fail();
     const pa = getAddr(this.regs, DEV_TAB_BASE.BASE_LO, DEV_TAB_BASE.BASE_HI) + DTE_SIZE * devid;
-    if (pa + DTE_SIZE > this.memory.size || !(this.memory.read32(pa + 4) & maskOf(DTE.PPR))) {
-      fail();
-      return;
-    }
+    if (pa + DTE_SIZE > this.memory.size || !(this.memory.read32(pa + 4) & maskOf(DTE.PPR))) return fail();
     let flags = 0;
     if (perms & AMD_PR_PERM.READ) flags |= PPR_FLAG.READ;
     if (perms & AMD_PR_PERM.WRITE) flags |= PPR_FLAG.WRITE;
@@ -906,9 +903,40 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     w[2] = ((addr % TWO_32) & 0xfffff000) >>> 0;
     w[3] = Math.floor(addr / TWO_32) >>> 0;
     if (!this.appendLog(AMD_REG.PPR_LOG_BASE, AMD_REG.PPR_HEAD, AMD_REG.PPR_TAIL, maskOf(STATUS.PPR_OVERFLOW))) {
-      fail();
-      return;
+      return fail();
     }
     this.raise("ppr", maskOf(STATUS.PPR_INT), maskOf(CONTROL.PPRINT_EN));
+    return true;
+  }
+
+  /**
+   * A device's page request as the platform routes it (the endpoint's `pageRequest`): the requester ID is the
+   * DeviceID, the PRG index the PPR tag, and a privileged request clears the US flag; see {@link pageRequest}.
+   * Returns whether the request went into the PPR log.
+   * @linux the Page Request Message a PRI-capable endpoint sends, as the IOMMU logs it (PPR_REQ_FAULT)
+   */
+  acceptPageRequest(msg: PageRequestMessage): boolean {
+    let perms = 0;
+    if (msg.read) perms |= AMD_PR_PERM.READ;
+    if (msg.write) perms |= AMD_PR_PERM.WRITE;
+    if (msg.exec) perms |= AMD_PR_PERM.EXEC;
+    if (!msg.privileged) perms |= AMD_PR_PERM.USER;
+    return this.pageRequest(msg.requesterId & 0xffff, msg.pasid, msg.addr, perms, msg.grpid);
+  }
+
+  /**
+   * Responses delivered to endpoints, oldest first, in IOMMU_PAGE_RESP_* codes: the status a COMPLETE_PPR_REQUEST
+   * carries (Linux writes the IOMMU_PAGE_RESP code there: 0 success, 1 invalid, anything else a failure), and the
+   * unit's own answers to requests it could not log.
+   * @linux the PRG Response Messages COMPLETE_PPR_REQUEST (amd_iommu_complete_ppr) makes the IOMMU send
+   */
+  devicePageResponses(): PageResponseRecord[] {
+    return this.pprResponses.map((r) => ({
+      requesterId: r.devid,
+      pasid: r.pasid,
+      grpid: r.tag,
+      code: r.status === 0 ? 0 : r.status === 1 ? 1 : 2,
+      auto: r.auto,
+    }));
   }
 }

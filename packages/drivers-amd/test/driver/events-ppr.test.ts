@@ -26,8 +26,8 @@ it("a DMA fault is read from the event log, zeroed, and printed", async () => {
 });
 
 it("a page request without a fault handler is answered INVALID through COMPLETE_PPR_REQUEST", async () => {
-  const b = await boot();
-  // amd-gpu0 has PRI: its DTE enables PPR.
+  // A v2 default domain can carry PASIDs, so amd-gpu0 (PRI, ATS) joins the IOPF queue and its DTE enables PPR.
+  const b = await boot({}, { pgtable: "v2" });
   expect((b.iommu.readDte(0x0100)[1]! >>> 20) & 1).toBe(1);
   b.hw.pageRequest(0x0100, 3, 0x1234_5000, 1, 0x2a);
   await b.iommu.drainPpr();

@@ -26,8 +26,9 @@ function plainGuestDte(): Uint8Array {
  * allocated without flags use v2 tables (`amd_iommu=pgtbl_v2`), so they attach at PASIDs through the GCR3 table;
  * dirty tracking (v1, HAD) and the AMD vIOMMU with nested HWPTs from a guest DTE are claimed. The domain-level
  * `nested` capability is not: as in Linux, AMD nested domains exist only on a vIOMMU (no domain_alloc_nested), and
- * the vIOMMU check covers them. IOPF is not claimed: the driver reports PPR entries but does not yet add devices
- * to its IOPF queue when a fault-capable domain attaches (amd_iommu_iopf_add_device).
+ * the vIOMMU check covers them. IOPF is claimed for amd-gpu0: as in Linux, attaching a v2 (or identity) domain
+ * puts a PRI-capable device on its IOMMU's IOPF queue (amd_iommu_iopf_add_device) with PPR in its DTE; page
+ * requests go through the endpoint into the PPR log and COMPLETE_PPR_REQUEST answers reach the endpoint.
  * @linux drivers/iommu/amd, as the suite sees it
  */
 export function amdTarget(): ConformanceTarget {
@@ -47,6 +48,8 @@ export function amdTarget(): ConformanceTarget {
       identity: true,
       blocked: true,
       pasid: { device: "amd-gpu0", pasids: [1, 2] },
+      // Page requests go through the endpoint (the model's acceptPageRequest); responses are read back from it.
+      iopf: { device: "amd-gpu0" },
       dirty: true,
       viommu: {
         type: IOMMU_VIOMMU_TYPE_AMD,
