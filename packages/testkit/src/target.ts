@@ -131,6 +131,15 @@ export interface ConformanceTarget {
   devices: { primary: string; secondary: string };
   /** IDs (DT `iommus` args[0]) free for platform devices the probe checks add behind `iommu`. */
   spareIds: readonly number[];
+  /**
+   * For an ACPI IOMMU (VT-d, AMD-Vi), which finds its devices from their requester IDs rather than DT `iommus`:
+   * free PCI functions (`bus` names a PCI bus of the platform, `bdf` is `"BB:DD.F"`) that the firmware tables put
+   * behind `iommu` and behind no other IOMMU (a DMAR DRHD scope or INCLUDE_PCI_ALL segment, IVRS IVHD entries).
+   * The probe checks hot-add a PCI function there, as PCI enumeration or hotplug does, and the bus notifier probes
+   * it. Used when `spareIds` is empty.
+   * @linux pci_scan_slot + pci_bus_add_device -> iommu_bus_notifier(BUS_NOTIFY_ADD_DEVICE) -> iommu_probe_device
+   */
+  sparePci?: readonly { bus: string; bdf: string }[];
   /** Run after boot (e.g. register devices the platform description cannot express). */
   setup?(m: Machine): Promise<void>;
   /** Let the driver consume its event/fault queues (its threaded IRQ). Default: run the scheduler until idle. */

@@ -22,7 +22,7 @@ import { destroy, hwptAlloc, vfioDeviceAttachPt } from "@iommu-sim/iommufd";
 import { ConformanceError, check } from "../errors.js";
 import { type Rig, type RigOptions, withRig } from "../rig.js";
 import { openVmmSession } from "./iommufd.js";
-import { addDeviceBehind } from "./probe.js";
+import { addDeviceBehind, noSpareDevice } from "./probe.js";
 import type { CheckContext, ConformanceCheck } from "./types.js";
 
 async function overSeeds(ctx: CheckContext, opts: RigOptions, fn: (rig: Rig, seed: number) => Promise<void>) {
@@ -75,7 +75,7 @@ const attachVsAttach: ConformanceCheck = {
 const probeVsUnregister: ConformanceCheck = {
   id: "concurrency/probe-vs-iommu-unregister",
   title: "a device registering while its IOMMU unbinds ends unprobed, and is probed when the IOMMU returns",
-  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  applies: noSpareDevice,
   run: (ctx) =>
     overSeeds(ctx, {}, async (rig, seed) => {
       const pdev = rig.dev(ctx.target.iommu);
@@ -83,7 +83,7 @@ const probeVsUnregister: ConformanceCheck = {
       let added: Device | undefined;
       await s.joinAll([
         s.spawn("testkit-add", async () => {
-          added = await addDeviceBehind(rig, "testkit-race", ctx.target.spareIds[0]!);
+          added = await addDeviceBehind(rig, "testkit-race");
         }),
         s.spawn("testkit-unbind", () => rig.m.driverCore.deviceReleaseDriver(pdev)),
       ]);

@@ -4,32 +4,85 @@
  * unwinds completely; module and device references balance; probe ops run under the probe-device lock.
  * @linux __iommu_probe_device, iommu_device_register's bus walk, the "iommu: fix device leaks" series
  */
-import { type Device, devIommu, type IommuGroup, type IommuOps, type Machine, probeHolder } from "@iommu-sim/core";
+import {
+  type Device,
+  devIommu,
+  formatBdf,
+  type IommuGroup,
+  type IommuOps,
+  type Machine,
+  type PciInfo,
+  parseBdf,
+  probeHolder,
+} from "@iommu-sim/core";
 import { ConformanceError, check } from "../errors.js";
 import { bootTarget, type Rig, withRig } from "../rig.js";
 import type { ConformanceTarget } from "../target.js";
 import type { ConformanceCheck } from "./types.js";
 
-/** Register a platform device behind the target's IOMMU with DT id `id`. */
-export async function addDeviceBehind(rig: Rig, name: string, id: number): Promise<Device> {
+/**
+ * Add a device behind the target's IOMMU. With a DT IOMMU, a platform device whose `iommus` names it with `id`
+ * (default: the target's first spare ID); with an ACPI IOMMU (no spare IDs), a PCI function hot-added at the
+ * target's first spare BDF (`sparePci`), found by the driver through the firmware tables from its requester ID.
+ * @linux platform_device_register (of_iommu_configure), or pci_bus_add_device for a hot-plugged function; both
+ * reach iommu_probe_device through iommu_bus_notifier
+ */
+export async function addDeviceBehind(rig: Rig, name: string, id?: number): Promise<Device> {
   const { m, target } = rig;
+  const dtId = id ?? target.spareIds[0];
+  if (dtId === undefined) {
+    const spare = target.sparePci?.[0];
+    if (spare === undefined) {
+      throw new ConformanceError(`${target.name}: declares neither spareIds nor sparePci; the probe checks need one`);
+    }
+    return m.driverCore.deviceRegister({ name, bus: pciBus(rig, spare.bus), pci: hotplugPci(rig, spare) });
+  }
   const iommu = rig.dev(target.iommu);
   if (!iommu.fwnode) throw new ConformanceError(`${target.iommu} has no fwnode: the probe checks need a DT IOMMU`);
   return m.driverCore.deviceRegister({
     name,
     bus: m.driverCore.busFor("platform")!,
-    iommus: [{ fwnode: iommu.fwnode, args: [id] }],
+    iommus: [{ fwnode: iommu.fwnode, args: [dtId] }],
   });
+}
+
+function pciBus(rig: Rig, name: string) {
+  const bus = rig.m.driverCore.busFor(name);
+  if (bus?.type !== "pci") throw new ConformanceError(`${rig.target.name}: sparePci names ${name}, not a PCI bus`);
+  return bus;
+}
+
+/** A plain PCI function (no ATS, PRI, PASID, aliases or ACS of its own) at a spare BDF. */
+function hotplugPci(rig: Rig, spare: { bus: string; bdf: string }): PciInfo {
+  const bdf = parseBdf(spare.bdf);
+  if (bdf === undefined) throw new ConformanceError(`${rig.target.name}: sparePci BDF ${spare.bdf} is malformed`);
+  const bus = pciBus(rig, spare.bus);
+  const taken = bus.devices.find((d) => d.registered && d.pci?.rid === bdf.rid);
+  if (taken) throw new ConformanceError(`${rig.target.name}: sparePci ${spare.bus} ${spare.bdf} is ${taken.name}`);
+  return {
+    segment: bus.segment,
+    busNr: bdf.bus,
+    devfn: bdf.devfn,
+    rid: bdf.rid,
+    bdf: formatBdf(bdf.rid),
+    aliases: [],
+    ats: false,
+    pri: false,
+    pasidBits: 0,
+    acs: false,
+    multifunction: false,
+  };
+}
+
+/** Why the checks that add a device behind the IOMMU do not apply, or undefined when they do. */
+export function noSpareDevice(t: ConformanceTarget): string | undefined {
+  return t.spareIds.length === 0 && (t.sparePci?.length ?? 0) === 0
+    ? "no spare IDs (DT) or spare PCI functions (ACPI) declared"
+    : undefined;
 }
 
 function moduleHolds(m: Machine, target: ConformanceTarget, dev: Device): number {
   return m.moduleOwner(target.driver.name)?.holders().get(probeHolder(dev)) ?? 0;
-}
-
-function spareId(target: ConformanceTarget): number {
-  const id = target.spareIds[0];
-  if (id === undefined) throw new ConformanceError(`${target.name}: spareIds is empty; the probe checks need one`);
-  return id;
 }
 
 const probed: ConformanceCheck = {
@@ -60,7 +113,7 @@ const probed: ConformanceCheck = {
 const deferred: ConformanceCheck = {
   id: "probe/deferred",
   title: "a device registered while its IOMMU is unbound is probed when the IOMMU binds again",
-  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  applies: noSpareDevice,
   run: ({ target }) =>
     withRig(target, {}, async (rig) => {
       const pdev = rig.dev(target.iommu);
@@ -69,7 +122,7 @@ const deferred: ConformanceCheck = {
         devIommu(rig.dev(target.devices.primary)) === undefined,
         "unbinding the IOMMU left its devices probed (iommu_device_unregister must release them)",
       );
-      const late = await addDeviceBehind(rig, "testkit-late", spareId(target));
+      const late = await addDeviceBehind(rig, "testkit-late");
       check(devIommu(late)?.iommuDev === undefined, "a device was probed while its IOMMU was not registered");
       check(late.iommuGroup === undefined, "a deferred device got an IOMMU group");
       await rig.m.driverCore.deviceAttach(pdev);
@@ -85,7 +138,7 @@ const deferred: ConformanceCheck = {
 const failNth: ConformanceCheck = {
   id: "probe/fail-nth",
   title: "a failure at every allocation of a device probe unwinds: no pages, groups or module references left",
-  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  applies: noSpareDevice,
   async run({ target }) {
     let n = 1;
     for (; n < 400; n++) {
@@ -93,7 +146,7 @@ const failNth: ConformanceCheck = {
       try {
         const before = rig.m.pages.allocatedPages;
         rig.m.faults.failNth(n);
-        const d = await addDeviceBehind(rig, "testkit-fi", spareId(target));
+        const d = await addDeviceBehind(rig, "testkit-fi");
         const consumed = rig.m.faults.nthConsumed;
         const sites = [...rig.m.faults.failedSites].join(", ");
         rig.m.faults.reset();
@@ -213,7 +266,7 @@ const PROBE_OPS = ["ofXlate", "probeDevice", "probeDeviceFwspec", "deviceGroup"]
 const probeLock: ConformanceCheck = {
   id: "probe/lock",
   title: "of_xlate, probe_device and device_group are called with the probe-device lock held",
-  applies: (t) => (t.spareIds.length === 0 ? "no spare IDs declared" : undefined),
+  applies: noSpareDevice,
   run: ({ target }) =>
     withRig(target, {}, async (rig) => {
       const ops = target.driver.driverFor(rig.m)?.ops as IommuOps;
@@ -234,7 +287,7 @@ const probeLock: ConformanceCheck = {
         };
       }
       try {
-        const d = await addDeviceBehind(rig, "testkit-lock", spareId(target));
+        const d = await addDeviceBehind(rig, "testkit-lock");
         await rig.m.driverCore.deviceUnregister(d);
       } finally {
         for (const [name, fn] of saved) (ops as Record<string, unknown>)[name] = fn;

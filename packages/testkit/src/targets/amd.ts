@@ -1,6 +1,7 @@
 /**
  * The conformance target of the AMD IOMMU driver (drivers-amd): amd0 of the default platform, reached through the
- * IVRS table (so the DT-based probe checks that add devices are n/a).
+ * IVRS table. The probe checks add a device behind it by hot-adding a PCI function inside amd0's IVHD range entry
+ * on segment 2 (`sparePci`).
  */
 import {
   type AmdIommu,
@@ -22,7 +23,8 @@ function plainGuestDte(): Uint8Array {
 }
 
 /**
- * The AMD driver as a conformance target: amd-nic0 and amd-gpu0 (PASID, PRI, ATS) on segment 2. Paging domains
+ * The AMD driver as a conformance target: amd-nic0 and amd-gpu0 (PASID, PRI, ATS) on segment 2; devices the probe
+ * checks add are PCI functions hot-added at `pci2` 01:01.0, inside amd0's IVRS range entry. Paging domains
  * allocated without flags use v2 tables (`amd_iommu=pgtbl_v2`), so they attach at PASIDs through the GCR3 table;
  * dirty tracking (v1, HAD) and the AMD vIOMMU with nested HWPTs from a guest DTE are claimed. The domain-level
  * `nested` capability is not: as in Linux, AMD nested domains exist only on a vIOMMU (no domain_alloc_nested), and
@@ -38,8 +40,14 @@ export function amdTarget(): ConformanceTarget {
     driver,
     iommu: "amd0",
     devices: { primary: "amd-nic0", secondary: "amd-gpu0" },
-    // amd0 is found through the ACPI IVRS, not DT `iommus`: no IDs for added platform devices.
+    // amd0 is found through the ACPI IVRS, not DT `iommus`: no IDs for added platform devices. Added devices are PCI
+    // functions in amd0's IVHD range entry 01:00.0-01:1f.7 on segment 2 (amd-gpu0 is 01:00.0; no other IOMMU covers
+    // the segment).
     spareIds: [],
+    sparePci: [
+      { bus: "pci2", bdf: "01:01.0" },
+      { bus: "pci2", bdf: "01:02.0" },
+    ],
     settle: (m) => (driver.instanceFor(m, "amd0") as AmdIommu).drainPpr(),
     mutants: ["amd:skip-invalidation", "amd:leaked-device-ref", "amd:wrong-permission", "amd:half-written-entry"],
     caps: {
