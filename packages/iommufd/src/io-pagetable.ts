@@ -492,8 +492,11 @@ export async function ioptUnmapIovaRange(iopt: IoPagetable, start: number, last:
   let unmapped = 0;
   let tries = 0;
   for (;;) {
-    await iopt.domainsRwsem.downRead();
-    await iopt.iovaRwsem.downWrite();
+    // Uncontended, the locks are taken without an asynchronous step (the same lockdep checks run).
+    const wd = iopt.domainsRwsem.downReadOrWait();
+    if (wd) await wd;
+    const wi = iopt.iovaRwsem.downWriteOrWait();
+    if (wi) await wi;
     let notify: IoptArea | undefined;
     try {
       let area = iopt.areaIterFirst(start, last);

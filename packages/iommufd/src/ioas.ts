@@ -133,7 +133,8 @@ export async function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> {
     iommufdObjectAbort(ucmd.ictx, ioas);
     throw e;
   }
-  await ucmd.ictx.ioasCreationLock.downRead();
+  const w = ucmd.ictx.ioasCreationLock.downReadOrWait();
+  if (w) await w;
   iommufdObjectFinalize(ucmd.ictx, ioas);
   ucmd.ictx.ioasCreationLock.upRead();
 }
