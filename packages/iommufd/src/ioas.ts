@@ -118,10 +118,10 @@ export function convIommuProt(flags: number): number {
 }
 
 /**
- * IOMMU_IOAS_ALLOC.
+ * IOMMU_IOAS_ALLOC. Uncontended it completes without an asynchronous step (returns nothing).
  * @linux iommufd_ioas_alloc_ioctl
  */
-export async function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> {
+export function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> | undefined {
   const cmd = ucmd.cmd as unknown as IommuIoasAlloc;
   if (cmd.flags) throw kerr("EOPNOTSUPP", "flags must be 0");
   const ioas = iommufdIoasAlloc(ucmd.ictx);
@@ -134,9 +134,15 @@ export async function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> {
     throw e;
   }
   const w = ucmd.ictx.ioasCreationLock.downReadOrWait();
-  if (w) await w;
-  iommufdObjectFinalize(ucmd.ictx, ioas);
-  ucmd.ictx.ioasCreationLock.upRead();
+  if (w) return w.then(() => ioasPublish(ucmd.ictx, ioas));
+  ioasPublish(ucmd.ictx, ioas);
+  return undefined;
+}
+
+/** Finalize a new IOAS under ioas_creation_lock (held for read), then release it. */
+function ioasPublish(ictx: IommufdCtx, ioas: IommufdIoas): void {
+  iommufdObjectFinalize(ictx, ioas);
+  ictx.ioasCreationLock.upRead();
 }
 
 /**
