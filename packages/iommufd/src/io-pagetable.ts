@@ -488,46 +488,99 @@ export function ioptFreePagesList(list: IoptPagesListEntry[]): void {
  * unmapped; a range with nothing mapped is not an error (0 bytes), only IOMMU_IOAS_UNMAP turns that into ENOENT.
  * @linux iopt_unmap_iova_range
  */
-export async function ioptUnmapIovaRange(iopt: IoPagetable, start: number, last: number): Promise<number> {
-  let unmapped = 0;
-  let tries = 0;
-  for (;;) {
-    await iopt.domainsRwsem.downRead();
-    await iopt.iovaRwsem.downWrite();
-    let notify: IoptArea | undefined;
-    try {
-      let area = iopt.areaIterFirst(start, last);
-      while (area) {
-        if (!area.pages) throw kerr("EBUSY", "area is being unmapped");
-        if (area.numLocks) throw kerr("EBUSY", "area is locked");
-        if (area.iova < start || area.last > last) throw kerr("ENOENT", "unmap would split an area");
-        if (area.numAccesses) {
-          area.preventAccess = true;
-          notify = area;
-          break;
-        }
-        const pages = area.pages;
-        area.pages = undefined;
-        ioptAreaUnfillDomains(area, pages, iopt.domains);
-        iopt.removeArea(area);
-        ioptPutPages(pages);
-        kfree(iopt.core.diag, area, "iopt_area");
-        unmapped += area.last - area.iova + 1;
-        area = iopt.areaIterFirst(start, last);
-      }
-    } finally {
-      iopt.iovaRwsem.upWrite();
-      iopt.domainsRwsem.upRead();
-    }
-    if (!notify) break;
-    const { iommufdAccessNotifyUnmap } = await import("./access.js");
-    start = Math.max(start, notify.iova);
-    await iommufdAccessNotifyUnmap(iopt, notify.iova, notify.length);
-    if (iopt.core.diag.warnOn(++tries > 100, "an access does not respond to unmap requests")) {
-      throw kerr("EDEADLK", "access did not unpin");
-    }
+export function ioptUnmapIovaRange(iopt: IoPagetable, start: number, last: number): Promise<number> {
+  try {
+    const r = ioptUnmapIovaRangeOrWait(iopt, start, last);
+    return typeof r === "number" ? Promise.resolve(r) : r;
+  } catch (e) {
+    return Promise.reject(e);
   }
-  return unmapped;
+}
+
+/**
+ * {@link ioptUnmapIovaRange} without an asynchronous step when nothing sleeps (both locks uncontended, no access
+ * to notify): returns the bytes unmapped then, otherwise a promise of them. Errors of that synchronous pass throw.
+ * @linux iopt_unmap_iova_range
+ */
+export function ioptUnmapIovaRangeOrWait(iopt: IoPagetable, start: number, last: number): number | Promise<number> {
+  // domains_rwsem for read, then iova_rwsem for write; uncontended they are taken without an asynchronous step.
+  const wd = iopt.domainsRwsem.downReadOrWait();
+  if (wd) return unmapIovaRangeSlow(iopt, start, last, 1, wd, 0, 0);
+  const wi = iopt.iovaRwsem.downWriteOrWait();
+  if (wi) return unmapIovaRangeSlow(iopt, start, last, 2, wi, 0, 0);
+  const pass = unmapPassLocked(iopt, start, last);
+  if (!pass.notify) return pass.unmapped;
+  return unmapIovaRangeSlow(iopt, start, last, 0, undefined, pass.unmapped, 0, pass.notify);
+}
+
+/** One pass of {@link ioptUnmapIovaRange} under both locks (released here): what it unmapped, or the area to notify. */
+function unmapPassLocked(
+  iopt: IoPagetable,
+  start: number,
+  last: number,
+): { unmapped: number; notify: IoptArea | undefined } {
+  let unmapped = 0;
+  let notify: IoptArea | undefined;
+  try {
+    let area = iopt.areaIterFirst(start, last);
+    while (area) {
+      if (!area.pages) throw kerr("EBUSY", "area is being unmapped");
+      if (area.numLocks) throw kerr("EBUSY", "area is locked");
+      if (area.iova < start || area.last > last) throw kerr("ENOENT", "unmap would split an area");
+      if (area.numAccesses) {
+        area.preventAccess = true;
+        notify = area;
+        break;
+      }
+      const pages = area.pages;
+      area.pages = undefined;
+      ioptAreaUnfillDomains(area, pages, iopt.domains);
+      iopt.removeArea(area);
+      ioptPutPages(pages);
+      kfree(iopt.core.diag, area, "iopt_area");
+      unmapped += area.last - area.iova + 1;
+      area = iopt.areaIterFirst(start, last);
+    }
+  } finally {
+    iopt.iovaRwsem.upWrite();
+    iopt.domainsRwsem.upRead();
+  }
+  return { unmapped, notify };
+}
+
+/**
+ * The sleeping form of {@link ioptUnmapIovaRange}: `stage` says which lock acquisition `pending` completes (1: the
+ * domains lock, 2: the IOVA lock, 0: none); `notify`, an area whose accesses must unpin before the next pass.
+ */
+async function unmapIovaRangeSlow(
+  iopt: IoPagetable,
+  start: number,
+  last: number,
+  stage: number,
+  pending: Promise<void> | undefined,
+  unmapped: number,
+  tries: number,
+  notify?: IoptArea,
+): Promise<number> {
+  for (;;) {
+    if (notify) {
+      const { iommufdAccessNotifyUnmap } = await import("./access.js");
+      start = Math.max(start, notify.iova);
+      await iommufdAccessNotifyUnmap(iopt, notify.iova, notify.length);
+      if (iopt.core.diag.warnOn(++tries > 100, "an access does not respond to unmap requests")) {
+        throw kerr("EDEADLK", "access did not unpin");
+      }
+    }
+    if (pending) await pending;
+    pending = undefined;
+    if (stage < 1) await iopt.domainsRwsem.downRead();
+    if (stage < 2) await iopt.iovaRwsem.downWrite();
+    stage = 0;
+    const pass = unmapPassLocked(iopt, start, last);
+    unmapped += pass.unmapped;
+    notify = pass.notify;
+    if (!notify) return unmapped;
+  }
 }
 
 /**
@@ -547,6 +600,14 @@ export async function ioptUnmapIova(iopt: IoPagetable, iova: number, length: num
  */
 export function ioptUnmapAll(iopt: IoPagetable): Promise<number> {
   return ioptUnmapIovaRange(iopt, 0, IOPT_IOVA_MAX);
+}
+
+/**
+ * {@link ioptUnmapAll} without an asynchronous step when nothing sleeps (see {@link ioptUnmapIovaRangeOrWait}).
+ * @linux iopt_unmap_all
+ */
+export function ioptUnmapAllOrWait(iopt: IoPagetable): number | Promise<number> {
+  return ioptUnmapIovaRangeOrWait(iopt, 0, IOPT_IOVA_MAX);
 }
 
 /**

@@ -17,6 +17,7 @@ import {
   ioptMapPages,
   ioptSetAllowIova,
   ioptUnmapAll,
+  ioptUnmapAllOrWait,
   ioptUnmapIova,
 } from "./io-pagetable.js";
 import {
@@ -91,12 +92,30 @@ export function iommufdIoasAlloc(ictx: IommufdCtx): IommufdIoas {
  * Destroy an IOAS: unmap everything, tear down the table.
  * @linux iommufd_ioas_destroy
  */
-export async function iommufdIoasDestroy(obj: IommufdObject): Promise<void> {
+export function iommufdIoasDestroy(obj: IommufdObject): Promise<void> | undefined {
   const ioas = obj as IommufdIoas;
+  // Uncontended and with no access to notify, the unmap completes without an asynchronous step.
+  let unmapping: number | Promise<number>;
   try {
-    await ioptUnmapAll(ioas.iopt);
+    unmapping = ioptUnmapAllOrWait(ioas.iopt);
   } catch (e) {
-    ioas.ictx.diag.warnOn(true, `unmap of ${ioas} at destroy failed: ${(e as Error).message}`);
+    ioasDestroyTable(ioas, e);
+    return undefined;
+  }
+  if (typeof unmapping !== "number") {
+    return unmapping.then(
+      () => ioasDestroyTable(ioas, undefined),
+      (e) => ioasDestroyTable(ioas, e),
+    );
+  }
+  ioasDestroyTable(ioas, undefined);
+  return undefined;
+}
+
+/** The end of {@link iommufdIoasDestroy}: warn when the unmap failed, then tear the table down. */
+function ioasDestroyTable(ioas: IommufdIoas, unmapError: unknown): void {
+  if (unmapError !== undefined) {
+    ioas.ictx.diag.warnOn(true, `unmap of ${ioas} at destroy failed: ${(unmapError as Error).message}`);
   }
   ioptDestroyTable(ioas.iopt);
 }
@@ -118,10 +137,10 @@ export function convIommuProt(flags: number): number {
 }
 
 /**
- * IOMMU_IOAS_ALLOC.
+ * IOMMU_IOAS_ALLOC. Uncontended it completes without an asynchronous step (returns nothing).
  * @linux iommufd_ioas_alloc_ioctl
  */
-export async function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> {
+export function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> | undefined {
   const cmd = ucmd.cmd as unknown as IommuIoasAlloc;
   if (cmd.flags) throw kerr("EOPNOTSUPP", "flags must be 0");
   const ioas = iommufdIoasAlloc(ucmd.ictx);
@@ -133,9 +152,16 @@ export async function iommufdIoasAllocIoctl(ucmd: IommufdUcmd): Promise<void> {
     iommufdObjectAbort(ucmd.ictx, ioas);
     throw e;
   }
-  await ucmd.ictx.ioasCreationLock.downRead();
-  iommufdObjectFinalize(ucmd.ictx, ioas);
-  ucmd.ictx.ioasCreationLock.upRead();
+  const w = ucmd.ictx.ioasCreationLock.downReadOrWait();
+  if (w) return w.then(() => ioasPublish(ucmd.ictx, ioas));
+  ioasPublish(ucmd.ictx, ioas);
+  return undefined;
+}
+
+/** Finalize a new IOAS under ioas_creation_lock (held for read), then release it. */
+function ioasPublish(ictx: IommufdCtx, ioas: IommufdIoas): void {
+  iommufdObjectFinalize(ictx, ioas);
+  ictx.ioasCreationLock.upRead();
 }
 
 /**

@@ -101,13 +101,34 @@ async function ioctlFromUserPointer(
   return runUcmd(ictx, op, new IommufdUcmd(ictx, user, kbufDecode(op, kbuf), userSize, op.struct as never, va));
 }
 
-async function runUcmd(ictx: IommufdCtx, op: IommufdIoctlOp, ucmd: IommufdUcmd): Promise<number> {
-  let failed: unknown;
+/** The settled result of a command that completed without an asynchronous step (shared: it never changes). */
+const DONE: Promise<number> = Promise.resolve(0);
+
+function runUcmd(ictx: IommufdCtx, op: IommufdIoctlOp, ucmd: IommufdUcmd): Promise<number> {
+  // A command that finishes without sleeping (IOAS_ALLOC uncontended) completes here with no promise of its own.
+  let pending: Promise<void> | void;
   try {
-    await op.execute(ucmd as IommufdUcmd);
+    pending = op.execute(ucmd as IommufdUcmd);
   } catch (e) {
-    failed = e;
+    return finishUcmd(ictx, ucmd, e);
   }
+  if (pending) {
+    return pending.then(
+      () => finalizeUcmd(ictx, ucmd),
+      (e) => finishUcmd(ictx, ucmd, e),
+    );
+  }
+  finalizeUcmd(ictx, ucmd);
+  return DONE;
+}
+
+/** Success: publish the object the command allocated through its ucmd (no asynchronous step). */
+function finalizeUcmd(ictx: IommufdCtx, ucmd: IommufdUcmd): number {
+  if (ucmd.newObj) iommufdObjectFinalize(ictx, ucmd.newObj);
+  return 0;
+}
+
+async function finishUcmd(ictx: IommufdCtx, ucmd: IommufdUcmd, failed: unknown): Promise<number> {
   if (ucmd.newObj) {
     if (failed !== undefined) await iommufdObjectAbortAndDestroy(ictx, ucmd.newObj);
     else iommufdObjectFinalize(ictx, ucmd.newObj);

@@ -74,7 +74,7 @@ function op<T extends object>(
   nr: number,
   struct: UapiStruct<T>,
   last: keyof T & string,
-  execute: (ucmd: IommufdUcmd) => Promise<void>,
+  execute: (ucmd: IommufdUcmd) => Promise<void> | void,
 ): IommufdIoctlOp {
   return {
     nr,

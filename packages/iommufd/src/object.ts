@@ -212,20 +212,63 @@ async function objectWaitShortTermUsers(ictx: IommufdCtx, obj: IommufdObject): P
  * an ID that is missing, reserved or a tombstone.
  * @linux iommufd_object_remove
  */
-export async function iommufdObjectRemove(
+export function iommufdObjectRemove(
+  ictx: IommufdCtx,
+  toDestroy: IommufdObject | undefined,
+  id: number,
+  flags: number,
+): Promise<void> {
+  // The ioctl (or unbind) path up to the xa_lock is preemptible in Linux; REMOVE_WAIT sleeps before it.
+  if (ictx.sched.preemptive || flags & REMOVE_WAIT) return objectRemoveSlow(ictx, toDestroy, id, flags);
+  // Otherwise nothing sleeps before the slot is emptied, and the common case (no short-term user left, a destroy
+  // that does not sleep) completes without an asynchronous step of its own.
+  try {
+    const o = objectRemoveSlot(ictx, toDestroy, id, flags, false);
+    if (!o.waitCnt.decAndTest()) return objectWaitThenDestroy(ictx, o);
+    const d = ictx.core.objectOps(o.type).destroy(o);
+    if (d) return d.then(() => freeObject(ictx, o));
+    freeObject(ictx, o);
+    return REMOVED;
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** The settled result of a removal that completed without an asynchronous step (shared: it never changes). */
+const REMOVED: Promise<void> = Promise.resolve();
+
+/** {@link iommufdObjectRemove} with its preemption point and REMOVE_WAIT's wait before the slot is emptied. */
+async function objectRemoveSlow(
   ictx: IommufdCtx,
   toDestroy: IommufdObject | undefined,
   id: number,
   flags: number,
 ): Promise<void> {
   let zeroedWait = false;
-  // The ioctl (or unbind) path up to the xa_lock is preemptible in Linux.
   if (ictx.sched.preemptive) await ictx.sched.preemptionPoint();
   if (flags & REMOVE_WAIT) {
     if (!toDestroy) throw kerr("EINVAL", "REMOVE_WAIT needs the object");
     await objectDecWait(ictx, toDestroy);
     zeroedWait = true;
   }
+  const o = objectRemoveSlot(ictx, toDestroy, id, flags, zeroedWait);
+  // users is 0: any wait reference left belongs to a racing iommufd_put_object.
+  if (!zeroedWait && !o.waitCnt.decAndTest()) return objectWaitThenDestroy(ictx, o);
+  await ictx.core.objectOps(o.type).destroy(o);
+  freeObject(ictx, o);
+}
+
+/**
+ * The xa_lock part of {@link iommufdObjectRemove}: drop the users reference (EBUSY when others use the object,
+ * ENOENT when the ID holds no finalized object; nothing changed then) and empty or tombstone the slot.
+ */
+function objectRemoveSlot(
+  ictx: IommufdCtx,
+  toDestroy: IommufdObject | undefined,
+  id: number,
+  flags: number,
+  zeroedWait: boolean,
+): IommufdObject {
   // xa_lock: nothing below sleeps until the slot is emptied.
   const raw = Number.isSafeInteger(id) && id >= 0 ? ictx.objects.load(id) : undefined;
   let fail: string | undefined;
@@ -262,15 +305,16 @@ export async function iommufdObjectRemove(
     });
   }
   if (ictx.vfioIoas === o) ictx.vfioIoas = undefined;
-  // users is 0: any wait reference left belongs to a racing iommufd_put_object.
-  // The common case (no short-term user left) decides without an asynchronous step.
-  if (!zeroedWait && !o.waitCnt.decAndTest()) {
-    try {
-      await objectWaitShortTermUsers(ictx, o);
-    } catch (e) {
-      ictx.diag.warnOn(true, `${o}: ${(e as Error).message}`);
-      throw e;
-    }
+  return o;
+}
+
+/** Wait for the short-term users a racing lookup still holds, then destroy and free (EBUSY after the timeout). */
+async function objectWaitThenDestroy(ictx: IommufdCtx, o: IommufdObject): Promise<void> {
+  try {
+    await objectWaitShortTermUsers(ictx, o);
+  } catch (e) {
+    ictx.diag.warnOn(true, `${o}: ${(e as Error).message}`);
+    throw e;
   }
   await ictx.core.objectOps(o.type).destroy(o);
   freeObject(ictx, o);

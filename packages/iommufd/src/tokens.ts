@@ -39,8 +39,8 @@ export interface IommufdIoctlOp {
   readonly struct: UapiStruct<object>;
   /** offsetofend of the last field of the first version. @linux iommufd_ioctl_op.min_size */
   readonly minSize: number;
-  /** @linux iommufd_ioctl_op.execute */
-  execute(ucmd: IommufdUcmd): Promise<void>;
+  /** A command that finished without sleeping may return nothing (no promise). @linux iommufd_ioctl_op.execute */
+  execute(ucmd: IommufdUcmd): Promise<void> | void;
 }
 
 /** DI tokens of iommufd. */

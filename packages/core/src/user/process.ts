@@ -377,20 +377,55 @@ export class Process {
     }
   }
 
-  private async doIoctl(fd: number, cmd: number, arg: IoctlArg): Promise<number> {
+  private doIoctl(fd: number, cmd: number, arg: IoctlArg): Promise<number> {
+    // One promise for the driver's result and none of its own when the exit does not sleep (no final fput, no
+    // deferred release): what an async function with two awaits did, in the same order.
+    let file: File;
+    let r: unknown;
     try {
-      const file = fget(this, fd);
-      try {
-        if (file.fops.ioctl === undefined) throw kerr("ENOTTY", `${file.name} has no ioctl`);
-        const r = await file.fops.ioctl(file, cmd, arg, this);
-        return typeof r === "number" ? r : 0;
-      } finally {
-        const release = fdput(file);
-        if (release) await release;
-      }
+      file = fget(this, fd);
+    } catch (e) {
+      return settle(() => this.ioctlExit(undefined, 0, e, true));
+    }
+    try {
+      if (file.fops.ioctl === undefined) throw kerr("ENOTTY", `${file.name} has no ioctl`);
+      r = file.fops.ioctl(file, cmd, arg, this);
+    } catch (e) {
+      return settle(() => this.ioctlExit(file, 0, e, true));
+    }
+    if (typeof r === "object" && r !== null) {
+      return Promise.resolve(r as Promise<unknown>).then(
+        (v) => this.ioctlExit(file, typeof v === "number" ? v : 0, undefined, false),
+        (e) => this.ioctlExit(file, 0, e, true),
+      );
+    }
+    const v = r;
+    return settle(() => this.ioctlExit(file, typeof v === "number" ? v : 0, undefined, false));
+  }
+
+  /** The end of an ioctl: fdput, then the deferred releases, then its result or error; synchronous when neither sleeps. */
+  private ioctlExit(file: File | undefined, r: number, err: unknown, failed: boolean): number | Promise<number> {
+    const release = file === undefined ? undefined : fdput(file);
+    if (release === undefined && !this.space.hasDeferred) {
+      if (failed) throw err;
+      return r;
+    }
+    return this.ioctlExitSlow(release, r, err, failed);
+  }
+
+  private async ioctlExitSlow(
+    release: Promise<void> | undefined,
+    r: number,
+    err: unknown,
+    failed: boolean,
+  ): Promise<number> {
+    try {
+      if (release) await release;
     } finally {
       if (this.space.hasDeferred) await this.space.flushDeferred();
     }
+    if (failed) throw err;
+    return r;
   }
 
   /**
@@ -568,5 +603,14 @@ export class Process {
         this.space.reap(this);
       }
     });
+  }
+}
+
+/** `fn`'s result as a promise: a throw becomes a rejection. */
+function settle<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(e);
   }
 }

@@ -177,3 +177,45 @@ describe("RwSemaphore", () => {
     }
   });
 });
+
+describe("RwSemaphore downReadOrWait / downWriteOrWait", () => {
+  it("takes a free lock at once and returns the sleeping acquisition when it must wait", async () => {
+    const { diag, s, sem } = setup();
+    expect(sem.downReadOrWait()).toBeUndefined();
+    expect(sem.readers.length).toBe(1);
+    const log: string[] = [];
+    const w = s.spawn("w", async () => {
+      const wait = sem.downWriteOrWait();
+      log.push(wait ? "w waits" : "w took it");
+      if (wait) await wait;
+      log.push("w in");
+      sem.upWrite();
+    });
+    await s.yield(); // w queues behind the read hold
+    expect(w.state).toBe("blocked");
+    sem.upRead();
+    await s.joinAll([w]);
+    expect(log).toEqual(["w waits", "w in"]);
+    expect(sem.isLocked()).toBe(false);
+    expect(diag.records).toEqual([]);
+  });
+
+  it("reports recursion synchronously, as down_read does", () => {
+    const { diag, sem } = setup();
+    expect(sem.downWriteOrWait()).toBeUndefined();
+    expect(() => sem.downReadOrWait()).toThrow(DeadlockError);
+    expect(diag.records.map((r) => r.kind)).toEqual(["deadlock"]);
+  });
+
+  it("under a preemptive scheduler always goes through the preemption point", async () => {
+    const diag = new Diagnostics();
+    const s = randomScheduler(1, diag);
+    const sem = new RwSemaphore(s, "ioas->iova_rwsem");
+    const wait = sem.downReadOrWait();
+    expect(wait).toBeInstanceOf(Promise);
+    await wait;
+    expect(sem.readers.length).toBe(1);
+    sem.upRead();
+    expect(diag.records).toEqual([]);
+  });
+});

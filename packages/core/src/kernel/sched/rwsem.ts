@@ -48,19 +48,30 @@ export class RwSemaphore implements LockInstance, WaitTarget {
    * @linux down_read
    */
   async downRead(): Promise<void> {
+    const w = this.downReadOrWait();
+    if (w) await w;
+  }
+
+  /**
+   * {@link downRead} without an asynchronous step when it need not sleep: the same checks (might_sleep, recursion,
+   * lockdep ordering) run first; when the lock is free, nobody queues and the scheduler is not preemptive, it is
+   * taken at once and `undefined` returned; otherwise the returned promise settles once it is held. Check errors
+   * throw synchronously.
+   * @linux down_read (the uncontended fast path)
+   */
+  downReadOrWait(): Promise<void> | undefined {
     const s = this.sched;
     const cur = s.current();
     s.mightSleep(`down_read(${this.name})`);
     this.checkRecursion(cur, "down_read");
     const site = s.lockdep.captureSite();
     s.lockdep.acquiring(cur, this);
-    if (s.preemptive) await s.preemptionPoint();
-    if (this.writerTask === null && this.queue.length === 0) {
+    if (!s.preemptive && this.writerTask === null && this.queue.length === 0) {
       this.readerTasks.add(cur);
-    } else {
-      await this.wait(cur, false);
+      s.lockdep.acquired(cur, this, "shared", site);
+      return undefined;
     }
-    s.lockdep.acquired(cur, this, "shared", site);
+    return this.downSlow(cur, false, site);
   }
 
   /**
@@ -68,19 +79,40 @@ export class RwSemaphore implements LockInstance, WaitTarget {
    * @linux down_write
    */
   async downWrite(): Promise<void> {
+    const w = this.downWriteOrWait();
+    if (w) await w;
+  }
+
+  /**
+   * {@link downWrite} without an asynchronous step when it need not sleep (see {@link downReadOrWait}).
+   * @linux down_write (the uncontended fast path)
+   */
+  downWriteOrWait(): Promise<void> | undefined {
     const s = this.sched;
     const cur = s.current();
     s.mightSleep(`down_write(${this.name})`);
     this.checkRecursion(cur, "down_write");
     const site = s.lockdep.captureSite();
     s.lockdep.acquiring(cur, this);
-    if (s.preemptive) await s.preemptionPoint();
-    if (this.writerTask === null && this.readerTasks.size === 0 && this.queue.length === 0) {
+    if (!s.preemptive && this.writerTask === null && this.readerTasks.size === 0 && this.queue.length === 0) {
       this.writerTask = cur;
-    } else {
-      await this.wait(cur, true);
+      s.lockdep.acquired(cur, this, "exclusive", site);
+      return undefined;
     }
-    s.lockdep.acquired(cur, this, "exclusive", site);
+    return this.downSlow(cur, true, site);
+  }
+
+  /** The sleeping half of an acquisition whose checks ran: a preemption point, then wait unless free. */
+  private async downSlow(cur: Task, write: boolean, site: ReturnType<Scheduler["lockdep"]["captureSite"]>) {
+    const s = this.sched;
+    if (s.preemptive) await s.preemptionPoint();
+    const free = write
+      ? this.writerTask === null && this.readerTasks.size === 0 && this.queue.length === 0
+      : this.writerTask === null && this.queue.length === 0;
+    if (!free) await this.wait(cur, write);
+    else if (write) this.writerTask = cur;
+    else this.readerTasks.add(cur);
+    s.lockdep.acquired(cur, this, write ? "exclusive" : "shared", site);
   }
 
   /**
