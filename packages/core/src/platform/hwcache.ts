@@ -56,6 +56,8 @@ export class CacheSetIndex {
   readonly stamp: Float64Array;
   /** Per set: next way to replace (round-robin). */
   readonly victim: Uint8Array;
+  /** log2 of `ways` (a power of two): set number = first entry >> wayShift. */
+  private readonly wayShift: number;
   private clock = 0;
 
   constructor(g: CacheGeometry) {
@@ -67,6 +69,7 @@ export class CacheSetIndex {
     this.lru = g.replacement === "lru";
     this.stamp = new Float64Array(entries);
     this.victim = new Uint8Array(entries / ways);
+    this.wayShift = Math.round(Math.log2(ways));
   }
 
   /** First entry of the set of `hash`. */
@@ -129,9 +132,10 @@ export class CacheSetIndex {
       for (let w = 1; w < this.ways; w++) if (this.stamp[s + w]! < this.stamp[best]!) best = s + w;
       return best;
     }
-    const set = s / this.ways;
+    // Shifts and a mask, not a division and a remainder: ways is a power of two, and this runs on every fill.
+    const set = s >>> this.wayShift;
     const v = this.victim[set]!;
-    this.victim[set] = (v + 1) % this.ways;
+    this.victim[set] = (v + 1) & (this.ways - 1);
     return s + v;
   }
 }
