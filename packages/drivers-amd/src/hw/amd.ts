@@ -114,6 +114,12 @@ const PPR_EN = maskOf(CONTROL.PPR_EN);
 const CMDBUF_RUN = maskOf(STATUS.CMDBUF_RUN);
 const NO_PASID = -1;
 const PERM_RW = AMD_PERM.R | AMD_PERM.W;
+/** The v1 entry fields {@link AmdIommu.walkFill} reads. */
+const V1_PR = maskOf(V1_PTE.PR);
+const V1_IR_HI = maskOf(V1_PTE.IR);
+const V1_IW_HI = maskOf(V1_PTE.IW);
+const V1_NL_MASK = maskOf(V1_PTE.NL);
+const V1_NL_SHIFT = V1_PTE.NL.bit;
 // The hot path's constants, local so V8 folds them (an imported binding is a load and a hole check per use).
 const PERM_R = 1;
 const PERM_W = 2;
@@ -450,7 +456,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
         const tl = this.iotlb;
         const e = tl.lookup(did, NO_PASID, vpn);
         if (e < 0) {
-          this.translateMiss(req, out, de, vpn);
+          if (!this.walkFill(req, out, de, vpn)) this.translateMiss(req, out, de, vpn);
           return;
         }
         if ((tl.perm[e]! & (req.write ? PERM_W : PERM_R)) !== 0) {
@@ -481,6 +487,75 @@ export class AmdHw implements IommuHwModel, MmioHandler {
     out.faultCode = 0;
     out.faultReason = "";
     this.translateIn(req, out, de, NO_PASID, vpn, -1);
+  }
+
+  /**
+   * The hot path's miss in its common case, kept short: a host (v1) walk of a request without a PASID below 4 GiB,
+   * through the page-directory cache (its set computed once for the lookup and the fill), over tables in memory's
+   * word array without level skipping, that ends in a 4 KiB leaf granting the access, with no dirty bit to set (DTE
+   * HAD clear); the caches are filled and `out` written. Returns false, having changed nothing the architecture
+   * shows (no counter, no cache fill, no memory write), for everything else, which {@link translateMiss} then walks
+   * and decides as the full path does; test/hw/hot-path.test.ts holds the two paths to the same decisions. The loop
+   * is written here rather than calling v1WalkFrom so that the miss is one call V8 does not inline into
+   * {@link translate} (which then stays small enough to inline into its caller's loop).
+   */
+  private walkFill(req: DmaRequest, out: DmaTranslation, de: number, vpn: number): boolean {
+    const c = this.dteCache;
+    const fl = c.flags[de]!;
+    if (fl & F_HAD) return false;
+    const iova = req.iova;
+    const did = c.did[de]!;
+    const p = this.pdc;
+    const region = iova >>> PDC_REGION_LG2;
+    const s = p.set(did, NO_PASID, region);
+    const pe = p.lookupIn(s, did, NO_PASID, region);
+    let table: number;
+    let level: number;
+    let perm: number;
+    if (pe >= 0) {
+      table = p.table[pe]!;
+      level = p.level[pe]!;
+      perm = p.perm[pe]!;
+    } else {
+      level = (fl >>> F_MODE_SHIFT) & 7;
+      if (level === 0 || level > 6 || (level < 6 && iova >= POW2[12 + 9 * level]!)) return false;
+      table = c.root[de]!;
+      perm = PERM_RW;
+    }
+    const mem = this.memory;
+    const words = mem.words32;
+    for (;;) {
+      const shift = 12 + 9 * (level - 1);
+      const wi = mem.wordIndexR(table + 8 * (shift < 32 ? (iova >>> shift) & 0x1ff : 0));
+      if (wi < 0) return false;
+      const lo = words[wi]!;
+      const hi = words[wi + 1]!;
+      if ((lo & V1_PR) === 0) return false;
+      const ePerm = perm & ((hi & V1_IR_HI ? AMD_PERM.R : 0) | (hi & V1_IW_HI ? AMD_PERM.W : 0));
+      const nl = (lo & V1_NL_MASK) >>> V1_NL_SHIFT;
+      const addr = (hi & 0xfffff) * TWO_32 + ((lo & 0xfffff000) >>> 0);
+      if (level === 1) {
+        if (nl !== 0) return false;
+        const leafPerm = ePerm & (fl >>> 2) & 3;
+        if ((leafPerm & (req.write ? AMD_PERM.W : AMD_PERM.R)) === 0) return false;
+        this.nTranslations++;
+        this.nMisses++;
+        this.nWalks++;
+        if (pe >= 0) this.nPdcHits++;
+        else p.fillIn(s, did, NO_PASID, region, table, 1, perm);
+        this.iotlb.fillMiss(did, NO_PASID, vpn, vpn * 4096, 12, addr, leafPerm);
+        const off = iova & 0xfff;
+        out.faultCode = 0;
+        out.faultReason = "";
+        out.pa = addr + off;
+        out.length = 4096 - off;
+        return true;
+      }
+      if (nl !== level - 1) return false;
+      table = addr;
+      level = nl;
+      perm = ePerm;
+    }
   }
 
   /** Every translation the hot path does not finish: the whole decision, in the architecture's order. */

@@ -297,13 +297,18 @@ export class AmdPdc {
     return this.ix.entries;
   }
 
-  private set(did: number, pasid: number, region: number): number {
+  /** The first entry of the set that (did, pasid, region) maps to: computed once for a lookup and its fill. */
+  set(did: number, pasid: number, region: number): number {
     return (mix(did ^ (pasid << 16), region) & this.setMask) * this.ways;
   }
 
   /** The entry for (did, pasid, region), or -1. @linux a page-directory-cache lookup */
   lookup(did: number, pasid: number, region: number): number {
-    const s = this.set(did, pasid, region);
+    return this.lookupIn(this.set(did, pasid, region), did, pasid, region);
+  }
+
+  /** {@link lookup} in set `s` (from {@link set} of the same key). @linux a page-directory-cache lookup */
+  lookupIn(s: number, did: number, pasid: number, region: number): number {
     const end = s + this.ways;
     for (let e = s; e < end; e++) {
       if (this.region[e] === region && this.did[e] === did && this.pasid[e] === pasid) {
@@ -319,8 +324,13 @@ export class AmdPdc {
    * @linux a page-directory-cache fill after a walk
    */
   fillMiss(did: number, pasid: number, region: number, table: number, level: number, perm: number): void {
+    this.fillIn(this.set(did, pasid, region), did, pasid, region, table, level, perm);
+  }
+
+  /** {@link fillMiss} in set `s` (from {@link set} of the same key). @linux a page-directory-cache fill */
+  fillIn(s: number, did: number, pasid: number, region: number, table: number, level: number, perm: number): void {
     const ix = this.ix;
-    const e = ix.pick(this.set(did, pasid, region), this.did);
+    const e = ix.pick(s, this.did);
     this.did[e] = did;
     this.pasid[e] = pasid;
     this.region[e] = region;
