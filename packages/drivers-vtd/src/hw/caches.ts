@@ -329,7 +329,11 @@ export class VtdPagingCache {
 
   /** The entry for the region, or -1. @linux a paging-structure-cache lookup */
   lookup(kind: number, did: number, pasid: number, region: number): number {
-    const key = iotlbKey(kind, did, pasid);
+    return this.lookupKey(iotlbKey(kind, did, pasid), region);
+  }
+
+  /** {@link lookup} by the {@link iotlbKey} of (kind, did, pasid), when the caller has it. */
+  lookupKey(key: number, region: number): number {
     const ix = this.ix;
     const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
     const f = this.f;

@@ -653,6 +653,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         }
         // A miss (or too few permissions) with the configuration memo holding: walk without a second probe.
         this.nMisses++;
+        if (this.mKind === VTD_KIND.FS && this.walkFill(req, out, vpn, need)) return;
         this.walk(req, out, this.mCe, this.mPe, this.mKind, this.mDid, this.mTag, vpn, need, this.mFpd);
         return;
       }
@@ -799,6 +800,72 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     }
     this.nMisses++;
     this.walk(req, out, ce, pe, kind, did, tagPasid, vpn, need, fpd);
+  }
+
+  /**
+   * The hot path's miss in its common case, kept short: a first-stage (not nested) walk of an IOVA below 4 GiB with
+   * the configuration memo holding, through the paging-structure cache (looked up by the memo's key), over tables in
+   * memory's word array, every entry present with A already set, ending in a 4 KiB leaf that grants `need` with no D
+   * to set; the caches are filled and `out` written. Returns false, having changed nothing the architecture shows
+   * (no counter, no cache fill, no memory write), for everything else, which {@link walk} then walks and decides.
+   * The loop is written here rather than calling fsWalk so that the miss is one call kept out of {@link translate}.
+   */
+  private walkFill(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
+    const iova = req.iova;
+    const pe = this.mPe;
+    const pb = pe * DESC_INFO;
+    const levels = this.pasidCache.info[pb + PI_FSLEVELS]!;
+    if (iova >= POW2[11 + 9 * levels]!) return false;
+    const key = this.mKey;
+    const region = iova >>> PSC_REGION_LG2;
+    const pc = this.pagingCache;
+    const w = pc.lookupKey(key, region);
+    let table: number;
+    let level: number;
+    if (w >= 0) {
+      table = pc.table(w);
+      level = 1;
+    } else {
+      table = this.pasidCache.addr[pe * DESC_ADDR + 1]!;
+      level = levels;
+    }
+    const mem = this.memory;
+    const words = mem.words32;
+    let perm = VTD_PERM.R | VTD_PERM.W | VTD_PERM.U | VTD_PERM.X;
+    for (;;) {
+      const shift = 12 + 9 * (level - 1);
+      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & 511 : 0) * 8);
+      if (ix < 0) return false;
+      const lo = words[ix]!;
+      const hi = words[ix + 1]!;
+      // Present, accessed, not a large page (those and every fault take the full walk).
+      if ((lo & (FS_PTE.P | FS_PTE.A | FS_PTE.PS)) !== (FS_PTE.P | FS_PTE.A)) return false;
+      if ((lo & FS_PTE.RW) === 0) perm &= ~VTD_PERM.W;
+      if ((lo & FS_PTE.US) === 0) perm &= ~VTD_PERM.U;
+      if ((hi & FS_PTE.XD_HI) !== 0) perm &= ~VTD_PERM.X;
+      const oa = ((lo & 0xfffff000) >>> 0) + (hi & 0xfffff) * TWO_32;
+      if (level === 1) {
+        if ((perm & need) !== need || (req.write && (lo & FS_PTE.D) === 0)) return false;
+        this.nWalks++;
+        if (w >= 0) this.nPscHits++;
+        else pc.insertMissed(VTD_KIND.FS, this.mDid, this.mTag, region, table);
+        const tlb = this.iotlb;
+        const e = tlb.fill(VTD_KIND.FS, this.mDid, this.mTag, vpn);
+        const fb = e << 3;
+        const off = iova & 0xfff;
+        tlb.f[fb + TLB_F.PA] = oa;
+        tlb.f[fb + TLB_F.SPAN] = 4096;
+        tlb.i[fb + TLB_I.PERM] = perm;
+        tlb.f[fb + TLB_F.BASE] = iova - off;
+        tlb.i[fb + TLB_I.LG2] = 12;
+        tlb.i[fb + TLB_I.SID] = req.requesterId;
+        out.pa = oa + off;
+        out.length = 4096 - off;
+        return true;
+      }
+      table = oa;
+      level--;
+    }
   }
 
   /** The miss path: walk, check permissions, set A/D, fill the IOTLB; or record the fault. */
