@@ -653,7 +653,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         }
         // A miss (or too few permissions) with the configuration memo holding: walk without a second probe.
         this.nMisses++;
-        if (this.mKind === VTD_KIND.FS && this.walkFill(req, out, vpn, need)) return;
+        if (this.walkFill(req, out, vpn, need)) return;
         this.walk(req, out, this.mCe, this.mPe, this.mKind, this.mDid, this.mTag, vpn, need, this.mFpd);
         return;
       }
@@ -811,6 +811,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    * The loop is written here rather than calling fsWalk so that the miss is one call kept out of {@link translate}.
    */
   private walkFill(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
+    if (this.mKind !== VTD_KIND.FS) return this.walkFillSs(req, out, vpn, need);
     const iova = req.iova;
     const pe = this.mPe;
     const pb = pe * DESC_INFO;
@@ -856,6 +857,67 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         tlb.f[fb + TLB_F.PA] = oa;
         tlb.f[fb + TLB_F.SPAN] = 4096;
         tlb.i[fb + TLB_I.PERM] = perm;
+        tlb.f[fb + TLB_F.BASE] = iova - off;
+        tlb.i[fb + TLB_I.LG2] = 12;
+        tlb.i[fb + TLB_I.SID] = req.requesterId;
+        out.pa = oa + off;
+        out.length = 4096 - off;
+        return true;
+      }
+      table = oa;
+      level--;
+    }
+  }
+
+  /**
+   * {@link walkFill} for a second-stage translation (legacy, or scalable PGTT=SS) without SSADE: every entry readable
+   * or writable and not a large page, ending in a 4 KiB leaf that grants `need`; else false, having changed nothing.
+   */
+  private walkFillSs(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
+    if (this.mKind !== VTD_KIND.SS) return false;
+    const iova = req.iova;
+    const pe = this.mPe;
+    let root: number;
+    let levels: number;
+    if (pe >= 0) {
+      if ((this.pasidCache.info[pe * DESC_INFO + PI_FLAGS]! & PF_SSADE) !== 0) return false;
+      root = this.pasidCache.addr[pe * DESC_ADDR]!;
+      levels = this.pasidCache.info[pe * DESC_INFO + PI_SSLEVELS]!;
+    } else {
+      root = this.contextCache.addr[this.mCe * DESC_ADDR]!;
+      levels = this.contextCache.info[this.mCe * DESC_INFO + CI_LEVELS]!;
+    }
+    if (iova >= POW2[12 + 9 * levels]!) return false;
+    const region = iova >>> PSC_REGION_LG2;
+    const pc = this.pagingCache;
+    const w = pc.lookupKey(this.mKey, region);
+    let table = w >= 0 ? pc.table(w) : root;
+    let level = w >= 0 ? 1 : levels;
+    const mem = this.memory;
+    const words = mem.words32;
+    let perm = SS_PTE.R | SS_PTE.W;
+    for (;;) {
+      const shift = 12 + 9 * (level - 1);
+      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & 511 : 0) * 8);
+      if (ix < 0) return false;
+      const lo = words[ix]!;
+      const hi = words[ix + 1]!;
+      if ((lo & (SS_PTE.R | SS_PTE.W)) === 0 || (lo & SS_PTE.PS) !== 0) return false;
+      perm &= lo & (SS_PTE.R | SS_PTE.W);
+      const oa = ((lo & 0xfffff000) >>> 0) + (hi & 0xfffff) * TWO_32;
+      if (level === 1) {
+        const p = perm | VTD_PERM.X | VTD_PERM.U;
+        if ((p & need) !== need) return false;
+        this.nWalks++;
+        if (w >= 0) this.nPscHits++;
+        else pc.insertMissed(VTD_KIND.SS, this.mDid, this.mTag, region, table);
+        const tlb = this.iotlb;
+        const e = tlb.fill(VTD_KIND.SS, this.mDid, this.mTag, vpn);
+        const fb = e << 3;
+        const off = iova & 0xfff;
+        tlb.f[fb + TLB_F.PA] = oa;
+        tlb.f[fb + TLB_F.SPAN] = 4096;
+        tlb.i[fb + TLB_I.PERM] = p;
         tlb.f[fb + TLB_F.BASE] = iova - off;
         tlb.i[fb + TLB_I.LG2] = 12;
         tlb.i[fb + TLB_I.SID] = req.requesterId;

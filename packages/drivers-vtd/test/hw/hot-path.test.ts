@@ -7,7 +7,19 @@
 import { DmaFault, type Machine } from "@iommu-sim/core";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
-import { bootVtd, fs, HandTable, NVME, PasidDir, pasidEntry, Setup, smCtx } from "./helpers/encoder.js";
+import {
+  bootVtd,
+  fs,
+  HandTable,
+  legacyCtx,
+  NVME,
+  PasidDir,
+  pasidEntry,
+  Setup,
+  smCtx,
+  ss,
+  XHCI,
+} from "./helpers/encoder.js";
 
 const machines: Machine[] = [];
 afterEach(async () => {
@@ -82,6 +94,59 @@ describe("hot path", () => {
               }
             }
             runs.push({ seen, leaves: leaves.map((l) => t.rq(l).toString(16)) });
+            await m.teardown();
+            machines.pop();
+          }
+          expect(runs[0]).toEqual(runs[1]);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("agrees with the full path on random second-stage tables (legacy mode) and accesses", async () => {
+    const ssPage = fc.record({ r: fc.boolean(), w: fc.boolean(), ps: fc.boolean() });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(ssPage, { minLength: 9, maxLength: 9 }),
+        fc.array(accessArb, { minLength: 1, maxLength: 30 }),
+        async (pages, accesses) => {
+          const runs = [];
+          for (const strict of [false, true]) {
+            const { m, t } = await bootVtd({
+              strict,
+              scalableMode: false,
+              tlbEntries: 4,
+              tlbWays: 2,
+              pagingCacheEntries: 2,
+            });
+            machines.push(m);
+            const s = new Setup(t, false);
+            const pt = new HandTable(t, 4, ss.table);
+            s.writeCtx(XHCI, legacyCtx({ slptptr: pt.root, aw: 2, did: 5 }));
+            s.enable();
+            pages.forEach((p, i) => {
+              const buf = t.alloc(4096);
+              m.memory.write32(buf, 0x2000 + i);
+              let bits = 0n;
+              if (p.r) bits |= ss.R;
+              if (p.w) bits |= ss.W;
+              if (p.ps && i === 8) bits |= ss.PS; // a 4 KiB leaf with PS: reserved
+              pt.map(0x1000 * (i + 1), buf, 1, bits);
+            });
+            const seen: string[] = [];
+            for (const a of accesses) {
+              const iova = 0x1000 * (a.page + 1) + a.off - (a.off % 4);
+              try {
+                if (a.write) m.device("xhci0").dmaWrite(iova, new Uint8Array([1]));
+                else seen.push(String(m.device("xhci0").dmaRead(iova, 4)));
+                seen.push("ok");
+              } catch (e) {
+                if (!(e instanceof DmaFault)) throw e;
+                seen.push(`${e.faultCode} ${e.faultReason}`);
+              }
+            }
+            runs.push(seen);
             await m.teardown();
             machines.pop();
           }
