@@ -85,8 +85,10 @@ function runClient(server: Server, exe: string, args: string[] = []): Run {
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += d));
   child.stderr!.on("data", (d) => (stderr += d));
+  // "close", not "exit": "exit" can fire before the pipes are drained, losing the output of a client that exits
+  // while the other one still runs (seen as an empty stdout under load).
   const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) =>
-    child.on("exit", (code) => r({ code, stdout, stderr })),
+    child.on("close", (code) => r({ code, stdout, stderr })),
   );
   return { child, done };
 }
@@ -326,108 +328,111 @@ async function tsIoctlTour(): Promise<string[]> {
   return out;
 }
 
-describe.skipIf(!hasCc)("unmodified C clients through the preload shim (skipped: no C compiler `cc`)", () => {
-  let server: Server;
-  let sockDir: string;
-  beforeAll(async () => {
-    build();
-    sockDir = mkdtempSync(join(tmpdir(), "iommu-sim-sock-"));
-  });
-  afterAll(() => {
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(sockDir, { recursive: true, force: true });
-  });
-  const serve = async (name: string) => {
-    server = await startServer({ socket: join(sockDir, `${name}.sock`) });
-    return server;
-  };
+describe.skipIf(!hasCc)(
+  `unmodified C clients through the preload shim${hasCc ? "" : " (skipped: no C compiler cc)"}`,
+  () => {
+    let server: Server;
+    let sockDir: string;
+    beforeAll(async () => {
+      build();
+      sockDir = mkdtempSync(join(tmpdir(), "iommu-sim-sock-"));
+    });
+    afterAll(() => {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(sockDir, { recursive: true, force: true });
+    });
+    const serve = async (name: string) => {
+      server = await startServer({ socket: join(sockDir, `${name}.sock`) });
+      return server;
+    };
 
-  it("runs the VMM flow: DMA writes seen by the client, client stores seen by DMA, nesting, invalidation, faults", async () => {
-    const s = await serve("flow");
-    const r = await runClient(s, bin("vmm-flow")).done;
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expect(r.stdout).toContain("dma_write_seen written by DMA\n");
-    expect(r.stdout).toContain("cpu_store_seen stored by the CPU\n");
-    expect(r.stdout).toContain("fault_read dev_id=1 grpid=2 addr=0xdeadbeaf\n");
-    const [report] = await reportsOf(s, 1);
-    expect(report).toMatchObject({ leaks: [], warnings: [] });
-    expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
-  });
+    it("runs the VMM flow: DMA writes seen by the client, client stores seen by DMA, nesting, invalidation, faults", async () => {
+      const s = await serve("flow");
+      const r = await runClient(s, bin("vmm-flow")).done;
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("dma_write_seen written by DMA\n");
+      expect(r.stdout).toContain("cpu_store_seen stored by the CPU\n");
+      expect(r.stdout).toContain("fault_read dev_id=1 grpid=2 addr=0xdeadbeaf\n");
+      const [report] = await reportsOf(s, 1);
+      expect(report).toMatchObject({ leaks: [], warnings: [] });
+      expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
+    });
 
-  it("gives the same results as the same ioctl sequence issued from TypeScript", async () => {
-    const s = await serve("compare");
-    const r = await runClient(s, bin("vmm-flow")).done;
-    expect(r.code).toBe(0);
-    expect(await s.close()).toMatchObject({ exitStatus: 0 });
-    expect(r.stdout.trim().split("\n")).toEqual(await tsVmmFlow());
-  });
+    it("gives the same results as the same ioctl sequence issued from TypeScript", async () => {
+      const s = await serve("compare");
+      const r = await runClient(s, bin("vmm-flow")).done;
+      expect(r.code).toBe(0);
+      expect(await s.close()).toMatchObject({ exitStatus: 0 });
+      expect(r.stdout.trim().split("\n")).toEqual(await tsVmmFlow());
+    });
 
-  it("issues every other iommufd ioctl once, with the results of the same sequence from TypeScript", async () => {
-    const s = await serve("tour");
-    const r = await runClient(s, bin("ioctl-tour")).done;
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expect(await s.close()).toMatchObject({ exitStatus: 0 });
-    const lines = r.stdout.trim().split("\n");
-    expect(lines).toContain("get_dirty_bitmap 0 bitmap=5");
-    expect(lines).toContain("veventq_read 12 flags=0 sequence=0 virt_id=153");
-    expect(lines).toContain("vfio_check_type1v2 1");
-    // poll reflects the vEVENTQ (empty: not readable; after the event: POLLIN); a dup reads the same queue; a
-    // memfd of the client maps through its shadow.
-    expect(lines).toContain("poll_empty 0 revents=0");
-    expect(lines).toContain("poll_event 1 revents=1");
-    expect(lines).toContain("poll_drained 0");
-    expect(lines.find((l) => l.startsWith("ioas_map_file_memfd"))).toMatch(/^ioas_map_file_memfd 0 /);
-    expect(lines).toEqual(await tsIoctlTour());
-  });
+    it("issues every other iommufd ioctl once, with the results of the same sequence from TypeScript", async () => {
+      const s = await serve("tour");
+      const r = await runClient(s, bin("ioctl-tour")).done;
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(await s.close()).toMatchObject({ exitStatus: 0 });
+      const lines = r.stdout.trim().split("\n");
+      expect(lines).toContain("get_dirty_bitmap 0 bitmap=5");
+      expect(lines).toContain("veventq_read 12 flags=0 sequence=0 virt_id=153");
+      expect(lines).toContain("vfio_check_type1v2 1");
+      // poll reflects the vEVENTQ (empty: not readable; after the event: POLLIN); a dup reads the same queue; a
+      // memfd of the client maps through its shadow.
+      expect(lines).toContain("poll_empty 0 revents=0");
+      expect(lines).toContain("poll_event 1 revents=1");
+      expect(lines).toContain("poll_drained 0");
+      expect(lines.find((l) => l.startsWith("ioas_map_file_memfd"))).toMatch(/^ioas_map_file_memfd 0 /);
+      expect(lines).toEqual(await tsIoctlTour());
+    });
 
-  it("answers errors as the kernel does, and fails calls with EIO once the server is gone", async () => {
-    const s = await serve("errors");
-    const run = runClient(s, bin("uapi-errors"));
-    await new Promise<void>((ready) => run.child.stdout!.on("data", (d) => String(d).includes("ready") && ready()));
-    expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
-    run.child.stdin!.write("x");
-    const r = await run.done;
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expect(r.stdout.trim().split("\n")).toEqual([
-      "short_struct 22",
-      "oversized_struct 7",
-      "oversized_zero_tail ok 1",
-      "bad_struct_pointer 14",
-      "unbacked_map_without_domain ok",
-      "bad_out_array 14",
-      "bad_fd 9",
-      "closed_fd 9",
-      "ready",
-      "server_gone 5",
-    ]);
-  });
+    it("answers errors as the kernel does, and fails calls with EIO once the server is gone", async () => {
+      const s = await serve("errors");
+      const run = runClient(s, bin("uapi-errors"));
+      await new Promise<void>((ready) => run.child.stdout!.on("data", (d) => String(d).includes("ready") && ready()));
+      expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
+      run.child.stdin!.write("x");
+      const r = await run.done;
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim().split("\n")).toEqual([
+        "short_struct 22",
+        "oversized_struct 7",
+        "oversized_zero_tail ok 1",
+        "bad_struct_pointer 14",
+        "unbacked_map_without_domain ok",
+        "bad_out_array 14",
+        "bad_fd 9",
+        "closed_fd 9",
+        "ready",
+        "server_gone 5",
+      ]);
+    });
 
-  it("serves two clients at once as separate processes with separate fd tables", async () => {
-    const s = await serve("two");
-    const [a, b] = await Promise.all([
-      runClient(s, bin("vmm-flow"), ["/dev/vfio/devices/vfio0"]).done,
-      runClient(s, bin("vmm-flow"), ["/dev/vfio/devices/vfio1"]).done,
-    ]);
-    expect([a.code, b.code, a.stderr, b.stderr]).toEqual([0, 0, "", ""]);
-    // Object IDs are per iommufd context: each client sees the same IDs as if alone.
-    expect(a.stdout).toBe(b.stdout);
-    const reports = await reportsOf(s, 2);
-    expect(new Set(reports.map((x) => x.pid)).size).toBe(2);
-    expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
-  });
+    it("serves two clients at once as separate processes with separate fd tables", async () => {
+      const s = await serve("two");
+      const [a, b] = await Promise.all([
+        runClient(s, bin("vmm-flow"), ["/dev/vfio/devices/vfio0"]).done,
+        runClient(s, bin("vmm-flow"), ["/dev/vfio/devices/vfio1"]).done,
+      ]);
+      expect([a.code, b.code, a.stderr, b.stderr]).toEqual([0, 0, "", ""]);
+      // Object IDs are per iommufd context: each client sees the same IDs as if alone.
+      expect(a.stdout).toBe(b.stdout);
+      const reports = await reportsOf(s, 2);
+      expect(new Set(reports.map((x) => x.pid)).size).toBe(2);
+      expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
+    });
 
-  it("reports a client that leaves objects behind as cleaned up by its exit, like the kernel's release", async () => {
-    const s = await serve("exit");
-    // A client killed mid-run: its process exits, closing its fds, and the machine still tears down clean.
-    const run = runClient(s, bin("uapi-errors"));
-    await new Promise<void>((ready) => run.child.stdout!.on("data", (d) => String(d).includes("ready") && ready()));
-    run.child.kill("SIGKILL");
-    await run.done;
-    const [report] = await reportsOf(s, 1);
-    expect(report).toMatchObject({ leaks: [], warnings: [] });
-    expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
-  });
-});
+    it("reports a client that leaves objects behind as cleaned up by its exit, like the kernel's release", async () => {
+      const s = await serve("exit");
+      // A client killed mid-run: its process exits, closing its fds, and the machine still tears down clean.
+      const run = runClient(s, bin("uapi-errors"));
+      await new Promise<void>((ready) => run.child.stdout!.on("data", (d) => String(d).includes("ready") && ready()));
+      run.child.kill("SIGKILL");
+      await run.done;
+      const [report] = await reportsOf(s, 1);
+      expect(report).toMatchObject({ leaks: [], warnings: [] });
+      expect(await s.close()).toEqual({ exitStatus: 0, report: "" });
+    });
+  },
+);
