@@ -847,26 +847,43 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       const oa = ((lo & 0xfffff000) >>> 0) + (hi & 0xfffff) * TWO_32;
       if (level === 1) {
         if ((perm & need) !== need || (req.write && (lo & FS_PTE.D) === 0)) return false;
-        this.nWalks++;
-        if (w >= 0) this.nPscHits++;
-        else pc.insertMissed(VTD_KIND.FS, this.mDid, this.mTag, region, table);
-        const tlb = this.iotlb;
-        const e = tlb.fill(VTD_KIND.FS, this.mDid, this.mTag, vpn);
-        const fb = e << 3;
-        const off = iova & 0xfff;
-        tlb.f[fb + TLB_F.PA] = oa;
-        tlb.f[fb + TLB_F.SPAN] = 4096;
-        tlb.i[fb + TLB_I.PERM] = perm;
-        tlb.f[fb + TLB_F.BASE] = iova - off;
-        tlb.i[fb + TLB_I.LG2] = 12;
-        tlb.i[fb + TLB_I.SID] = req.requesterId;
-        out.pa = oa + off;
-        out.length = 4096 - off;
+        this.fillLeaf4k(VTD_KIND.FS, w >= 0, region, table, vpn, req, oa, perm, out);
         return true;
       }
       table = oa;
       level--;
     }
+  }
+
+  /**
+   * The end of a short-path walk that reached a 4 KiB leaf granting the access: count the walk, note the PSC hit or
+   * insert the leaf table for the 2 MiB region, fill the IOTLB entry and answer the DMA.
+   */
+  private fillLeaf4k(
+    kind: number,
+    pscHit: boolean,
+    region: number,
+    table: number,
+    vpn: number,
+    req: DmaRequest,
+    oa: number,
+    perm: number,
+    out: DmaTranslation,
+  ): void {
+    this.nWalks++;
+    if (pscHit) this.nPscHits++;
+    else this.pagingCache.insertMissed(kind, this.mDid, this.mTag, region, table);
+    const tlb = this.iotlb;
+    const fb = tlb.fill(kind, this.mDid, this.mTag, vpn) << 3;
+    const off = req.iova & 0xfff;
+    tlb.f[fb + TLB_F.PA] = oa;
+    tlb.f[fb + TLB_F.SPAN] = 4096;
+    tlb.i[fb + TLB_I.PERM] = perm;
+    tlb.f[fb + TLB_F.BASE] = req.iova - off;
+    tlb.i[fb + TLB_I.LG2] = 12;
+    tlb.i[fb + TLB_I.SID] = req.requesterId;
+    out.pa = oa + off;
+    out.length = 4096 - off;
   }
 
   /**
@@ -908,21 +925,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       if (level === 1) {
         const p = perm | VTD_PERM.X | VTD_PERM.U;
         if ((p & need) !== need) return false;
-        this.nWalks++;
-        if (w >= 0) this.nPscHits++;
-        else pc.insertMissed(VTD_KIND.SS, this.mDid, this.mTag, region, table);
-        const tlb = this.iotlb;
-        const e = tlb.fill(VTD_KIND.SS, this.mDid, this.mTag, vpn);
-        const fb = e << 3;
-        const off = iova & 0xfff;
-        tlb.f[fb + TLB_F.PA] = oa;
-        tlb.f[fb + TLB_F.SPAN] = 4096;
-        tlb.i[fb + TLB_I.PERM] = p;
-        tlb.f[fb + TLB_F.BASE] = iova - off;
-        tlb.i[fb + TLB_I.LG2] = 12;
-        tlb.i[fb + TLB_I.SID] = req.requesterId;
-        out.pa = oa + off;
-        out.length = 4096 - off;
+        this.fillLeaf4k(VTD_KIND.SS, w >= 0, region, table, vpn, req, oa, p, out);
         return true;
       }
       table = oa;
