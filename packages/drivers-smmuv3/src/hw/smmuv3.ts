@@ -87,6 +87,7 @@ import {
   STRTAB_BASE_CFG,
   STRTAB_FMT,
 } from "./registers.js";
+import { S1_FILL_NONE, S1_FILL_WC_HIT, s1FillEligible, s1WalkFill } from "./s1-walk-fill.js";
 import {
   CD,
   CD_SIZE,
@@ -238,10 +239,11 @@ const SW_SE = 2;
 const SW_CE = 3;
 const SW_KIND = 4;
 const SW_TAG = 5;
-/** pageLg2 in bits 0..5, stage-1 in use (bit 6), stage 2 in use (bit 7). */
+/** pageLg2 in bits 0..5, stage-1 in use (bit 6), stage 2 in use (bit 7), a miss may try s1WalkFill (bit 8). */
 const SW_BITS = 6;
 const SB_S1 = 1 << 6;
 const SB_S2 = 1 << 7;
+const SB_S1_FILL = 1 << 8;
 const STREAM_HASH = 0x2c1b3c6d;
 
 function hex(n: number): string {
@@ -696,7 +698,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
             out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
             return;
           }
-          this.walkStream(req, out, k, iova >>> pageLg2, need);
+          this.walkStream(req, out, k, iova >>> pageLg2, need, e);
           return;
         }
         this.translateStream(req, out, k);
@@ -749,13 +751,39 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     this.walk(req, out, se, ce, kind, tag, vpn, pageLg2, need, (bits & SB_S1) !== 0, (bits & SB_S2) !== 0);
   }
 
-  /** {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn`: the walk. */
-  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): void {
+  /**
+   * {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn` (below 2^32; `hit`: the
+   * entry the TLB lookup found without the permissions needed, or -1): the walk, by s1WalkFill when it applies.
+   */
+  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number, hit: number): void {
     this.nTranslations++;
     this.nMisses++;
     if (this.cfgLru) this.touchStream(k);
     const st = this.streams;
     const bits = st[k + SW_BITS]!;
+    if ((bits & SB_S1_FILL) !== 0) {
+      const ce = st[k + SW_CE]!;
+      const how = s1WalkFill(
+        this.memory,
+        this.cdS1[ce]!,
+        this.walkCache,
+        this.tlb,
+        st[k + SW_KIND]!,
+        st[k + SW_TAG]!,
+        req.iova,
+        vpn,
+        hit,
+        need,
+        req.requesterId,
+        req.pasid,
+        out,
+      );
+      if (how !== S1_FILL_NONE) {
+        this.nWalks++;
+        if (how === S1_FILL_WC_HIT) this.nWalkHits++;
+        return;
+      }
+    }
     const useS1 = (bits & SB_S1) !== 0;
     const useS2 = (bits & SB_S2) !== 0;
     this.walk(
@@ -890,7 +918,13 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       st[k + SW_CE] = ce;
       st[k + SW_KIND] = kind;
       st[k + SW_TAG] = tag;
-      st[k + SW_BITS] = pageLg2 | (useS1 ? SB_S1 : 0) | (useS2 ? SB_S2 : 0);
+      // A stage-1-only stream whose CD the short miss path handles (EPD0 clear: the full path faults on it).
+      const fill =
+        useS1 &&
+        !useS2 &&
+        (this.cdCache.info[ce * DESC_INFO + CI_FLAGS]! & CF_EPD0) === 0 &&
+        s1FillEligible(this.cdS1[ce]!);
+      st[k + SW_BITS] = pageLg2 | (useS1 ? SB_S1 : 0) | (useS2 ? SB_S2 : 0) | (fill ? SB_S1_FILL : 0);
       this.streamGen[k >> STREAM_SHIFT] = this.cfgGen[0]!;
     }
     const tlb = this.tlb;
