@@ -92,23 +92,24 @@ export function s1WalkFill(
     if (wc.level[w] !== 3) return S1_FILL_NONE;
     table = wc.table[w]!;
   } else {
-    table = p.ttb;
-    if (!(table < outLimit)) return S1_FILL_NONE;
+    // Tables below 4 GiB only (an output size is at least 32 bits: no address-size check), as 32-bit integers.
+    const ttb = p.ttb;
+    if (!(ttb < TWO_32)) return S1_FILL_NONE;
+    let t = ttb >>> 0;
     let level = p.startLevel;
     let shift = PAGE_LG2 + 9 * (3 - level);
     let mask = (1 << p.rootBits) - 1;
     for (;;) {
-      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & mask : 0) * 8);
+      const ix = mem.wordIndexR(t + (shift < 32 ? (iova >>> shift) & mask : 0) * 8);
       if (ix < 0) return S1_FILL_NONE;
       const lo = words[ix]!;
-      if ((lo & TABLE_OR_PAGE) !== TABLE_OR_PAGE) return S1_FILL_NONE;
-      const next = ((lo & OA_LO) >>> 0) + (words[ix + 1]! & OA_HI) * TWO_32;
-      if (!(next < outLimit)) return S1_FILL_NONE;
-      table = next;
+      if ((lo & TABLE_OR_PAGE) !== TABLE_OR_PAGE || (words[ix + 1]! & OA_HI) !== 0) return S1_FILL_NONE;
+      t = (lo & OA_LO) >>> 0;
       if (++level === 3) break;
       shift -= 9;
       mask = 511;
     }
+    table = t;
   }
   // The level-3 descriptor: a page with its access flag set.
   const ix = mem.wordIndexR(table + ((iova >>> PAGE_LG2) & 511) * 8);
