@@ -204,6 +204,43 @@ function cacheState(hw: Smmuv3Hw) {
   };
 }
 
+/** Run with the short path and without; the two must agree in everything observable. */
+async function both(cfg: Cfg, regions: { shape: number; pages: Page[] }[], ops: Op[]) {
+  const runs = [];
+  for (const on of [true, false]) {
+    ctl.on = on;
+    const r = await run(cfg, regions, ops);
+    runs.push({ seen: r.seen, leaves: r.leaves, caches: r.caches });
+    await r.t.m.teardown();
+    machines.pop();
+  }
+  ctl.on = true;
+  expect(runs[0]).toEqual(runs[1]);
+  return runs[0]!;
+}
+
+const PLAIN: Cfg = {
+  ias: 48,
+  replacement: "round-robin",
+  ha: false,
+  hd: false,
+  affd: false,
+  epd0: false,
+  r: true,
+  ips36: false,
+  el2: false,
+};
+const RW: Page = { mapped: true, af: true, ro: false, privOnly: false, xn: false, dbm: false, high: false };
+const dma = (region: number, page: number, write = true): Op => ({
+  op: "dma",
+  region,
+  page,
+  off: 8,
+  write,
+  priv: false,
+  exec: false,
+});
+
 describe("stage-1 short miss path", () => {
   it("agrees with the full walk on random tables, CDs, accesses and invalidations", async () => {
     ctl.handled = 0;
@@ -213,16 +250,7 @@ describe("stage-1 short miss path", () => {
         fc.array(regionArb, { minLength: 3, maxLength: 3 }),
         fc.array(opArb, { minLength: 10, maxLength: 40 }),
         async (cfg, regions, ops) => {
-          const runs = [];
-          for (const on of [true, false]) {
-            ctl.on = on;
-            const r = await run(cfg, regions, ops);
-            runs.push({ seen: r.seen, leaves: r.leaves, caches: r.caches });
-            await r.t.m.teardown();
-            machines.pop();
-          }
-          ctl.on = true;
-          expect(runs[0]).toEqual(runs[1]);
+          await both(cfg, regions, ops);
         },
       ),
       { numRuns: 100 },
@@ -234,30 +262,9 @@ describe("stage-1 short miss path", () => {
   it("answers a plain 4 KiB stage-1 miss and fills the caches as the walk does", async () => {
     ctl.on = true;
     ctl.handled = 0;
-    const cfg: Cfg = {
-      ias: 48,
-      replacement: "round-robin",
-      ha: false,
-      hd: false,
-      affd: false,
-      epd0: false,
-      r: true,
-      ips36: false,
-      el2: false,
-    };
-    const page: Page = { mapped: true, af: true, ro: false, privOnly: false, xn: false, dbm: false, high: false };
-    const regions = [0, 1, 2].map(() => ({ shape: 0, pages: Array.from({ length: PAGES_PER_REGION }, () => page) }));
-    const dma = (region: number, p: number): Op => ({
-      op: "dma",
-      region,
-      page: p,
-      off: 8,
-      write: true,
-      priv: false,
-      exec: false,
-    });
+    const regions = [0, 1, 2].map(() => ({ shape: 0, pages: Array.from({ length: PAGES_PER_REGION }, () => RW) }));
     // A first access configures the stream (the full path), then misses in region 0 (walked, then walk-cache hits).
-    const r = await run(cfg, regions, [dma(0, 0), dma(0, 1), dma(0, 2), dma(1, 0)]);
+    const r = await run(PLAIN, regions, [dma(0, 0), dma(0, 1), dma(0, 2), dma(1, 0)]);
     expect(ctl.handled).toBe(3);
     const s = r.caches.stats;
     expect(s.walks).toBe(4);
@@ -265,5 +272,18 @@ describe("stage-1 short miss path", () => {
     expect(r.seen.filter((_x, i) => i % 2 === 0).map((x) => (x as { faultCode: number }).faultCode)).toEqual([
       0, 0, 0, 0,
     ]);
+  });
+
+  it("refills the TLB entry that lacked the permission, as the walk does", async () => {
+    // Page 1 read-only: a read caches it without write permission; the leaf is then made writable without a TLBI,
+    // and the write misses on that entry (lookup found it, permission short) and is answered by the short path.
+    const pages = Array.from({ length: PAGES_PER_REGION }, (_x, i) => (i === 1 ? { ...RW, ro: true } : RW));
+    const regions = [0, 1, 2].map(() => ({ shape: 0, pages }));
+    ctl.handled = 0;
+    const ops: Op[] = [dma(0, 0), dma(0, 1, false), { op: "remap", region: 0, page: 1 }, dma(0, 1)];
+    const r = await both(PLAIN, regions, ops);
+    expect(ctl.handled).toBe(2);
+    expect(r.caches.stats.tlbMisses).toBe(3);
+    expect((r.seen[4] as { faultCode: number }).faultCode).toBe(0);
   });
 });
