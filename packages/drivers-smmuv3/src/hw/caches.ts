@@ -289,27 +289,6 @@ export class SmmuTlb {
   private missTag = 0;
   private missVpn = 0;
 
-  /**
-   * {@link fill} after a {@link lookupLow} of the same key (page number below 2^32) that gave `e` (its entry, or -1:
-   * the key is in none of its set's ways), with no TLB change since: no duplicate scan.
-   * @linux a TLB fill after a walk
-   */
-  fillLow(e: number, kind: number, tag: number, vpn: number): number {
-    const v = this.vpn;
-    if (e < 0) {
-      const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
-      e = this.lru ? this.ix.pick(s, v) : pickRoundRobin(this.ix, s, v, this.wayShift);
-    }
-    this.missSet = -1;
-    v[e] = vpn;
-    const i = this.i;
-    i[e << 3] = tag;
-    i[(e << 3) + I_KIND] = kind;
-    this.reported[e] = 0;
-    if (this.lru) this.ix.touch(e);
-    return e;
-  }
-
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;
@@ -332,6 +311,27 @@ export class SmmuTlb {
     i[(e << 3) + I_KIND] = kind;
     this.reported[e] = 0;
     ix.touch(e);
+    return e;
+  }
+
+  /**
+   * {@link fill} after a {@link lookupLow} of the same key (page number below 2^32) that gave `e` (its entry, or -1:
+   * the key is in none of its set's ways), with no TLB change since: no duplicate scan.
+   * @linux a TLB fill after a walk
+   */
+  fillLow(e: number, kind: number, tag: number, vpn: number): number {
+    const v = this.vpn;
+    if (e < 0) {
+      const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
+      e = this.lru ? this.ix.pick(s, v) : pickRoundRobin(this.ix, s, v, this.wayShift);
+    }
+    this.missSet = -1;
+    v[e] = vpn;
+    const i = this.i;
+    i[e << 3] = tag;
+    i[(e << 3) + I_KIND] = kind;
+    this.reported[e] = 0;
+    if (this.lru) this.ix.touch(e);
     return e;
   }
 
@@ -379,12 +379,8 @@ export class WalkCache {
   /** The table's address and level. */
   readonly table: Float64Array;
   readonly level: Int8Array;
-  /** log2 of the ways (a set's number is its first entry shifted right by it). */
-  private readonly wayShift: number;
-
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
-    this.wayShift = Math.log2(this.ix.ways);
     const n = this.ix.entries;
     this.region = new Float64Array(n).fill(-1);
     this.kind = new Int8Array(n);
@@ -415,58 +411,6 @@ export class WalkCache {
     this.missTag = tag;
     this.missRegion = region;
     return -1;
-  }
-
-  /**
-   * First entry of the set of (kind, tag, region), for {@link find} and {@link insertAbsent}.
-   * @linux none: the walk cache's set index
-   */
-  setOf(kind: number, tag: number, region: number): number {
-    return this.ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
-  }
-
-  /**
-   * {@link lookup} in the set `s` (from {@link setOf}) without its side effects (no use recorded, no miss
-   * remembered): for a short path that may give up and leave the lookup to the full path. Record the use of a hit
-   * it keeps with {@link hit}.
-   * @linux a walk-cache lookup
-   */
-  find(s: number, kind: number, tag: number, region: number): number {
-    const end = s + this.ix.ways;
-    for (let e = s; e < end; e++) {
-      if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) return e;
-    }
-    return -1;
-  }
-
-  /** Record a use of entry `e` found by {@link find} (what {@link lookup} records on a hit). @linux a walk-cache hit */
-  hit(e: number): void {
-    this.ix.touch(e);
-  }
-
-  /**
-   * {@link insert} of a key known absent from its set `s` (a {@link find} there missed and nothing was inserted
-   * since): no duplicate scan. @linux a walk-cache fill
-   */
-  insertAbsent(
-    s: number,
-    kind: number,
-    tag: number,
-    region: number,
-    regionLg2: number,
-    table: number,
-    level: number,
-  ): void {
-    const ix = this.ix;
-    const e = ix.lru ? ix.pick(s, this.region) : pickRoundRobin(ix, s, this.region, this.wayShift);
-    this.missSet = -1;
-    this.region[e] = region;
-    this.kind[e] = kind;
-    this.tag[e] = tag;
-    this.regionLg2[e] = regionLg2;
-    this.table[e] = table;
-    this.level[e] = level;
-    ix.touch(e);
   }
 
   /** The set and key of the last lookup that missed (see {@link SmmuTlb}'s); -1: none. */
@@ -523,6 +467,58 @@ export class WalkCache {
   /** Valid entries. */
   get used(): number {
     return this.ix.countValid(this.region);
+  }
+
+  /**
+   * First entry of the set of (kind, tag, region), for {@link find} and {@link insertAbsent}.
+   * @linux none: the walk cache's set index
+   */
+  setOf(kind: number, tag: number, region: number): number {
+    return this.ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
+  }
+
+  /**
+   * {@link lookup} in the set `s` (from {@link setOf}) without its side effects (no use recorded, no miss
+   * remembered): for a short path that may give up and leave the lookup to the full path. Record the use of a hit
+   * it keeps with {@link hit}.
+   * @linux a walk-cache lookup
+   */
+  find(s: number, kind: number, tag: number, region: number): number {
+    const end = s + this.ix.ways;
+    for (let e = s; e < end; e++) {
+      if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) return e;
+    }
+    return -1;
+  }
+
+  /** Record a use of entry `e` found by {@link find} (what {@link lookup} records on a hit). @linux a walk-cache hit */
+  hit(e: number): void {
+    this.ix.touch(e);
+  }
+
+  /**
+   * {@link insert} of a key known absent from its set `s` (a {@link find} there missed and nothing was inserted
+   * since): no duplicate scan. @linux a walk-cache fill
+   */
+  insertAbsent(
+    s: number,
+    kind: number,
+    tag: number,
+    region: number,
+    regionLg2: number,
+    table: number,
+    level: number,
+  ): void {
+    const ix = this.ix;
+    const e = ix.lru ? ix.pick(s, this.region) : pickRoundRobin(ix, s, this.region, 31 - Math.clz32(ix.ways));
+    this.missSet = -1;
+    this.region[e] = region;
+    this.kind[e] = kind;
+    this.tag[e] = tag;
+    this.regionLg2[e] = regionLg2;
+    this.table[e] = table;
+    this.level[e] = level;
+    ix.touch(e);
   }
 }
 
