@@ -379,6 +379,7 @@ export class WalkCache {
   /** The table's address and level. */
   readonly table: Float64Array;
   readonly level: Int8Array;
+
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
     const n = this.ix.entries;
