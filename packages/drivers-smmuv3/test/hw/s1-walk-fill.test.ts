@@ -190,18 +190,21 @@ async function run(cfg: Cfg, regions: { shape: number; pages: Page[] }[], ops: O
   return { seen, leaves: leaves.map((e) => m.memory.read64(e).toString(16)), caches: cacheState(hw), t };
 }
 
+/** Every typed array a cache object holds (its entries, and through `ix` its replacement state), by name. */
+function arrays(o: object): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (ArrayBuffer.isView(v)) out[k] = Array.from(v as unknown as ArrayLike<number>);
+    else if (k === "ix" && typeof v === "object" && v !== null) {
+      for (const [k2, v2] of Object.entries(arrays(v))) out[`ix.${k2}`] = v2;
+    }
+  }
+  return out;
+}
+
 /** The TLB's and walk cache's entries and replacement state, and the counters. */
 function cacheState(hw: Smmuv3Hw) {
-  const tlb = hw.tlb as unknown as Record<string, unknown> & { ix: { stamp: Float64Array; victim: Uint8Array } };
-  const wc = hw.walkCache as unknown as Record<string, unknown> & { ix: { stamp: Float64Array; victim: Uint8Array } };
-  const arr = (a: unknown) => Array.from(a as ArrayLike<number>);
-  return {
-    tlb: [hw.tlb.vpn, hw.tlb.f, hw.tlb.i, hw.tlb.reported, tlb.ix.stamp, tlb.ix.victim].map(arr),
-    wc: [hw.walkCache.region, hw.walkCache.kind, hw.walkCache.tag, hw.walkCache.regionLg2, hw.walkCache.table]
-      .concat([hw.walkCache.level as unknown as Float64Array, wc.ix.stamp, wc.ix.victim as unknown as Float64Array])
-      .map(arr),
-    stats: hw.stats,
-  };
+  return { tlb: arrays(hw.tlb), wc: arrays(hw.walkCache), stats: hw.stats };
 }
 
 /** Run with the short path and without; the two must agree in everything observable. */
