@@ -105,6 +105,7 @@ import {
   PRI_RESP,
   PRIQ,
   PRIQ_SIZE,
+  PTE,
   S1DSS,
   S1FMT,
   STE,
@@ -222,6 +223,12 @@ function ri(def: { offset: number }): number {
 const TF_PA = TLB_F64.PA;
 const TF_SPAN = TLB_F64.SPAN;
 const TI_PERM = TLB_I32.PERM;
+
+// The nested short miss path (Smmuv3Hw.walkNestedShort): 4 KiB granules, so a last-level table covers 2 MiB; a page
+// descriptor with AF set has VALID, TYPE and AF; its output address above bit 31 (bits 47:32) is in the high word.
+const REGION_LG2_4K = 21;
+const PAGE_AF = maskOf(PTE.VALID) | maskOf(PTE.TYPE) | maskOf(PTE.AF);
+const PTE_OA_HI = maskOf(PTE.OA_HI);
 
 /** Register slot of CR0ACK, read on every translation. */
 const CR0ACK_SLOT = ri(REG.CR0ACK);
@@ -758,6 +765,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const bits = st[k + SW_BITS]!;
     const useS1 = (bits & SB_S1) !== 0;
     const useS2 = (bits & SB_S2) !== 0;
+    if (useS1 && useS2 && this.walkNestedShort(req, out, k, vpn, need)) return;
     this.walk(
       req,
       out,
@@ -1118,6 +1126,98 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid);
     if (r1.tableLevel === 3) wc.insert(kind, tag, region, regionLg2, r1.tablePa, 3);
     return this.strict ? this.nestedFetchChecked(f) : f;
+  }
+
+  /**
+   * The nested miss in its common case, kept short (the per-stream fast path only, so never in strict mode): 4 KiB
+   * granules at both stages, an IOVA below 4 GiB whose last-level stage-1 table (an IPA) is in the walk cache and
+   * whose descriptor's granule has its stage-2 translation in the table-fetch cache; one stage-1 descriptor read (a
+   * page, AF set, granting `need`), then stage 2 of the output IPA through the walk cache (one descriptor read) or,
+   * when that misses, a stage-2 walk from the root, to a leaf with AF set granting `need`. It makes the same cache
+   * lookups, fills and counts as {@link walk} in the same order and writes the TLB entry {@link walk} would. Returns
+   * false, having changed nothing the architecture shows (no counter, fill, memory write or event; a lookup that
+   * hit only touched its entry, which the full walk touches again), for everything else: faults of either stage,
+   * AF or dirty-state updates, blocks at stage 1, misses in the table-fetch cache; {@link walk} then decides.
+   */
+  private walkNestedShort(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): boolean {
+    const st = this.streams;
+    if (st[k + SW_KIND] !== TLB_KIND.NESTED) return false;
+    const ce = st[k + SW_CE]!;
+    if ((this.cdCache.info[ce * DESC_INFO + CI_FLAGS]! & CF_EPD0) !== 0) return false;
+    const p1 = this.cdS1[ce]!;
+    const p2 = this.steS2[st[k + SW_SE]!]!;
+    if (p1.granLg2 !== 12 || p2.granLg2 !== 12 || p1.startLevel >= 3 || p2.startLevel >= 3) return false;
+    const iova = req.iova; // below 4 GiB on this path
+    if (!(iova < p1.inLimit)) return false;
+    const tag = st[k + SW_TAG]!;
+    const wc = this.walkCache;
+    const w1 = wc.lookup(TLB_KIND.NESTED, tag, iova >>> REGION_LG2_4K);
+    if (w1 < 0) return false;
+    // Stage 1: the leaf descriptor's IPA, its PA from the table-fetch cache, the descriptor.
+    const pteIpa = wc.table[w1]! + ((iova >>> 12) & 511) * 8;
+    const fc = this.s2WalkTlb;
+    const gpn = pteIpa < LOCAL_TWO_32 ? pteIpa >>> 12 : Math.floor(pteIpa / 4096);
+    const fe = fc.lookup(tag >>> 16, gpn, 12);
+    if (fe < 0) return false;
+    const mem = this.memory;
+    const pte1 = fc.pa[fe]! + (pteIpa - gpn * 4096);
+    const ix1 = pte1 + 8 > mem.size ? -1 : mem.wordIndexR(pte1);
+    if (ix1 < 0) return false;
+    let words = mem.words32;
+    const lo1 = words[ix1]!;
+    const hi1 = words[ix1 + 1]!;
+    if ((lo1 & PAGE_AF) !== PAGE_AF) return false;
+    const ipa = ((lo1 & ~0xfff) >>> 0) + (hi1 & PTE_OA_HI) * LOCAL_TWO_32;
+    if (!(ipa < p1.outLimit) || !(ipa < p2.inLimit)) return false;
+    const p = s1Perm(lo1, hi1, p1.hd);
+    if ((p & need) !== need) return false;
+    // Stage 2 of the output IPA (page base: the offset in the page is the IOVA's).
+    const vtag = tag & 0xffff0000;
+    const region2 = ipa < LOCAL_TWO_32 ? ipa >>> REGION_LG2_4K : Math.floor(ipa / 2 ** REGION_LG2_4K);
+    const w2 = wc.lookup(TLB_KIND.S2, vtag, region2);
+    const off = iova & 0xfff;
+    let lo2: number;
+    let hi2: number;
+    let pa2: number;
+    const r2 = this.r2;
+    if (w2 >= 0) {
+      const pte2 = wc.table[w2]! + ((ipa < LOCAL_TWO_32 ? ipa >>> 12 : Math.floor(ipa / 4096)) & 511) * 8;
+      const ix2 = pte2 + 8 > mem.size ? -1 : mem.wordIndexR(pte2);
+      if (ix2 < 0) return false;
+      words = mem.words32;
+      lo2 = words[ix2]!;
+      hi2 = words[ix2 + 1]!;
+      if ((lo2 & PAGE_AF) !== PAGE_AF) return false;
+      pa2 = ((lo2 & ~0xfff) >>> 0) + (hi2 & PTE_OA_HI) * LOCAL_TWO_32;
+      if (!(pa2 < p2.outLimit)) return false;
+    } else {
+      if (walkStage(mem, p2, ipa + off, r2) !== 0 || r2.needAf) return false;
+      lo2 = r2.leafLo;
+      hi2 = r2.leafHi;
+      pa2 = r2.pa - off;
+    }
+    const q = s2Perm(lo2, hi2, p2.hd);
+    if ((q & need) !== need) return false;
+    // Committed: count, fill the walk cache on a stage-2 miss, fill the TLB, answer.
+    this.nWalks++;
+    this.nWalkHits += w2 >= 0 ? 2 : 1;
+    if (w2 < 0 && r2.tableLevel === 3) wc.insert(TLB_KIND.S2, vtag, region2, REGION_LG2_4K, r2.tablePa, 3);
+    const tlb = this.tlb;
+    const e = tlb.fill(TLB_KIND.NESTED, tag, vpn);
+    const fb = e << 2;
+    tlb.f[fb + TF_PA] = pa2;
+    tlb.f[fb + TF_SPAN] = 4096;
+    tlb.f[fb + TLB_F64.LEAF_BASE] = iova - off;
+    const ib = e << 3;
+    tlb.i[ib + TLB_I32.PAGE_LG2] = 12;
+    tlb.i[ib + TI_PERM] = p & q & ~PERM.DIRTYABLE;
+    tlb.i[ib + TLB_I32.LEVEL] = 3;
+    tlb.i[ib + TLB_I32.LEAF_LG2] = 12;
+    tlb.i[ib + TLB_I32.SID] = req.requesterId;
+    tlb.i[ib + TLB_I32.SSID] = req.pasid;
+    out.pa = pa2 + off;
+    out.length = 4096 - off;
+    return true;
   }
 
   /** Strict: report a stale hit the last nested walk made in the stage-2 table-fetch cache; returns `f`. */
