@@ -1093,8 +1093,9 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   }
 
   /**
-   * Stage 1 of a nested walk through the walk cache (last-level stage-1 table IPAs, kind NESTED) and the cache of
-   * stage-2 translations for table fetches (tagged by the VMID in `tag`).
+   * Stage 1 of a nested walk through the walk cache (last-level stage-1 table IPAs, kind NESTED, with the table's PA
+   * once a fetch from it passed stage 2) and the cache of stage-2 translations for table fetches (tagged by the VMID
+   * in `tag`).
    */
   private walkNestedCached(
     p1: StageParams,
@@ -1113,31 +1114,76 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const wc = this.walkCache;
     const kind = TLB_KIND.NESTED;
     const w = wc.lookup(kind, tag, region);
+    // A table's PA is held only when the table lies in one stage-2 granule (always, unless stage 2's is smaller).
+    const combine = p2.granLg2 >= p1.granLg2;
     if (w >= 0 && iova < p1.inLimit) {
       this.nWalkHits++;
       const table = wc.table[w]!;
-      const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid, table, wc.level[w]!);
+      const level = wc.level[w]!;
+      const tablePa = wc.tablePa[w]!;
+      if (this.strict && tablePa >= 0 && wc.reported[w] === 0) this.checkTablePa(p1, p2, iova, w);
+      const f = walkNestedS1(
+        this.memory,
+        p1,
+        p2,
+        iova,
+        r1,
+        r2,
+        true,
+        fc,
+        vmid,
+        table,
+        level,
+        tablePa,
+        wc.tableS2Lg2[w]!,
+      );
+      if (tablePa < 0 && combine && r1.fetchLevel === level) wc.setTablePa(w, r1.fetchTable, r1.fetchS2Lg2);
       if (this.strict) {
         this.nestedFetchChecked(0);
-        this.checkNestedWalkCache(p1, p2, iova, r1, f, table, wc.level[w]!);
+        this.checkNestedWalkCache(p1, p2, iova, r1, f, table, level);
       }
       return f;
     }
     const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid);
-    if (r1.tableLevel === 3) wc.insert(kind, tag, region, regionLg2, r1.tablePa, 3);
+    if (r1.tableLevel === 3) {
+      const pa = combine && r1.fetchLevel === 3 ? r1.fetchTable : -1;
+      wc.insert(kind, tag, region, regionLg2, r1.tablePa, 3, pa, r1.fetchS2Lg2);
+    }
     return this.strict ? this.nestedFetchChecked(f) : f;
   }
 
   /**
+   * Strict: the table PA a nested walk-cache entry `w` holds must still be what stage 2 gives for the table's IPA
+   * (checked at the descriptor `iova` fetches); reported once per entry.
+   */
+  private checkTablePa(p1: StageParams, p2: StageParams, iova: number, w: number): void {
+    const wc = this.walkCache;
+    const table = wc.table[w]!;
+    const ipa = table + (Math.floor(iova / pow2(p1.granLg2)) % pow2(p1.bpl)) * 8;
+    const pa = wc.tablePa[w]! + (ipa - table);
+    const x = this.rs2;
+    const f = s2Fetch(this.memory, p2, ipa, x, false);
+    if (f === 0 && x.pa === pa) return;
+    wc.reported[w] = 1;
+    const now = f === 0 ? `now gives ${hex(x.pa)}` : `now gives ${EVT_NAME[f] ?? "a fault"}`;
+    this.stale(
+      "stage-2 table-fetch cache entry held by a walk-cache entry",
+      `IPA ${hex(ipa)}`,
+      `the stage-1 table fetch at IPA ${hex(ipa)} used a cached stage-2 translation to ${hex(pa)}, but stage 2 ` +
+        `${now} (missing TLBI_S2_IPA / TLBI_S12_VMALL + CMD_SYNC after changing the stage-2 tables?)`,
+    );
+  }
+
+  /**
    * The nested miss in its common case, kept short (the per-stream fast path only, so never in strict mode): 4 KiB
-   * granules at both stages, an IOVA below 4 GiB whose last-level stage-1 table (an IPA) is in the walk cache and
-   * whose descriptor's granule has its stage-2 translation in the table-fetch cache; one stage-1 descriptor read (a
-   * page, AF set, granting `need`), then stage 2 of the output IPA through the walk cache (one descriptor read) or,
-   * when that misses, a stage-2 walk from the root, to a leaf with AF set granting `need`. It makes the same cache
-   * lookups, fills and counts as {@link walk} in the same order and writes the TLB entry {@link walk} would. Returns
-   * false, having changed nothing the architecture shows (no counter, fill, memory write or event; a lookup that
-   * hit only touched its entry, which the full walk touches again), for everything else: faults of either stage,
-   * AF or dirty-state updates, blocks at stage 1, misses in the table-fetch cache; {@link walk} then decides.
+   * granules at both stages, an IOVA below 4 GiB whose last-level stage-1 table is in the walk cache with its PA (a
+   * combined entry, see {@link WalkCache}); one stage-1 descriptor read (a page, AF set, granting `need`), then stage
+   * 2 of the output IPA through the walk cache (one descriptor read) or, when that misses, a stage-2 walk from the
+   * root, to a leaf with AF set granting `need`. It makes the same cache lookups, fills and counts as {@link walk} in
+   * the same order and writes the TLB entry {@link walk} would. Returns false, having changed nothing the
+   * architecture shows (no counter, fill, memory write or event; a lookup that hit only touched its entry, which the
+   * full walk touches again), for everything else: faults of either stage, AF or dirty-state updates, blocks at
+   * stage 1, a walk-cache entry without its table's PA; {@link walk} then decides.
    */
   private walkNestedShort(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): boolean {
     const st = this.streams;
@@ -1153,14 +1199,11 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const wc = this.walkCache;
     const w1 = wc.lookup(TLB_KIND.NESTED, tag, iova >>> REGION_LG2_4K);
     if (w1 < 0) return false;
-    // Stage 1: the leaf descriptor's IPA, its PA from the table-fetch cache, the descriptor.
-    const pteIpa = wc.table[w1]! + ((iova >>> 12) & 511) * 8;
-    const fc = this.s2WalkTlb;
-    const gpn = pteIpa < LOCAL_TWO_32 ? pteIpa >>> 12 : Math.floor(pteIpa / 4096);
-    const fe = fc.lookup(tag >>> 16, gpn, 12);
-    if (fe < 0) return false;
+    // Stage 1: the leaf descriptor's PA from the table's PA the walk-cache entry holds; the descriptor.
+    const tablePa = wc.tablePa[w1]!;
+    if (tablePa < 0) return false;
+    const pte1 = tablePa + ((iova >>> 12) & 511) * 8;
     const mem = this.memory;
-    const pte1 = fc.pa[fe]! + (pteIpa - gpn * 4096);
     const ix1 = pte1 + 8 > mem.size ? -1 : mem.wordIndexR(pte1);
     if (ix1 < 0) return false;
     let words = mem.words32;

@@ -11,7 +11,7 @@ import { DmaFault, type Machine } from "@iommu-sim/core";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Smmuv3Hw } from "../../src/hw/index.js";
-import { bootSmmu, cdDwords, PageTable } from "./helpers/encoder.js";
+import { bootSmmu, cdDwords, f, PageTable } from "./helpers/encoder.js";
 
 const SID = 0x10;
 const GIB = 2 ** 30;
@@ -61,13 +61,24 @@ const badTableArb = fc.oneof(
   { arbitrary: fc.constant(null), weight: 3 },
   { arbitrary: fc.record({ table: fc.nat(4), how: fc.constantFrom("noread", "noaf", "unmapped") }), weight: 1 },
 );
-const accessArb = fc.record({
+const dmaArb = fc.record({
+  op: fc.constant("dma" as const),
   page: fc.nat(PAGES - 1),
   write: fc.boolean(),
   exec: rarely,
   privileged: fc.boolean(),
   off: fc.nat(4095),
 });
+/**
+ * An architected invalidation + CMD_SYNC between accesses: TLBI_S2_IPA of a stage-1 table's IPA (`table` < 5) or of
+ * a data page's IPA, TLBI_NH_VA of a page, TLBI_NH_ALL or TLBI_S12_VMALL of the VMID.
+ */
+const tlbiArb = fc.record({
+  op: fc.constantFrom("s2ipa" as const, "s2ipa" as const, "nhva" as const, "nhall" as const, "s12vmall" as const),
+  table: fc.nat(4 + PAGES),
+  leaf: fc.boolean(),
+});
+const accessArb = fc.oneof({ arbitrary: dmaArb, weight: 12 }, { arbitrary: tlbiArb, weight: 1 });
 const cfgArb = fc.record({
   ha: fc.boolean(),
   hd: fc.boolean(),
@@ -148,24 +159,41 @@ async function unit(strict: boolean, cfg: Cfg, s1Pages: S1[], s2Pages: S2[], bad
     s2hd: cfg.s2hd,
   });
   for (let i = 0; i < PAGES; i++) m.memory.write32(paOf(i), 0x1000 + i);
-  return { m, t, hw, leaves: [...s1Leaves, ...s2Leaves] };
+  return { m, t, hw, leaves: [...s1Leaves, ...s2Leaves], s1Tables };
 }
 
 /** Everything a cache holds (typed arrays copied into plain arrays for a readable diff). */
 function caches(hw: Smmuv3Hw) {
   const a = (x: ArrayLike<number>) => Array.from(x);
-  const { tlb, walkCache: wc, s2WalkTlb: f } = hw;
+  const { tlb, walkCache: wc, s2WalkTlb: fetch } = hw;
   return {
     tlb: { vpn: a(tlb.vpn), f: a(tlb.f), i: a(tlb.i) },
-    wc: { region: a(wc.region), kind: a(wc.kind), tag: a(wc.tag), table: a(wc.table), level: a(wc.level) },
-    fetch: { ipa: a(f.ipa), vmid: a(f.vmid), pa: a(f.pa), leafLg2: a(f.leafLg2) },
+    wc: {
+      region: a(wc.region),
+      kind: a(wc.kind),
+      tag: a(wc.tag),
+      table: a(wc.table),
+      level: a(wc.level),
+      tablePa: a(wc.tablePa),
+      tableS2Lg2: a(wc.tableS2Lg2),
+    },
+    fetch: { ipa: a(fetch.ipa), vmid: a(fetch.vmid), pa: a(fetch.pa), leafLg2: a(fetch.leafLg2) },
   };
 }
 
 async function run(strict: boolean, cfg: Cfg, s1: S1[], s2: S2[], bad: BadTable, accesses: Access[]) {
-  const { m, t, hw, leaves } = await unit(strict, cfg, s1, s2, bad);
+  const { m, t, hw, leaves, s1Tables } = await unit(strict, cfg, s1, s2, bad);
   const seen: string[] = [];
   for (const a of accesses) {
+    if (a.op !== "dma") {
+      const i = a.table < 5 ? -1 : a.table - 5;
+      const ipa = i < 0 ? s1Tables[a.table]! + IPA_OFF : ipaOf(i);
+      if (a.op === "s2ipa") t.cmd(0x2an | f(VMID, 32), BigInt(ipa) | (a.leaf ? 1n : 0n));
+      else if (a.op === "nhva") t.tlbiNhVa(9, iovaOf(Math.max(i, 0)), a.leaf, VMID);
+      else t.cmd((a.op === "nhall" ? 0x10n : 0x28n) | f(VMID, 32));
+      t.sync();
+      continue;
+    }
     const iova = iovaOf(a.page) + a.off - (a.off % 4);
     const opt = { exec: a.exec, privileged: a.privileged };
     try {
