@@ -359,10 +359,19 @@ export class WalkCache {
   readonly tableS2Lg2: Int8Array;
   /** Strict mode: a stale use of the entry's table PA was already reported. */
   readonly reported: Uint8Array;
+  // The set geometry as plain fields, for the lookups of every walk.
+  private readonly ways: number;
+  private readonly wayShift: number;
+  private readonly setMask: number;
+  private readonly lru: boolean;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
     const n = this.ix.entries;
+    this.ways = this.ix.ways;
+    this.wayShift = Math.log2(this.ix.ways);
+    this.setMask = this.ix.setMask;
+    this.lru = this.ix.lru;
     this.region = new Float64Array(n).fill(-1);
     this.kind = new Int8Array(n);
     this.tag = new Int32Array(n);
@@ -381,12 +390,12 @@ export class WalkCache {
 
   /** The entry for (kind, tag, region), or -1. @linux a walk-cache lookup */
   lookup(kind: number, tag: number, region: number): number {
-    const ix = this.ix;
-    const s = ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
-    for (let w = 0; w < ix.ways; w++) {
-      const e = s + w;
-      if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) {
-        ix.touch(e);
+    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region) & this.setMask) << this.wayShift;
+    const end = s + this.ways;
+    const r = this.region;
+    for (let e = s; e < end; e++) {
+      if (r[e] === region && this.tag[e] === tag && this.kind[e] === kind) {
+        if (this.lru) this.ix.touch(e);
         return e;
       }
     }
