@@ -1212,7 +1212,9 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if ((lo1 & PAGE_AF) !== PAGE_AF) return false;
     const ipa = ((lo1 & ~0xfff) >>> 0) + (hi1 & PTE_OA_HI) * LOCAL_TWO_32;
     if (!(ipa < p1.outLimit) || !(ipa < p2.inLimit)) return false;
-    const p = s1Perm(lo1, hi1, p1.hd);
+    // The words as int32 (the permission helpers only test bits): a uint32 above 2^31 passed to a call that is not
+    // inlined would be boxed, an allocation on every miss.
+    const p = s1Perm(lo1 | 0, hi1 | 0, p1.hd);
     if ((p & need) !== need) return false;
     // Stage 2 of the output IPA (page base: the offset in the page is the IOVA's).
     const vtag = tag & 0xffff0000;
@@ -1239,7 +1241,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       hi2 = r2.leafHi;
       pa2 = r2.pa - off;
     }
-    const q = s2Perm(lo2, hi2, p2.hd);
+    const q = s2Perm(lo2 | 0, hi2 | 0, p2.hd);
     if ((q & need) !== need) return false;
     // Committed: count, fill the walk cache on a stage-2 miss, fill the TLB, answer.
     this.nWalks++;
