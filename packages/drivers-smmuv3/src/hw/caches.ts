@@ -274,6 +274,44 @@ export class SmmuTlb {
   private missTag = 0;
   private missVpn = 0;
 
+  /**
+   * {@link fill} for a page number below 2^32, in one pass over the set (the key's entry if it is there, else the
+   * first free way, else the victim) and without calls for round-robin replacement: the same entry {@link fill}
+   * claims (its victim choice written out as core's CacheSetIndex makes it; the SMMU's nested short-path property
+   * test compares the caches after both). @linux a TLB fill after a walk
+   */
+  fillLowVpn(kind: number, tag: number, vpn: number): number {
+    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
+    const end = s + this.ways;
+    const v = this.vpn;
+    const i = this.i;
+    let e = -1;
+    let free = -1;
+    for (let x = s; x < end; x++) {
+      const y = v[x];
+      if (y === vpn && i[x << 3] === tag && i[(x << 3) + I_KIND] === kind) e = x;
+      else if (y === -1 && free < 0) free = x;
+    }
+    if (e < 0) {
+      if (free >= 0) e = free;
+      else if (this.lru) e = this.ix.pick(s, v);
+      else {
+        const victim = this.ix.victim;
+        const set = s >>> this.wayShift;
+        const w = victim[set]!;
+        victim[set] = (w + 1) & (this.ways - 1);
+        e = s + w;
+      }
+    }
+    this.missSet = -1;
+    v[e] = vpn;
+    i[e << 3] = tag;
+    i[(e << 3) + I_KIND] = kind;
+    this.reported[e] = 0;
+    if (this.lru) this.ix.touch(e);
+    return e;
+  }
+
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;

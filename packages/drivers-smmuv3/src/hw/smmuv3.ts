@@ -229,6 +229,30 @@ const TI_PERM = TLB_I32.PERM;
 const REGION_LG2_4K = 21;
 const PAGE_AF = maskOf(PTE.VALID) | maskOf(PTE.TYPE) | maskOf(PTE.AF);
 const PTE_OA_HI = maskOf(PTE.OA_HI);
+// The permissions a leaf grants depend on AP[2:1] (low word bits 7:6), DBM, PXN and XN (high word bits 19, 21, 22)
+// and the stage's HD: s1Perm and s2Perm of every combination, tabled once, indexed by permIndex.
+const PERM_AP_SHIFT = PTE.AP1.bit;
+const PERM_DBM_SHIFT = PTE.DBM.bit - 32;
+const PERM_PXN_SHIFT = PTE.PXN.bit - 32;
+const PERM_XN_SHIFT = PTE.XN.bit - 32;
+function permIndex(lo: number, hi: number, hd: boolean): number {
+  return (
+    ((lo >>> PERM_AP_SHIFT) & 3) |
+    (((hi >>> PERM_DBM_SHIFT) & 1) << 2) |
+    (((hi >>> PERM_PXN_SHIFT) & 1) << 3) |
+    (((hi >>> PERM_XN_SHIFT) & 1) << 4) |
+    (hd ? 32 : 0)
+  );
+}
+const S1_PERM = new Int32Array(64);
+const S2_PERM = new Int32Array(64);
+for (let x = 0; x < 64; x++) {
+  const lo = (x & 3) << PERM_AP_SHIFT;
+  const hi =
+    (((x >> 2) & 1) << PERM_DBM_SHIFT) | (((x >> 3) & 1) << PERM_PXN_SHIFT) | (((x >> 4) & 1) << PERM_XN_SHIFT);
+  S1_PERM[x] = s1Perm(lo, hi, x >= 32);
+  S2_PERM[x] = s2Perm(lo, hi, x >= 32);
+}
 
 /** Register slot of CR0ACK, read on every translation. */
 const CR0ACK_SLOT = ri(REG.CR0ACK);
@@ -1212,9 +1236,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if ((lo1 & PAGE_AF) !== PAGE_AF) return false;
     const ipa = ((lo1 & ~0xfff) >>> 0) + (hi1 & PTE_OA_HI) * LOCAL_TWO_32;
     if (!(ipa < p1.outLimit) || !(ipa < p2.inLimit)) return false;
-    // The words as int32 (the permission helpers only test bits): a uint32 above 2^31 passed to a call that is not
-    // inlined would be boxed, an allocation on every miss.
-    const p = s1Perm(lo1 | 0, hi1 | 0, p1.hd);
+    const p = S1_PERM[permIndex(lo1, hi1, p1.hd)]!;
     if ((p & need) !== need) return false;
     // Stage 2 of the output IPA (page base: the offset in the page is the IOVA's).
     const vtag = tag & 0xffff0000;
@@ -1241,14 +1263,14 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       hi2 = r2.leafHi;
       pa2 = r2.pa - off;
     }
-    const q = s2Perm(lo2 | 0, hi2 | 0, p2.hd);
+    const q = S2_PERM[permIndex(lo2, hi2, p2.hd)]!;
     if ((q & need) !== need) return false;
     // Committed: count, fill the walk cache on a stage-2 miss, fill the TLB, answer.
     this.nWalks++;
     this.nWalkHits += w2 >= 0 ? 2 : 1;
     if (w2 < 0 && r2.tableLevel === 3) wc.insert(TLB_KIND.S2, vtag, region2, REGION_LG2_4K, r2.tablePa, 3);
     const tlb = this.tlb;
-    const e = tlb.fill(TLB_KIND.NESTED, tag, vpn);
+    const e = tlb.fillLowVpn(TLB_KIND.NESTED, tag, vpn);
     const fb = e << 2;
     tlb.f[fb + TF_PA] = pa2;
     tlb.f[fb + TF_SPAN] = 4096;

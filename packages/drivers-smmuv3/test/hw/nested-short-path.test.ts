@@ -35,21 +35,27 @@ afterEach(async () => {
 /** Faults are the full walk's business: leaves mostly grant access, so that most misses can take the short path. */
 const often = fc.nat(7).map((n) => n !== 0);
 const rarely = fc.nat(7).map((n) => n === 0);
-/** A stage-1 leaf: unmapped, or a page with random AP/XN/AF/DBM. */
+/** Descriptor bits 54:53 (stage 1 UXN/PXN, stage 2 XN[1:0]), each set on its own now and then. */
+const xnArb = fc.constantFrom(0, 0, 0, 0, 0, 1, 2, 3);
+/** Set descriptor bits 54:53 of the entry at `pte` to `xn`. */
+function setXn(m: Machine, pte: number, xn: number): void {
+  m.memory.write32(pte + 4, (m.memory.read32(pte + 4) & ~(3 << 21)) | (xn << 21));
+}
+/** A stage-1 leaf: unmapped, or a page with random AP/PXN/UXN/AF/DBM. */
 const s1Arb = fc.record({
   mapped: often,
   ro: rarely,
   privOnly: rarely,
-  xn: rarely,
+  xn: xnArb,
   af: often,
   dbm: fc.boolean(),
 });
-/** A stage-2 leaf of a data IPA: unmapped, or a page with random S2AP/XN/AF/DBM. */
+/** A stage-2 leaf of a data IPA: unmapped, or a page with random S2AP/XN[1:0]/AF/DBM. */
 const s2Arb = fc.record({
   mapped: often,
   s2r: often,
   s2w: often,
-  xn: rarely,
+  xn: xnArb,
   af: often,
   dbm: fc.boolean(),
 });
@@ -116,7 +122,8 @@ async function unit(strict: boolean, cfg: Cfg, s1Pages: S1[], s2Pages: S2[], bad
   const s1Leaves: number[] = [];
   s1Pages.forEach((p, i) => {
     const iova = iovaOf(i);
-    if (p.mapped) s1.map(iova, ipaOf(i), 0x1000, p);
+    if (p.mapped) s1.map(iova, ipaOf(i), 0x1000, { ...p, xn: false });
+    if (p.mapped) setXn(m, s1.pte(iova), p.xn);
     s1Leaves.push(s1.pte(iova));
   });
   const cd = t.alloc(64, 64);
@@ -138,12 +145,14 @@ async function unit(strict: boolean, cfg: Cfg, s1Pages: S1[], s2Pages: S2[], bad
     if (s1Tables.includes(pa)) s2Leaves.push(s2.pte(pa + IPA_OFF));
   }
   if (cfg.s2Block) {
-    s2.map(DATA_IPA, DATA_PA, 0x20_0000, { s2w: true, af: s2Pages[0]!.af, xn: s2Pages[0]!.xn }, 2);
+    s2.map(DATA_IPA, DATA_PA, 0x20_0000, { s2w: true, af: s2Pages[0]!.af }, 2);
+    setXn(m, s2.pte(DATA_IPA, 2), s2Pages[0]!.xn);
     s2Leaves.push(s2.pte(DATA_IPA, 2));
   }
   s2Pages.forEach((p, i) => {
     if (cfg.s2Block && i % 2 === 0) return;
-    if (p.mapped) s2.map(ipaOf(i), paOf(i), 0x1000, p);
+    if (p.mapped) s2.map(ipaOf(i), paOf(i), 0x1000, { ...p, xn: false });
+    if (p.mapped) setXn(m, s2.pte(ipaOf(i)), p.xn);
     s2Leaves.push(s2.pte(ipaOf(i)));
   });
   t.writeSte(SID, {
