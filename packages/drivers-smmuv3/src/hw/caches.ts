@@ -6,7 +6,9 @@
  *   holding the raw 64-byte descriptor (for strict-mode comparison) and a few decoded words.
  * - {@link SmmuTlb}: translations keyed by (kind, VMID/ASID tag, input page), with the leaf's range and level so
  *   range and level-hinted invalidations match what the architecture says.
- * - {@link WalkCache}: pointers to last-level tables keyed by (kind, tag, input region).
+ * - {@link WalkCache}: pointers to last-level tables keyed by (kind, tag, input region); a nested stream's entry
+ *   holds the table's IPA and, once a walk fetched from it, its PA (a combined stage-1/stage-2 entry).
+ * - {@link S2FetchCache}: stage-2 translations of nested stage-1 table fetches, keyed by (VMID, IPA granule).
  *
  * Entries are dropped only by the invalidation commands that cover them (and by replacement).
  * The set-associative organisation, hash and replacement are core's (platform/hwcache.ts), shared with the other
