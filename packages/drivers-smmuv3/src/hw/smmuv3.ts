@@ -1236,7 +1236,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if ((lo1 & PAGE_AF) !== PAGE_AF) return false;
     const ipa = ((lo1 & ~0xfff) >>> 0) + (hi1 & PTE_OA_HI) * LOCAL_TWO_32;
     if (!(ipa < p1.outLimit) || !(ipa < p2.inLimit)) return false;
-    const p = S1_PERM[permIndex(lo1, hi1, p1.hd)]!;
+    // Words passed as int32: a uint32 above 2^31 given to a call V8 does not inline is boxed (an allocation a miss).
+    const p = S1_PERM[permIndex(lo1 | 0, hi1 | 0, p1.hd)]!;
     if ((p & need) !== need) return false;
     // Stage 2 of the output IPA (page base: the offset in the page is the IOVA's).
     const vtag = tag & 0xffff0000;
@@ -1263,7 +1264,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       hi2 = r2.leafHi;
       pa2 = r2.pa - off;
     }
-    const q = S2_PERM[permIndex(lo2, hi2, p2.hd)]!;
+    const q = S2_PERM[permIndex(lo2 | 0, hi2 | 0, p2.hd)]!;
     if ((q & need) !== need) return false;
     // Committed: count, fill the walk cache on a stage-2 miss, fill the TLB, answer.
     this.nWalks++;
