@@ -861,9 +861,11 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     let lo: number;
     let hi: number;
     for (;;) {
+      // The table's words (a table is one 4 KiB-aligned frame), then the entry's.
+      const base = mem.wordIndexR(table);
+      if (base < 0) return false;
       const shift = 12 + 9 * (level - 1);
-      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & 511 : 0) * 8);
-      if (ix < 0) return false;
+      const ix = base + (shift < 32 ? ((iova >>> shift) & 511) << 1 : 0);
       lo = words[ix]!;
       hi = words[ix + 1]!;
       // Present, accessed, not a large page (those, a 4 KiB leaf with PAT set, and every fault take the full walk).
@@ -906,9 +908,11 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     let lo: number;
     let hi: number;
     for (;;) {
+      // The table's words (a table is one 4 KiB-aligned frame), then the entry's.
+      const base = mem.wordIndexR(table);
+      if (base < 0) return false;
       const shift = 12 + 9 * (level - 1);
-      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & 511 : 0) * 8);
-      if (ix < 0) return false;
+      const ix = base + (shift < 32 ? ((iova >>> shift) & 511) << 1 : 0);
       lo = words[ix]!;
       hi = words[ix + 1]!;
       if ((lo & (SS_PTE.R | SS_PTE.W)) === 0 || (lo & SS_PTE.PS) !== 0) return false;
