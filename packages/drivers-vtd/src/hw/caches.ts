@@ -187,10 +187,10 @@ export const TLB_T = { VPN: 0, KEY: 1 } as const;
 export const TLB_F = { PA: 0, SPAN: 1, BASE: 2 } as const;
 /**
  * 32-bit words of an IOTLB entry's line, at `i[e << 4]` (the line's second half, the same 64 bytes as
- * {@link TLB_F}): perm, source-id, leaf log2, reported. Kind, DID and PASID are in the tag's key.
+ * {@link TLB_F}): perm, leaf log2, reported. Kind, DID and PASID are in the tag's key.
  * @linux none: the model's IOTLB entry layout
  */
-export const TLB_I = { PERM: 8, SID: 9, LG2: 10, REPORTED: 11 } as const;
+export const TLB_I = { PERM: 8, LG2: 9, REPORTED: 10 } as const;
 
 /**
  * The IOTLB, packed: entry `e`'s tags are `tags[e*2 ..]` (see {@link TLB_T}): the ways of a set sit side by side
@@ -213,7 +213,11 @@ export class VtdIotlb {
     this.f = new Float64Array(line);
     this.i = new Int32Array(line);
     for (let e = 0; e < n; e++) this.tags[e * 2 + TLB_T.VPN] = -1;
+    this.free = n;
   }
+
+  /** Entries holding no translation: while none is, a fill goes straight to the replacement choice. */
+  private free: number;
 
   /** Total entries. */
   get entries(): number {
@@ -265,20 +269,13 @@ export class VtdIotlb {
    * or replaced entry; all of it written here, in its two lines. Returns the entry.
    * @linux an IOTLB fill
    */
-  fill(
-    key: number,
-    vpn: number,
-    pa: number,
-    span: number,
-    base: number,
-    perm: number,
-    lg2: number,
-    sid: number,
-  ): number {
-    const e =
-      this.missSet >= 0 && this.missVpn === vpn && this.missKey === key
-        ? this.ix.pickStrided(this.missSet, this.tags, 2)
-        : this.claim(key, vpn);
+  fill(key: number, vpn: number, pa: number, span: number, base: number, perm: number, lg2: number): number {
+    let e: number;
+    if (this.missSet >= 0 && this.missVpn === vpn && this.missKey === key) {
+      e = this.free === 0 ? this.ix.evict(this.missSet) : this.pick(this.missSet);
+    } else {
+      e = this.claim(key, vpn);
+    }
     this.missSet = -1;
     const t = this.tags;
     t[e << 1] = vpn;
@@ -289,7 +286,6 @@ export class VtdIotlb {
     f[(e << 3) + TLB_F.BASE] = base;
     const i = this.i;
     i[(e << 4) + TLB_I.PERM] = perm;
-    i[(e << 4) + TLB_I.SID] = sid;
     i[(e << 4) + TLB_I.LG2] = lg2;
     i[(e << 4) + TLB_I.REPORTED] = 0;
     this.ix.touch(e);
@@ -304,7 +300,15 @@ export class VtdIotlb {
       const x = s + w;
       if (t[x << 1] === vpn && t[(x << 1) + 1] === key) return x;
     }
-    return this.ix.pickStrided(s, t, 2);
+    return this.pick(s);
+  }
+
+  /** The entry to fill in set `s` (none holding the key): a free one, counted, else the replacement choice. */
+  private pick(s: number): number {
+    if (this.free === 0) return this.ix.evict(s);
+    const e = this.ix.pickStrided(s, this.tags, 2);
+    if (this.tags[e << 1] === -1) this.free--;
+    return e;
   }
 
   /** Drop every entry the scope covers; returns how many. @linux an IOTLB / PASID-based IOTLB invalidation */
@@ -327,6 +331,7 @@ export class VtdIotlb {
       t[e << 1] = -1;
       n++;
     }
+    this.free += n;
     return n;
   }
 
@@ -353,7 +358,11 @@ export class VtdPagingCache {
     const n = this.ix.entries;
     this.f = new Float64Array(n * 4);
     for (let e = 0; e < n; e++) this.f[e * 4] = -1;
+    this.free = n;
   }
+
+  /** Entries holding no table: while none is, an insert goes straight to the replacement choice. */
+  private free: number;
 
   /** Total entries. */
   get entries(): number {
@@ -402,7 +411,7 @@ export class VtdPagingCache {
   insertMissed(key: number, region: number, table: number): void {
     let e: number;
     if (this.missSet >= 0 && region === this.missRegion && key === this.missKey) {
-      e = this.ix.pickStrided(this.missSet, this.f, 4);
+      e = this.free === 0 ? this.ix.evict(this.missSet) : this.pick(this.missSet);
     } else {
       const ix = this.ix;
       const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
@@ -412,7 +421,7 @@ export class VtdPagingCache {
         const x = s + w;
         if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
       }
-      if (e < 0) e = ix.pickStrided(s, f, 4);
+      if (e < 0) e = this.pick(s);
     }
     this.missSet = -1;
     const f = this.f;
@@ -420,6 +429,14 @@ export class VtdPagingCache {
     f[e * 4 + 1] = key;
     f[e * 4 + 2] = table;
     this.ix.touch(e);
+  }
+
+  /** The entry to fill in set `s` (none holding the key): a free one, counted, else the replacement choice. */
+  private pick(s: number): number {
+    if (this.free === 0) return this.ix.evict(s);
+    const e = this.ix.pickStrided(s, this.f, 4);
+    if (this.f[e * 4] === -1) this.free--;
+    return e;
   }
 
   /** Cache the last-level table of a region. @linux a paging-structure-cache fill */
@@ -448,6 +465,7 @@ export class VtdPagingCache {
       f[e * 4] = -1;
       n++;
     }
+    this.free += n;
     return n;
   }
 

@@ -947,7 +947,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     if (pscHit) this.nPscHits++;
     else this.pagingCache.insertMissed(this.mKey, region, table);
     const off = req.iova & 0xfff;
-    this.iotlb.fill(this.mKey, vpn, oa, 4096, req.iova - off, perm, 12, req.requesterId);
+    this.iotlb.fill(this.mKey, vpn, oa, 4096, req.iova - off, perm, 12);
     out.pa = oa + off;
     out.length = 4096 - off;
   }
@@ -1029,7 +1029,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     // A read-only fill must not satisfy a later write to a dirty-tracked leaf before D is set.
     const fillPerm = req.write || kind !== VTD_KIND.SS || !ssade ? perm : perm & ~VTD_PERM.W;
     const key = iotlbKey(kind, did, tagPasid);
-    this.iotlb.fill(key, vpn, r.pa - off, span + off, leafBase, fillPerm, leafLg2, req.requesterId);
+    this.iotlb.fill(key, vpn, r.pa - off, span + off, leafBase, fillPerm, leafLg2);
     out.pa = r.pa;
     out.length = span;
   }
