@@ -840,15 +840,13 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    * memo's key), over tables below 4 GiB in memory's word array, ending in a 4 KiB leaf that grants `need` with no
    * A or D to set; the caches are filled and `out` written. Returns false, having changed nothing the architecture
    * shows (no counter, no cache fill, no memory write), for everything else, which {@link walk} then walks and
-   * decides. The loops are written here rather than calling fsWalk/ssWalk so that the miss is one call kept out of
-   * {@link translate}.
+   * decides. The loop is written here rather than calling fsWalk/ssWalk so that the miss is one call kept out of
+   * {@link translate} (large enough not to be inlined there, which would slow the IOTLB hit).
    */
   private walkFill(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
-    // Written out for the first stage (the default), with the second stage's loop one call further: a smaller
-    // walkFill would be inlined into translate and its callers' loops, slowing the IOTLB hit.
-    if (this.mKind !== VTD_KIND.FS) return this.walkFillSs(req, out, vpn, need);
     const iova = req.iova;
     if (iova >= this.mLimit) return false;
+    const fs = this.mKind === VTD_KIND.FS;
     const region = iova >>> PSC_REGION_LG2;
     const pc = this.pagingCache;
     const w = pc.lookupKey(this.mKey, region);
@@ -868,8 +866,15 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       const ix = base + (shift < 32 ? ((iova >>> shift) & 511) << 1 : 0);
       lo = words[ix]!;
       hi = words[ix + 1]!;
-      // Present, accessed, not a large page (those, a 4 KiB leaf with PAT set, and every fault take the full walk).
-      if ((lo & (FS_PTE.P | FS_PTE.A | FS_PTE.PS)) !== (FS_PTE.P | FS_PTE.A)) return false;
+      // First stage: present, accessed, not a large page (those, a 4 KiB leaf with PAT set, and every fault take
+      // the full walk). Second stage: readable or writable, not a large page.
+      if (
+        fs
+          ? (lo & (FS_PTE.P | FS_PTE.A | FS_PTE.PS)) !== (FS_PTE.P | FS_PTE.A)
+          : (lo & (SS_PTE.R | SS_PTE.W)) === 0 || (lo & SS_PTE.PS) !== 0
+      ) {
+        return false;
+      }
       all &= lo;
       anyHi |= hi;
       if (level === 1) break;
@@ -878,54 +883,21 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       table = (lo & PTE_ADDR_LO) >>> 0;
       level--;
     }
-    // R/W and U/S of every level and XD of any level combine into the leaf's permissions.
-    let perm = VTD_PERM.R;
-    if ((all & FS_PTE.RW) !== 0) perm |= VTD_PERM.W;
-    if ((all & FS_PTE.US) !== 0) perm |= VTD_PERM.U;
-    if ((anyHi & FS_PTE.XD_HI) === 0) perm |= VTD_PERM.X;
-    if ((perm & need) !== need || (req.write && (lo & FS_PTE.D) === 0)) return false;
+    // The permissions of every level combine into the leaf's: first stage R/W, U/S and XD (of any level), and D
+    // already set for a write; second stage R and W.
+    let perm: number;
+    if (fs) {
+      perm = VTD_PERM.R;
+      if ((all & FS_PTE.RW) !== 0) perm |= VTD_PERM.W;
+      if ((all & FS_PTE.US) !== 0) perm |= VTD_PERM.U;
+      if ((anyHi & FS_PTE.XD_HI) === 0) perm |= VTD_PERM.X;
+      if (req.write && (lo & FS_PTE.D) === 0) return false;
+    } else {
+      perm = (all & (SS_PTE.R | SS_PTE.W)) | VTD_PERM.X | VTD_PERM.U;
+    }
+    if ((perm & need) !== need) return false;
     const oa = ((lo & PTE_ADDR_LO) >>> 0) + (hi & PTE_ADDR_HI) * TWO_32;
     this.fillLeaf4k(w >= 0, region, table, vpn, req, oa, perm, out);
-    return true;
-  }
-
-  /**
-   * {@link walkFill} for a second-stage translation (legacy, or scalable PGTT=SS without SSADE): every entry readable
-   * or writable and not a large page, R and W of every level combining into the leaf's; else false, having changed
-   * nothing.
-   */
-  private walkFillSs(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
-    const iova = req.iova;
-    if (iova >= this.mLimit) return false;
-    const region = iova >>> PSC_REGION_LG2;
-    const pc = this.pagingCache;
-    const w = pc.lookupKey(this.mKey, region);
-    let table = w >= 0 ? pc.table(w) : this.mRoot;
-    let level = w >= 0 ? 1 : this.mLevels;
-    const mem = this.memory;
-    const words = mem.words32;
-    let perm = SS_PTE.R | SS_PTE.W;
-    let lo: number;
-    let hi: number;
-    for (;;) {
-      // The table's words (a table is one 4 KiB-aligned frame), then the entry's.
-      const base = mem.wordIndexR(table);
-      if (base < 0) return false;
-      const shift = 12 + 9 * (level - 1);
-      const ix = base + (shift < 32 ? ((iova >>> shift) & 511) << 1 : 0);
-      lo = words[ix]!;
-      hi = words[ix + 1]!;
-      if ((lo & (SS_PTE.R | SS_PTE.W)) === 0 || (lo & SS_PTE.PS) !== 0) return false;
-      perm &= lo;
-      if (level === 1) break;
-      if ((hi & PTE_ADDR_HI) !== 0) return false;
-      table = (lo & PTE_ADDR_LO) >>> 0;
-      level--;
-    }
-    const p = perm | VTD_PERM.X | VTD_PERM.U;
-    if ((p & need) !== need) return false;
-    const oa = ((lo & PTE_ADDR_LO) >>> 0) + (hi & PTE_ADDR_HI) * TWO_32;
-    this.fillLeaf4k(w >= 0, region, table, vpn, req, oa, p, out);
     return true;
   }
 
