@@ -272,7 +272,7 @@ export class VtdIotlb {
   fill(key: number, vpn: number, pa: number, span: number, base: number, perm: number, lg2: number): number {
     let e: number;
     if (this.missSet >= 0 && this.missVpn === vpn && this.missKey === key) {
-      e = this.free === 0 ? this.ix.evict(this.missSet) : this.pick(this.missSet);
+      e = this.pick(this.missSet);
     } else {
       e = this.claim(key, vpn);
     }
@@ -411,7 +411,7 @@ export class VtdPagingCache {
   insertMissed(key: number, region: number, table: number): void {
     let e: number;
     if (this.missSet >= 0 && region === this.missRegion && key === this.missKey) {
-      e = this.free === 0 ? this.ix.evict(this.missSet) : this.pick(this.missSet);
+      e = this.pick(this.missSet);
     } else {
       const ix = this.ix;
       const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
