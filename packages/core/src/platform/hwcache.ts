@@ -125,8 +125,11 @@ export class CacheSetIndex {
     return this.evict(s);
   }
 
-  /** The entry to replace in the full set starting at `s`: least recently used, or round-robin. */
-  private evict(s: number): number {
+  /**
+   * The entry to replace in the full set starting at `s`: least recently used, or round-robin. Called directly by a
+   * cache that knows it has no free entry (it counts them), to skip {@link pickStrided}'s scan on every fill.
+   */
+  evict(s: number): number {
     if (this.lru) {
       let best = s;
       for (let w = 1; w < this.ways; w++) if (this.stamp[s + w]! < this.stamp[best]!) best = s + w;

@@ -6,7 +6,9 @@
  *   holding the raw 64-byte descriptor (for strict-mode comparison) and a few decoded words.
  * - {@link SmmuTlb}: translations keyed by (kind, VMID/ASID tag, input page), with the leaf's range and level so
  *   range and level-hinted invalidations match what the architecture says.
- * - {@link WalkCache}: pointers to last-level tables keyed by (kind, tag, input region).
+ * - {@link WalkCache}: pointers to last-level tables keyed by (kind, tag, input region); a nested stream's entry
+ *   holds the table's IPA and, once a walk fetched from it, its PA (a combined stage-1/stage-2 entry).
+ * - {@link S2FetchCache}: stage-2 translations of nested stage-1 table fetches, keyed by (VMID, IPA granule).
  *
  * Entries are dropped only by the invalidation commands that cover them (and by replacement).
  * The set-associative organisation, hash and replacement are core's (platform/hwcache.ts), shared with the other
@@ -289,6 +291,44 @@ export class SmmuTlb {
   private missTag = 0;
   private missVpn = 0;
 
+  /**
+   * {@link fill} for a page number below 2^32, in one pass over the set (the key's entry if it is there, else the
+   * first free way, else the victim) and without calls for round-robin replacement: the same entry {@link fill}
+   * claims (its victim choice written out as core's CacheSetIndex makes it; the SMMU's nested short-path property
+   * test compares the caches after both). @linux a TLB fill after a walk
+   */
+  fillLowVpn(kind: number, tag: number, vpn: number): number {
+    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
+    const end = s + this.ways;
+    const v = this.vpn;
+    const i = this.i;
+    let e = -1;
+    let free = -1;
+    for (let x = s; x < end; x++) {
+      const y = v[x];
+      if (y === vpn && i[x << 3] === tag && i[(x << 3) + I_KIND] === kind) e = x;
+      else if (y === -1 && free < 0) free = x;
+    }
+    if (e < 0) {
+      if (free >= 0) e = free;
+      else if (this.lru) e = this.ix.pick(s, v);
+      else {
+        const victim = this.ix.victim;
+        const set = s >>> this.wayShift;
+        const w = victim[set]!;
+        victim[set] = (w + 1) & (this.ways - 1);
+        e = s + w;
+      }
+    }
+    this.missSet = -1;
+    v[e] = vpn;
+    i[e << 3] = tag;
+    i[(e << 3) + I_KIND] = kind;
+    this.reported[e] = 0;
+    if (this.lru) this.ix.touch(e);
+    return e;
+  }
+
   /** Claim the entry for (kind, tag, vpn); the caller fills the rest. @linux a TLB fill after a walk */
   fill(kind: number, tag: number, vpn: number): number {
     const ix = this.ix;
@@ -366,8 +406,19 @@ export class SmmuTlb {
 /**
  * The walk cache: for an input region covered by one last-level table, that table's address, so a TLB miss reads
  * one descriptor instead of walking from the root.
+ *
+ * A nested (kind NESTED) entry's table address is an IPA; the entry may also hold the table's PA, the stage-2
+ * translation of that IPA (read permission granted) taken when a walk fetched from the table, so that a miss reads
+ * the stage-1 descriptor without a stage-2 lookup: an entry combining stage-1 and stage-2 information, as the
+ * architecture allows walk caches to hold. The stage-1 part goes with the entry (TLBI_NH_* with LEAF = 0,
+ * TLBI_S12_VMALL, TLBI_NSNH_ALL); the PA also goes with every command that drops the table-fetch cache's stage-2
+ * entries (TLBI_S2_IPA over the stage-2 leaf that translated the table, of the entry's VMID, whatever its LEAF bit),
+ * more than Arm requires for combined entries (TLBI IPAS2 "is not required to apply to caching structures that
+ * combine stage 1 and stage 2 translation table entries"; Linux follows TLBI_S2_IPA of a nesting parent with
+ * TLBI_NH_ALL), so a stage-2 change is seen exactly when the table-fetch cache would see it.
  * @linux the SMMU's intermediate (walk) cache, invalidated by TLBI with LEAF = 0 (what Linux's tlb_flush_walk
- * issues when it frees tables)
+ * issues when it frees tables), and for nesting parents by the TLBI_S2_IPA + TLBI_NH_ALL of
+ * arm_smmu_tlb_inv_range_domain
  */
 export class WalkCache {
   private readonly ix: SetIndex;
@@ -379,16 +430,33 @@ export class WalkCache {
   /** The table's address and level. */
   readonly table: Float64Array;
   readonly level: Int8Array;
+  /** Kind NESTED: the table's PA (-1: not held), and log2 of the stage-2 leaf it came from (its TLBI range). */
+  readonly tablePa: Float64Array;
+  readonly tableS2Lg2: Int8Array;
+  /** Strict mode: a stale use of the entry's table PA was already reported. */
+  readonly reported: Uint8Array;
+  // The set geometry as plain fields, for the lookups of every walk.
+  private readonly ways: number;
+  private readonly wayShift: number;
+  private readonly setMask: number;
+  private readonly lru: boolean;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
     const n = this.ix.entries;
+    this.ways = this.ix.ways;
+    this.wayShift = Math.log2(this.ix.ways);
+    this.setMask = this.ix.setMask;
+    this.lru = this.ix.lru;
     this.region = new Float64Array(n).fill(-1);
     this.kind = new Int8Array(n);
     this.tag = new Int32Array(n);
     this.regionLg2 = new Int8Array(n);
     this.table = new Float64Array(n);
     this.level = new Int8Array(n);
+    this.tablePa = new Float64Array(n).fill(-1);
+    this.tableS2Lg2 = new Int8Array(n);
+    this.reported = new Uint8Array(n);
   }
 
   /** Total entries. */
@@ -398,12 +466,12 @@ export class WalkCache {
 
   /** The entry for (kind, tag, region), or -1. @linux a walk-cache lookup */
   lookup(kind: number, tag: number, region: number): number {
-    const ix = this.ix;
-    const s = ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
-    for (let w = 0; w < ix.ways; w++) {
-      const e = s + w;
-      if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) {
-        ix.touch(e);
+    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region) & this.setMask) << this.wayShift;
+    const end = s + this.ways;
+    const r = this.region;
+    for (let e = s; e < end; e++) {
+      if (r[e] === region && this.tag[e] === tag && this.kind[e] === kind) {
+        if (this.lru) this.ix.touch(e);
         return e;
       }
     }
@@ -420,8 +488,20 @@ export class WalkCache {
   private missTag = 0;
   private missRegion = 0;
 
-  /** Cache the table of (kind, tag, region). @linux a walk-cache fill */
-  insert(kind: number, tag: number, region: number, regionLg2: number, table: number, level: number): void {
+  /**
+   * Cache the table of (kind, tag, region); for kind NESTED, with its PA when `tablePa` >= 0 (see
+   * {@link setTablePa}). @linux a walk-cache fill
+   */
+  insert(
+    kind: number,
+    tag: number,
+    region: number,
+    regionLg2: number,
+    table: number,
+    level: number,
+    tablePa = -1,
+    tableS2Lg2 = 0,
+  ): void {
     const ix = this.ix;
     let e = -1;
     if (this.missSet >= 0 && this.missRegion === region && this.missTag === tag && this.missKind === kind) {
@@ -441,26 +521,49 @@ export class WalkCache {
     this.regionLg2[e] = regionLg2;
     this.table[e] = table;
     this.level[e] = level;
+    this.setTablePa(e, tablePa, tableS2Lg2);
     ix.touch(e);
   }
 
-  /** Drop every entry the scope covers (when `sc.walk`); returns how many. @linux CMDQ_OP_TLBI_* with LEAF = 0 */
+  /**
+   * Entry `e` (kind NESTED) now holds its table's PA `pa` (-1: none), from a stage-2 leaf of `s2Lg2`.
+   * @linux a walk-cache fill of the stage-2 part of a combined entry
+   */
+  setTablePa(e: number, pa: number, s2Lg2: number): void {
+    this.tablePa[e] = pa;
+    this.tableS2Lg2[e] = s2Lg2;
+    this.reported[e] = 0;
+  }
+
+  /**
+   * Drop every entry the scope covers (when `sc.walk`), and the table PA of every nested entry whose stage-2 leaf a
+   * stage-2 scope covers (whatever `sc.walk` says); returns how many entries were dropped.
+   * @linux CMDQ_OP_TLBI_* with LEAF = 0; CMDQ_OP_TLBI_S2_IPA for the stage-2 part of combined entries
+   */
   invalidate(sc: InvScope): number {
-    if (!sc.walk) return 0;
+    const s2 = (sc.kinds & (1 << TLB_KIND.S2)) !== 0;
+    if (!sc.walk && !s2) return 0;
+    const all = sc.hi === Number.POSITIVE_INFINITY;
     let n = 0;
     for (let e = 0; e < this.ix.entries; e++) {
       if (this.region[e] === -1) continue;
-      if ((sc.kinds & (1 << this.kind[e]!)) === 0) continue;
       const t = this.tag[e]!;
       if (sc.vmid >= 0 && t >>> 16 !== sc.vmid) continue;
-      if (sc.asid >= 0 && (t & 0xffff) !== sc.asid) continue;
-      if (sc.hi !== Number.POSITIVE_INFINITY) {
+      const kind = this.kind[e]!;
+      if (sc.walk && (sc.kinds & (1 << kind)) !== 0 && (sc.asid < 0 || (t & 0xffff) === sc.asid)) {
         const size = 2 ** this.regionLg2[e]!;
         const base = this.region[e]! * size;
-        if (!(base < sc.hi && sc.lo < base + size)) continue;
+        if (all || (base < sc.hi && sc.lo < base + size)) {
+          this.region[e] = -1;
+          n++;
+          continue;
+        }
       }
-      this.region[e] = -1;
-      n++;
+      if (s2 && kind === TLB_KIND.NESTED && this.tablePa[e]! >= 0) {
+        const size = 2 ** this.tableS2Lg2[e]!;
+        const base = this.table[e]! - (this.table[e]! % size);
+        if (all || (base < sc.hi && sc.lo < base + size)) this.tablePa[e] = -1;
+      }
     }
     return n;
   }

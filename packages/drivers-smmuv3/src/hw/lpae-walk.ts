@@ -163,6 +163,13 @@ export class WalkResult {
   cls = 0;
   /** The IPA stage 2 faulted on. */
   ipa = 0;
+  /**
+   * Nested walks: of the last stage-1 descriptor fetch that passed stage 2 (-1: none), the level and PA of the table
+   * it read and log2 of the stage-2 leaf that translated that table's IPA.
+   */
+  fetchLevel = -1;
+  fetchTable = 0;
+  fetchS2Lg2 = 0;
 }
 
 /** `n` bits of the address (lo, hi words) starting at bit `s`. */
@@ -278,6 +285,9 @@ export function walkStage(
  * even when the tables now say otherwise (that is what the cache is), and in `fc.strict` mode such a stale hit is
  * left in `fc.staleEntry` for the caller to report. `table`/`level`: start at that stage-1 table (an IPA, from the
  * walk cache) instead of the root; `r1.tablePa`/`r1.tableLevel` name the last table descended into (an IPA).
+ * `tablePhys` (with `table`): that table's PA when the walk cache holds it too (a combined stage-1/stage-2 entry,
+ * from a stage-2 leaf of `tableS2Lg2`): its descriptor is fetched without the table-fetch cache. `r1.fetchLevel`,
+ * `r1.fetchTable` and `r1.fetchS2Lg2` say where the last descriptor came from.
  * @linux the nested (stage 1 + stage 2) walk of an SMMU for an IOMMU_DOMAIN_NESTED attached to a nest parent
  */
 export function walkNestedS1(
@@ -292,11 +302,14 @@ export function walkNestedS1(
   vmid = 0,
   table = -1,
   level = -1,
+  tablePhys = -1,
+  tableS2Lg2 = 0,
 ): number {
   r1.needAf = false;
   r1.s2 = false;
   r1.tablePa = -1;
   r1.tableLevel = -1;
+  r1.fetchLevel = -1;
   if (!(addr < s1p.inLimit) || addr < 0) {
     r1.level = s1p.startLevel;
     return F_TRANSLATION;
@@ -318,12 +331,12 @@ export function walkNestedS1(
     r1.level = level;
     r1.ptePa = pteIpa;
     let pte: number;
-    // The stage-2 translation of the fetch: from the cache when it holds the IPA's granule, else a stage-2 walk.
-    const gpn = fc === null ? 0 : pteIpa < TWO_32 ? pteIpa >>> g2 : Math.floor(pteIpa / POW2[g2]!);
-    const e = fc === null ? -1 : fc.lookup(vmid, gpn, g2);
-    if (e >= 0) {
-      pte = fc!.pa[e]! + (pteIpa - gpn * POW2[g2]!);
-      if (fc!.strict && fc!.reported[e] === 0) checkFetch(mem, s2p, pteIpa, pte, fc!, e);
+    let s2Lg2: number;
+    if (tablePhys >= 0) {
+      // The walk cache's combined entry gave the starting table's PA (its caller checks it in strict mode).
+      pte = tablePhys + (pteIpa - table);
+      s2Lg2 = tableS2Lg2;
+      tablePhys = -1;
       if (pte + 8 > mem.size) {
         r1.s2 = true;
         r1.cls = 1;
@@ -331,16 +344,35 @@ export function walkNestedS1(
         return F_WALK_EABT;
       }
     } else {
-      const f2 = s2Fetch(mem, s2p, pteIpa, r2, s2Update);
-      if (f2 !== 0) {
-        r1.s2 = true;
-        r1.cls = 1; // EVT_CLASS.TT
-        r1.ipa = pteIpa;
-        return f2;
+      // The stage-2 translation of the fetch: from the cache when it holds the IPA's granule, else a stage-2 walk.
+      const gpn = fc === null ? 0 : pteIpa < TWO_32 ? pteIpa >>> g2 : Math.floor(pteIpa / POW2[g2]!);
+      const e = fc === null ? -1 : fc.lookup(vmid, gpn, g2);
+      if (e >= 0) {
+        pte = fc!.pa[e]! + (pteIpa - gpn * POW2[g2]!);
+        s2Lg2 = fc!.leafLg2[e]!;
+        if (fc!.strict && fc!.reported[e] === 0) checkFetch(mem, s2p, pteIpa, pte, fc!, e);
+        if (pte + 8 > mem.size) {
+          r1.s2 = true;
+          r1.cls = 1;
+          r1.ipa = pteIpa;
+          return F_WALK_EABT;
+        }
+      } else {
+        const f2 = s2Fetch(mem, s2p, pteIpa, r2, s2Update);
+        if (f2 !== 0) {
+          r1.s2 = true;
+          r1.cls = 1; // EVT_CLASS.TT
+          r1.ipa = pteIpa;
+          return f2;
+        }
+        pte = r2.pa;
+        s2Lg2 = r2.leafLg2;
+        if (fc !== null) fc.insert(vmid, gpn, g2, r2.leafLg2, pte - (pteIpa - gpn * POW2[g2]!));
       }
-      pte = r2.pa;
-      if (fc !== null) fc.insert(vmid, gpn, g2, r2.leafLg2, pte - (pteIpa - gpn * POW2[g2]!));
     }
+    r1.fetchLevel = level;
+    r1.fetchTable = pte - (pteIpa - table);
+    r1.fetchS2Lg2 = s2Lg2;
     const ix = mem.wordIndexR(pte);
     let elo: number;
     let ehi: number;

@@ -106,6 +106,7 @@ import {
   PRI_RESP,
   PRIQ,
   PRIQ_SIZE,
+  PTE,
   S1DSS,
   S1FMT,
   STE,
@@ -223,6 +224,36 @@ function ri(def: { offset: number }): number {
 const TF_PA = TLB_F64.PA;
 const TF_SPAN = TLB_F64.SPAN;
 const TI_PERM = TLB_I32.PERM;
+
+// The nested short miss path (Smmuv3Hw.walkNestedShort): 4 KiB granules, so a last-level table covers 2 MiB; a page
+// descriptor with AF set has VALID, TYPE and AF; its output address above bit 31 (bits 47:32) is in the high word.
+const REGION_LG2_4K = 21;
+const PAGE_AF = maskOf(PTE.VALID) | maskOf(PTE.TYPE) | maskOf(PTE.AF);
+const PTE_OA_HI = maskOf(PTE.OA_HI);
+// The permissions a leaf grants depend on AP[2:1] (low word bits 7:6), DBM, PXN and XN (high word bits 19, 21, 22)
+// and the stage's HD: s1Perm and s2Perm of every combination, tabled once, indexed by permIndex.
+const PERM_AP_SHIFT = PTE.AP1.bit;
+const PERM_DBM_SHIFT = PTE.DBM.bit - 32;
+const PERM_PXN_SHIFT = PTE.PXN.bit - 32;
+const PERM_XN_SHIFT = PTE.XN.bit - 32;
+function permIndex(lo: number, hi: number, hd: boolean): number {
+  return (
+    ((lo >>> PERM_AP_SHIFT) & 3) |
+    (((hi >>> PERM_DBM_SHIFT) & 1) << 2) |
+    (((hi >>> PERM_PXN_SHIFT) & 1) << 3) |
+    (((hi >>> PERM_XN_SHIFT) & 1) << 4) |
+    (hd ? 32 : 0)
+  );
+}
+const S1_PERM = new Int32Array(64);
+const S2_PERM = new Int32Array(64);
+for (let x = 0; x < 64; x++) {
+  const lo = (x & 3) << PERM_AP_SHIFT;
+  const hi =
+    (((x >> 2) & 1) << PERM_DBM_SHIFT) | (((x >> 3) & 1) << PERM_PXN_SHIFT) | (((x >> 4) & 1) << PERM_XN_SHIFT);
+  S1_PERM[x] = s1Perm(lo, hi, x >= 32);
+  S2_PERM[x] = s2Perm(lo, hi, x >= 32);
+}
 
 /** Register slot of CR0ACK, read on every translation. */
 const CR0ACK_SLOT = ri(REG.CR0ACK);
@@ -786,6 +817,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     }
     const useS1 = (bits & SB_S1) !== 0;
     const useS2 = (bits & SB_S2) !== 0;
+    if (useS1 && useS2 && this.walkNestedShort(req, out, k, vpn, need)) return;
     this.walk(
       req,
       out,
@@ -1119,8 +1151,9 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   }
 
   /**
-   * Stage 1 of a nested walk through the walk cache (last-level stage-1 table IPAs, kind NESTED) and the cache of
-   * stage-2 translations for table fetches (tagged by the VMID in `tag`).
+   * Stage 1 of a nested walk through the walk cache (last-level stage-1 table IPAs, kind NESTED, with the table's PA
+   * once a fetch from it passed stage 2) and the cache of stage-2 translations for table fetches (tagged by the VMID
+   * in `tag`).
    */
   private walkNestedCached(
     p1: StageParams,
@@ -1139,19 +1172,154 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const wc = this.walkCache;
     const kind = TLB_KIND.NESTED;
     const w = wc.lookup(kind, tag, region);
+    // A table's PA is held only when the table lies in one stage-2 granule (always, unless stage 2's is smaller).
+    const combine = p2.granLg2 >= p1.granLg2;
     if (w >= 0 && iova < p1.inLimit) {
       this.nWalkHits++;
       const table = wc.table[w]!;
-      const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid, table, wc.level[w]!);
+      const level = wc.level[w]!;
+      const tablePa = wc.tablePa[w]!;
+      if (this.strict && tablePa >= 0 && wc.reported[w] === 0) this.checkTablePa(p1, p2, iova, w);
+      const f = walkNestedS1(
+        this.memory,
+        p1,
+        p2,
+        iova,
+        r1,
+        r2,
+        true,
+        fc,
+        vmid,
+        table,
+        level,
+        tablePa,
+        wc.tableS2Lg2[w]!,
+      );
+      if (tablePa < 0 && combine && r1.fetchLevel === level) wc.setTablePa(w, r1.fetchTable, r1.fetchS2Lg2);
       if (this.strict) {
         this.nestedFetchChecked(0);
-        this.checkNestedWalkCache(p1, p2, iova, r1, f, table, wc.level[w]!);
+        this.checkNestedWalkCache(p1, p2, iova, r1, f, table, level);
       }
       return f;
     }
     const f = walkNestedS1(this.memory, p1, p2, iova, r1, r2, true, fc, vmid);
-    if (r1.tableLevel === 3) wc.insert(kind, tag, region, regionLg2, r1.tablePa, 3);
+    if (r1.tableLevel === 3) {
+      const pa = combine && r1.fetchLevel === 3 ? r1.fetchTable : -1;
+      wc.insert(kind, tag, region, regionLg2, r1.tablePa, 3, pa, r1.fetchS2Lg2);
+    }
     return this.strict ? this.nestedFetchChecked(f) : f;
+  }
+
+  /**
+   * Strict: the table PA a nested walk-cache entry `w` holds must still be what stage 2 gives for the table's IPA
+   * (checked at the descriptor `iova` fetches); reported once per entry.
+   */
+  private checkTablePa(p1: StageParams, p2: StageParams, iova: number, w: number): void {
+    const wc = this.walkCache;
+    const table = wc.table[w]!;
+    const ipa = table + (Math.floor(iova / pow2(p1.granLg2)) % pow2(p1.bpl)) * 8;
+    const pa = wc.tablePa[w]! + (ipa - table);
+    const x = this.rs2;
+    const f = s2Fetch(this.memory, p2, ipa, x, false);
+    if (f === 0 && x.pa === pa) return;
+    wc.reported[w] = 1;
+    const now = f === 0 ? `now gives ${hex(x.pa)}` : `now gives ${EVT_NAME[f] ?? "a fault"}`;
+    this.stale(
+      "stage-2 table-fetch cache entry held by a walk-cache entry",
+      `IPA ${hex(ipa)}`,
+      `the stage-1 table fetch at IPA ${hex(ipa)} used a cached stage-2 translation to ${hex(pa)}, but stage 2 ` +
+        `${now} (missing TLBI_S2_IPA / TLBI_S12_VMALL + CMD_SYNC after changing the stage-2 tables?)`,
+    );
+  }
+
+  /**
+   * The nested miss in its common case, kept short (the per-stream fast path only, so never in strict mode): 4 KiB
+   * granules at both stages, an IOVA below 4 GiB whose last-level stage-1 table is in the walk cache with its PA (a
+   * combined entry, see {@link WalkCache}); one stage-1 descriptor read (a page, AF set, granting `need`), then stage
+   * 2 of the output IPA through the walk cache (one descriptor read) or, when that misses, a stage-2 walk from the
+   * root, to a leaf with AF set granting `need`. It makes the same cache lookups, fills and counts as {@link walk} in
+   * the same order and writes the TLB entry {@link walk} would. Returns false, having changed nothing the
+   * architecture shows (no counter, fill, memory write or event; a lookup that hit only touched its entry, which the
+   * full walk touches again), for everything else: faults of either stage, AF or dirty-state updates, blocks at
+   * stage 1, a walk-cache entry without its table's PA; {@link walk} then decides.
+   */
+  private walkNestedShort(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): boolean {
+    const st = this.streams;
+    if (st[k + SW_KIND] !== TLB_KIND.NESTED) return false;
+    const ce = st[k + SW_CE]!;
+    if ((this.cdCache.info[ce * DESC_INFO + CI_FLAGS]! & CF_EPD0) !== 0) return false;
+    const p1 = this.cdS1[ce]!;
+    const p2 = this.steS2[st[k + SW_SE]!]!;
+    if (p1.granLg2 !== 12 || p2.granLg2 !== 12 || p1.startLevel >= 3 || p2.startLevel >= 3) return false;
+    const iova = req.iova; // below 4 GiB on this path
+    if (!(iova < p1.inLimit)) return false;
+    const tag = st[k + SW_TAG]!;
+    const wc = this.walkCache;
+    const w1 = wc.lookup(TLB_KIND.NESTED, tag, iova >>> REGION_LG2_4K);
+    if (w1 < 0) return false;
+    // Stage 1: the leaf descriptor's PA from the table's PA the walk-cache entry holds; the descriptor.
+    const tablePa = wc.tablePa[w1]!;
+    if (tablePa < 0) return false;
+    const pte1 = tablePa + ((iova >>> 12) & 511) * 8;
+    const mem = this.memory;
+    const ix1 = pte1 + 8 > mem.size ? -1 : mem.wordIndexR(pte1);
+    if (ix1 < 0) return false;
+    let words = mem.words32;
+    const lo1 = words[ix1]!;
+    const hi1 = words[ix1 + 1]!;
+    if ((lo1 & PAGE_AF) !== PAGE_AF) return false;
+    const ipa = ((lo1 & ~0xfff) >>> 0) + (hi1 & PTE_OA_HI) * LOCAL_TWO_32;
+    if (!(ipa < p1.outLimit) || !(ipa < p2.inLimit)) return false;
+    // Words passed as int32: a uint32 above 2^31 given to a call V8 does not inline is boxed (an allocation a miss).
+    const p = S1_PERM[permIndex(lo1 | 0, hi1 | 0, p1.hd)]!;
+    if ((p & need) !== need) return false;
+    // Stage 2 of the output IPA (page base: the offset in the page is the IOVA's).
+    const vtag = tag & 0xffff0000;
+    const region2 = ipa < LOCAL_TWO_32 ? ipa >>> REGION_LG2_4K : Math.floor(ipa / 2 ** REGION_LG2_4K);
+    const w2 = wc.lookup(TLB_KIND.S2, vtag, region2);
+    const off = iova & 0xfff;
+    let lo2: number;
+    let hi2: number;
+    let pa2: number;
+    const r2 = this.r2;
+    if (w2 >= 0) {
+      const pte2 = wc.table[w2]! + ((ipa < LOCAL_TWO_32 ? ipa >>> 12 : Math.floor(ipa / 4096)) & 511) * 8;
+      const ix2 = pte2 + 8 > mem.size ? -1 : mem.wordIndexR(pte2);
+      if (ix2 < 0) return false;
+      words = mem.words32;
+      lo2 = words[ix2]!;
+      hi2 = words[ix2 + 1]!;
+      if ((lo2 & PAGE_AF) !== PAGE_AF) return false;
+      pa2 = ((lo2 & ~0xfff) >>> 0) + (hi2 & PTE_OA_HI) * LOCAL_TWO_32;
+      if (!(pa2 < p2.outLimit)) return false;
+    } else {
+      if (walkStage(mem, p2, ipa + off, r2) !== 0 || r2.needAf) return false;
+      lo2 = r2.leafLo;
+      hi2 = r2.leafHi;
+      pa2 = r2.pa - off;
+    }
+    const q = S2_PERM[permIndex(lo2 | 0, hi2 | 0, p2.hd)]!;
+    if ((q & need) !== need) return false;
+    // Committed: count, fill the walk cache on a stage-2 miss, fill the TLB, answer.
+    this.nWalks++;
+    this.nWalkHits += w2 >= 0 ? 2 : 1;
+    if (w2 < 0 && r2.tableLevel === 3) wc.insert(TLB_KIND.S2, vtag, region2, REGION_LG2_4K, r2.tablePa, 3);
+    const tlb = this.tlb;
+    const e = tlb.fillLowVpn(TLB_KIND.NESTED, tag, vpn);
+    const fb = e << 2;
+    tlb.f[fb + TF_PA] = pa2;
+    tlb.f[fb + TF_SPAN] = 4096;
+    tlb.f[fb + TLB_F64.LEAF_BASE] = iova - off;
+    const ib = e << 3;
+    tlb.i[ib + TLB_I32.PAGE_LG2] = 12;
+    tlb.i[ib + TI_PERM] = p & q & ~PERM.DIRTYABLE;
+    tlb.i[ib + TLB_I32.LEVEL] = 3;
+    tlb.i[ib + TLB_I32.LEAF_LG2] = 12;
+    tlb.i[ib + TLB_I32.SID] = req.requesterId;
+    tlb.i[ib + TLB_I32.SSID] = req.pasid;
+    out.pa = pa2 + off;
+    out.length = 4096 - off;
+    return true;
   }
 
   /** Strict: report a stale hit the last nested walk made in the stage-2 table-fetch cache; returns `f`. */

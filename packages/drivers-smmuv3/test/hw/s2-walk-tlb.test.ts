@@ -101,6 +101,48 @@ describe("stage-2 translations cached for stage-1 table fetches", () => {
     expect(m.diag.unexpected()).toHaveLength(0);
   });
 
+  it("a nested walk-cache entry holds its table's PA: TLBI_S2_IPA of the table's IPA drops the PA, TLBI_NH_ALL the entry; strict reports a stale PA once", async () => {
+    ({ m, t, hw } = await bootSmmu({ strict: true }));
+    const { s2, leafPa, leafIpa, copy } = nested();
+    const dev = m.device("smmu-dma0");
+    const wc = hw.walkCache;
+    const entry = () => Array.from(wc.table).findIndex((x, e) => x === leafIpa && wc.region[e] !== -1);
+    expect(dev.dmaRead(IOVA, 8)).toEqual(bytes(8, 3));
+    const w = entry();
+    expect(w).toBeGreaterThanOrEqual(0);
+    expect(wc.tablePa[w]).toBe(leafPa);
+    // A TLBI_S2_IPA of another IPA, or of this VMID's other IPA space, keeps it.
+    tlbiS2Ipa(leafIpa + 0x1000, VMID, false);
+    tlbiS2Ipa(leafIpa, VMID + 1, false);
+    t.sync();
+    expect(wc.tablePa[w]).toBe(leafPa);
+    // TLBI_S2_IPA of the table's IPA (LEAF = 1: the PA came from a stage-2 leaf) drops the PA, not the entry; the next
+    // miss in the table takes the PA again, through the table-fetch cache (a stage-2 walk).
+    tlbiS2Ipa(leafIpa, VMID, true);
+    t.sync();
+    expect(entry()).toBe(w);
+    expect(wc.tablePa[w]).toBe(-1);
+    expect(dev.dmaRead(IOVA + 0x1000, 8)).toEqual(bytes(8, 4));
+    expect(wc.tablePa[w]).toBe(leafPa);
+    // Behind the SMMU's back, stage 2 moves the table: the held PA keeps serving (reported once in strict mode).
+    m.memory.write64(s2.pte(leafIpa), BigInt(copy) | s2.leafBits({}) | 3n);
+    const seen = await m.diag.expectWarning(/stale stage-2 table-fetch cache entry held by a walk-cache entry/, () => {
+      expect(dev.dmaRead(IOVA + 0x2000, 8)).toEqual(bytes(8, 6));
+    });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.message).toMatch(new RegExp(`fetch at IPA 0x${(leafIpa / 4096).toString(16)}[0-9a-f]{3} used`));
+    // TLBI_NH_ALL of the VMID drops the whole entry (and the combined TLB entries): the copy is used from now on.
+    t.cmd(0x10n | f(VMID, 32));
+    tlbiS2Ipa(leafIpa, VMID, true);
+    t.sync();
+    expect(entry()).toBe(-1);
+    const before = hw.stats.staleReports;
+    expect(dev.dmaRead(IOVA + 0x2000, 8)).toEqual(bytes(8, 7));
+    expect(wc.tablePa[entry()]).toBe(copy);
+    expect(hw.stats.staleReports).toBe(before);
+    expect(m.diag.unexpected()).toHaveLength(0);
+  });
+
   it("TLBI_S2_IPA drops only the entry of its VMID and IPA; TLBI_S12_VMALL and TLBI_NSNH_ALL drop the VMID's / all", async () => {
     ({ m, t, hw } = await bootSmmu({ s2WalkTlbEntries: 16, s2WalkTlbWays: 4 }));
     const { leafIpa } = nested();

@@ -155,24 +155,48 @@ export class VtdInvScope {
 }
 
 /**
- * The packed IOTLB tag of (kind, DID, PASID or -1): exact below 2^40.
+ * The packed IOTLB tag of (kind, DID, PASID or -1): exact below 2^40 (DID < 2^16, PASID < 2^20), so the three come
+ * back out of it ({@link keyKind}, {@link keyDid}, {@link keyPasid}) and entries keep only the key.
  * @linux none: the model's encoding of an IOTLB entry's DID/PASID tag
  */
 export function iotlbKey(kind: number, did: number, pasid: number): number {
   return kind + 4 * did + 262144 * (pasid + 1);
 }
 
+/** The kind of an {@link iotlbKey}. @linux none: decoding the model's tag */
+export function keyKind(key: number): number {
+  return key % 4;
+}
+
+/** The domain ID of an {@link iotlbKey}. @linux none: decoding the model's tag */
+export function keyDid(key: number): number {
+  return Math.floor(key / 4) % 65536;
+}
+
+/** The PASID (-1: none) of an {@link iotlbKey}. @linux none: decoding the model's tag */
+export function keyPasid(key: number): number {
+  return Math.floor(key / 262144) - 1;
+}
+
 /** Doubles of an IOTLB entry's tags (2 per entry, in `tags`): page number (-1 invalid), key. @linux none: the model's IOTLB entry layout */
 export const TLB_T = { VPN: 0, KEY: 1 } as const;
-/** Doubles of an IOTLB entry (8 per entry: one 64-byte line): PA, span, leaf base (0 and 1 unused). @linux none: the model's IOTLB entry layout */
-export const TLB_F = { PA: 2, SPAN: 3, BASE: 4 } as const;
-/** 32-bit words of an IOTLB entry (8 per entry): perm, kind, DID, PASID, source-id, leaf log2, reported. @linux none: the model's IOTLB entry layout */
-export const TLB_I = { PERM: 0, KIND: 1, DID: 2, PASID: 3, SID: 4, LG2: 5, REPORTED: 6 } as const;
+/**
+ * Doubles of an IOTLB entry's line, at `f[e << 3]`: PA, span, leaf base (the line's first half).
+ * @linux none: the model's IOTLB entry layout
+ */
+export const TLB_F = { PA: 0, SPAN: 1, BASE: 2 } as const;
+/**
+ * 32-bit words of an IOTLB entry's line, at `i[e << 4]` (the line's second half, the same 64 bytes as
+ * {@link TLB_F}): perm, leaf log2, reported. Kind, DID and PASID are in the tag's key.
+ * @linux none: the model's IOTLB entry layout
+ */
+export const TLB_I = { PERM: 8, LG2: 9, REPORTED: 10 } as const;
 
 /**
  * The IOTLB, packed: entry `e`'s tags are `tags[e*2 ..]` (see {@link TLB_T}): the ways of a set sit side by side
- * there, so a probe (a miss compares every way) reads one 64-byte line for four ways; the rest of the entry is
- * `f[e*8 ..]` and `i[e*8 ..]` (see {@link TLB_F} / {@link TLB_I}), read on a hit and written on a fill.
+ * there, so a probe (a miss compares every way) reads one 64-byte line for four ways; the rest of the entry is one
+ * more 64-byte line, seen as doubles `f[e*8 ..]` and as words `i[e*16 ..]` (see {@link TLB_F} / {@link TLB_I}),
+ * read on a hit and written on a fill: a hit or a fill touches two lines.
  * @linux the IOTLB that qi_flush_iotlb / qi_flush_piotlb invalidate
  */
 export class VtdIotlb {
@@ -185,10 +209,15 @@ export class VtdIotlb {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
     this.tags = new Float64Array(n * 2);
-    this.f = new Float64Array(n * 8);
-    this.i = new Int32Array(n * 8);
+    const line = new ArrayBuffer(n * 64);
+    this.f = new Float64Array(line);
+    this.i = new Int32Array(line);
     for (let e = 0; e < n; e++) this.tags[e * 2 + TLB_T.VPN] = -1;
+    this.free = n;
   }
+
+  /** Entries holding no translation: while none is, a fill goes straight to the replacement choice. */
+  private free: number;
 
   /** Total entries. */
   get entries(): number {
@@ -235,53 +264,74 @@ export class VtdIotlb {
     return this.probe(iotlbKey(kind, did, pasid), vpn);
   }
 
-  /** Claim the entry for (kind, did, pasid, vpn); the caller fills PA, span, base, perm, lg2, sid. @linux an IOTLB fill */
-  fill(kind: number, did: number, pasid: number, vpn: number): number {
-    const ix = this.ix;
-    const key = iotlbKey(kind, did, pasid);
-    const t = this.tags;
-    let e = -1;
+  /**
+   * Fill the entry for (key, vpn) (an {@link iotlbKey}): the entry already holding it if any, else the set's free
+   * or replaced entry; all of it written here, in its two lines. Returns the entry.
+   * @linux an IOTLB fill
+   */
+  fill(key: number, vpn: number, pa: number, span: number, base: number, perm: number, lg2: number): number {
+    let e: number;
     if (this.missSet >= 0 && this.missVpn === vpn && this.missKey === key) {
-      e = ix.pickStrided(this.missSet, t, 2);
+      e = this.pick(this.missSet);
     } else {
-      const s = this.setOf(key, vpn);
-      for (let w = 0; w < ix.ways; w++) {
-        const x = s + w;
-        if (t[x << 1] === vpn && t[(x << 1) + 1] === key) e = x;
-      }
-      if (e < 0) e = ix.pickStrided(s, t, 2);
+      e = this.claim(key, vpn);
     }
     this.missSet = -1;
+    const t = this.tags;
     t[e << 1] = vpn;
-    t[(e << 1) + TLB_T.KEY] = key;
+    t[(e << 1) + 1] = key;
+    const f = this.f;
+    f[(e << 3) + TLB_F.PA] = pa;
+    f[(e << 3) + TLB_F.SPAN] = span;
+    f[(e << 3) + TLB_F.BASE] = base;
     const i = this.i;
-    i[(e << 3) + TLB_I.KIND] = kind;
-    i[(e << 3) + TLB_I.DID] = did;
-    i[(e << 3) + TLB_I.PASID] = pasid;
-    i[(e << 3) + TLB_I.REPORTED] = 0;
-    ix.touch(e);
+    i[(e << 4) + TLB_I.PERM] = perm;
+    i[(e << 4) + TLB_I.LG2] = lg2;
+    i[(e << 4) + TLB_I.REPORTED] = 0;
+    this.ix.touch(e);
+    return e;
+  }
+
+  /** {@link fill}'s entry when no miss of the same key was just probed: a hash and a scan of the set. */
+  private claim(key: number, vpn: number): number {
+    const s = this.setOf(key, vpn);
+    const t = this.tags;
+    for (let w = 0; w < this.ix.ways; w++) {
+      const x = s + w;
+      if (t[x << 1] === vpn && t[(x << 1) + 1] === key) return x;
+    }
+    return this.pick(s);
+  }
+
+  /** The entry to fill in set `s` (none holding the key): a free one, counted, else the replacement choice. */
+  private pick(s: number): number {
+    if (this.free === 0) return this.ix.evict(s);
+    const e = this.ix.pickStrided(s, this.tags, 2);
+    if (this.tags[e << 1] === -1) this.free--;
     return e;
   }
 
   /** Drop every entry the scope covers; returns how many. @linux an IOTLB / PASID-based IOTLB invalidation */
   invalidate(sc: VtdInvScope): number {
     let n = 0;
+    const t = this.tags;
     const f = this.f;
     const i = this.i;
     for (let e = 0; e < this.ix.entries; e++) {
-      const b = e << 3;
-      if (this.tags[e << 1] === -1) continue;
-      const k = i[b + TLB_I.KIND]!;
+      if (t[e << 1] === -1) continue;
+      const key = t[(e << 1) + 1]!;
+      const k = keyKind(key);
       if ((sc.kinds & (1 << k)) === 0) continue;
-      if (sc.did >= 0 && i[b + TLB_I.DID] !== sc.did) continue;
-      if (sc.pasid >= 0 && i[b + TLB_I.PASID] !== sc.pasid) continue;
+      if (sc.did >= 0 && keyDid(key) !== sc.did) continue;
+      if (sc.pasid >= 0 && keyPasid(key) !== sc.pasid) continue;
       if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && k === VTD_KIND.NESTED)) {
-        const base = f[b + TLB_F.BASE]!;
-        if (!(base < sc.hi && sc.lo < base + 2 ** i[b + TLB_I.LG2]!)) continue;
+        const base = f[(e << 3) + TLB_F.BASE]!;
+        if (!(base < sc.hi && sc.lo < base + 2 ** i[(e << 4) + TLB_I.LG2]!)) continue;
       }
-      this.tags[e << 1] = -1;
+      t[e << 1] = -1;
       n++;
     }
+    this.free += n;
     return n;
   }
 
@@ -296,21 +346,23 @@ export const PSC_REGION_LG2 = 21;
 
 /**
  * The paging-structure cache: the last-level table of a 2 MiB input region, so a miss reads one entry. Packed: entry
- * `e` is `f[e*4 ..]` = region (-1 invalid), key ({@link iotlbKey}), table address; `k[e*4 ..]` = kind, DID, PASID.
+ * `e` is `f[e*4 ..]` = region (-1 invalid), key ({@link iotlbKey}: kind, DID, PASID), table address.
  * @linux the paging-structure caches invalidated by IOTLB / PASID-based IOTLB descriptors with IH = 0
  */
 export class VtdPagingCache {
   private readonly ix: CacheSetIndex;
   private readonly f: Float64Array;
-  private readonly k: Int32Array;
 
   constructor(g: CacheGeometry) {
     this.ix = new CacheSetIndex(g);
     const n = this.ix.entries;
     this.f = new Float64Array(n * 4);
-    this.k = new Int32Array(n * 4);
     for (let e = 0; e < n; e++) this.f[e * 4] = -1;
+    this.free = n;
   }
+
+  /** Entries holding no table: while none is, an insert goes straight to the replacement choice. */
+  private free: number;
 
   /** Total entries. */
   get entries(): number {
@@ -351,44 +403,45 @@ export class VtdPagingCache {
   }
 
   /**
-   * {@link insert} of the region the last {@link lookup} missed, with nothing in between that could have filled it
-   * (the walk after the miss): no second hash, no duplicate scan.
+   * Cache the last-level table of a region for `key` ({@link iotlbKey}). Right after a {@link lookupKey} of the same
+   * key and region missed, with nothing in between that could have filled it (the walk after the miss), the set is
+   * known and holds no entry for it: no second hash, no duplicate scan.
+   * @linux a paging-structure-cache fill
    */
-  insertMissed(kind: number, did: number, pasid: number, region: number, table: number): void {
-    if (this.missSet < 0 || region !== this.missRegion || this.missKey !== iotlbKey(kind, did, pasid)) {
-      this.insert(kind, did, pasid, region, table);
-      return;
+  insertMissed(key: number, region: number, table: number): void {
+    let e: number;
+    if (this.missSet >= 0 && region === this.missRegion && key === this.missKey) {
+      e = this.pick(this.missSet);
+    } else {
+      const ix = this.ix;
+      const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
+      const f = this.f;
+      e = -1;
+      for (let w = 0; w < ix.ways; w++) {
+        const x = s + w;
+        if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
+      }
+      if (e < 0) e = this.pick(s);
     }
-    const e = this.ix.pickStrided(this.missSet, this.f, 4);
     this.missSet = -1;
-    this.put(e, kind, did, pasid, region, this.missKey, table);
+    const f = this.f;
+    f[e * 4] = region;
+    f[e * 4 + 1] = key;
+    f[e * 4 + 2] = table;
+    this.ix.touch(e);
+  }
+
+  /** The entry to fill in set `s` (none holding the key): a free one, counted, else the replacement choice. */
+  private pick(s: number): number {
+    if (this.free === 0) return this.ix.evict(s);
+    const e = this.ix.pickStrided(s, this.f, 4);
+    if (this.f[e * 4] === -1) this.free--;
+    return e;
   }
 
   /** Cache the last-level table of a region. @linux a paging-structure-cache fill */
   insert(kind: number, did: number, pasid: number, region: number, table: number): void {
-    const key = iotlbKey(kind, did, pasid);
-    const ix = this.ix;
-    const s = ix.first(Math.imul((key | 0) + 1, TLB_HASH) ^ region);
-    const f = this.f;
-    let e = -1;
-    for (let w = 0; w < ix.ways; w++) {
-      const x = s + w;
-      if (f[x * 4] === region && f[x * 4 + 1] === key) e = x;
-    }
-    if (e < 0) e = ix.pickStrided(s, f, 4);
-    this.put(e, kind, did, pasid, region, key, table);
-  }
-
-  private put(e: number, kind: number, did: number, pasid: number, region: number, key: number, table: number): void {
-    const f = this.f;
-    const k = this.k;
-    f[e * 4] = region;
-    f[e * 4 + 1] = key;
-    f[e * 4 + 2] = table;
-    k[e * 4] = kind;
-    k[e * 4 + 1] = did;
-    k[e * 4 + 2] = pasid;
-    this.ix.touch(e);
+    this.insertMissed(iotlbKey(kind, did, pasid), region, table);
   }
 
   /** Drop entries the scope covers (when `sc.walk`). @linux IOTLB invalidation with IH = 0 */
@@ -398,13 +451,13 @@ export class VtdPagingCache {
     let n = 0;
     const size = 2 ** PSC_REGION_LG2;
     const f = this.f;
-    const k = this.k;
     for (let e = 0; e < this.ix.entries; e++) {
       if (f[e * 4] === -1) continue;
-      const kind = k[e * 4]!;
+      const key = f[e * 4 + 1]!;
+      const kind = keyKind(key);
       if ((sc.kinds & (1 << kind)) === 0) continue;
-      if (sc.did >= 0 && k[e * 4 + 1] !== sc.did) continue;
-      if (sc.pasid >= 0 && k[e * 4 + 2] !== sc.pasid) continue;
+      if (sc.did >= 0 && keyDid(key) !== sc.did) continue;
+      if (sc.pasid >= 0 && keyPasid(key) !== sc.pasid) continue;
       if (sc.hi !== Number.POSITIVE_INFINITY && !(sc.nestedAll && kind === VTD_KIND.NESTED)) {
         const base = f[e * 4]! * size;
         if (!(base < sc.hi && sc.lo < base + size)) continue;
@@ -412,6 +465,7 @@ export class VtdPagingCache {
       f[e * 4] = -1;
       n++;
     }
+    this.free += n;
     return n;
   }
 

@@ -33,9 +33,12 @@ import {
   DESC_ADDR,
   DESC_INFO,
   iotlbKey,
+  keyDid,
+  keyPasid,
   PSC_REGION_LG2,
   TLB_F,
   TLB_I,
+  TLB_T,
   VTD_KIND,
   VtdDescCache,
   VtdInvScope,
@@ -86,6 +89,8 @@ import {
   PGTT,
   PRQ_DESC,
   PRQ_DESC_SIZE,
+  PTE_ADDR_HI,
+  PTE_ADDR_LO,
   QI_CC,
   QI_DESC,
   QI_DEV_EIOTLB,
@@ -281,6 +286,10 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   private mDid = 0;
   private mTag = -1;
   private mFpd = false;
+  /** The memo's short miss path ({@link walkFill}): IOVAs below this take it (0: none); its root table and levels. */
+  private mLimit = 0;
+  private mRoot = 0;
+  private mLevels = 0;
   /** The fault recording register the next fault goes to. */
   private nextFr = 0;
 
@@ -644,11 +653,12 @@ export class VtdHw implements IommuHwModel, MmioHandler {
         const vpn = iova >>> 12;
         const e = tlb.probe(this.mKey, vpn);
         this.nTranslations++;
-        if (e >= 0 && (tlb.i[e << 3]! & need) === need) {
+        // TLB_I.PERM, TLB_F.PA and TLB_F.SPAN written as numbers: no property load on the hit.
+        if (e >= 0 && (tlb.i[(e << 4) + 8]! & need) === need) {
           this.nHits++;
           const off = iova & 0xfff;
-          out.pa = tlb.f[(e << 3) + 2]! + off;
-          out.length = tlb.f[(e << 3) + 3]! - off;
+          out.pa = tlb.f[e << 3]! + off;
+          out.length = tlb.f[(e << 3) + 1]! - off;
           return;
         }
         // A miss (or too few permissions) with the configuration memo holding: walk without a second probe.
@@ -764,6 +774,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       const pf = pe >= 0 ? this.pasidCache.info[pe * DESC_INFO + PI_FLAGS]! : 0;
       this.mWpe = (pf & PF_WPE) !== 0;
       this.mSre = (pf & PF_SRE) !== 0;
+      this.memoShortPath(kind, ce, pe, pf);
     }
     this.lookupAndWalk(req, out, ce, pe, kind, did, tagPasid, fpd);
   }
@@ -790,7 +801,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const vpn = iova < TWO_32 ? iova >>> 12 : Math.floor(iova / 4096);
     const tlb = this.iotlb;
     const e = tlb.lookup(kind, did, tagPasid, vpn);
-    if (e >= 0 && (tlb.i[(e << 3) + TLB_I.PERM]! & need) === need) {
+    if (e >= 0 && (tlb.i[(e << 4) + TLB_I.PERM]! & need) === need) {
       this.nHits++;
       const off = iova < TWO_32 ? iova & 0xfff : iova % 4096;
       out.pa = tlb.f[(e << 3) + TLB_F.PA]! + off;
@@ -802,57 +813,92 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     this.walk(req, out, ce, pe, kind, did, tagPasid, vpn, need, fpd);
   }
 
+  /** Set the memo's {@link walkFill} parameters for (kind, ce, pe): root, levels, and the reach (0: no short path). */
+  private memoShortPath(kind: number, ce: number, pe: number, pflags: number): void {
+    this.mLimit = 0;
+    if (kind === VTD_KIND.FS) {
+      this.mRoot = this.pasidCache.addr[pe * DESC_ADDR + 1]!;
+      this.mLevels = this.pasidCache.info[pe * DESC_INFO + PI_FSLEVELS]!;
+      // The lower half of the canonical input space only: the upper half takes the full walk.
+      this.mLimit = Math.min(TWO_32, POW2[11 + 9 * this.mLevels]!);
+    } else if (kind === VTD_KIND.SS && (pflags & PF_SSADE) === 0) {
+      if (pe >= 0) {
+        this.mRoot = this.pasidCache.addr[pe * DESC_ADDR]!;
+        this.mLevels = this.pasidCache.info[pe * DESC_INFO + PI_SSLEVELS]!;
+      } else {
+        this.mRoot = this.contextCache.addr[ce * DESC_ADDR]!;
+        this.mLevels = this.contextCache.info[ce * DESC_INFO + CI_LEVELS]!;
+      }
+      this.mLimit = Math.min(TWO_32, POW2[12 + 9 * this.mLevels]!);
+    }
+  }
+
   /**
-   * The hot path's miss in its common case, kept short: a first-stage (not nested) walk of an IOVA below 4 GiB with
-   * the configuration memo holding, through the paging-structure cache (looked up by the memo's key), over tables in
-   * memory's word array, every entry present with A already set, ending in a 4 KiB leaf that grants `need` with no D
-   * to set; the caches are filled and `out` written. Returns false, having changed nothing the architecture shows
-   * (no counter, no cache fill, no memory write), for everything else, which {@link walk} then walks and decides.
-   * The loop is written here rather than calling fsWalk so that the miss is one call kept out of {@link translate}.
+   * The hot path's miss in its common case, kept short: a first-stage (not nested) walk, or a second-stage walk
+   * without SSADE, of an IOVA below 4 GiB and below the tables' reach (the memo's {@link mLimit}: 0 when no short
+   * path applies), with the configuration memo holding, through the paging-structure cache (looked up by the
+   * memo's key), over tables below 4 GiB in memory's word array, ending in a 4 KiB leaf that grants `need` with no
+   * A or D to set; the caches are filled and `out` written. Returns false, having changed nothing the architecture
+   * shows (no counter, no cache fill, no memory write), for everything else, which {@link walk} then walks and
+   * decides. The loop is written here rather than calling fsWalk/ssWalk so that the miss is one call kept out of
+   * {@link translate} (large enough not to be inlined there, which would slow the IOTLB hit).
    */
   private walkFill(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
-    if (this.mKind !== VTD_KIND.FS) return this.walkFillSs(req, out, vpn, need);
     const iova = req.iova;
-    const pe = this.mPe;
-    const pb = pe * DESC_INFO;
-    const levels = this.pasidCache.info[pb + PI_FSLEVELS]!;
-    if (iova >= POW2[11 + 9 * levels]!) return false;
-    const key = this.mKey;
+    if (iova >= this.mLimit) return false;
+    const fs = this.mKind === VTD_KIND.FS;
     const region = iova >>> PSC_REGION_LG2;
     const pc = this.pagingCache;
-    const w = pc.lookupKey(key, region);
-    let table: number;
-    let level: number;
-    if (w >= 0) {
-      table = pc.table(w);
-      level = 1;
-    } else {
-      table = this.pasidCache.addr[pe * DESC_ADDR + 1]!;
-      level = levels;
-    }
+    const w = pc.lookupKey(this.mKey, region);
+    let table = w >= 0 ? pc.table(w) : this.mRoot;
+    let level = w >= 0 ? 1 : this.mLevels;
     const mem = this.memory;
     const words = mem.words32;
-    let perm = VTD_PERM.R | VTD_PERM.W | VTD_PERM.U | VTD_PERM.X;
+    let all = -1;
+    let anyHi = 0;
+    let lo: number;
+    let hi: number;
     for (;;) {
+      // The table's words (a table is one 4 KiB-aligned frame), then the entry's.
+      const base = mem.wordIndexR(table);
+      if (base < 0) return false;
       const shift = 12 + 9 * (level - 1);
-      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & 511 : 0) * 8);
-      if (ix < 0) return false;
-      const lo = words[ix]!;
-      const hi = words[ix + 1]!;
-      // Present, accessed, not a large page (those and every fault take the full walk).
-      if ((lo & (FS_PTE.P | FS_PTE.A | FS_PTE.PS)) !== (FS_PTE.P | FS_PTE.A)) return false;
-      if ((lo & FS_PTE.RW) === 0) perm &= ~VTD_PERM.W;
-      if ((lo & FS_PTE.US) === 0) perm &= ~VTD_PERM.U;
-      if ((hi & FS_PTE.XD_HI) !== 0) perm &= ~VTD_PERM.X;
-      const oa = ((lo & 0xfffff000) >>> 0) + (hi & 0xfffff) * TWO_32;
-      if (level === 1) {
-        if ((perm & need) !== need || (req.write && (lo & FS_PTE.D) === 0)) return false;
-        this.fillLeaf4k(VTD_KIND.FS, w >= 0, region, table, vpn, req, oa, perm, out);
-        return true;
+      const ix = base + (shift < 32 ? ((iova >>> shift) & 511) << 1 : 0);
+      lo = words[ix]!;
+      hi = words[ix + 1]!;
+      // First stage: present, accessed, not a large page (those, a 4 KiB leaf with PAT set, and every fault take
+      // the full walk). Second stage: readable or writable, not a large page.
+      if (
+        fs
+          ? (lo & (FS_PTE.P | FS_PTE.A | FS_PTE.PS)) !== (FS_PTE.P | FS_PTE.A)
+          : (lo & (SS_PTE.R | SS_PTE.W)) === 0 || (lo & SS_PTE.PS) !== 0
+      ) {
+        return false;
       }
-      table = oa;
+      all &= lo;
+      anyHi |= hi;
+      if (level === 1) break;
+      // A table above 4 GiB is not in the word array: the full walk reads it.
+      if ((hi & PTE_ADDR_HI) !== 0) return false;
+      table = (lo & PTE_ADDR_LO) >>> 0;
       level--;
     }
+    // The permissions of every level combine into the leaf's: first stage R/W, U/S and XD (of any level), and D
+    // already set for a write; second stage R and W.
+    let perm: number;
+    if (fs) {
+      perm = VTD_PERM.R;
+      if ((all & FS_PTE.RW) !== 0) perm |= VTD_PERM.W;
+      if ((all & FS_PTE.US) !== 0) perm |= VTD_PERM.U;
+      if ((anyHi & FS_PTE.XD_HI) === 0) perm |= VTD_PERM.X;
+      if (req.write && (lo & FS_PTE.D) === 0) return false;
+    } else {
+      perm = (all & (SS_PTE.R | SS_PTE.W)) | VTD_PERM.X | VTD_PERM.U;
+    }
+    if ((perm & need) !== need) return false;
+    const oa = ((lo & PTE_ADDR_LO) >>> 0) + (hi & PTE_ADDR_HI) * TWO_32;
+    this.fillLeaf4k(w >= 0, region, table, vpn, req, oa, perm, out);
+    return true;
   }
 
   /**
@@ -860,7 +906,6 @@ export class VtdHw implements IommuHwModel, MmioHandler {
    * insert the leaf table for the 2 MiB region, fill the IOTLB entry and answer the DMA.
    */
   private fillLeaf4k(
-    kind: number,
     pscHit: boolean,
     region: number,
     table: number,
@@ -872,65 +917,11 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   ): void {
     this.nWalks++;
     if (pscHit) this.nPscHits++;
-    else this.pagingCache.insertMissed(kind, this.mDid, this.mTag, region, table);
-    const tlb = this.iotlb;
-    const fb = tlb.fill(kind, this.mDid, this.mTag, vpn) << 3;
+    else this.pagingCache.insertMissed(this.mKey, region, table);
     const off = req.iova & 0xfff;
-    tlb.f[fb + TLB_F.PA] = oa;
-    tlb.f[fb + TLB_F.SPAN] = 4096;
-    tlb.i[fb + TLB_I.PERM] = perm;
-    tlb.f[fb + TLB_F.BASE] = req.iova - off;
-    tlb.i[fb + TLB_I.LG2] = 12;
-    tlb.i[fb + TLB_I.SID] = req.requesterId;
+    this.iotlb.fill(this.mKey, vpn, oa, 4096, req.iova - off, perm, 12);
     out.pa = oa + off;
     out.length = 4096 - off;
-  }
-
-  /**
-   * {@link walkFill} for a second-stage translation (legacy, or scalable PGTT=SS) without SSADE: every entry readable
-   * or writable and not a large page, ending in a 4 KiB leaf that grants `need`; else false, having changed nothing.
-   */
-  private walkFillSs(req: DmaRequest, out: DmaTranslation, vpn: number, need: number): boolean {
-    if (this.mKind !== VTD_KIND.SS) return false;
-    const iova = req.iova;
-    const pe = this.mPe;
-    let root: number;
-    let levels: number;
-    if (pe >= 0) {
-      if ((this.pasidCache.info[pe * DESC_INFO + PI_FLAGS]! & PF_SSADE) !== 0) return false;
-      root = this.pasidCache.addr[pe * DESC_ADDR]!;
-      levels = this.pasidCache.info[pe * DESC_INFO + PI_SSLEVELS]!;
-    } else {
-      root = this.contextCache.addr[this.mCe * DESC_ADDR]!;
-      levels = this.contextCache.info[this.mCe * DESC_INFO + CI_LEVELS]!;
-    }
-    if (iova >= POW2[12 + 9 * levels]!) return false;
-    const region = iova >>> PSC_REGION_LG2;
-    const pc = this.pagingCache;
-    const w = pc.lookupKey(this.mKey, region);
-    let table = w >= 0 ? pc.table(w) : root;
-    let level = w >= 0 ? 1 : levels;
-    const mem = this.memory;
-    const words = mem.words32;
-    let perm = SS_PTE.R | SS_PTE.W;
-    for (;;) {
-      const shift = 12 + 9 * (level - 1);
-      const ix = mem.wordIndexR(table + (shift < 32 ? (iova >>> shift) & 511 : 0) * 8);
-      if (ix < 0) return false;
-      const lo = words[ix]!;
-      const hi = words[ix + 1]!;
-      if ((lo & (SS_PTE.R | SS_PTE.W)) === 0 || (lo & SS_PTE.PS) !== 0) return false;
-      perm &= lo & (SS_PTE.R | SS_PTE.W);
-      const oa = ((lo & 0xfffff000) >>> 0) + (hi & 0xfffff) * TWO_32;
-      if (level === 1) {
-        const p = perm | VTD_PERM.X | VTD_PERM.U;
-        if ((p & need) !== need) return false;
-        this.fillLeaf4k(VTD_KIND.SS, w >= 0, region, table, vpn, req, oa, p, out);
-        return true;
-      }
-      table = oa;
-      level--;
-    }
   }
 
   /** The miss path: walk, check permissions, set A/D, fill the IOTLB; or record the fault. */
@@ -1007,16 +998,10 @@ export class VtdHw implements IommuHwModel, MmioHandler {
     const leafBase = alignDownLg2(iova, leafLg2);
     const span = leafBase + leafSize - iova;
     const off = iova < TWO_32 ? iova & 0xfff : iova % 4096;
-    const tlb = this.iotlb;
-    const e = tlb.fill(kind, did, tagPasid, vpn);
-    const fb = e << 3;
-    tlb.f[fb + TLB_F.PA] = r.pa - off;
-    tlb.f[fb + TLB_F.SPAN] = span + off;
     // A read-only fill must not satisfy a later write to a dirty-tracked leaf before D is set.
-    tlb.i[fb + TLB_I.PERM] = req.write || kind !== VTD_KIND.SS || !ssade ? perm : perm & ~VTD_PERM.W;
-    tlb.f[fb + TLB_F.BASE] = leafBase;
-    tlb.i[fb + TLB_I.LG2] = leafLg2;
-    tlb.i[fb + TLB_I.SID] = req.requesterId;
+    const fillPerm = req.write || kind !== VTD_KIND.SS || !ssade ? perm : perm & ~VTD_PERM.W;
+    const key = iotlbKey(kind, did, tagPasid);
+    this.iotlb.fill(key, vpn, r.pa - off, span + off, leafBase, fillPerm, leafLg2);
     out.pa = r.pa;
     out.length = span;
   }
@@ -1051,7 +1036,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       return f;
     }
     const f = ssWalk(this.memory, root, levels, iova, sllps, sm, r);
-    if (r.tablePa >= 0 && f === 0) pc.insertMissed(kind, did, tagPasid, region, r.tablePa);
+    if (r.tablePa >= 0 && f === 0) pc.insertMissed(iotlbKey(kind, did, tagPasid), region, r.tablePa);
     return f;
   }
 
@@ -1081,7 +1066,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       return f;
     }
     const f = fsWalk(this.memory, root, levels, iova, fl1gp, true, r, s2, this.r2);
-    if (r.tablePa >= 0 && f === 0) pc.insertMissed(kind, did, tagPasid, region, r.tablePa);
+    if (r.tablePa >= 0 && f === 0) pc.insertMissed(iotlbKey(kind, did, tagPasid), region, r.tablePa);
     return f;
   }
 
@@ -1351,7 +1336,7 @@ export class VtdHw implements IommuHwModel, MmioHandler {
   /** Strict: re-walk an IOTLB hit and report it if the tables now say something else. */
   private checkIotlb(e: number, ce: number, pe: number, kind: number, iova: number, sid: number): void {
     const tlb = this.iotlb;
-    const ib = e << 3;
+    const ib = e << 4;
     if (tlb.i[ib + TLB_I.REPORTED]) return;
     const mem = this.memory;
     const r = this.rs1;
@@ -1400,15 +1385,18 @@ export class VtdHw implements IommuHwModel, MmioHandler {
       );
     }
     const off = iova % 4096;
-    const cachedPa = tlb.f[ib + TLB_F.PA]! + off;
+    const cachedPa = tlb.f[(e << 3) + TLB_F.PA]! + off;
     const cachedPerm = tlb.i[ib + TLB_I.PERM]!;
     if (f === 0 && r.pa === cachedPa && (r.perm & cachedPerm) === cachedPerm) return;
     tlb.i[ib + TLB_I.REPORTED] = 1;
     const now = f !== 0 ? `the tables now give ${FR_NAME[f] ?? "a fault"}` : `the tables now give PA ${hex(r.pa)}`;
+    const key = tlb.tags[(e << 1) + TLB_T.KEY]!;
+    const did = keyDid(key);
+    const pasid = keyPasid(key);
     this.staleReporter.report(
       "IOTLB entry",
-      `source-id ${hex(sid)} DID ${tlb.i[ib + TLB_I.DID]} IOVA ${hex(iova)}`,
-      `stale IOTLB entry for source-id ${hex(sid)} DID ${tlb.i[ib + TLB_I.DID]}${tlb.i[ib + TLB_I.PASID]! >= 0 ? ` PASID ${tlb.i[ib + TLB_I.PASID]}` : ""} ` +
+      `source-id ${hex(sid)} DID ${did} IOVA ${hex(iova)}`,
+      `stale IOTLB entry for source-id ${hex(sid)} DID ${did}${pasid >= 0 ? ` PASID ${pasid}` : ""} ` +
         `IOVA ${hex(iova)}: the IOTLB gives PA ${hex(cachedPa)}, ${now} (missing IOTLB invalidation after a page-table change?)`,
     );
   }

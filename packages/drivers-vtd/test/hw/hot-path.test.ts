@@ -1,8 +1,8 @@
 /**
  * The model's hot path (translate's memo + IOTLB probe and its short first-stage miss path) decides exactly as the
  * full path: a strict unit (which never takes the hot path, re-checking every cached entry) and a plain one, given
- * the same first-stage tables and the same random accesses, return the same bytes or the same fault and leave the
- * same A/D bits in the leaves.
+ * the same first-stage or second-stage tables (legacy or scalable mode) and the same random accesses, return the
+ * same bytes or the same fault and leave the same A/D bits in the leaves.
  */
 import { DmaFault, type Machine } from "@iommu-sim/core";
 import fc from "fast-check";
@@ -147,6 +147,60 @@ describe("hot path", () => {
               }
             }
             runs.push(seen);
+            await m.teardown();
+            machines.pop();
+          }
+          expect(runs[0]).toEqual(runs[1]);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+  it("agrees with the full path on random scalable-mode second-stage tables (SSADE or not) over two 2 MiB regions", async () => {
+    // Pages 0-4 in one 2 MiB region, 5-8 in the next: with two paging-structure-cache entries and a 4-entry IOTLB
+    // the short path meets PSC hits, misses and replacement.
+    const ssPage = fc.record({ r: fc.boolean(), w: fc.boolean(), a: fc.boolean(), d: fc.boolean() });
+    const iovaOf = (page: number) => 0x1000 * (page + 1) + (page >= 5 ? 0x200000 : 0);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.boolean(),
+        fc.array(ssPage, { minLength: 9, maxLength: 9 }),
+        fc.array(accessArb, { minLength: 1, maxLength: 30 }),
+        async (ssade, pages, accesses) => {
+          const runs = [];
+          for (const strict of [false, true]) {
+            const { m, t } = await bootVtd({ strict, tlbEntries: 4, tlbWays: 2, pagingCacheEntries: 2 });
+            machines.push(m);
+            const s = new Setup(t, true);
+            const pd = new PasidDir(t);
+            s.writeCtx(NVME, smCtx({ pasidDir: pd.dir, pasidE: true, pre: true, dte: true, pdts: 7 }));
+            s.enable();
+            const pt = new HandTable(t, 4, ss.table);
+            pd.write(0, pasidEntry({ pgtt: 2, did: 4, ssptptr: pt.root, ssade }));
+            const leaves = pages.map((p, i) => {
+              const buf = t.alloc(4096);
+              m.memory.write32(buf, 0x3000 + i);
+              let bits = 0n;
+              if (p.r) bits |= ss.R;
+              if (p.w) bits |= ss.W;
+              if (p.a) bits |= ss.A;
+              if (p.d) bits |= ss.D;
+              return pt.map(iovaOf(i), buf, 1, bits);
+            });
+            const seen: string[] = [];
+            for (const a of accesses) {
+              const iova = iovaOf(a.page) + a.off - (a.off % 4);
+              const opt = { exec: a.exec, privileged: a.privileged };
+              try {
+                if (a.write) m.device("nvme0").dmaWrite(iova, new Uint8Array([1]), opt);
+                else seen.push(String(m.device("nvme0").dmaRead(iova, 4, opt)));
+                seen.push("ok");
+              } catch (e) {
+                if (!(e instanceof DmaFault)) throw e;
+                seen.push(`${e.faultCode} ${e.faultReason}`);
+              }
+            }
+            runs.push({ seen, leaves: leaves.map((l) => t.rq(l).toString(16)) });
             await m.teardown();
             machines.pop();
           }

@@ -87,6 +87,26 @@ describe("IOTLB and invalidation descriptors", () => {
     expect(hw.stats.iotlbMisses).toBe(misses + 1);
   });
 
+  it("fills an entry an invalidation freed before replacing a valid one (IOTLB and paging-structure cache)", async () => {
+    const { pt } = await legacy();
+    const q = new Queue(t, false);
+    // Three 2 MiB regions; both 2-entry caches are one set of 2 ways.
+    const R = [0, 0x20_0000, 0x40_0000];
+    for (const r of R) for (let p = 0; p < 2; p++) pt.map(r + p * 4096, 0x10_0000 + r / 64 + p * 4096, 1, ss.RW);
+    const dev = m.device("xhci0");
+    dev.dmaRead(R[0]!, 4); // IOTLB way 0, PSC way 0
+    dev.dmaRead(R[1]!, 4); // IOTLB way 1, PSC way 1: both full
+    q.submit(desc.iotlbPage(5, R[1]!, 0)); // IH = 0: drops the IOTLB entry and the region's PSC entry
+    expect(hw.iotlb.used).toBe(1);
+    expect(hw.pagingCache.used).toBe(1);
+    dev.dmaRead(R[2]!, 4); // takes the freed entries: region 0's stay
+    const s0 = hw.stats;
+    dev.dmaRead(R[0]!, 4);
+    expect(hw.stats.iotlbMisses).toBe(s0.iotlbMisses); // still cached
+    dev.dmaRead(R[0]! + 4096, 4); // an IOTLB miss in region 0: its last-level table is still cached
+    expect(hw.stats.pagingCacheHits).toBe(s0.pagingCacheHits + 1);
+  });
+
   it("context-cache entries stay until a context-cache invalidation; a wait descriptor writes its status", async () => {
     const { s, pt } = await legacy();
     const q = new Queue(t, false);
