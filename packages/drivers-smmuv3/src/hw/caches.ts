@@ -25,8 +25,8 @@ const TLB_HASH = 0x45d9f3b;
 
 /**
  * `ix.pick(s, keys)` of a round-robin cache whose keys are a `Float64Array` (free entries `-1`), written out for the
- * short miss path: the first free way, else the set's next victim (advancing it), as core's CacheSetIndex decides.
- * Held to `pick` by the SMMU's short-path property test (the caches after both paths are compared).
+ * stage-1 short miss path's walk-cache fill: the first free way, else the set's next victim (advancing it), as
+ * core's CacheSetIndex decides. Held to `pick` by the stage-1 short-path property test (it compares the caches).
  */
 function pickRoundRobin(ix: SetIndex, s: number, keys: Float64Array, wayShift: number): number {
   const ways = ix.ways;
@@ -354,27 +354,6 @@ export class SmmuTlb {
     return e;
   }
 
-  /**
-   * {@link fill} after a {@link lookupLow} of the same key (page number below 2^32) that gave `e` (its entry, or -1:
-   * the key is in none of its set's ways), with no TLB change since: no duplicate scan.
-   * @linux a TLB fill after a walk
-   */
-  fillLow(e: number, kind: number, tag: number, vpn: number): number {
-    const v = this.vpn;
-    if (e < 0) {
-      const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
-      e = this.lru ? this.ix.pick(s, v) : pickRoundRobin(this.ix, s, v, this.wayShift);
-    }
-    this.missSet = -1;
-    v[e] = vpn;
-    const i = this.i;
-    i[e << 3] = tag;
-    i[(e << 3) + I_KIND] = kind;
-    this.reported[e] = 0;
-    if (this.lru) this.ix.touch(e);
-    return e;
-  }
-
   /** Drop every entry the scope covers; returns how many. @linux CMDQ_OP_TLBI_* */
   invalidate(sc: InvScope): number {
     let n = 0;
@@ -578,7 +557,7 @@ export class WalkCache {
    * @linux none: the walk cache's set index
    */
   setOf(kind: number, tag: number, region: number): number {
-    return this.ix.first(Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region);
+    return ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ region) & this.setMask) << this.wayShift;
   }
 
   /**
@@ -588,21 +567,22 @@ export class WalkCache {
    * @linux a walk-cache lookup
    */
   find(s: number, kind: number, tag: number, region: number): number {
-    const end = s + this.ix.ways;
+    const end = s + this.ways;
+    const r = this.region;
     for (let e = s; e < end; e++) {
-      if (this.region[e] === region && this.tag[e] === tag && this.kind[e] === kind) return e;
+      if (r[e] === region && this.tag[e] === tag && this.kind[e] === kind) return e;
     }
     return -1;
   }
 
   /** Record a use of entry `e` found by {@link find} (what {@link lookup} records on a hit). @linux a walk-cache hit */
   hit(e: number): void {
-    this.ix.touch(e);
+    if (this.lru) this.ix.touch(e);
   }
 
   /**
-   * {@link insert} of a key known absent from its set `s` (a {@link find} there missed and nothing was inserted
-   * since): no duplicate scan. @linux a walk-cache fill
+   * {@link insert} (without a table PA) of a key known absent from its set `s` (a {@link find} there missed and
+   * nothing was inserted since): no duplicate scan. @linux a walk-cache fill
    */
   insertAbsent(
     s: number,
@@ -614,7 +594,7 @@ export class WalkCache {
     level: number,
   ): void {
     const ix = this.ix;
-    const e = ix.lru ? ix.pick(s, this.region) : pickRoundRobin(ix, s, this.region, 31 - Math.clz32(ix.ways));
+    const e = this.lru ? ix.pick(s, this.region) : pickRoundRobin(ix, s, this.region, this.wayShift);
     this.missSet = -1;
     this.region[e] = region;
     this.kind[e] = kind;
@@ -622,7 +602,8 @@ export class WalkCache {
     this.regionLg2[e] = regionLg2;
     this.table[e] = table;
     this.level[e] = level;
-    ix.touch(e);
+    this.setTablePa(e, -1, 0);
+    if (this.lru) ix.touch(e);
   }
 }
 

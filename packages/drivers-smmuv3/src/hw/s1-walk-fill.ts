@@ -59,8 +59,7 @@ export function s1FillEligible(p: StageParams): boolean {
 
 /**
  * Translate `iova` (below 4 GiB) for a stage-1 configuration `p` eligible per {@link s1FillEligible}, TLB key
- * (`kind`, `tag`, `vpn` = iova >> 12; `hit`: what `tlb.lookupLow` of that key just gave, an entry lacking the
- * permissions or -1), needing the PERM bits `need`: on the common case fill the walk cache (when
+ * (`kind`, `tag`, `vpn` = iova >> 12), needing the PERM bits `need`: on the common case fill the walk cache (when
  * walked from the root) and the TLB, write `out`, and return {@link S1_FILL_WC_HIT} or {@link S1_FILL_WALKED};
  * else return {@link S1_FILL_NONE} having changed nothing.
  * @linux the SMMU's stage-1 table walk of a 4 KiB page and its TLB fill
@@ -74,7 +73,6 @@ export function s1WalkFill(
   tag: number,
   iova: number,
   vpn: number,
-  hit: number,
   need: number,
   sid: number,
   ssid: number,
@@ -125,7 +123,7 @@ export function s1WalkFill(
   // The access is granted: from here on the caches change, as the full path changes them.
   if (w >= 0) wc.hit(w);
   else wc.insertAbsent(ws, kind, tag, region, REGION_LG2, table, 3);
-  const e = tlb.fillLow(hit, kind, tag, vpn);
+  const e = tlb.fillLowVpn(kind, tag, vpn);
   const off = iova & PAGE_MASK;
   const fb = e << 2;
   const tf = tlb.f;

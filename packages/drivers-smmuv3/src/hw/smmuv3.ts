@@ -729,7 +729,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
             out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
             return;
           }
-          this.walkStream(req, out, k, iova >>> pageLg2, need, e);
+          this.walkStream(req, out, k, iova >>> pageLg2, need);
           return;
         }
         this.translateStream(req, out, k);
@@ -783,10 +783,10 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   }
 
   /**
-   * {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn` (below 2^32; `hit`: the
-   * entry the TLB lookup found without the permissions needed, or -1): the walk, by s1WalkFill when it applies.
+   * {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn` (below 2^32): the walk, by
+   * s1WalkFill or walkNestedShort when one applies.
    */
-  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number, hit: number): void {
+  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): void {
     this.nTranslations++;
     this.nMisses++;
     if (this.cfgLru) this.touchStream(k);
@@ -803,7 +803,6 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         st[k + SW_TAG]!,
         req.iova,
         vpn,
-        hit,
         need,
         req.requesterId,
         req.pasid,
