@@ -4,14 +4,16 @@
  * 4 KiB page descriptor whose access flag is set and whose permissions grant the access. Then the walk cache and
  * the TLB are filled and the DMA answered, exactly as the full miss path (`Smmuv3Hw.walk` → `walkStage`) would.
  *
- * Everything else (a fault of any kind, a block, an access-flag or dirty-state update, an address above 4 GiB or
- * outside the input/output range, memory outside the fast tier) returns {@link S1_FILL_NONE} having changed
+ * Everything else (a fault of any kind, a block, an access-flag or dirty-state update, an input address above 4 GiB
+ * or outside the input range, a table above 4 GiB, an output address beyond the output size, memory outside the
+ * fast tier) returns {@link S1_FILL_NONE} having changed
  * nothing: no cache touched, no counter moved. The caller then takes the full path, which decides and reports.
  * The property test in test/hw/s1-walk-fill.test.ts holds the two to the same outputs, faults, caches and counters.
  *
  * Never used in strict mode (the caller's per-stream fast path is off there, so every hit and walk is re-checked).
  * @linux the SMMU's table walk for a stage-1 (NS-EL1 or EL2) translation of a 4 KiB page (what
- * __arm_lpae_iova_to_phys computes for a 4 KiB ARM_64_LPAE_S1 table), with the TLB and walk-cache fills
+ * arm_lpae_iova_to_phys in io-pgtable-arm.c computes for a 4 KiB ARM_64_LPAE_S1 table), with the TLB and
+ * walk-cache fills
  */
 import type { DmaTranslation, PhysicalMemory } from "@iommu-sim/core";
 import type { SmmuTlb, WalkCache } from "./caches.js";
