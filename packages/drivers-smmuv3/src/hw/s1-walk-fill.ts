@@ -6,8 +6,8 @@
  *
  * Everything else (a fault of any kind, a block, an access-flag or dirty-state update, an input address above 4 GiB
  * or outside the input range, a table above 4 GiB, an output address beyond the output size, memory outside the
- * fast tier) returns {@link S1_FILL_NONE} having changed
- * nothing: no cache touched, no counter moved. The caller then takes the full path, which decides and reports.
+ * fast tier) returns {@link S1_FILL_NONE} having changed nothing: no cache touched, no counter moved. The caller
+ * then takes the full path, which decides and reports.
  * The property test in test/hw/s1-walk-fill.test.ts holds the two to the same outputs, faults, caches and counters.
  *
  * Never used in strict mode (the caller's per-stream fast path is off there, so every hit and walk is re-checked).
