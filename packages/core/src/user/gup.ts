@@ -10,7 +10,7 @@ import { currentProcess } from "./current.js";
 import type { File } from "./file.js";
 import { type MmStruct, PROT_READ, PROT_WRITE } from "./mm.js";
 import type { Folio, PinRecord, UserPageRefs } from "./page-refs.js";
-import { PTE_LEAF_ENTRIES, PTE_NONE } from "./pte-table.js";
+import { PTE_LEAF_ENTRIES } from "./pte-table.js";
 import { shmemInodeOf } from "./shmem.js";
 
 /**
@@ -104,14 +104,11 @@ export function pinUserPagesFast(
         if (fast) {
           const ptes = mm.pteLeaf(vpn0 + i);
           if (ptes !== undefined) {
-            let k = (vpn0 + i) % PTE_LEAF_ENTRIES;
+            const k = (vpn0 + i) % PTE_LEAF_ENTRIES;
             const end = Math.min(stop, i + PTE_LEAF_ENTRIES - k);
-            for (; i < end; i++, k++) {
-              const pa = ptes[k]!;
-              if (pa === PTE_NONE) break;
-              table.pin(pa, record, start + i * PAGE_SIZE);
-              out[got++] = pa;
-            }
+            const n = table.pinEntries(ptes, k, k + end - i, record, start + i * PAGE_SIZE, out, got);
+            got += n;
+            i += n;
             if (i === end) continue;
           }
         }

@@ -14,6 +14,7 @@
 import type { Diagnostics } from "../kernel/diagnostics.js";
 import { PAGE_SIZE } from "../platform/memory.js";
 import type { PageAllocator } from "../platform/page-alloc.js";
+import { PTE_NONE } from "./pte-table.js";
 
 /**
  * What one pin adds to the reference count of an order-0 folio.
@@ -51,6 +52,7 @@ export interface PinRecord {
 
 /** Frames per leaf of the page array. A folio never spans two leaves: folios are naturally aligned, and smaller. */
 const PAGE_DIR_LEAF = 4096;
+if (PAGE_DIR_LEAF !== 4096 || PAGE_SIZE !== 4096) throw new Error("pinEntries divides by the literal 4096");
 /** Largest folio order a leaf can hold. */
 const MAX_FOLIO_ORDER = 12;
 /** A frame's slot in its leaf (a subtraction: `%` of a float frame number is a library call on the hot paths). */
@@ -355,11 +357,65 @@ export class UserPageRefs {
       l.holder[s] = record;
       l.holderVa[s] = va;
     } else {
-      const rs = this.morePins.get(pfn);
-      if (rs === undefined) this.morePins.set(pfn, [record, va]);
-      else rs.push(record, va);
+      this.stackPin(pfn, record, va);
     }
     return l.folio[s]!;
+  }
+
+  /**
+   * @internal GUP-fast's inner loop: pin the pages whose addresses are the page-table entries `ptes[k..end)`
+   * (stopping at the first {@link PTE_NONE}), the first of them at user VA `va`, and write their addresses into
+   * `out` from index `at`. Order-0 pages are pinned here with the leaf kept at hand; any other page goes through
+   * {@link UserPageRefs.pin} (and its checks). Returns the number of pages pinned.
+   * @linux gup_fast_pte_range (try_grab_folio_fast per present PTE)
+   */
+  pinEntries(
+    ptes: Float64Array,
+    k: number,
+    end: number,
+    record: PinRecord,
+    va: number,
+    out: number[],
+    at: number,
+  ): number {
+    // Literal divisors (PAGE_SIZE and PAGE_DIR_LEAF, both 4096): the compiler turns a division by a literal power
+    // of two into a multiplication, not one by an imported constant, and this runs once per pinned page.
+    let hi = -1;
+    let leaf: PageLeaf | undefined;
+    let n = 0;
+    for (; k < end; k++, n++) {
+      const pa = ptes[k]!;
+      if (pa === PTE_NONE) break;
+      const pfn = Math.floor(pa / 4096);
+      const h = Math.floor(pfn / 4096);
+      if (h !== hi) {
+        leaf = this.leafOf(pfn);
+        hi = h;
+      }
+      const s = pfn - h * 4096;
+      const r = leaf === undefined || leaf.order[s] !== 0 ? 0 : leaf.ref[s]!;
+      if (r <= 0) {
+        this.pin(pa, record, va + n * PAGE_SIZE);
+      } else {
+        const l = leaf!;
+        l.ref[s] = r + GUP_PIN_COUNTING_BIAS;
+        if (l.holder[s] === undefined) {
+          l.holder[s] = record;
+          l.holderVa[s] = va + n * PAGE_SIZE;
+        } else {
+          this.stackPin(pfn, record, va + n * PAGE_SIZE);
+        }
+      }
+      out[at + n] = pa;
+    }
+    return n;
+  }
+
+  /** Remember the holder of a further pin of page `pfn`. */
+  private stackPin(pfn: number, record: PinRecord, va: number): void {
+    const rs = this.morePins.get(pfn);
+    if (rs === undefined) this.morePins.set(pfn, [record, va]);
+    else rs.push(record, va);
   }
 
   /** Forget the holder of the last pin of the page `pfn` (the reports' side of an unpin). */
