@@ -155,7 +155,8 @@ export class IoptPages {
       const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
       const pas = c.pas;
       let off = k - key * CHUNK_PAGES;
-      for (; k <= end; k++, off++) if (pas[off] !== first + (k - idx) * PAGE_SIZE) return k - idx;
+      let want = first + (k - idx) * PAGE_SIZE;
+      for (; k <= end; k++, off++, want += PAGE_SIZE) if (pas[off] !== want) return k - idx;
     }
     return k - idx;
   }
@@ -175,11 +176,15 @@ export class IoptPages {
         this.chunks.set(key, c);
       }
       const end = Math.min(count, n + (key * CHUNK_PAGES + CHUNK_PAGES - i));
+      const cpas = c.pas;
+      const cusers = c.users;
+      let stored = 0;
       for (let off = i - key * CHUNK_PAGES; n < end; n++, off++) {
-        if (c.pas[off] === NOT_PINNED) c.stored++;
-        c.pas[off] = pas[n]!;
-        c.users[off] = users;
+        if (cpas[off] === NOT_PINNED) stored++;
+        cpas[off] = pas[n]!;
+        cusers[off] = users;
       }
+      c.stored += stored;
     }
   }
 
@@ -238,6 +243,8 @@ export class IoptPages {
     let freed = 0;
     let runPa = NOT_PINNED;
     let runLen = 0;
+    /** The address that would extend the current run (none while there is no run: PFNs are never negative). */
+    let runNext = NOT_PINNED;
     let i = first;
     while (i <= last) {
       const key = Math.floor(i / CHUNK_PAGES);
@@ -250,6 +257,7 @@ export class IoptPages {
       }
       const users = c.users;
       const pas = c.pas;
+      let cleared = 0;
       for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) {
         const n = users[off]!;
         if (n === 0) {
@@ -262,15 +270,18 @@ export class IoptPages {
         const pa = pas[off]!;
         if (pa === NOT_PINNED) continue;
         pas[off] = NOT_PINNED;
-        c.stored--;
-        if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
+        cleared++;
+        if (pa === runNext) {
           runLen++;
+          runNext += PAGE_SIZE;
           continue;
         }
         if (runLen !== 0) unpin(runPa, runLen);
         runPa = pa;
         runLen = 1;
+        runNext = pa + PAGE_SIZE;
       }
+      c.stored -= cleared;
       if (c.stored === 0) this.dropChunk(key, c);
     }
     if (runLen !== 0) unpin(runPa, runLen);
