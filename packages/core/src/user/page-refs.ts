@@ -380,19 +380,27 @@ export class UserPageRefs {
   ): number {
     // Literal divisors (PAGE_SIZE and PAGE_DIR_LEAF, both 4096): the compiler turns a division by a literal power
     // of two into a multiplication, not one by an imported constant, and this runs once per pinned page.
+    // Consecutive entries usually map consecutive frames: the next slot of the same leaf, found without dividing.
     let hi = -1;
     let leaf: PageLeaf | undefined;
     let n = 0;
+    let next = -1;
+    let s = 0;
     for (; k < end; k++, n++) {
       const pa = ptes[k]!;
       if (pa === PTE_NONE) break;
-      const pfn = Math.floor(pa / 4096);
-      const h = Math.floor(pfn / 4096);
-      if (h !== hi) {
-        leaf = this.leafOf(pfn);
-        hi = h;
+      if (pa === next && s < 4095) {
+        s++;
+      } else {
+        const pfn = Math.floor(pa / 4096);
+        const h = Math.floor(pfn / 4096);
+        if (h !== hi) {
+          leaf = this.leafOf(pfn);
+          hi = h;
+        }
+        s = pfn - h * 4096;
       }
-      const s = pfn - h * 4096;
+      next = pa + 4096;
       const r = leaf === undefined || leaf.order[s] !== 0 ? 0 : leaf.ref[s]!;
       if (r <= 0) {
         this.pin(pa, record, va + n * PAGE_SIZE);
@@ -403,7 +411,7 @@ export class UserPageRefs {
           l.holder[s] = record;
           l.holderVa[s] = va + n * PAGE_SIZE;
         } else {
-          this.stackPin(pfn, record, va + n * PAGE_SIZE);
+          this.stackPin(hi * 4096 + s, record, va + n * PAGE_SIZE);
         }
       }
       out[at + n] = pa;
