@@ -253,6 +253,29 @@ describe("the page array behind pins", () => {
     await m.teardown();
   });
 
+  it("pins and unpins a physically contiguous run across 4096-frame stretches of the page array", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const n = 9000;
+    const va = p.mmap(n * PAGE_SIZE, { populate: true }); // present: GUP-fast pins them
+    const pas = pinUserPagesFast(p.mm, va, n, { write: true, longterm: true });
+    const refs = m.userSpace.pages;
+    const frames = new Set(pas.map((pa) => Math.floor(pa / PAGE_SIZE / 4096)));
+    expect(frames.size).toBeGreaterThan(1);
+    for (const pa of pas) expect(refs.refs(pa)!.pinCount).toBe(1);
+    expect(refs.pinnedCount).toBe(n);
+    for (let i = 0; i < n; ) {
+      let k = 1;
+      while (i + k < n && pas[i + k] === pas[i]! + k * PAGE_SIZE) k++;
+      unpinUserPageRangeDirtyLock(p.mm, pas[i]!, k, false);
+      i += k;
+    }
+    expect(refs.pinnedCount).toBe(0);
+    for (const pa of pas) expect(refs.refs(pa)!.refcount).toBe(1);
+    await p.exit();
+    await m.teardown();
+  });
+
   it("pins a range with holes (GUP-fast over present entries, faults for the rest) and unpins stacked pins last first", async () => {
     const m = await createMachine();
     const p = m.spawnProcess();
