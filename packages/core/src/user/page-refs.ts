@@ -79,7 +79,8 @@ class PageLeaf {
   readonly pins = new Int32Array(PAGE_DIR_LEAF);
   /**
    * Holder of each page's first outstanding pin (reports only). A record shared by a run of pages leaves the VA
-   * to `holderVa` (NaN: the record's own `va`).
+   * to `holderVa` (NaN: the record's own `va`). A large folio's slots are cleared by each page's last unpin; an
+   * order-0 page's slot is simply overwritten by its next first pin (its refcount says whether it is pinned).
    */
   readonly holder: (PinRecord | undefined)[] = new Array<PinRecord | undefined>(PAGE_DIR_LEAF).fill(undefined);
   readonly holderVa = new Float64Array(PAGE_DIR_LEAF);
@@ -279,6 +280,8 @@ export class UserPageRefs {
   private forEachPin(f: Folio, fn: (pa: number, record: PinRecord) => void): void {
     const leaf = f.leaf;
     const pfn0 = f.pa / PAGE_SIZE;
+    // An order-0 page's holder slot is left behind by its last unpin: it names a holder only while pinned.
+    if (!f.large && f.pinCount === 0) return;
     for (let k = 0; k < f.nrPages; k++) {
       const pa = f.pa + k * PAGE_SIZE;
       const first = leaf.holder[f.slot + k];
@@ -347,13 +350,16 @@ export class UserPageRefs {
       throw new Error(`pin of a page that is not a live user page: ${hex(pa)}`);
     }
     const l = leaf!;
+    let first: boolean;
     if (order === 0) {
+      first = l.ref[head]! < GUP_PIN_COUNTING_BIAS;
       l.ref[head]! += GUP_PIN_COUNTING_BIAS;
     } else {
+      first = l.holder[s] === undefined;
       l.ref[head]! += 1;
       l.pins[head]! += 1;
     }
-    if (l.holder[s] === undefined) {
+    if (first) {
       l.holder[s] = record;
       l.holderVa[s] = va;
     } else {
@@ -407,7 +413,7 @@ export class UserPageRefs {
       } else {
         const l = leaf!;
         l.ref[s] = r + GUP_PIN_COUNTING_BIAS;
-        if (l.holder[s] === undefined) {
+        if (r < GUP_PIN_COUNTING_BIAS) {
           l.holder[s] = record;
           l.holderVa[s] = va + n * PAGE_SIZE;
         } else {
@@ -476,14 +482,13 @@ export class UserPageRefs {
         // Pinned order-0 pages, in page-array order: unpin()'s work without visiting each folio.
         const order = leaf.order;
         const ref = leaf.ref;
-        const hold = leaf.holder;
         let s = slotOf(pfn0 + i);
         const stop = Math.min(npages, i + PAGE_DIR_LEAF - s);
         for (; i < stop; i++, s++) {
           const r = ref[s]!;
           if (order[s] !== 0 || r < GUP_PIN_COUNTING_BIAS) break;
-          if (this.morePins.size === 0) hold[s] = undefined;
-          else this.dropPinHolder(pfn0 + i);
+          // The holder slot of an order-0 page counts only while the page is pinned: the last unpin leaves it.
+          if (this.morePins.size !== 0) this.dropPinHolder(pfn0 + i);
           if (makeDirty) leaf.folio[s]!.dirty = true;
           ref[s] = r - GUP_PIN_COUNTING_BIAS;
           if (r === GUP_PIN_COUNTING_BIAS) this.free(leaf.folio[s]!);
