@@ -104,6 +104,7 @@ export class Folio {
   /** Returned to the allocator: the counts read 0 from now on, whoever reuses the frames. */
   freed = false;
 
+  /** Made by {@link UserPageRefs.alloc} only. @hidden */
   constructor(
     /** Physical address of the first page. */
     readonly pa: number,
