@@ -178,9 +178,11 @@ export class IoptPages {
    * the caller's own, saving a second pass).
    */
   storePas(first: number, pas: readonly number[], count = pas.length, users = 0, batch?: PfnBatch): void {
-    // The batch's last run (-1: none yet), extended while the PFNs follow it (batch_add_pfn).
+    // The batch's last run (-1: none yet), extended while the PFNs follow it (batch_add_pfn); its length is kept
+    // in `runLen` and written back when the next run starts and at the end.
     let runs = batch === undefined ? -1 : batch.pas.length - 1;
-    let next = runs < 0 ? NOT_PINNED : batch!.pas[runs]! + batch!.npages[runs]! * PAGE_SIZE;
+    let runLen = runs < 0 ? 0 : batch!.npages[runs]!;
+    let next = runs < 0 ? NOT_PINNED : batch!.pas[runs]! + runLen * PAGE_SIZE;
     let n = 0;
     while (n < count) {
       const i = first + n;
@@ -201,16 +203,19 @@ export class IoptPages {
         cusers[off] = users;
         if (batch === undefined) continue;
         if (pa === next) {
-          batch.npages[runs]!++;
+          runLen++;
         } else {
+          if (runs >= 0) batch.npages[runs] = runLen;
           batch.pas.push(pa);
           batch.npages.push(1);
           runs++;
+          runLen = 1;
         }
         next = pa + PAGE_SIZE;
       }
       c.stored += stored;
     }
+    if (runs >= 0) batch!.npages[runs] = runLen;
   }
 
   /**
