@@ -32,6 +32,7 @@ import {
   ioptPagesRemoveUsers,
   ioptPutPages,
   PFN_BATCH_ALLOC_SITE,
+  type PfnBatch,
 } from "./pages.js";
 import { PAGE_SIZE } from "./user-glue.js";
 
@@ -312,19 +313,23 @@ export function ioptCheckIova(iopt: IoPagetable, iova: number, length: number): 
  * when large pages are disabled). A failure unmaps what this call mapped.
  * @linux iopt_area_fill_domain / batch_to_domain
  */
-function mapAreaInDomain(area: IoptArea, domain: IommuDomain, large: boolean): void {
+function mapAreaInDomain(area: IoptArea, domain: IommuDomain, large: boolean, batch?: PfnBatch): void {
   const pages = area.pages!;
   const start = area.startByte;
   const end = start + area.length;
   const lastIdx = Math.floor((end - 1) / PAGE_SIZE);
   let idx = Math.floor(start / PAGE_SIZE);
   let iova = area.iova;
+  let run = 0;
   try {
     while (idx <= lastIdx) {
-      const n = large ? pages.contiguousPages(idx, lastIdx) : 1;
+      // The runs gathered while pinning (batch_to_domain), else the stored PFNs, scanned for contiguous runs.
+      const fromBatch = large && batch !== undefined;
+      const n = fromBatch ? batch.npages[run]! : large ? pages.contiguousPages(idx, lastIdx) : 1;
+      const pa = fromBatch ? batch.pas[run++]! : pages.pa(idx);
       const from = Math.max(idx * PAGE_SIZE, start);
       const to = Math.min((idx + n) * PAGE_SIZE, end);
-      iommuMap(domain, iova, pages.pa(idx) + (from - idx * PAGE_SIZE), to - from, area.prot);
+      iommuMap(domain, iova, pa + (from - idx * PAGE_SIZE), to - from, area.prot);
       iova += to - from;
       idx += n;
     }
@@ -347,11 +352,12 @@ function unmapAreaFromDomain(area: IoptArea, domain: IommuDomain): void {
 export function ioptAreaFillDomains(area: IoptArea, domains: readonly IommuDomain[]): void {
   if (domains.length === 0 || area.filled) return;
   const pages = area.pages!;
-  ioptPagesAddUsers(pages, area.firstIndex, area.lastIndex);
+  const batch: PfnBatch = { pas: [], npages: [] };
+  const whole = ioptPagesAddUsers(pages, area.firstIndex, area.lastIndex, "domain", batch);
   const done: IommuDomain[] = [];
   try {
     for (const d of domains) {
-      mapAreaInDomain(area, d, !area.iopt.disableLargePages);
+      mapAreaInDomain(area, d, !area.iopt.disableLargePages, whole ? batch : undefined);
       done.push(d);
     }
   } catch (e) {

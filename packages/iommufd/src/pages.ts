@@ -41,6 +41,18 @@ export const PIN_BATCH_PAGES = 65536 / 8;
 /** What backs the pages. @linux enum iopt_address_type */
 export type IoptAddressType = "user" | "file";
 
+/**
+ * The physically contiguous PFN runs of a range of pages, in page order, gathered while pinning them: a domain
+ * fill maps each run with one call instead of scanning the stored PFNs again.
+ * @linux struct pfn_batch (pfns[] and npfns[], filled by batch_from_pages, mapped by batch_to_domain)
+ */
+export interface PfnBatch {
+  /** Physical address of each run's first page. @linux pfn_batch.pfns */
+  pas: number[];
+  /** Pages in each run. @linux pfn_batch.npfns */
+  npages: number[];
+}
+
 const NOT_PINNED = -1;
 const CHUNK_PAGES = 512;
 
@@ -155,7 +167,8 @@ export class IoptPages {
       const end = Math.min(last, key * CHUNK_PAGES + CHUNK_PAGES - 1);
       const pas = c.pas;
       let off = k - key * CHUNK_PAGES;
-      for (; k <= end; k++, off++) if (pas[off] !== first + (k - idx) * PAGE_SIZE) return k - idx;
+      let want = first + (k - idx) * PAGE_SIZE;
+      for (; k <= end; k++, off++, want += PAGE_SIZE) if (pas[off] !== want) return k - idx;
     }
     return k - idx;
   }
@@ -164,7 +177,12 @@ export class IoptPages {
    * @internal Record the PFNs of `count` freshly pinned pages from `first`, each with `users` users (0, or 1 for
    * the caller's own, saving a second pass).
    */
-  storePas(first: number, pas: readonly number[], count = pas.length, users = 0): void {
+  storePas(first: number, pas: readonly number[], count = pas.length, users = 0, batch?: PfnBatch): void {
+    // The batch's last run (-1: none yet), extended while the PFNs follow it (batch_add_pfn); its length is kept
+    // in `runLen` and written back when the next run starts and at the end.
+    let runs = batch === undefined ? -1 : batch.pas.length - 1;
+    let runLen = runs < 0 ? 0 : batch!.npages[runs]!;
+    let next = runs < 0 ? NOT_PINNED : batch!.pas[runs]! + runLen * PAGE_SIZE;
     let n = 0;
     while (n < count) {
       const i = first + n;
@@ -175,12 +193,29 @@ export class IoptPages {
         this.chunks.set(key, c);
       }
       const end = Math.min(count, n + (key * CHUNK_PAGES + CHUNK_PAGES - i));
+      const cpas = c.pas;
+      const cusers = c.users;
+      let stored = 0;
       for (let off = i - key * CHUNK_PAGES; n < end; n++, off++) {
-        if (c.pas[off] === NOT_PINNED) c.stored++;
-        c.pas[off] = pas[n]!;
-        c.users[off] = users;
+        const pa = pas[n]!;
+        if (cpas[off] === NOT_PINNED) stored++;
+        cpas[off] = pa;
+        cusers[off] = users;
+        if (batch === undefined) continue;
+        if (pa === next) {
+          runLen++;
+        } else {
+          if (runs >= 0) batch.npages[runs] = runLen;
+          batch.pas.push(pa);
+          batch.npages.push(1);
+          runs++;
+          runLen = 1;
+        }
+        next = pa + PAGE_SIZE;
       }
+      c.stored += stored;
     }
+    if (runs >= 0) batch!.npages[runs] = runLen;
   }
 
   /**
@@ -238,6 +273,8 @@ export class IoptPages {
     let freed = 0;
     let runPa = NOT_PINNED;
     let runLen = 0;
+    /** The address that would extend the current run (none while there is no run: PFNs are never negative). */
+    let runNext = NOT_PINNED;
     let i = first;
     while (i <= last) {
       const key = Math.floor(i / CHUNK_PAGES);
@@ -250,6 +287,7 @@ export class IoptPages {
       }
       const users = c.users;
       const pas = c.pas;
+      let cleared = 0;
       for (let off = i - key * CHUNK_PAGES; i <= end; i++, off++) {
         const n = users[off]!;
         if (n === 0) {
@@ -262,15 +300,18 @@ export class IoptPages {
         const pa = pas[off]!;
         if (pa === NOT_PINNED) continue;
         pas[off] = NOT_PINNED;
-        c.stored--;
-        if (runLen !== 0 && pa === runPa + runLen * PAGE_SIZE) {
+        cleared++;
+        if (pa === runNext) {
           runLen++;
+          runNext += PAGE_SIZE;
           continue;
         }
         if (runLen !== 0) unpin(runPa, runLen);
         runPa = pa;
         runLen = 1;
+        runNext = pa + PAGE_SIZE;
       }
+      c.stored -= cleared;
       if (c.stored === 0) this.dropChunk(key, c);
     }
     if (runLen !== 0) unpin(runPa, runLen);
@@ -415,10 +456,19 @@ export type IoptPagesUser = "domain" | "access";
 
 /**
  * Add a user to pages [first, last]: pages without users get pinned (runs of at most {@link PIN_BATCH_PAGES}, so
- * an unmapped page stops the loop at once) and charged. On failure nothing changed.
- * @linux pfn_reader (iopt_area_fill_domains / iopt_area_fill_domain) and iopt_pages_fill_xarray (access)
+ * an unmapped page stops the loop at once) and charged. On failure nothing changed. With `batch` (empty), the
+ * contiguous PFN runs of the pages pinned now are gathered into it; the result says whether it covers all of
+ * [first, last] (every page was pinned by this call), else the caller reads the stored PFNs.
+ * @linux pfn_reader (iopt_area_fill_domains / iopt_area_fill_domain, batch_from_pages) and iopt_pages_fill_xarray
+ * (access)
  */
-export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number, by: IoptPagesUser = "domain"): void {
+export function ioptPagesAddUsers(
+  pages: IoptPages,
+  first: number,
+  last: number,
+  by: IoptPagesUser = "domain",
+  batch?: PfnBatch,
+): boolean {
   const faults = pages.core.faults;
   const pinnedNow: [number, number][] = [];
   let added = 0;
@@ -434,7 +484,7 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
         upages = [];
       }
       // Stored with this caller's user already counted; an unwind below clears it with the PFN.
-      pages.storePas(i, pinRange(pages, i, j - i + 1, upages), j - i + 1, 1);
+      pages.storePas(i, pinRange(pages, i, j - i + 1, upages), j - i + 1, 1, batch);
       pinnedNow.push([i, j]);
       added += j - i + 1;
       pages.core.pinnedPages += j - i + 1;
@@ -458,6 +508,9 @@ export function ioptPagesAddUsers(pages: IoptPages, first: number, last: number,
     from = b + 1;
   }
   if (from <= last) pages.addUsers(from, last);
+  const whole = pinnedNow.length !== 0 && pinnedNow[0]![0] === first && from === last + 1;
+  const contiguous = pinnedNow.every((r, k) => k === 0 || r[0] === pinnedNow[k - 1]![1] + 1);
+  return whole && contiguous;
 }
 
 /** Unpin `n` physically contiguous pages from `pa`. @linux batch_unpin (unpin_user_page_range_dirty_lock) */

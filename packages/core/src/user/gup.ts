@@ -10,6 +10,7 @@ import { currentProcess } from "./current.js";
 import type { File } from "./file.js";
 import { type MmStruct, PROT_READ, PROT_WRITE } from "./mm.js";
 import type { Folio, PinRecord, UserPageRefs } from "./page-refs.js";
+import { PTE_LEAF_ENTRIES } from "./pte-table.js";
 import { shmemInodeOf } from "./shmem.js";
 
 /**
@@ -93,13 +94,29 @@ export function pinUserPagesFast(
       // pin of a private file mapping unshares too (gup_must_unshare): it pins the process's own copy, so a later
       // write by the process lands in the pinned page rather than in a fresh copy-on-write page.
       const unshare = longterm && !write && !vma.shared && vma.inode !== undefined;
+      // GUP-fast: a present entry is pinned as it is unless the pin must break copy-on-write of a private file
+      // page (what faultPage would do for it); everything else takes the fault path, one page at a time.
+      const fast = (!write && !unshare) || vma.shared || vma.inode === undefined;
       // The checks hold for every page of this mapping: walk its pages without looking it up again.
       const stop = Math.min(npages, i + Math.ceil((vma.end - a) / PAGE_SIZE));
-      for (; i < stop; i++) {
+      const vpn0 = start / PAGE_SIZE;
+      while (i < stop) {
+        if (fast) {
+          const ptes = mm.pteLeaf(vpn0 + i);
+          if (ptes !== undefined) {
+            const k = (vpn0 + i) % PTE_LEAF_ENTRIES;
+            const end = Math.min(stop, i + PTE_LEAF_ENTRIES - k);
+            const n = table.pinEntries(ptes, k, k + end - i, record, start + i * PAGE_SIZE, out, got);
+            got += n;
+            i += n;
+            if (i === end) continue;
+          }
+        }
         const va = start + i * PAGE_SIZE;
         const pa = mm.faultPage(vma, va, write, true, unshare);
         table.pin(pa, record, va);
         out[got++] = pa;
+        i++;
       }
     }
   } catch (e) {

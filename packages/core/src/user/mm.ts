@@ -462,6 +462,15 @@ export class MmStruct {
   }
 
   /**
+   * @internal The page-table leaf covering virtual page `vpn` (see `PteTable.leafAt`): GUP-fast reads present
+   * entries in place and leaves everything else to {@link MmStruct.faultPage}.
+   * @linux pte_offset_map as gup_fast_pte_range uses it
+   */
+  pteLeaf(vpn: number): Float64Array | undefined {
+    return this.ptes.leafAt(vpn);
+  }
+
+  /**
    * Make the page at `va` (inside `vma`) present and return its physical address. `write` breaks copy-on-write
    * and allocates; a read of an untouched private anonymous page returns -1 (the zero page) unless `needPage`.
    * `unshare` breaks copy-on-write of a private file page without a write (the page stays read-only to the

@@ -14,6 +14,7 @@
 import type { Diagnostics } from "../kernel/diagnostics.js";
 import { PAGE_SIZE } from "../platform/memory.js";
 import type { PageAllocator } from "../platform/page-alloc.js";
+import { PTE_NONE } from "./pte-table.js";
 
 /**
  * What one pin adds to the reference count of an order-0 folio.
@@ -49,15 +50,49 @@ export interface PinRecord {
   longterm: boolean;
 }
 
+/** Frames per leaf of the page array. A folio never spans two leaves: folios are naturally aligned, and smaller. */
+const PAGE_DIR_LEAF = 4096;
+if (PAGE_DIR_LEAF !== 4096 || PAGE_SIZE !== 4096) throw new Error("pinEntries divides by the literal 4096");
+/** Largest folio order a leaf can hold. */
+const MAX_FOLIO_ORDER = 12;
+/** A frame's slot in its leaf (a subtraction: `%` of a float frame number is a library call on the hot paths). */
+function slotOf(pfn: number): number {
+  return pfn - Math.floor(pfn / PAGE_DIR_LEAF) * PAGE_DIR_LEAF;
+}
+/** `PageLeaf.order` of a frame that is not a live user page. */
+const NO_FOLIO = -1;
+
 /**
- * One user folio (the allocation, its counts, and what it belongs to).
+ * One stretch of 4096 frames of the page array: each page's folio and, in typed arrays indexed by frame, the counts
+ * the pin and unpin paths touch (a pin of a run of pages walks these arrays in order instead of visiting one
+ * object per page).
+ * @linux a section of struct page (mem_map): _refcount, and _pincount of a large folio, kept at the head page
+ */
+class PageLeaf {
+  /** The folio each page belongs to. */
+  readonly folio: (Folio | undefined)[] = new Array<Folio | undefined>(PAGE_DIR_LEAF).fill(undefined);
+  /** Order of each page's folio; NO_FOLIO when the frame is not a live user page. @linux folio_order */
+  readonly order = new Int8Array(PAGE_DIR_LEAF).fill(NO_FOLIO);
+  /** Reference count, pins included, at the folio's head page. @linux folio->_refcount */
+  readonly ref = new Int32Array(PAGE_DIR_LEAF);
+  /** Pins of a large folio, at its head page. @linux folio->_pincount */
+  readonly pins = new Int32Array(PAGE_DIR_LEAF);
+  /**
+   * Holder of each page's first outstanding pin (reports only). A record shared by a run of pages leaves the VA
+   * to `holderVa` (NaN: the record's own `va`). A large folio's slots are cleared by each page's last unpin; an
+   * order-0 page's slot is simply overwritten by its next first pin (its refcount says whether it is pinned).
+   */
+  readonly holder: (PinRecord | undefined)[] = new Array<PinRecord | undefined>(PAGE_DIR_LEAF).fill(undefined);
+  readonly holderVa = new Float64Array(PAGE_DIR_LEAF);
+}
+
+/**
+ * One user folio (the allocation, its counts, and what it belongs to). The reference and pin counts live in the
+ * page array beside the folio's head page (where the pin paths find them by frame number); these accessors read
+ * and write them there, and read 0 once the folio is freed.
  * @linux struct folio
  */
 export class Folio {
-  /** Reference count, pins included (each order-0 pin counts GUP_PIN_COUNTING_BIAS). @linux folio->_refcount */
-  refcount = 1;
-  /** Pins of a large folio (order-0 folios count pins in `refcount`). @linux folio->_pincount */
-  pincount = 0;
   /** Page-table entries mapping pages of this folio. @linux folio->_mapcount / _large_mapcount */
   mapcount = 0;
   /** Set by `unpin_user_pages_dirty_lock(..., true)` and by user writes through a shared mapping. @linux PG_dirty */
@@ -66,17 +101,10 @@ export class Folio {
   mapping: object | undefined;
   /** Page index in the owning file (shmem folios). @linux folio->index */
   index = 0;
-  /**
-   * Holder of the first outstanding pin, kept inline (a page is nearly always pinned once), so a pin allocates
-   * nothing: `pin0Page` is its page index in the folio and `pin0Va` the page's VA when the record is shared by a
-   * run of pages (NaN: the record's own `va`). For reports only.
-   */
-  pin0: PinRecord | undefined = undefined;
-  pin0Page = 0;
-  pin0Va = Number.NaN;
-  /** Holders of further pins: page index -> pairs of (record, VA or NaN), in pin order. For reports only. */
-  morePins: Map<number, (PinRecord | number)[]> | undefined = undefined;
+  /** Returned to the allocator: the counts read 0 from now on, whoever reuses the frames. */
+  freed = false;
 
+  /** Made by {@link UserPageRefs.alloc} only. @hidden */
   constructor(
     /** Physical address of the first page. */
     readonly pa: number,
@@ -86,7 +114,27 @@ export class Folio {
     readonly site: string,
     /** Describes the owner for reports ("anon of pid 3", "memfd:buffer"). */
     public owner: string,
+    /** @internal The page-array leaf holding the folio's counts. */
+    readonly leaf: PageLeaf,
+    /** @internal The head page's slot in `leaf`. */
+    readonly slot: number,
   ) {}
+
+  /** Reference count, pins included (each order-0 pin counts GUP_PIN_COUNTING_BIAS). @linux folio_ref_count */
+  get refcount(): number {
+    return this.freed ? 0 : this.leaf.ref[this.slot]!;
+  }
+  set refcount(n: number) {
+    if (!this.freed) this.leaf.ref[this.slot] = n;
+  }
+
+  /** Pins of a large folio (order-0 folios count pins in `refcount`). @linux folio->_pincount */
+  get pincount(): number {
+    return this.freed ? 0 : this.leaf.pins[this.slot]!;
+  }
+  set pincount(n: number) {
+    if (!this.freed) this.leaf.pins[this.slot] = n;
+  }
 
   /** Pages in the folio. @linux folio_nr_pages */
   get nrPages(): number {
@@ -120,39 +168,14 @@ export interface PageRefs {
   owner: string;
 }
 
-/** Forget the holder of the last pin of page `key` of `f` (the reports' side of an unpin). */
-function dropPinHolder(f: Folio, key: number): void {
-  const rs = f.morePins?.get(key);
-  if (rs !== undefined) {
-    rs.length -= 2;
-    if (rs.length === 0) f.morePins!.delete(key);
-  } else if (f.pin0 !== undefined && f.pin0Page === key) {
-    f.pin0 = undefined;
-  }
-}
-
 /** A pin's holder as reported: the record, with the page's own VA when the record is shared by a run. */
 function holder(record: PinRecord, va: number): PinRecord {
   return Number.isNaN(va) ? record : { ...record, va };
 }
 
-/** Each outstanding pin of `f` with its page's physical address and its holder (report time only). */
-function forEachPin(f: Folio, fn: (pa: number, record: PinRecord) => void): void {
-  if (f.pin0 !== undefined) fn(f.pa + f.pin0Page * PAGE_SIZE, holder(f.pin0, f.pin0Va));
-  if (f.morePins === undefined) return;
-  for (const [i, rs] of f.morePins) {
-    for (let k = 0; k < rs.length; k += 2) fn(f.pa + i * PAGE_SIZE, holder(rs[k] as PinRecord, rs[k + 1] as number));
-  }
-}
-
 function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
 }
-
-/** Frames per leaf of the folio directory. */
-const PAGE_DIR_LEAF = 4096;
-/** Shared placeholder for directory slots below the highest leaf that hold no frame yet. */
-const EMPTY_LEAF: (Folio | undefined)[] = [];
 
 /**
  * The machine's table of live user folios, indexed by the physical address of every page they hold.
@@ -160,26 +183,17 @@ const EMPTY_LEAF: (Folio | undefined)[] = [];
  */
 export class UserPageRefs {
   /**
-   * Folio of each live page by frame number: a two-level array (4096 frames a leaf) found by index, not by hashing
-   * (the pin and unpin paths look up every page).
+   * The page array by frame number, in leaves of 4096 frames found by index, not by hashing (the pin and unpin
+   * paths look up every page), the last leaf used kept at hand.
    */
-  private readonly byPage: (Folio | undefined)[][] = [];
-
-  private setPage(pfn: number, f: Folio | undefined): void {
-    const hi = Math.floor(pfn / PAGE_DIR_LEAF);
-    let leaf = this.byPage[hi];
-    if (leaf === undefined) {
-      if (f === undefined) return;
-      while (this.byPage.length < hi) this.byPage.push(EMPTY_LEAF);
-      leaf = new Array<Folio | undefined>(PAGE_DIR_LEAF).fill(undefined);
-      this.byPage[hi] = leaf;
-    } else if (leaf === EMPTY_LEAF) {
-      if (f === undefined) return;
-      leaf = new Array<Folio | undefined>(PAGE_DIR_LEAF).fill(undefined);
-      this.byPage[hi] = leaf;
-    }
-    leaf[pfn - hi * PAGE_DIR_LEAF] = f;
-  }
+  private readonly byPage: (PageLeaf | undefined)[] = [];
+  private lastHi = -1;
+  private lastLeaf: PageLeaf | undefined = undefined;
+  /**
+   * Holders of a page's further pins (a page is nearly always pinned once; its first holder sits in the page
+   * array): frame number -> pairs of (record, VA or NaN), in pin order. For reports only.
+   */
+  private readonly morePins = new Map<number, (PinRecord | number)[]>();
   private readonly folios = new Set<Folio>();
 
   constructor(
@@ -187,16 +201,48 @@ export class UserPageRefs {
     readonly diag: Diagnostics,
   ) {}
 
+  /** The leaf holding frame number `pfn`, or undefined when no user page was ever there. */
+  private leafOf(pfn: number): PageLeaf | undefined {
+    const hi = Math.floor(pfn / PAGE_DIR_LEAF);
+    if (hi === this.lastHi) return this.lastLeaf;
+    const leaf = this.byPage[hi];
+    if (leaf !== undefined) {
+      this.lastHi = hi;
+      this.lastLeaf = leaf;
+    }
+    return leaf;
+  }
+
+  /** The leaf of `pfn`, created when missing (kept once made: frames are reused). */
+  private leafFor(pfn: number): PageLeaf {
+    const hi = Math.floor(pfn / PAGE_DIR_LEAF);
+    let leaf = this.byPage[hi];
+    if (leaf === undefined) {
+      while (this.byPage.length < hi) this.byPage.push(undefined);
+      leaf = new PageLeaf();
+      this.byPage[hi] = leaf;
+    }
+    return leaf;
+  }
+
   /**
    * Allocate a zeroed folio of `2^order` pages with one reference held by the caller. Throws ENOMEM (also under
    * fault injection at `site`).
    * @linux folio_alloc / vma_alloc_zeroed_movable_folio / shmem_alloc_folio
    */
   alloc(order: number, site: string, owner: string): Folio {
+    if (order > MAX_FOLIO_ORDER) throw new Error(`user folio of order ${order}: at most ${MAX_FOLIO_ORDER}`);
     const pa = this.allocator.allocPages(order, site);
-    const f = new Folio(pa, order, site, owner);
     const pfn = pa / PAGE_SIZE;
-    for (let i = 0; i < f.nrPages; i++) this.setPage(pfn + i, f);
+    const leaf = this.leafFor(pfn);
+    const slot = slotOf(pfn);
+    const f = new Folio(pa, order, site, owner, leaf, slot);
+    leaf.ref[slot] = 1;
+    leaf.pins[slot] = 0;
+    for (let i = 0; i < f.nrPages; i++) {
+      leaf.folio[slot + i] = f;
+      leaf.order[slot + i] = order;
+    }
     this.folios.add(f);
     return f;
   }
@@ -207,8 +253,7 @@ export class UserPageRefs {
    */
   folioOf(pa: number): Folio | undefined {
     const pfn = Math.floor(pa / PAGE_SIZE);
-    const hi = Math.floor(pfn / PAGE_DIR_LEAF);
-    return this.byPage[hi]?.[pfn - hi * PAGE_DIR_LEAF];
+    return this.leafOf(pfn)?.folio[slotOf(pfn)];
   }
 
   /** The counts of the page at `pa`, or undefined when it is not a live user page. */
@@ -232,10 +277,26 @@ export class UserPageRefs {
     return [...this.folios];
   }
 
+  /** Each outstanding pin of `f` with its page's physical address and its holder, page by page in pin order. */
+  private forEachPin(f: Folio, fn: (pa: number, record: PinRecord) => void): void {
+    const leaf = f.leaf;
+    const pfn0 = f.pa / PAGE_SIZE;
+    // An order-0 page's holder slot is left behind by its last unpin: it names a holder only while pinned.
+    if (!f.large && f.pinCount === 0) return;
+    for (let k = 0; k < f.nrPages; k++) {
+      const pa = f.pa + k * PAGE_SIZE;
+      const first = leaf.holder[f.slot + k];
+      if (first !== undefined) fn(pa, holder(first, leaf.holderVa[f.slot + k]!));
+      const rs = this.morePins.get(pfn0 + k);
+      if (rs === undefined) continue;
+      for (let i = 0; i < rs.length; i += 2) fn(pa, holder(rs[i] as PinRecord, rs[i + 1] as number));
+    }
+  }
+
   /** Every outstanding pin, one entry per pinned page and pin. */
   pins(): { pa: number; record: PinRecord }[] {
     const out: { pa: number; record: PinRecord }[] = [];
-    for (const f of this.folios) forEachPin(f, (pa, record) => out.push({ pa, record }));
+    for (const f of this.folios) this.forEachPin(f, (pa, record) => out.push({ pa, record }));
     return out;
   }
 
@@ -263,14 +324,15 @@ export class UserPageRefs {
    * @linux folio_put_refs
    */
   put(f: Folio, n = 1): void {
-    if (f.refcount < n) {
+    const r = f.refcount;
+    if (r < n) {
       this.diag.report("refcount", `folio_put underflow of user page ${hex(f.pa)} (${f.owner})`, {
         culprit: f.owner,
       });
       return;
     }
-    f.refcount -= n;
-    if (f.refcount === 0) this.free(f);
+    f.refcount = r - n;
+    if (r === n) this.free(f);
   }
 
   /**
@@ -279,27 +341,110 @@ export class UserPageRefs {
    * @linux try_grab_folio with FOLL_PIN
    */
   pin(pa: number, record: PinRecord, va = Number.NaN): Folio {
-    const f = this.folioOf(pa);
-    if (f === undefined || f.refcount <= 0) throw new Error(`pin of a page that is not a live user page: ${hex(pa)}`);
-    let key = 0;
-    if (f.order !== 0) {
-      f.refcount += 1;
-      f.pincount += 1;
-      key = Math.floor((pa - f.pa) / PAGE_SIZE);
-    } else {
-      f.refcount += GUP_PIN_COUNTING_BIAS;
+    const pfn = Math.floor(pa / PAGE_SIZE);
+    const leaf = this.leafOf(pfn);
+    const s = slotOf(pfn);
+    const order = leaf === undefined ? NO_FOLIO : leaf.order[s]!;
+    // The folio's counts sit at its head page: folios are naturally aligned, and so are leaves.
+    const head = order <= 0 ? s : s & ~((1 << order) - 1);
+    if (order === NO_FOLIO || leaf!.ref[head]! <= 0) {
+      throw new Error(`pin of a page that is not a live user page: ${hex(pa)}`);
     }
-    if (f.pin0 === undefined) {
-      f.pin0 = record;
-      f.pin0Page = key;
-      f.pin0Va = va;
+    const l = leaf!;
+    let first: boolean;
+    if (order === 0) {
+      first = l.ref[head]! < GUP_PIN_COUNTING_BIAS;
+      l.ref[head]! += GUP_PIN_COUNTING_BIAS;
     } else {
-      f.morePins ??= new Map();
-      const rs = f.morePins.get(key);
-      if (rs === undefined) f.morePins.set(key, [record, va]);
-      else rs.push(record, va);
+      first = l.holder[s] === undefined;
+      l.ref[head]! += 1;
+      l.pins[head]! += 1;
     }
-    return f;
+    if (first) {
+      l.holder[s] = record;
+      l.holderVa[s] = va;
+    } else {
+      this.stackPin(pfn, record, va);
+    }
+    return l.folio[s]!;
+  }
+
+  /**
+   * @internal GUP-fast's inner loop: pin the pages whose addresses are the page-table entries `ptes[k..end)`
+   * (stopping at the first {@link PTE_NONE}), the first of them at user VA `va`, and write their addresses into
+   * `out` from index `at`. Order-0 pages are pinned here with the leaf kept at hand; any other page goes through
+   * {@link UserPageRefs.pin} (and its checks). Returns the number of pages pinned.
+   * @linux gup_fast_pte_range (try_grab_folio_fast per present PTE)
+   */
+  pinEntries(
+    ptes: Float64Array,
+    k: number,
+    end: number,
+    record: PinRecord,
+    va: number,
+    out: number[],
+    at: number,
+  ): number {
+    // Literal divisors (PAGE_SIZE and PAGE_DIR_LEAF, both 4096): the compiler turns a division by a literal power
+    // of two into a multiplication, not one by an imported constant, and this runs once per pinned page.
+    // Consecutive entries usually map consecutive frames: the next slot of the same leaf, found without dividing.
+    let hi = -1;
+    let leaf: PageLeaf | undefined;
+    let n = 0;
+    let next = -1;
+    let s = 0;
+    for (; k < end; k++, n++) {
+      const pa = ptes[k]!;
+      if (pa === PTE_NONE) break;
+      if (pa === next && s < 4095) {
+        s++;
+      } else {
+        const pfn = Math.floor(pa / 4096);
+        const h = Math.floor(pfn / 4096);
+        if (h !== hi) {
+          leaf = this.leafOf(pfn);
+          hi = h;
+        }
+        s = pfn - h * 4096;
+      }
+      next = pa + 4096;
+      const r = leaf === undefined || leaf.order[s] !== 0 ? 0 : leaf.ref[s]!;
+      if (r <= 0) {
+        this.pin(pa, record, va + n * PAGE_SIZE);
+      } else {
+        const l = leaf!;
+        l.ref[s] = r + GUP_PIN_COUNTING_BIAS;
+        if (r < GUP_PIN_COUNTING_BIAS) {
+          l.holder[s] = record;
+          l.holderVa[s] = va + n * PAGE_SIZE;
+        } else {
+          this.stackPin(hi * 4096 + s, record, va + n * PAGE_SIZE);
+        }
+      }
+      out[at + n] = pa;
+    }
+    return n;
+  }
+
+  /** Remember the holder of a further pin of page `pfn`. */
+  private stackPin(pfn: number, record: PinRecord, va: number): void {
+    const rs = this.morePins.get(pfn);
+    if (rs === undefined) this.morePins.set(pfn, [record, va]);
+    else rs.push(record, va);
+  }
+
+  /** Forget the holder of the last pin of the page `pfn` (the reports' side of an unpin). */
+  private dropPinHolder(pfn: number): void {
+    if (this.morePins.size !== 0) {
+      const rs = this.morePins.get(pfn);
+      if (rs !== undefined) {
+        rs.length -= 2;
+        if (rs.length === 0) this.morePins.delete(pfn);
+        return;
+      }
+    }
+    const leaf = this.leafOf(pfn);
+    if (leaf !== undefined) leaf.holder[slotOf(pfn)] = undefined;
   }
 
   /**
@@ -313,7 +458,7 @@ export class UserPageRefs {
       this.diag.report("refcount", `unpin_user_page of ${hex(pa)}, which is not pinned`, { skipFrames: 1 });
       return;
     }
-    dropPinHolder(f, Math.floor((pa - f.pa) / PAGE_SIZE));
+    this.dropPinHolder(Math.floor(pa / PAGE_SIZE));
     if (makeDirty) f.dirty = true;
     if (f.large) {
       f.pincount -= 1;
@@ -327,28 +472,40 @@ export class UserPageRefs {
    * Drop one pin of each of the `npages` physically contiguous pages from `pa`, a folio at a time (one reference
    * drop per order-0 page, one per large folio for all its pages in the range). Each page that is not pinned is
    * reported as {@link UserPageRefs.unpin} reports it.
-   * @linux unpin_user_page_range_dirty_lock (gup_put_folio per folio)
+   * @linux unpin_user_page_range_dirty_lock (gup_folio_range_next + gup_put_folio per folio)
    */
   unpinRange(pa: number, npages: number, makeDirty = false): void {
+    const pfn0 = Math.floor(pa / PAGE_SIZE);
     let i = 0;
     while (i < npages) {
+      const leaf = this.leafOf(pfn0 + i);
+      if (leaf !== undefined) {
+        // Pinned order-0 pages, in page-array order: unpin()'s work without visiting each folio.
+        const order = leaf.order;
+        const ref = leaf.ref;
+        let s = slotOf(pfn0 + i);
+        const stop = Math.min(npages, i + PAGE_DIR_LEAF - s);
+        for (; i < stop; i++, s++) {
+          const r = ref[s]!;
+          if (order[s] !== 0 || r < GUP_PIN_COUNTING_BIAS) break;
+          // The holder slot of an order-0 page counts only while the page is pinned: the last unpin leaves it.
+          if (this.morePins.size !== 0) this.dropPinHolder(pfn0 + i);
+          if (makeDirty) leaf.folio[s]!.dirty = true;
+          ref[s] = r - GUP_PIN_COUNTING_BIAS;
+          if (r === GUP_PIN_COUNTING_BIAS) this.free(leaf.folio[s]!);
+        }
+        if (i === stop) continue;
+      }
+      // A large folio, or a page that is not pinned (or no user page at all).
       const at = pa + i * PAGE_SIZE;
       const f = this.folioOf(at);
-      if (f !== undefined && f.order === 0 && f.refcount >= GUP_PIN_COUNTING_BIAS) {
-        // A pinned order-0 page: what unpin() does, without looking the folio up again.
-        dropPinHolder(f, 0);
-        if (makeDirty) f.dirty = true;
-        this.put(f, GUP_PIN_COUNTING_BIAS);
-        i++;
-        continue;
-      }
       const first = f === undefined ? 0 : Math.floor((at - f.pa) / PAGE_SIZE);
       const n = f === undefined ? 1 : Math.min(npages - i, f.nrPages - first);
       if (f === undefined || !f.large || f.pincount < n) {
         // Not pinned, or a large folio with fewer pins than pages asked: page by page, with unpin()'s checks.
         for (let k = 0; k < n; k++) this.unpin(at + k * PAGE_SIZE, makeDirty);
       } else {
-        for (let k = 0; k < n; k++) dropPinHolder(f, first + k);
+        for (let k = 0; k < n; k++) this.dropPinHolder(pfn0 + i + k);
         if (makeDirty) f.dirty = true;
         f.pincount -= n;
         this.put(f, n);
@@ -358,8 +515,15 @@ export class UserPageRefs {
   }
 
   private free(f: Folio): void {
-    const pfn = f.pa / PAGE_SIZE;
-    for (let i = 0; i < f.nrPages; i++) this.setPage(pfn + i, undefined);
+    const leaf = f.leaf;
+    for (let i = 0; i < f.nrPages; i++) {
+      leaf.folio[f.slot + i] = undefined;
+      leaf.order[f.slot + i] = NO_FOLIO;
+      leaf.holder[f.slot + i] = undefined;
+    }
+    leaf.ref[f.slot] = 0;
+    leaf.pins[f.slot] = 0;
+    f.freed = true;
     this.folios.delete(f);
     this.allocator.freePages(f.pa, f.order);
   }
@@ -373,7 +537,7 @@ export class UserPageRefs {
     const out: string[] = [];
     for (const f of this.folios) {
       const who: string[] = [];
-      forEachPin(f, (pa, r) => {
+      this.forEachPin(f, (pa, r) => {
         const where =
           r.pid !== undefined
             ? `pid ${r.pid} at VA ${hex(r.va ?? 0n)}`

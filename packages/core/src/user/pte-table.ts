@@ -8,6 +8,10 @@
 
 const LEAF = 512;
 const EMPTY = -1;
+/** Entries per leaf of a {@link PteTable}. @linux PTRS_PER_PTE */
+export const PTE_LEAF_ENTRIES = LEAF;
+/** A leaf entry that maps nothing. @linux pte_none */
+export const PTE_NONE = EMPTY;
 
 /** VPN -> PA entries; an absent entry is "not present". */
 export class PteTable {
@@ -34,6 +38,15 @@ export class PteTable {
     if (l === undefined) return undefined;
     const pa = l[vpn - hi * LEAF]!;
     return pa === EMPTY ? undefined : pa;
+  }
+
+  /**
+   * The leaf of entries covering `vpn` (index `vpn % PTE_LEAF_ENTRIES`, {@link PTE_NONE} when not present), or
+   * undefined when nothing in it is mapped: a walk over consecutive pages reads the entries in place. Read only.
+   * @linux pte_offset_map (the PTE page of a PMD)
+   */
+  leafAt(vpn: number): Float64Array | undefined {
+    return this.leaf(Math.floor(vpn / LEAF));
   }
 
   /** Whether `vpn` has an entry. */

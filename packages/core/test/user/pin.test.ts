@@ -237,6 +237,74 @@ describe("pin_user_pages", () => {
   });
 });
 
+describe("the page array behind pins", () => {
+  it("a freed folio reads refcount 0 even once its frame is reused, so folio_get on it is still caught", async () => {
+    const m = await createMachine();
+    const refs = m.userSpace.pages;
+    const stale = refs.alloc(0, "user_page", "test");
+    refs.put(stale);
+    const fresh = refs.alloc(0, "user_page", "test");
+    expect(fresh.pa).toBe(stale.pa); // the allocator hands the frame out again
+    expect(fresh.refcount).toBe(1);
+    expect(stale.refcount).toBe(0);
+    await m.diag.expectWarning({ kind: "refcount", message: /folio_get on free user page/ }, () => refs.get(stale));
+    expect(fresh.refcount).toBe(1);
+    refs.put(fresh);
+    await m.teardown();
+  });
+
+  it("pins and unpins a physically contiguous run across 4096-frame stretches of the page array", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const n = 9000;
+    const va = p.mmap(n * PAGE_SIZE, { populate: true }); // present: GUP-fast pins them
+    const pas = pinUserPagesFast(p.mm, va, n, { write: true, longterm: true });
+    const refs = m.userSpace.pages;
+    const frames = new Set(pas.map((pa) => Math.floor(pa / PAGE_SIZE / 4096)));
+    expect(frames.size).toBeGreaterThan(1);
+    for (const pa of pas) expect(refs.refs(pa)!.pinCount).toBe(1);
+    expect(refs.pinnedCount).toBe(n);
+    for (let i = 0; i < n; ) {
+      let k = 1;
+      while (i + k < n && pas[i + k] === pas[i]! + k * PAGE_SIZE) k++;
+      unpinUserPageRangeDirtyLock(p.mm, pas[i]!, k, false);
+      i += k;
+    }
+    expect(refs.pinnedCount).toBe(0);
+    for (const pa of pas) expect(refs.refs(pa)!.refcount).toBe(1);
+    await p.exit();
+    await m.teardown();
+  });
+
+  it("pins a range with holes (GUP-fast over present entries, faults for the rest) and unpins stacked pins last first", async () => {
+    const m = await createMachine();
+    const p = m.spawnProcess();
+    const n = 1100; // crosses page-table leaves (512 entries)
+    const va = p.mmap(n * PAGE_SIZE);
+    for (let i = 0; i < n; i += 3) p.writeMemory(va + BigInt(i * PAGE_SIZE), new Uint8Array([i & 0xff]));
+    const pas = pinUserPagesFast(p.mm, va, n, { write: true, longterm: true });
+    for (let i = 0; i < n; i++) expect(pas[i]).toBe(p.mm.lookupPhys(va + BigInt(i * PAGE_SIZE)));
+    const refs = m.userSpace.pages;
+    // A second, short-term pin of pages 10..19 stacks on the first.
+    pinUserPagesFast(p.mm, va + BigInt(10 * PAGE_SIZE), 10, {});
+    expect(refs.pinnedCount).toBe(n + 10);
+    for (const pa of pas) unpinUserPageRangeDirtyLock(p.mm, pa, 1, false);
+    // The pins left are the stacked ones, each still naming its own VA.
+    const left = refs.pins().map((x) => [x.pa, x.record.va, x.record.longterm]);
+    expect(left).toHaveLength(10);
+    expect(left).toEqual(
+      expect.arrayContaining(
+        Array.from({ length: 10 }, (_, k) => [pas[10 + k], Number(va) + (10 + k) * PAGE_SIZE, true]),
+      ),
+    );
+    unpinUserPages(p.mm, pas.slice(10, 20));
+    expect(refs.pinnedCount).toBe(0);
+    expect(refs.pins()).toEqual([]);
+    await p.exit();
+    await m.teardown();
+  });
+});
+
 describe("a driver pinning on behalf of its file", () => {
   it("releases every pin when the holder's file is closed, also at exit", async () => {
     const PIN = 1;
