@@ -442,7 +442,7 @@ export class AmdHw implements IommuHwModel, MmioHandler {
   /**
    * Hot path. The common case stays small, as the mock model's does, so V8 can inline it into the caller's loop: the
    * unit enabled, no PASID, not strict, the DTE cached with V and TV and a host table (no GV), an IOTLB hit that
-   * grants the access. Everything else (and any miss) is {@link translateSlow}, which decides again from the start.
+   * grants the access. Everything else (and any miss) is `translateSlow`, which decides again from the start.
    * @linux the IOMMU translating one DMA (QEMU amdvi_translate / amdvi_do_translate)
    */
   translate(req: DmaRequest, out: DmaTranslation): void {

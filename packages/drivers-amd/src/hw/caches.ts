@@ -133,7 +133,7 @@ export class AmdIotlb {
   readonly pasid: Int32Array;
   /** 4 KiB page number of the IOVA looked up. */
   readonly vpn: Float64Array;
-  /** Domain ID and PASID as one key ({@link iotlbTag}), compared on lookup. */
+  /** Domain ID and PASID as one key (`iotlbTag`), compared on lookup. */
   readonly tag: Float64Array;
   /** Leaf range: base IOVA and log2 size. */
   readonly leafIova: Float64Array;

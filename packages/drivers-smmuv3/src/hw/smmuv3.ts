@@ -706,7 +706,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    * Translate one DMA access. Sync, allocation-free. The common case stays small: translation enabled, the
    * stream's STE and CD decisions in the per-stream table (unchanged caches), a TLB lookup; a miss walks from
    * here with those decisions. Everything else (a first access, a configuration fault, bypass, strict mode) is
-   * {@link translateSlow}, which decides the same way and records the decisions.
+   * `translateSlow`, which decides the same way and records the decisions.
    * @linux the SMMU's handling of a client transaction: STE → CD → TLB / table walk → event on a fault
    */
   translate(req: DmaRequest, out: DmaTranslation): void {
