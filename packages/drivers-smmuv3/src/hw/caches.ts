@@ -23,21 +23,6 @@ const mix = cacheHash;
 /** Multiplier of the TLB's and walk cache's set hash (odd, well mixed in its high and low bits). */
 const TLB_HASH = 0x45d9f3b;
 
-/**
- * `ix.pick(s, keys)` of a round-robin cache whose keys are a `Float64Array` (free entries `-1`), written out for the
- * stage-1 short miss path's walk-cache fill: the first free way, else the set's next victim (advancing it), as
- * core's CacheSetIndex decides. Held to `pick` by the stage-1 short-path property test (it compares the caches).
- */
-function pickRoundRobin(ix: SetIndex, s: number, keys: Float64Array, wayShift: number): number {
-  const ways = ix.ways;
-  for (let w = 0; w < ways; w++) if (keys[s + w] === -1) return s + w;
-  const set = s >>> wayShift;
-  const vic = ix.victim;
-  const v = vic[set]!;
-  vic[set] = (v + 1) & (ways - 1);
-  return s + v;
-}
-
 /** 32-bit words kept per descriptor (64 bytes). */
 export const DESC_WORDS = 16;
 /** Decoded words kept per descriptor. */
@@ -309,17 +294,7 @@ export class SmmuTlb {
       if (y === vpn && i[x << 3] === tag && i[(x << 3) + I_KIND] === kind) e = x;
       else if (y === -1 && free < 0) free = x;
     }
-    if (e < 0) {
-      if (free >= 0) e = free;
-      else if (this.lru) e = this.ix.pick(s, v);
-      else {
-        const victim = this.ix.victim;
-        const set = s >>> this.wayShift;
-        const w = victim[set]!;
-        victim[set] = (w + 1) & (this.ways - 1);
-        e = s + w;
-      }
-    }
+    if (e < 0) e = free >= 0 ? free : this.ix.evict(s);
     this.missSet = -1;
     v[e] = vpn;
     i[e << 3] = tag;
@@ -594,7 +569,7 @@ export class WalkCache {
     level: number,
   ): void {
     const ix = this.ix;
-    const e = this.lru ? ix.pick(s, this.region) : pickRoundRobin(ix, s, this.region, this.wayShift);
+    const e = ix.pick(s, this.region);
     this.missSet = -1;
     this.region[e] = region;
     this.kind[e] = kind;
