@@ -179,6 +179,16 @@ const I_LEVEL = TLB_I32.LEVEL;
 const I_LEAF_LG2 = TLB_I32.LEAF_LG2;
 
 /**
+ * The part of a TLB set hash that depends on the address space only (kind and tag): a page number below 2^32 is in
+ * the set `((seed ^ vpn) & setMask) << wayShift` (see SmmuTlb), so a caller that translates many pages of one address
+ * space computes it once.
+ * @linux none: the model's TLB set hash
+ */
+export function tlbSeed(kind: number, tag: number): number {
+  return Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH);
+}
+
+/**
  * The TLB: translations of one input page each, with the leaf they came from. Packed so a lookup and a fill touch
  * few cache lines: the page numbers alone in {@link vpn} (the ways of a set side by side: a probe that misses reads
  * one line), the rest of entry `e` in `f[e*4 ..]` ({@link TLB_F64}) and `i[e*8 ..]` ({@link TLB_I32}).
@@ -194,11 +204,11 @@ export class SmmuTlb {
   readonly i: Int32Array;
   /** Strict mode: a stale use was already reported. */
   readonly reported: Uint8Array;
-  // The set geometry as plain fields, for the lookup on every translation.
-  private readonly ways: number;
-  private readonly wayShift: number;
-  private readonly setMask: number;
-  private readonly lru: boolean;
+  // The set geometry as plain fields, for the lookup on every translation (read by the model's inline probe too).
+  readonly ways: number;
+  readonly wayShift: number;
+  readonly setMask: number;
+  readonly lru: boolean;
 
   constructor(g: CacheGeometry) {
     this.ix = new SetIndex(g);
@@ -229,6 +239,11 @@ export class SmmuTlb {
     return (h & this.setMask) << this.wayShift;
   }
 
+  /** Record a use of entry `e` found without {@link lookup} (LRU replacement). @linux a TLB hit */
+  touch(e: number): void {
+    this.ix.touch(e);
+  }
+
   /** The entry for (kind, tag, vpn), or -1. @linux a TLB lookup */
   lookup(kind: number, tag: number, vpn: number): number {
     const s = this.setOf(kind, tag, vpn);
@@ -253,7 +268,7 @@ export class SmmuTlb {
    * @linux a TLB lookup
    */
   lookupLow(kind: number, tag: number, vpn: number): number {
-    const s = ((Math.imul((tag ^ (kind << 28)) + 1, TLB_HASH) ^ vpn) & this.setMask) << this.wayShift;
+    const s = ((tlbSeed(kind, tag) ^ vpn) & this.setMask) << this.wayShift;
     const end = s + this.ways;
     const v = this.vpn;
     const i = this.i;

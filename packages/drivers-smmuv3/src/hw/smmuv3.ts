@@ -42,6 +42,7 @@ import {
   TLB_F64,
   TLB_I32,
   TLB_KIND,
+  tlbSeed,
   WalkCache,
 } from "./caches.js";
 import {
@@ -224,6 +225,7 @@ function ri(def: { offset: number }): number {
 const TF_PA = TLB_F64.PA;
 const TF_SPAN = TLB_F64.SPAN;
 const TI_PERM = TLB_I32.PERM;
+const TI_KIND = TLB_I32.KIND;
 
 // The nested short miss path (Smmuv3Hw.walkNestedShort): 4 KiB granules, so a last-level table covers 2 MiB; a page
 // descriptor with AF set has VALID, TYPE and AF; its output address above bit 31 (bits 47:32) is in the high word.
@@ -270,6 +272,8 @@ const SW_SE = 2;
 const SW_CE = 3;
 const SW_KIND = 4;
 const SW_TAG = 5;
+/** tlbSeed(kind, tag): the TLB set hash's address-space part. */
+const SW_SEED = 7;
 /** pageLg2 in bits 0..5, stage-1 in use (bit 6), stage 2 in use (bit 7), a miss may try s1WalkFill (bit 8). */
 const SW_BITS = 6;
 const SB_S1 = 1 << 6;
@@ -381,16 +385,34 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    * The per-stream fast path: entry `k` (STREAM_WORDS words) holds what translateSlow decided for one (StreamID,
    * SubstreamID) from its cached STE and CD (the cache entries, TLB kind and tag, page size, stages), valid while
    * neither configuration cache changed since (`streamGen[k]` = their shared generation count then).
-   * Not used in strict mode, which re-checks the cached STE and CD on every translation.
+   * Not used in strict mode, which re-checks the cached STE and CD on every translation: translateSlow records no
+   * entry then, so no entry ever holds (its generation stays -1) and `translate` needs no strict test of its own.
    */
   private readonly streams = new Int32Array(STREAM_ENTRIES * STREAM_WORDS).fill(-1);
-  private readonly streamGen = new Float64Array(STREAM_ENTRIES).fill(-1);
-  /** The generation count the STE and CD caches share (see DescCache.gen). */
-  private readonly cfgGen = new Float64Array(1);
+  /**
+   * `streamGen[k]`: the generation count entry k was recorded at; `streamGen[STREAM_ENTRIES]`: the count now, the one
+   * the STE and CD caches share (see DescCache.gen; {@link cfgGen} views it), in the same array so the fast path's
+   * check loads one array.
+   */
+  private readonly streamGen = new Float64Array(STREAM_ENTRIES + 1).fill(-1);
+  /** The generation count the STE and CD caches share (see DescCache.gen): a view of `streamGen[STREAM_ENTRIES]`. */
+  private readonly cfgGen = this.streamGen.subarray(STREAM_ENTRIES).fill(0);
   private readonly cfgLru: boolean;
+  // The TLB's arrays and set geometry (this.tlb's, fixed at construction), for translate's inline probe.
+  private readonly tlbVpn: Float64Array;
+  private readonly tlbI: Int32Array;
+  private readonly tlbF: Float64Array;
+  private readonly tlbSetMask: number;
+  private readonly tlbWayShift: number;
+  private readonly tlbWays: number;
+  private readonly tlbLru: boolean;
 
+  /** Translations, less the fast hits counted in {@link nFastHits} (the `translations` stat is the sum). */
   private nTranslations = 0;
+  /** TLB hits, less the fast hits (the `tlbHits` stat is the sum). */
   private nHits = 0;
+  /** Hits of `translate`'s inline path: each one translation and one TLB hit (one counter to bump there, not two). */
+  private nFastHits = 0;
   private nMisses = 0;
   private nWalks = 0;
   private nWalkHits = 0;
@@ -429,6 +451,13 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     this.cfgLru = rep === "lru";
     this.cdCache = new DescCache({ entries: o.cfgEntries, ways: o.cfgWays, replacement: rep }, this.cfgGen);
     this.tlb = new SmmuTlb({ entries: o.tlbEntries, ways: o.tlbWays, replacement: rep });
+    this.tlbVpn = this.tlb.vpn;
+    this.tlbI = this.tlb.i;
+    this.tlbF = this.tlb.f;
+    this.tlbSetMask = this.tlb.setMask;
+    this.tlbWayShift = this.tlb.wayShift;
+    this.tlbWays = this.tlb.ways;
+    this.tlbLru = this.tlb.lru;
     this.walkCache = new WalkCache({ entries: o.walkCacheEntries, ways: o.walkCacheWays, replacement: rep });
     this.s2WalkTlb = new S2FetchCache({ entries: o.s2WalkTlbEntries, ways: o.s2WalkTlbWays, replacement: rep });
     this.s2WalkTlb.strict = o.strict;
@@ -479,8 +508,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   /** A snapshot of the counters. */
   get stats(): Smmuv3Stats {
     return {
-      translations: this.nTranslations,
-      tlbHits: this.nHits,
+      translations: this.nTranslations + this.nFastHits,
+      tlbHits: this.nHits + this.nFastHits,
       tlbMisses: this.nMisses,
       walks: this.nWalks,
       walkCacheHits: this.nWalkHits,
@@ -501,8 +530,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    */
   counters(): IommuHwCounters {
     return {
-      translations: this.nTranslations,
-      iotlbHits: this.nHits,
+      translations: this.nTranslations + this.nFastHits,
+      iotlbHits: this.nHits + this.nFastHits,
       iotlbMisses: this.nMisses,
       walks: this.nWalks,
       faults: this.nEvents,
@@ -710,29 +739,23 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
    * @linux the SMMU's handling of a client transaction: STE → CD → TLB / table walk → event on a fault
    */
   translate(req: DmaRequest, out: DmaTranslation): void {
-    if ((this.regs[CR0ACK_SLOT]! & CR0_SMMUEN) !== 0 && !this.strict) {
+    if ((this.regs[CR0ACK_SLOT]! & CR0_SMMUEN) !== 0) {
       const k = this.streamEntry(req.requesterId, req.pasid);
+      const iova = req.iova;
       if (k >= 0) {
-        const iova = req.iova;
-        const st = this.streams;
-        const pageLg2 = st[k + SW_BITS]! & 63;
-        if (iova < LOCAL_TWO_32) {
-          const need = needOf(req);
-          const tlb = this.tlb;
-          const e = tlb.lookupLow(st[k + SW_KIND]!, st[k + SW_TAG]!, iova >>> pageLg2);
-          if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
-            this.nTranslations++;
-            this.nHits++;
-            if (this.cfgLru) this.touchStream(k);
-            const off = (iova & ((1 << pageLg2) - 1)) >>> 0;
-            out.pa = tlb.f[(e << 2) + TF_PA]! + off;
-            out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
-            return;
-          }
-          this.walkStream(req, out, k, iova >>> pageLg2, need);
+        const pageLg2 = this.streams[k + SW_BITS]! & 63;
+        const need = needOf(req);
+        const e = iova < LOCAL_TWO_32 ? this.tlbProbe(k, iova >>> pageLg2) : -1;
+        if (e >= 0 && (this.tlbI[(e << 3) + TI_PERM]! & need) === need) {
+          this.nFastHits++;
+          if (this.cfgLru) this.touchStream(k);
+          const off = (iova & ((1 << pageLg2) - 1)) >>> 0;
+          const tf = this.tlbF;
+          out.pa = tf[(e << 2) + TF_PA]! + off;
+          out.length = tf[(e << 2) + TF_SPAN]! - off;
           return;
         }
-        this.translateStream(req, out, k);
+        this.streamMiss(req, out, k, need);
         return;
       }
     }
@@ -743,9 +766,33 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private streamEntry(sid: number, ssid: number): number {
     const st = this.streams;
     const k = ((sid ^ Math.imul(ssid + 1, STREAM_HASH)) & (STREAM_ENTRIES - 1)) * STREAM_WORDS;
-    return st[k + SW_SID] === sid && st[k + SW_SSID] === ssid && this.streamGen[k >> STREAM_SHIFT] === this.cfgGen[0]
+    return st[k + SW_SID] === sid &&
+      st[k + SW_SSID] === ssid &&
+      this.streamGen[k >> STREAM_SHIFT] === this.streamGen[STREAM_ENTRIES]
       ? k
       : -1;
+  }
+
+  /**
+   * The TLB entry of page `vpn` (below 2^32) in the address space of per-stream entry `k`, or -1: SmmuTlb.lookupLow
+   * (the same set, ways and LRU touch) with the set hash's seed from the stream entry and the TLB's arrays and
+   * geometry read from this object, so the hit path inlined into the caller's loop makes few property loads.
+   */
+  private tlbProbe(k: number, vpn: number): number {
+    const st = this.streams;
+    const tag = st[k + SW_TAG]!;
+    const kind = st[k + SW_KIND]!;
+    let e = ((st[k + SW_SEED]! ^ vpn) & this.tlbSetMask) << this.tlbWayShift;
+    const end = e + this.tlbWays;
+    const v = this.tlbVpn;
+    const ti = this.tlbI;
+    for (; e < end; e++) {
+      if (v[e] === vpn && ti[e << 3] === tag && ti[(e << 3) + TI_KIND] === kind) {
+        if (this.tlbLru) this.tlb.touch(e);
+        return e;
+      }
+    }
+    return -1;
   }
 
   /** LRU: the configuration cache entries a per-stream hit used count as used, as the lookups would. */
@@ -755,8 +802,17 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     if (ce >= 0) this.cdCache.touch(ce);
   }
 
-  /** {@link translate} with the per-stream entry `k` current, for an IOVA at or above 4 GiB. */
-  private translateStream(req: DmaRequest, out: DmaTranslation, k: number): void {
+  /**
+   * {@link translate} with the per-stream entry `k` current, off its inline hit: an IOVA below 4 GiB that missed the
+   * TLB (or hit an entry without the permissions `need`): the walk, by s1WalkFill or walkNestedShort when one
+   * applies; an IOVA at or above 4 GiB: its TLB lookup, then the walk on a miss.
+   *
+   * One method for both, on purpose larger than V8 inlines (`--max-inlined-bytecode-size`): V8 does not inline a
+   * function whose optimized code already inlines much (the bytecode its code inlined counts against the caller's
+   * inlining budget), so with the walk inlined into translate, translate was no longer inlined into the caller's
+   * loop and every TLB hit paid a call (25 ns instead of 17 in bench/hw-translate.bench.ts).
+   */
+  private streamMiss(req: DmaRequest, out: DmaTranslation, k: number, need: number): void {
     this.nTranslations++;
     if (this.cfgLru) this.touchStream(k);
     const st = this.streams;
@@ -765,43 +821,34 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
     const kind = st[k + SW_KIND]!;
     const tag = st[k + SW_TAG]!;
     const iova = req.iova;
-    const vpn = iova < LOCAL_TWO_32 ? iova >>> pageLg2 : Math.floor(iova / pow2(pageLg2));
-    const need = needOf(req);
-    const tlb = this.tlb;
-    const e = tlb.lookup(kind, tag, vpn);
-    if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
-      this.nHits++;
-      const off = iova - alignDownLg2(iova, pageLg2);
-      out.pa = tlb.f[(e << 2) + TF_PA]! + off;
-      out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
+    const useS1 = (bits & SB_S1) !== 0;
+    const useS2 = (bits & SB_S2) !== 0;
+    if (iova >= LOCAL_TWO_32) {
+      const vpn = Math.floor(iova / pow2(pageLg2));
+      const tlb = this.tlb;
+      const e = tlb.lookup(kind, tag, vpn);
+      if (e >= 0 && (tlb.i[(e << 3) + TI_PERM]! & need) === need) {
+        this.nHits++;
+        const off = iova - alignDownLg2(iova, pageLg2);
+        out.pa = tlb.f[(e << 2) + TF_PA]! + off;
+        out.length = tlb.f[(e << 2) + TF_SPAN]! - off;
+        return;
+      }
+      this.nMisses++;
+      this.walk(req, out, st[k + SW_SE]!, st[k + SW_CE]!, kind, tag, vpn, pageLg2, need, useS1, useS2);
       return;
     }
     this.nMisses++;
-    const se = st[k + SW_SE]!;
-    const ce = st[k + SW_CE]!;
-    this.walk(req, out, se, ce, kind, tag, vpn, pageLg2, need, (bits & SB_S1) !== 0, (bits & SB_S2) !== 0);
-  }
-
-  /**
-   * {@link translate} with the per-stream entry `k` current and a TLB miss for page `vpn` (below 2^32): the walk, by
-   * s1WalkFill or walkNestedShort when one applies.
-   */
-  private walkStream(req: DmaRequest, out: DmaTranslation, k: number, vpn: number, need: number): void {
-    this.nTranslations++;
-    this.nMisses++;
-    if (this.cfgLru) this.touchStream(k);
-    const st = this.streams;
-    const bits = st[k + SW_BITS]!;
+    const vpn = iova >>> pageLg2;
     if ((bits & SB_S1_FILL) !== 0) {
-      const ce = st[k + SW_CE]!;
       const how = s1WalkFill(
         this.memory,
-        this.cdS1[ce]!,
+        this.cdS1[st[k + SW_CE]!]!,
         this.walkCache,
         this.tlb,
-        st[k + SW_KIND]!,
-        st[k + SW_TAG]!,
-        req.iova,
+        kind,
+        tag,
+        iova,
         vpn,
         need,
         req.requesterId,
@@ -814,22 +861,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
         return;
       }
     }
-    const useS1 = (bits & SB_S1) !== 0;
-    const useS2 = (bits & SB_S2) !== 0;
     if (useS1 && useS2 && this.walkNestedShort(req, out, k, vpn, need)) return;
-    this.walk(
-      req,
-      out,
-      st[k + SW_SE]!,
-      st[k + SW_CE]!,
-      st[k + SW_KIND]!,
-      st[k + SW_TAG]!,
-      vpn,
-      bits & 63,
-      need,
-      useS1,
-      useS2,
-    );
+    this.walk(req, out, st[k + SW_SE]!, st[k + SW_CE]!, kind, tag, vpn, pageLg2, need, useS1, useS2);
   }
 
   /** {@link translate} off its fast path: decode the STE and CD from the caches (fetching them on a miss). */
@@ -949,6 +982,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
       st[k + SW_CE] = ce;
       st[k + SW_KIND] = kind;
       st[k + SW_TAG] = tag;
+      st[k + SW_SEED] = tlbSeed(kind, tag);
       // A stage-1-only stream whose CD the short miss path handles (EPD0 clear: the full path faults on it).
       const fill =
         useS1 &&
