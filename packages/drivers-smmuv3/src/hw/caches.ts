@@ -583,17 +583,24 @@ export class WalkCache {
     table: number,
     level: number,
   ): void {
-    const ix = this.ix;
-    const e = ix.pick(s, this.region);
+    // CacheSetIndex.pick's choice (the first free way, else evict's victim), with the scan over this cache's own
+    // Float64Array (pick's keys parameter sees every cache's key array type: its loads are polymorphic).
+    const r = this.region;
+    const end = s + this.ways;
+    let e = s;
+    while (e < end && r[e] !== -1) e++;
+    if (e === end) e = this.ix.evict(s);
     this.missSet = -1;
-    this.region[e] = region;
+    r[e] = region;
     this.kind[e] = kind;
     this.tag[e] = tag;
     this.regionLg2[e] = regionLg2;
     this.table[e] = table;
     this.level[e] = level;
-    this.setTablePa(e, -1, 0);
-    if (this.lru) ix.touch(e);
+    this.tablePa[e] = -1;
+    this.tableS2Lg2[e] = 0;
+    this.reported[e] = 0;
+    if (this.lru) this.ix.touch(e);
   }
 }
 

@@ -19,6 +19,7 @@ import type { DmaTranslation, PhysicalMemory } from "@iommu-sim/core";
 import type { SmmuTlb, WalkCache } from "./caches.js";
 import { TLB_F64, TLB_I32 } from "./caches.js";
 import { type StageParams, s1Perm } from "./lpae-walk.js";
+import { PTE } from "./structures.js";
 
 /** Not handled: take the full path. */
 export const S1_FILL_NONE = 0;
@@ -49,6 +50,12 @@ const I_LEVEL = TLB_I32.LEVEL;
 const I_LEAF_LG2 = TLB_I32.LEAF_LG2;
 const I_SID = TLB_I32.SID;
 const I_SSID = TLB_I32.SSID;
+// Without HD, what a stage-1 leaf grants depends on AP[2:1] (low word bits 7:6) and PXN, XN (high word bits 21, 22)
+// only: s1Perm of each of the 16 combinations, tabled once (a load instead of the call on every walk).
+const AP_SHIFT = PTE.AP1.bit;
+const XN_SHIFT = PTE.PXN.bit - 32;
+const LEAF_PERM = new Int32Array(16);
+for (let x = 0; x < 16; x++) LEAF_PERM[x] = s1Perm((x & 3) << AP_SHIFT, (x >> 2) << XN_SHIFT, false);
 
 /**
  * Whether a stage-1 configuration can take {@link s1WalkFill}: a 4 KiB granule, a root above level 3 (so the walk
@@ -120,7 +127,7 @@ export function s1WalkFill(
   const oa = ((lo & OA_LO) >>> 0) + (hi & OA_HI) * TWO_32;
   if (!(oa < outLimit)) return S1_FILL_NONE;
   // Without HD a leaf is never DIRTYABLE: these are the permissions the full path would cache.
-  const perm = s1Perm(lo, hi, false);
+  const perm = LEAF_PERM[((lo >>> AP_SHIFT) & 3) | (((hi >>> XN_SHIFT) & 3) << 2)]!;
   if ((perm & need) !== need) return S1_FILL_NONE;
   // The access is granted: from here on the caches change, as the full path changes them.
   if (w >= 0) wc.hit(w);
