@@ -93,34 +93,40 @@ export function s1WalkFill(
   const region = iova >>> REGION_LG2;
   const ws = wc.setOf(kind, tag, region);
   const w = wc.find(ws, kind, tag, region);
-  // The last-level table: the walk cache's, or the end of a descent from TTB0 through table descriptors.
-  let table: number;
+  // The walk: from the walk cache's last-level table, or from TTB0 down through table descriptors (tables below 4 GiB
+  // only: an output size is at least 32 bits, no address-size check). One descriptor read site for every level.
+  let t: number;
+  let level: number;
+  let shift: number;
+  let mask: number;
   if (w >= 0) {
     if (wc.level[w] !== 3) return S1_FILL_NONE;
-    table = wc.table[w]!;
+    t = wc.table[w]!;
+    level = 3;
+    shift = PAGE_LG2;
+    mask = 511;
   } else {
-    // Tables below 4 GiB only (an output size is at least 32 bits: no address-size check), as 32-bit integers.
     const ttb = p.ttb;
     if (!(ttb < TWO_32)) return S1_FILL_NONE;
-    let t = ttb >>> 0;
-    let level = p.startLevel;
-    let shift = PAGE_LG2 + 9 * (3 - level);
-    let mask = (1 << p.rootBits) - 1;
-    for (;;) {
-      const ix = mem.wordIndexR(t + (shift < 32 ? (iova >>> shift) & mask : 0) * 8);
-      if (ix < 0) return S1_FILL_NONE;
-      const lo = words[ix]!;
-      if ((lo & TABLE_OR_PAGE) !== TABLE_OR_PAGE || (words[ix + 1]! & OA_HI) !== 0) return S1_FILL_NONE;
-      t = (lo & OA_LO) >>> 0;
-      if (++level === 3) break;
-      shift -= 9;
-      mask = 511;
-    }
-    table = t;
+    t = ttb >>> 0;
+    level = p.startLevel;
+    shift = PAGE_LG2 + 9 * (3 - level);
+    mask = (1 << p.rootBits) - 1;
   }
-  // The level-3 descriptor: a page with its access flag set.
-  const ix = mem.wordIndexR(table + ((iova >>> PAGE_LG2) & 511) * 8);
-  if (ix < 0) return S1_FILL_NONE;
+  let ix: number;
+  for (;;) {
+    ix = mem.wordIndexR(t + (shift < 32 ? (iova >>> shift) & mask : 0) * 8);
+    if (ix < 0) return S1_FILL_NONE;
+    if (level === 3) break;
+    const tlo = words[ix]!;
+    if ((tlo & TABLE_OR_PAGE) !== TABLE_OR_PAGE || (words[ix + 1]! & OA_HI) !== 0) return S1_FILL_NONE;
+    t = (tlo & OA_LO) >>> 0;
+    level++;
+    shift -= 9;
+    mask = 511;
+  }
+  // The last-level table `t`; its descriptor: a page with its access flag set.
+  const table = t;
   const lo = words[ix]!;
   if ((lo & (TABLE_OR_PAGE | AF)) !== (TABLE_OR_PAGE | AF)) return S1_FILL_NONE;
   const hi = words[ix + 1]!;
