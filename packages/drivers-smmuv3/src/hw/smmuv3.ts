@@ -391,7 +391,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private readonly streams = new Int32Array(STREAM_ENTRIES * STREAM_WORDS).fill(-1);
   /**
    * `streamGen[k]`: the generation count entry k was recorded at; `streamGen[STREAM_ENTRIES]`: the count now, the one
-   * the STE and CD caches share (see DescCache.gen; {@link cfgGen} views it), in the same array so the fast path's
+   * the STE and CD caches share (see DescCache.gen; `cfgGen` views it), in the same array so the fast path's
    * check loads one array.
    */
   private readonly streamGen = new Float64Array(STREAM_ENTRIES + 1).fill(-1);
@@ -407,7 +407,7 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   private readonly tlbWays: number;
   private readonly tlbLru: boolean;
 
-  /** Translations, less the fast hits counted in {@link nFastHits} (the `translations` stat is the sum). */
+  /** Translations, less the fast hits counted in `nFastHits` (the `translations` stat is the sum). */
   private nTranslations = 0;
   /** TLB hits, less the fast hits (the `tlbHits` stat is the sum). */
   private nHits = 0;
