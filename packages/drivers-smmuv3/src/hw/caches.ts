@@ -264,27 +264,9 @@ export class SmmuTlb {
   }
 
   /**
-   * {@link lookup} for a page number below 2^32 (the set hash's high word is 0: no division). The hit path's.
-   * @linux a TLB lookup
-   */
-  lookupLow(kind: number, tag: number, vpn: number): number {
-    const s = ((tlbSeed(kind, tag) ^ vpn) & this.setMask) << this.wayShift;
-    const end = s + this.ways;
-    const v = this.vpn;
-    const i = this.i;
-    for (let e = s; e < end; e++) {
-      if (v[e] === vpn && i[e << 3] === tag && i[(e << 3) + I_KIND] === kind) {
-        if (this.lru) this.ix.touch(e);
-        return e;
-      }
-    }
-    return -1;
-  }
-
-  /**
-   * The set and key of the last {@link lookup} that missed (not {@link lookupLow}'s: the hit path stays as small as
-   * it is); -1: none (reset by every fill). Only a fill creates an entry, so while it is set that entry is known
-   * absent and {@link fill} skips its hash and duplicate scan.
+   * The set and key of the last {@link lookup} that missed (not the model's inlined hit probe's: the hit path stays
+   * as small as it is); -1: none (reset by every fill). Only a fill creates an entry, so while it is set that entry
+   * is known absent and {@link fill} skips its hash and duplicate scan.
    */
   private missSet = -1;
   private missKind = 0;

@@ -774,8 +774,8 @@ export class Smmuv3Hw implements IommuHwModel, MmioHandler {
   }
 
   /**
-   * The TLB entry of page `vpn` (below 2^32) in the address space of per-stream entry `k`, or -1: SmmuTlb.lookupLow
-   * (the same set, ways and LRU touch) with the set hash's seed from the stream entry and the TLB's arrays and
+   * The TLB entry of page `vpn` (below 2^32) in the address space of per-stream entry `k`, or -1: SmmuTlb.lookup
+   * for a page number below 2^32 (the same set, ways and LRU touch) with the set hash's seed from the stream entry and the TLB's arrays and
    * geometry read from this object, so the hit path inlined into the caller's loop makes few property loads.
    */
   private tlbProbe(k: number, vpn: number): number {
