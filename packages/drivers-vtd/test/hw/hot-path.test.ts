@@ -44,6 +44,29 @@ const accessArb = fc.record({
 });
 type Page = { mapped: boolean; rw: boolean; us: boolean; xd: boolean; a: boolean; d: boolean };
 
+type Access = { page: number; write: boolean; exec: boolean; privileged: boolean; off: number };
+
+/**
+ * Each access of `accesses` as a DMA of `device` at `iovaOf(page) + off` (rounded down to 4 bytes): its result, or
+ * the fault code and reason it raised. `attrs: false` leaves exec/privileged out (second-stage tables ignore them).
+ */
+function dmaOutcomes(m: Machine, device: string, accesses: Access[], iovaOf: (page: number) => number, attrs = true) {
+  const seen: string[] = [];
+  for (const a of accesses) {
+    const iova = iovaOf(a.page) + a.off - (a.off % 4);
+    const opt = attrs ? { exec: a.exec, privileged: a.privileged } : undefined;
+    try {
+      if (a.write) m.device(device).dmaWrite(iova, new Uint8Array([1]), opt);
+      else seen.push(String(m.device(device).dmaRead(iova, 4, opt)));
+      seen.push("ok");
+    } catch (e) {
+      if (!(e instanceof DmaFault)) throw e;
+      seen.push(`${e.faultCode} ${e.faultReason}`);
+    }
+  }
+  return seen;
+}
+
 async function unit(strict: boolean, sre: boolean, wpe: boolean, pages: Page[]) {
   const { m, t } = await bootVtd({ strict, tlbEntries: 4, tlbWays: 2, pagingCacheEntries: 2 });
   machines.push(m);
@@ -80,19 +103,7 @@ describe("hot path", () => {
           const runs = [];
           for (const strict of [false, true]) {
             const { m, t, leaves } = await unit(strict, sre, wpe, pages);
-            const seen: string[] = [];
-            for (const a of accesses) {
-              const iova = 0x1000 * (a.page + 1) + a.off - (a.off % 4);
-              const opt = { exec: a.exec, privileged: a.privileged };
-              try {
-                if (a.write) m.device("nvme0").dmaWrite(iova, new Uint8Array([1]), opt);
-                else seen.push(String(m.device("nvme0").dmaRead(iova, 4, opt)));
-                seen.push("ok");
-              } catch (e) {
-                if (!(e instanceof DmaFault)) throw e;
-                seen.push(`${e.faultCode} ${e.faultReason}`);
-              }
-            }
+            const seen = dmaOutcomes(m, "nvme0", accesses, (page) => 0x1000 * (page + 1));
             runs.push({ seen, leaves: leaves.map((l) => t.rq(l).toString(16)) });
             await m.teardown();
             machines.pop();
@@ -134,18 +145,7 @@ describe("hot path", () => {
               if (p.ps && i === 8) bits |= ss.PS; // a 4 KiB leaf with PS: reserved
               pt.map(0x1000 * (i + 1), buf, 1, bits);
             });
-            const seen: string[] = [];
-            for (const a of accesses) {
-              const iova = 0x1000 * (a.page + 1) + a.off - (a.off % 4);
-              try {
-                if (a.write) m.device("xhci0").dmaWrite(iova, new Uint8Array([1]));
-                else seen.push(String(m.device("xhci0").dmaRead(iova, 4)));
-                seen.push("ok");
-              } catch (e) {
-                if (!(e instanceof DmaFault)) throw e;
-                seen.push(`${e.faultCode} ${e.faultReason}`);
-              }
-            }
+            const seen = dmaOutcomes(m, "xhci0", accesses, (page) => 0x1000 * (page + 1), false);
             runs.push(seen);
             await m.teardown();
             machines.pop();
@@ -187,19 +187,7 @@ describe("hot path", () => {
               if (p.d) bits |= ss.D;
               return pt.map(iovaOf(i), buf, 1, bits);
             });
-            const seen: string[] = [];
-            for (const a of accesses) {
-              const iova = iovaOf(a.page) + a.off - (a.off % 4);
-              const opt = { exec: a.exec, privileged: a.privileged };
-              try {
-                if (a.write) m.device("nvme0").dmaWrite(iova, new Uint8Array([1]), opt);
-                else seen.push(String(m.device("nvme0").dmaRead(iova, 4, opt)));
-                seen.push("ok");
-              } catch (e) {
-                if (!(e instanceof DmaFault)) throw e;
-                seen.push(`${e.faultCode} ${e.faultReason}`);
-              }
-            }
+            const seen = dmaOutcomes(m, "nvme0", accesses, iovaOf);
             runs.push({ seen, leaves: leaves.map((l) => t.rq(l).toString(16)) });
             await m.teardown();
             machines.pop();
