@@ -63,3 +63,24 @@ export type TranslationDecoder = (args: {
 export function hex64(lo: number, hi: number): string {
   return `0x${((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString(16).padStart(16, "0")}`;
 }
+
+/**
+ * The `n` 32-bit words of a descriptor at `pa`, read for a decoder (no side effect); a word outside memory (or a
+ * negative `pa`) reads 0, as a decoder shows a descriptor it cannot fetch.
+ * @linux none: what a debugger dumps of a table entry
+ */
+export function descriptorWords(mem: import("./memory.js").PhysicalMemory, pa: number, n: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(pa >= 0 && pa + 4 * i + 4 <= mem.size ? mem.read32(pa + 4 * i) >>> 0 : 0);
+  return out;
+}
+
+/**
+ * The words of a descriptor (low word first) as its 64-bit values, `0x…` each: a {@link TranslationLevel}'s `raw`.
+ * @linux none: how a debugger prints a raw descriptor
+ */
+export function rawQwords(w: readonly number[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < w.length; i += 2) out.push(hex64(w[i]!, w[i + 1]!));
+  return out;
+}

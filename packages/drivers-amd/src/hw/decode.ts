@@ -9,12 +9,13 @@
  * fetch_pte read by hand)
  */
 import {
+  descriptorWords,
   type Field,
   fieldGet,
   getAddr,
   getField,
-  hex64,
   type PhysicalMemory,
+  rawQwords,
   type TranslationDecoder,
   type TranslationLevel,
   type TranslationResult,
@@ -24,17 +25,9 @@ import { DTE, DTE_MODE_RESERVED, DTE_SIZE, GCR3_ENTRY, NL_SIZE, V1_PTE, X86_PTE 
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
+/** The descriptor's words, or undefined when any of them lies outside memory (the decoder reports the fetch). */
 function words(mem: PhysicalMemory, pa: number, n: number): number[] | undefined {
-  if (pa < 0 || pa + 4 * n > mem.size) return undefined;
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(mem.read32(pa + 4 * i) >>> 0);
-  return out;
-}
-
-function raw(w: number[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < w.length; i += 2) out.push(hex64(w[i]!, w[i + 1]!));
-  return out;
+  return pa < 0 || pa + 4 * n > mem.size ? undefined : descriptorWords(mem, pa, n);
 }
 
 const f = (w: number[], fl: Field) => getField(w, fl);
@@ -92,7 +85,7 @@ function v1(
       }
       if (!leaf && nl < level - 1) fields.skips = level - 1 - nl;
     }
-    levels.push({ name: `${prefix}L${level} ${kind}`, address: at, raw: raw(w), fields });
+    levels.push({ name: `${prefix}L${level} ${kind}`, address: at, raw: rawQwords(w), fields });
     if (!present) return { fault: `IO_PAGE_FAULT: ${prefix}L${level} entry not present` };
     p &= (bit(w, V1_PTE.IR) ? 1 : 0) | (bit(w, V1_PTE.IW) ? 2 : 0);
     if (leaf) {
@@ -150,7 +143,7 @@ function v2(
       fields.Addr = hex(addr);
     }
     const kind = !present ? "not present" : leaf ? "page" : "table";
-    out.push({ name: `guest L${level} ${kind}`, address: at, raw: raw(w), fields });
+    out.push({ name: `guest L${level} ${kind}`, address: at, raw: rawQwords(w), fields });
     if (!present) return { fault: `IO_PAGE_FAULT (GN): guest L${level} entry not present` };
     rw &&= bit(w, X86_PTE.RW);
     if (leaf) {
@@ -206,7 +199,7 @@ export const decodeAmdTranslation: TranslationDecoder = ({ memory, readReg, requ
       });
     }
   }
-  levels.push({ name: "DTE", address: at, raw: raw(d), fields });
+  levels.push({ name: "DTE", address: at, raw: rawQwords(d), fields });
   if (!bit(d, DTE.V)) return { levels, result: { pa: iova, perm: "rw" } };
   if (!bit(d, DTE.TV)) return { levels, result: { fault: "IO_PAGE_FAULT: DTE.TV=0 (no translation information)" } };
   if (mode === DTE_MODE_RESERVED) return { levels, result: { fault: "ILLEGAL_DEV_TABLE_ENTRY: Mode 7" } };
@@ -235,7 +228,7 @@ export const decodeAmdTranslation: TranslationDecoder = ({ memory, readReg, requ
     if (!w) return { levels, result: { fault: `PAGE_TAB_HARDWARE_ERROR: GCR3 entry at ${hex(e)} outside memory` } };
     const addr = getAddr(w, GCR3_ENTRY.ADDR_LO, GCR3_ENTRY.ADDR_HI);
     const name = l === 0 ? `GCR3 entry (PASID ${gPasid})` : `GCR3 L${l} table`;
-    levels.push({ name, address: e, raw: raw(w), fields: { index, V: bit(w, GCR3_ENTRY.V), Addr: hex(addr) } });
+    levels.push({ name, address: e, raw: rawQwords(w), fields: { index, V: bit(w, GCR3_ENTRY.V), Addr: hex(addr) } });
     if (!bit(w, GCR3_ENTRY.V)) return { levels, result: { fault: `IO_PAGE_FAULT (GN): GCR3 entry not valid` } };
     table = addr;
   }

@@ -6,12 +6,13 @@
  * loop, so it is a second reading of the tables the model walks.
  */
 import {
+  descriptorWords,
   type Field,
   fieldGet,
   getAddr,
   getField,
-  hex64,
   type PhysicalMemory,
+  rawQwords,
   type TranslationDecoder,
   type TranslationLevel,
   type TranslationResult,
@@ -35,18 +36,6 @@ import {
 
 const CFG_NAME: Record<number, string> = { 0: "abort", 4: "bypass", 5: "S1", 6: "S2", 7: "nested" };
 
-function words(mem: PhysicalMemory, pa: number, n: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(pa + 4 * i + 4 <= mem.size ? mem.read32(pa + 4 * i) >>> 0 : 0);
-  return out;
-}
-
-function raw(w: number[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < w.length; i += 2) out.push(hex64(w[i]!, w[i + 1]!));
-  return out;
-}
-
 const hex = (n: number) => `0x${n.toString(16)}`;
 const f = (w: number[], fl: Field) => getField(w, fl);
 
@@ -68,7 +57,7 @@ function walk(
     const tpa = xlate(table);
     if (tpa === undefined) return { fault: `stage-2 fault fetching the ${stage}L${level} table at IPA ${hex(table)}` };
     const at = tpa + index * 8;
-    const w = words(mem, at, 2);
+    const w = descriptorWords(mem, at, 2);
     const valid = f(w, PTE.VALID) === 1;
     const isTable = valid && f(w, PTE.TYPE) === 1 && level < 3;
     const oaRaw = (w[0]! & ~(2 ** p.granLg2 - 1)) >>> 0;
@@ -90,7 +79,7 @@ function walk(
         fields.DBM = f(w, PTE.DBM) === 1;
       }
     }
-    levels?.push({ name: `${stage}L${level} ${kind}`, address: at, raw: raw(w), fields });
+    levels?.push({ name: `${stage}L${level} ${kind}`, address: at, raw: rawQwords(w), fields });
     if (!valid) return { fault: `${stage}translation fault at level ${level}` };
     if (isTable) {
       table = oa;
@@ -127,20 +116,25 @@ export const decodeSmmuv3Translation: TranslationDecoder = ({ memory, readReg, r
   if (fieldGet(cfgReg, STRTAB_BASE_CFG.FMT) === STRTAB_FMT.TWO_LEVEL) {
     const split = fieldGet(cfgReg, STRTAB_BASE_CFG.SPLIT);
     const l1At = base + Math.floor(sid / 2 ** split) * 8;
-    const l1 = words(memory, l1At, 2);
+    const l1 = descriptorWords(memory, l1At, 2);
     const l2 = getAddr(l1, L1_STD.L2PTR_LO, L1_STD.L2PTR_HI);
-    levels.push({ name: "L1 STD", address: l1At, raw: raw(l1), fields: { SPAN: f(l1, L1_STD.SPAN), L2Ptr: hex(l2) } });
+    levels.push({
+      name: "L1 STD",
+      address: l1At,
+      raw: rawQwords(l1),
+      fields: { SPAN: f(l1, L1_STD.SPAN), L2Ptr: hex(l2) },
+    });
     if (f(l1, L1_STD.SPAN) === 0) return { levels, result: { fault: "C_BAD_STREAMID (L1 descriptor not valid)" } };
     steAt = l2 + (sid % 2 ** split) * STE_SIZE;
   }
-  const ste = words(memory, steAt, 16);
+  const ste = descriptorWords(memory, steAt, 16);
   const cfg = f(ste, STE.CONFIG);
   const s1ctx = getAddr(ste, STE.S1CTXPTR_LO, STE.S1CTXPTR_HI);
   const s2ttb = getAddr(ste, STE.S2TTB_LO, STE.S2TTB_HI);
   levels.push({
     name: "STE",
     address: steAt,
-    raw: raw(ste.slice(0, 8)),
+    raw: rawQwords(ste.slice(0, 8)),
     fields: {
       V: f(ste, STE.V) === 1,
       Config: CFG_NAME[cfg] ?? `reserved ${cfg}`,
@@ -198,20 +192,25 @@ export const decodeSmmuv3Translation: TranslationDecoder = ({ memory, readReg, r
     const l1At = s2x(l1Ipa);
     if (l1At === undefined)
       return { levels, result: { fault: `stage-2 fault fetching the L1 CD at IPA ${hex(l1Ipa)}` } };
-    const l1 = words(memory, l1At, 2);
+    const l1 = descriptorWords(memory, l1At, 2);
     const l2 = getAddr(l1, L1_CD.L2PTR_LO, L1_CD.L2PTR_HI);
-    levels.push({ name: "L1 CD", address: l1At, raw: raw(l1), fields: { V: f(l1, L1_CD.V) === 1, L2Ptr: hex(l2) } });
+    levels.push({
+      name: "L1 CD",
+      address: l1At,
+      raw: rawQwords(l1),
+      fields: { V: f(l1, L1_CD.V) === 1, L2Ptr: hex(l2) },
+    });
     if (f(l1, L1_CD.V) === 0) return { levels, result: { fault: "C_BAD_SUBSTREAMID (L1 CD not valid)" } };
     cdIpa = l2 + (cdIdx % 2 ** leafBits) * CD_SIZE;
   }
   const cdAt = s2x(cdIpa);
   if (cdAt === undefined) return { levels, result: { fault: `stage-2 fault fetching the CD at IPA ${hex(cdIpa)}` } };
-  const cd = words(memory, cdAt, 16);
+  const cd = descriptorWords(memory, cdAt, 16);
   const ttb0 = getAddr(cd, CD.TTB0_LO, CD.TTB0_HI);
   levels.push({
     name: cfg === STE_CFG.NESTED ? `CD (IPA ${hex(cdIpa)})` : "CD",
     address: cdAt,
-    raw: raw(cd.slice(0, 8)),
+    raw: rawQwords(cd.slice(0, 8)),
     fields: {
       V: f(cd, CD.V) === 1,
       ASID: f(cd, CD.ASID),

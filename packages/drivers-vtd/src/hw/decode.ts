@@ -9,12 +9,13 @@
  * @linux none: what a debugger reads of the tables drivers/iommu/intel programs (Intel VT-d specification ch. 3, 9)
  */
 import {
+  descriptorWords,
   type Field,
   fieldGet,
   getAddr,
   getField,
-  hex64,
   type PhysicalMemory,
+  rawQwords,
   type TranslationDecoder,
   type TranslationLevel,
   type TranslationResult,
@@ -45,18 +46,6 @@ const PGTT_NAME: Record<number, string> = { 1: "first-stage", 2: "second-stage",
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 const f = (w: number[], fl: Field) => getField(w, fl);
-
-function words(mem: PhysicalMemory, pa: number, n: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(pa >= 0 && pa + 4 * i + 4 <= mem.size ? mem.read32(pa + 4 * i) >>> 0 : 0);
-  return out;
-}
-
-function raw(w: number[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < w.length; i += 2) out.push(hex64(w[i]!, w[i + 1]!));
-  return out;
-}
 
 /** A fault result named as dmar.c names the reason, with its code. */
 function fault(code: number, detail = ""): TranslationResult {
@@ -101,7 +90,7 @@ function ssDecode(
     const index = indexAt(input, level);
     const at = table + index * 8;
     if (!(at >= 0 && at + 8 <= mem.size)) return fault(s.sm ? FR.SM_SS_READ : FR.PAGING_ENTRY_ERR);
-    const e = words(mem, at, 2);
+    const e = descriptorWords(mem, at, 2);
     const lo = e[0]!;
     const hi = e[1]!;
     const present = (lo & (SS_PTE.R | SS_PTE.W)) !== 0;
@@ -126,7 +115,7 @@ function ssDecode(
       }
       if (level > 1) fields.PS = ps;
     }
-    levels?.push({ name: `${prefix}L${level} ${kind}`, address: at, raw: raw(e), fields });
+    levels?.push({ name: `${prefix}L${level} ${kind}`, address: at, raw: rawQwords(e), fields });
     // No present bit: R or W set means present (legacy mode reports the access's own reason).
     if (!present)
       return s.sm
@@ -178,7 +167,7 @@ function fsDecode(
     const index = indexAt(input, level);
     const at = tpa + index * 8;
     if (!(at >= 0 && at + 8 <= mem.size)) return fault(FR.SM_FS_READ);
-    const e = words(mem, at, 2);
+    const e = descriptorWords(mem, at, 2);
     const lo = e[0]!;
     const hi = e[1]!;
     const present = (lo & FS_PTE.P) !== 0;
@@ -203,7 +192,12 @@ function fsDecode(
       fields.XD = (hi & FS_PTE.XD_HI) !== 0;
     }
     const name = `${prefix}L${level} ${kind}`;
-    levels.push({ name: s2 ? `${name} (GPA ${hex(table + index * 8)})` : name, address: at, raw: raw(e), fields });
+    levels.push({
+      name: s2 ? `${name} (GPA ${hex(table + index * 8)})` : name,
+      address: at,
+      raw: rawQwords(e),
+      fields,
+    });
     if (!present) return fault(FR.SM_FS_NOT_PRESENT, `level ${level}`);
     w &&= (lo & FS_PTE.RW) !== 0;
     u &&= (lo & FS_PTE.US) !== 0;
@@ -254,25 +248,25 @@ export const decodeVtdTranslation: TranslationDecoder = ({ memory, readReg, requ
   const bus = (sid >>> 8) & 0xff;
   const devfn = sid & 0xff;
   const rootAt = rtBase + bus * 16;
-  const root = words(memory, rootAt, 4);
+  const root = descriptorWords(memory, rootAt, 4);
 
   if (!sm) {
     levels.push({
       name: "root entry",
       address: rootAt,
-      raw: raw(root),
+      raw: rawQwords(root),
       fields: { bus, P: f(root, ROOT.P) === 1, CTP: hex(getAddr(root, ROOT.CTP_LO, ROOT.CTP_HI)) },
     });
     if (f(root, ROOT.P) === 0) return { levels, result: fault(FR.ROOT_NOT_PRESENT) };
     if ((root[0]! & 0xffe) !== 0 || root[2] !== 0 || root[3] !== 0) return { levels, result: fault(FR.ROOT_RSVD) };
     const ctxAt = getAddr(root, ROOT.CTP_LO, ROOT.CTP_HI) + devfn * 16;
-    const c = words(memory, ctxAt, 4);
+    const c = descriptorWords(memory, ctxAt, 4);
     const tt = f(c, CTX.TT);
     const ssLevels = f(c, CTX.AW) + 2;
     levels.push({
       name: "context entry",
       address: ctxAt,
-      raw: raw(c),
+      raw: rawQwords(c),
       fields: {
         devfn,
         P: f(c, CTX.P) === 1,
@@ -302,7 +296,7 @@ export const decodeVtdTranslation: TranslationDecoder = ({ memory, readReg, requ
   levels.push({
     name: "SM root entry",
     address: rootAt,
-    raw: raw(root),
+    raw: rawQwords(root),
     fields: {
       bus,
       LP: f(root, SM_ROOT.LP) === 1,
@@ -314,13 +308,13 @@ export const decodeVtdTranslation: TranslationDecoder = ({ memory, readReg, requ
   if (!present) return { levels, result: fault(FR.SM_ROOT_NOT_PRESENT, upper ? "UP clear" : "LP clear") };
   if ((root[0]! & 0xffe) !== 0 || (root[2]! & 0xffe) !== 0) return { levels, result: fault(FR.SM_ROOT_RSVD) };
   const ctxAt = ctp + (devfn & 0x7f) * 32;
-  const c = words(memory, ctxAt, 8);
+  const c = descriptorWords(memory, ctxAt, 8);
   const pdts = f(c, SM_CTX.PDTS);
   const dir = getAddr(c, SM_CTX.PASIDDIRPTR_LO, SM_CTX.PASIDDIRPTR_HI);
   levels.push({
     name: "SM context",
     address: ctxAt,
-    raw: raw(c.slice(0, 4)),
+    raw: rawQwords(c.slice(0, 4)),
     fields: {
       devfn,
       P: f(c, SM_CTX.P) === 1,
@@ -343,12 +337,12 @@ export const decodeVtdTranslation: TranslationDecoder = ({ memory, readReg, requ
   const ep = pasid >= 0 ? pasid : f(c, SM_CTX.RID_PASID);
   if (ep >= 2 ** (pdts + 7 + PASID_PDE_SHIFT)) return { levels, result: fault(FR.SM_PASID_TOO_LARGE, `PASID ${ep}`) };
   const dirAt = dir + Math.floor(ep / 2 ** PASID_PDE_SHIFT) * 8;
-  const de = words(memory, dirAt, 2);
+  const de = descriptorWords(memory, dirAt, 2);
   const ptp = getAddr(de, PASID_DIR.PTP_LO, PASID_DIR.PTP_HI);
   levels.push({
     name: "PASID dir",
     address: dirAt,
-    raw: raw(de),
+    raw: rawQwords(de),
     fields: {
       index: Math.floor(ep / 2 ** PASID_PDE_SHIFT),
       P: f(de, PASID_DIR.P) === 1,
@@ -359,7 +353,7 @@ export const decodeVtdTranslation: TranslationDecoder = ({ memory, readReg, requ
   if (f(de, PASID_DIR.P) === 0) return { levels, result: fault(FR.SM_PDIR_NOT_PRESENT) };
   if ((de[0]! & 0xffc) !== 0) return { levels, result: fault(FR.SM_PDIR_RSVD) };
   const peAt = ptp + (ep % 2 ** PASID_PDE_SHIFT) * PASID_ENTRY_SIZE;
-  const pe = words(memory, peAt, 16);
+  const pe = descriptorWords(memory, peAt, 16);
   const pgtt = f(pe, PASID_ENTRY.PGTT);
   const aw = f(pe, PASID_ENTRY.AW);
   const fspm = f(pe, PASID_ENTRY.FSPM);
@@ -370,7 +364,7 @@ export const decodeVtdTranslation: TranslationDecoder = ({ memory, readReg, requ
   levels.push({
     name: "PASID entry",
     address: peAt,
-    raw: raw(pe.slice(0, 8)),
+    raw: rawQwords(pe.slice(0, 8)),
     fields: {
       PASID: pasid >= 0 ? ep : `${ep} (RID_PASID)`,
       P: f(pe, PASID_ENTRY.P) === 1,
