@@ -13,19 +13,10 @@ import { fileURLToPath } from "node:url";
 import {
   createMachine,
   defaultPlatform,
-  IOMMU_READ,
-  IOMMU_WRITE,
   iommuGetDomainForDev,
-  iommuMap,
-  iommuUnmap,
   RLIM_INFINITY,
 } from "@iommu-sim/core";
 import {
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_IOAS_UNMAP,
   ioasAlloc,
   iommufdModule,
   vfioDeviceAttachPt,
@@ -33,6 +24,7 @@ import {
   vfioDeviceOf,
 } from "@iommu-sim/iommufd";
 import { appendResults, type BenchResult } from "../../core/bench/harness.js";
+import { ioasWorkload } from "../../iommufd/bench/ioas-workload.js";
 import { armSmmuV3Driver } from "../src/index.js";
 
 const PAGE = 4096;
@@ -59,32 +51,9 @@ await vfioDeviceAttachPt(p, devfd, ioasId);
 const domain = iommuGetDomainForDev(dev)!;
 const buf = p.mmap(GIB);
 
-const mapUnmapIommufd = async () => {
-  await p.ioctl(fd, IOMMU_IOAS_MAP, {
-    size: 0,
-    flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-    ioas_id: ioasId,
-    __reserved: 0,
-    user_va: buf,
-    length: BigInt(GIB),
-    iova: BigInt(IOVA0),
-  });
-  await p.ioctl(fd, IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioasId, iova: 0n, length: 0xffff_ffff_ffff_ffffn });
-};
-// The first map faults the buffer in; the baseline maps exactly its physically contiguous runs, as iommufd does.
-await mapUnmapIommufd();
-const runs: [number, number, number][] = [];
-for (let i = 0; i < NPAGES; ) {
-  const pa = p.mm.lookupPhys(buf + BigInt(i * PAGE))!;
-  let n = 1;
-  while (i + n < NPAGES && p.mm.lookupPhys(buf + BigInt((i + n) * PAGE)) === pa + n * PAGE) n++;
-  runs.push([i, pa, n]);
-  i += n;
-}
-const mapUnmapBare = async () => {
-  for (const [i, pa, n] of runs) iommuMap(domain, IOVA0 + i * PAGE, pa, n * PAGE, IOMMU_READ | IOMMU_WRITE);
-  iommuUnmap(domain, IOVA0, GIB);
-};
+// The first IOAS_MAP faults the buffer in; the baseline maps exactly its physically contiguous runs, as iommufd does.
+const { mapUnmapIommufd, mapUnmapBare: bare, runs } = await ioasWorkload(p, fd, ioasId, buf, GIB, IOVA0);
+const mapUnmapBare = async () => bare(domain);
 
 const cases = [
   { name: "bare-iommuMap/iommuUnmap", fn: mapUnmapBare, t: [] as number[], cpu: [] as number[] },

@@ -12,12 +12,8 @@ import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
 import {
   createMachine,
-  IOMMU_READ,
-  IOMMU_WRITE,
   iommuDomainFree,
-  iommuMap,
   iommuPagingDomainAlloc,
-  iommuUnmap,
   RLIM_INFINITY,
 } from "@iommu-sim/core";
 import { MOCK_APERTURE_START, mockIommuDriver } from "@iommu-sim/drivers-mock";
@@ -25,17 +21,13 @@ import { appendResults, type BenchResult } from "../../core/bench/harness.js";
 import {
   IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_IOAS_UNMAP,
   ioasAlloc,
   iommufdModule,
   vfioDeviceAttachPt,
   vfioDeviceBindIommufd,
   vfioDeviceOf,
 } from "../src/index.js";
+import { ioasWorkload } from "./ioas-workload.js";
 
 const PAGE = 4096;
 const GIB = 2 ** 30;
@@ -59,35 +51,9 @@ async function main(): Promise<void> {
   const io = (cmd: number, arg: object) => p.ioctl(fd, cmd, arg);
   const baseDomain = await iommuPagingDomainAlloc(m.driverCore.deviceFor("mock-dev1")!);
 
-  const mapUnmapIommufd = async () => {
-    await io(IOMMU_IOAS_MAP, {
-      size: 0,
-      flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      ioas_id: ioasId,
-      __reserved: 0,
-      user_va: buf,
-      length: BigInt(GIB),
-      iova: BigInt(MOCK_APERTURE_START),
-    });
-    await io(IOMMU_IOAS_UNMAP, { size: 0, ioas_id: ioasId, iova: 0n, length: 0xffff_ffff_ffff_ffffn });
-  };
-  // Fault the buffer in once (the first map does), then find its physically contiguous runs: the baseline maps
-  // exactly those runs with iommuMap, as iommufd coalesces them.
-  await mapUnmapIommufd();
-  const runs: [number, number, number][] = [];
-  for (let i = 0; i < NPAGES; ) {
-    const pa = p.mm.lookupPhys(buf + BigInt(i * PAGE))!;
-    let n = 1;
-    while (i + n < NPAGES && p.mm.lookupPhys(buf + BigInt((i + n) * PAGE)) === pa + n * PAGE) n++;
-    runs.push([i, pa, n]);
-    i += n;
-  }
-  const mapUnmapCore = async () => {
-    for (const [i, pa, n] of runs) {
-      iommuMap(baseDomain, MOCK_APERTURE_START + i * PAGE, pa, n * PAGE, IOMMU_READ | IOMMU_WRITE);
-    }
-    iommuUnmap(baseDomain, MOCK_APERTURE_START, NPAGES * PAGE);
-  };
+  // The first IOAS_MAP faults the buffer in; the baseline maps exactly its physically contiguous runs.
+  const { mapUnmapIommufd, mapUnmapBare, runs } = await ioasWorkload(p, fd, ioasId, buf, GIB, MOCK_APERTURE_START);
+  const mapUnmapCore = async () => mapUnmapBare(baseDomain);
   // Object churn: CHURN_PAIRS alloc+destroy pairs per round (a round of ~30 ms, like the other rows' rounds).
   const CHURN_PAIRS = 5000;
   const churn = async () => {
