@@ -10,19 +10,8 @@
  * bare calls (ratio >= 0.333). Medians of interleaved rounds; results appended to bench/results.json.
  */
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  defaultPlatform,
-  iommuGetDomainForDev,
-  RLIM_INFINITY,
-} from "@iommu-sim/core";
-import {
-  ioasAlloc,
-  iommufdModule,
-  vfioDeviceAttachPt,
-  vfioDeviceBindIommufd,
-  vfioDeviceOf,
-} from "@iommu-sim/iommufd";
+import { createMachine, defaultPlatform, iommuGetDomainForDev, RLIM_INFINITY } from "@iommu-sim/core";
+import { ioasAlloc, iommufdModule, vfioDeviceAttachPt, vfioDeviceBindIommufd, vfioDeviceOf } from "@iommu-sim/iommufd";
 import { appendResults, type BenchResult } from "../../core/bench/harness.js";
 import { ioasWorkload } from "../../iommufd/bench/ioas-workload.js";
 import { armSmmuV3Driver } from "../src/index.js";

@@ -10,12 +10,7 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
-import {
-  createMachine,
-  iommuDomainFree,
-  iommuPagingDomainAlloc,
-  RLIM_INFINITY,
-} from "@iommu-sim/core";
+import { createMachine, iommuDomainFree, iommuPagingDomainAlloc, RLIM_INFINITY } from "@iommu-sim/core";
 import { MOCK_APERTURE_START, mockIommuDriver } from "@iommu-sim/drivers-mock";
 import { appendResults, type BenchResult } from "../../core/bench/harness.js";
 import {
